@@ -1,0 +1,136 @@
+"""The one generation interface of the repo: raw-text `complete` and templated `chat`.
+
+Magpie needs raw completion: the prompt is the model's whole input (a pre-query template),
+so engines never apply a chat template or add special tokens inside `complete`. `chat`
+renders the model's own chat template with a generation prompt, then calls `complete`.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+Message = dict  # {"role": ..., "content": ...}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The one place sampling parameters live (vLLM's SamplingParams names)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 2048
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self):
+        if self.max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {self.max_tokens}")
+        if self.n <= 0:
+            raise ValueError(f"n must be positive, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        # Accept lists from YAML/JSON but keep the dataclass hashable.
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(int(i) for i in self.stop_token_ids))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def replace(self, **kw) -> "Sampling":
+        return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["stop"], d["stop_token_ids"] = list(self.stop), list(self.stop_token_ids)
+        return d
+
+
+@dataclass
+class Completion:
+    text: str
+    num_tokens: int  # generated tokens, including the stop token when one was hit
+    finish_reason: str  # "stop" (stop string / id / eos) or "length"
+
+
+@dataclass
+class EngineInfo:
+    name: str  # registry name: hf, vllm, openai
+    model: str  # what the user asked for (hub id or path)
+    extras: dict = field(default_factory=dict)
+
+
+class Engine(abc.ABC):
+    """`complete` returns, for each prompt, `sampling.n` completions."""
+
+    info: EngineInfo
+    tokenizer = None  # a transformers tokenizer where the engine has one
+
+    @abc.abstractmethod
+    def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
+        ...
+
+    def render_chat(self, conversation: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        if self.tokenizer is None or not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(
+                f"model {self.info.model} has no chat template; choose a chat model or pass a template"
+            )
+        return self.tokenizer.apply_chat_template(
+            list(conversation), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def chat(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[list[Completion]]:
+        return self.complete([self.render_chat(c) for c in conversations], sampling)
+
+    def close(self) -> None:  # free accelerator memory where it matters
+        pass
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of a prompt that is already the model's whole input.
+
+    Templates such as Llama-3's begin with the BOS text (`<|begin_of_text|>`); a tokenizer that
+    adds BOS by itself would double it, which measurably changes what Magpie samples. So special
+    tokens are never added here: the text decides.
+    """
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """Cut `text` at the earliest stop string (vLLM semantics: the stop string is not kept)."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+_REGISTRY: dict[str, Callable[..., Engine]] = {}
+
+
+def register_engine(name: str):
+    def deco(cls):
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return deco
+
+
+def engine_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_engine(name: str, **kwargs) -> Engine:
+    """Build an engine by registry name. Engines whose library is missing say what to install."""
+    from . import hf, openai  # noqa: F401  (register themselves; light imports)
+
+    if name == "vllm":
+        from . import vllm  # noqa: F401  (imports vllm lazily, errors with the extra to install)
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown engine {name!r}; choose one of {sorted(set(_REGISTRY) | {'vllm'})}")
+    return _REGISTRY[name](**kwargs)
