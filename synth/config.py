@@ -1,0 +1,117 @@
+"""Synthesis configuration: dataclasses filled from a recipe YAML by TRL's `TrlParser`.
+
+`python -m synth <verb> --config recipes/configs/synth/air.yaml --total_prompts 1000` : the YAML
+sets the defaults, `--key value` (or `--key=value`) overrides them. One YAML carries the keys of
+every synthesis stage; an unknown key is an error. Each default names its source.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
+
+
+def _positive(obj, *names):
+    for n in names:
+        v = getattr(obj, n)
+        if v is None or v <= 0:
+            raise ValueError(f"{n} must be a positive number, got {v!r}")
+
+
+@dataclass
+class ModelArgs:
+    model: str = field(default="meta-llama/Meta-Llama-3-8B-Instruct",
+                       metadata={"help": "hub id, local path, or embedded:smollm2-135m-instruct (paper: Air)"})
+    engine: str = field(default="vllm", metadata={"help": "vllm (GPU), hf (transformers), openai (a server)"})
+    dtype: str = field(default="bfloat16", metadata={"help": "paper/reference: bfloat16"})
+    device: str = field(default="auto", metadata={"help": "hf engine: cpu, cuda, auto"})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per engine (reference: 1 for 8B, 4 for 70B)"})
+    gpu_memory_utilization: float = field(default=0.95, metadata={"help": "vllm (reference gen_ins.py: 0.95)"})
+    max_model_len: int = field(default=4096, metadata={"help": "vllm (reference: 4096)"})
+    swap_space: float = field(default=2.0, metadata={"help": "vllm CPU swap GiB (reference: 2)"})
+    base_url: Optional[str] = field(default=None, metadata={"help": "openai engine: server URL (key from OPENAI_API_KEY)"})
+    hf_batch_size: int = field(default=32, metadata={"help": "hf engine: rows per generate call"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "only if the model's config requires it"})
+    pre_query_template: Optional[str] = field(default=None, metadata={"help": "override the derived pre-query template"})
+    stop_strings: Optional[list[str]] = field(default=None, metadata={"help": "override the derived stop strings"})
+
+    def __post_init__(self):
+        _positive(self, "tensor_parallel_size", "max_model_len", "hf_batch_size")
+
+    def engine_kwargs(self) -> dict:
+        if self.engine == "hf":
+            return dict(model=self.model, dtype=self.dtype, device=self.device, batch_size=self.hf_batch_size,
+                        trust_remote_code=self.trust_remote_code)
+        if self.engine == "vllm":
+            return dict(model=self.model, dtype=self.dtype, tensor_parallel_size=self.tensor_parallel_size,
+                        gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
+                        swap_space=self.swap_space, trust_remote_code=self.trust_remote_code)
+        if self.engine == "openai":
+            kw = dict(model=self.model)
+            if self.base_url:
+                kw["base_url"] = self.base_url
+            return kw
+        raise ValueError(f"unknown engine {self.engine!r}; choose vllm, hf or openai")
+
+
+@dataclass
+class InstructionArgs:
+    total_prompts: int = field(default=1000, metadata={"help": "raw instruction samples to draw (reference: total_prompts)"})
+    n: int = field(default=200, metadata={"help": "samples per pre-query prompt per round (paper/reference: 200)"})
+    mix: str = field(default="single", metadata={"help": "sampling mix: single, air-3m, pro-1m (paper Table 7)"})
+    temperature: float = field(default=1.0, metadata={"help": "paper default 1.0 (used by mix=single)"})
+    top_p: float = field(default=1.0, metadata={"help": "paper default 1.0 (used by mix=single)"})
+    max_tokens: int = field(default=2048, metadata={"help": "reference gen_ins.py: 2048"})
+    newline_stop: Optional[bool] = field(default=None, metadata={"help": "stop at the first newline; default: the family's (reference)"})
+    sanitize: Optional[bool] = field(default=None, metadata={"help": "reference cleaning; default: on where the newline stop is off"})
+    seed: int = field(default=0, metadata={"help": "base seed; each round derives its own"})
+    rounds_per_shard: int = field(default=10, metadata={"help": "rounds written per Parquet shard (resume granularity)"})
+
+    def __post_init__(self):
+        _positive(self, "total_prompts", "n", "max_tokens", "rounds_per_shard")
+
+
+@dataclass
+class ResponseArgs:
+    response_max_tokens: int = field(default=4096, metadata={"help": "paper: 4096"})
+    response_temperature: float = field(default=0.0, metadata={"help": "paper: greedy"})
+    response_top_p: float = field(default=1.0, metadata={"help": "reference gen_res.py: 1.0"})
+    response_repetition_penalty: float = field(default=1.0, metadata={"help": "reference gen_res.py: 1.0"})
+    response_batch_size: int = field(default=200, metadata={"help": "instructions per batch and shard (reference: 200)"})
+
+    def __post_init__(self):
+        _positive(self, "response_max_tokens", "response_batch_size")
+
+
+@dataclass
+class RunArgs:
+    output_dir: str = field(default="runs/magpie_air", metadata={"help": "the recipe's run folder; stages write subfolders"})
+    profile: str = field(default="air", metadata={"help": "tiny, air or pro (recorded; the YAML sets the values)"})
+    report_to: str = field(default="wandb", metadata={"help": "wandb or none"})
+    wandb_project: str = field(default="magpie-repro", metadata={"help": "one project, runs grouped by recipe"})
+    wandb_group: Optional[str] = field(default=None, metadata={"help": "default: the output_dir's name"})
+
+
+ALL = (ModelArgs, InstructionArgs, ResponseArgs, RunArgs)
+
+# Keys that do not change a stage's records (left out of the config hash used for resume).
+NON_SEMANTIC = {"output_dir", "profile", "report_to", "wandb_project", "wandb_group", "rounds_per_shard",
+                "gpu_memory_utilization", "swap_space", "device", "base_url"}
+
+
+def stage_config(*parts) -> dict:
+    out = {}
+    for p in parts:
+        out.update({k: v for k, v in asdict(p).items() if k not in NON_SEMANTIC})
+    return out
+
+
+def parse(argv: list[str] | None = None):
+    """(ModelArgs, InstructionArgs, ResponseArgs, RunArgs) from `--config x.yaml` plus overrides."""
+    from trl import TrlParser
+
+    parser = TrlParser(ALL)
+    return parser.parse_args_and_config(args=argv)
+
+
+def field_help() -> str:
+    return "\n".join(f"  --{f.name}: {f.metadata.get('help', '')}" for c in ALL for f in fields(c))

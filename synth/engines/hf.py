@@ -1,0 +1,136 @@
+"""transformers `generate`, batched with left padding. CPU (the tiny profile) or GPU."""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from .base import Completion, Engine, EngineInfo, Sampling, cut_at_stop, encode_prompt, register_engine
+
+
+def _pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        # bf16 everywhere: on GPUs as the paper; on CPUs with AVX512-BF16 a bf16 matmul measured
+        # 416 GFLOP/s against 177 in fp32 on the development machine.
+        return torch.bfloat16
+    return getattr(torch, dtype)
+
+
+@register_engine("hf")
+class HFEngine(Engine):
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "auto",
+        device: str = "auto",
+        batch_size: int = 32,
+        gguf_file: str | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        attn_implementation: str | None = None,
+        tokenizer=None,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .. import models
+
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        path = models.resolve(model)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        kw = dict(revision=revision, trust_remote_code=trust_remote_code)
+        if gguf_file:
+            kw["gguf_file"] = gguf_file
+        try:
+            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path, **kw)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=_pick_dtype(dtype, device), attn_implementation=attn_implementation, **kw
+            ).to(device).eval()
+        except OSError as e:
+            raise FileNotFoundError(
+                f"cannot load model {model!r}: {e.__class__.__name__}: {str(e).splitlines()[0]} "
+                "(give a local path, a hub id reachable from here, or embedded:smollm2-135m-instruct)"
+            ) from None
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"
+        self.device, self.batch_size = device, batch_size
+        self.info = EngineInfo("hf", model, {"path": path, "dtype": str(self.model.dtype), "device": device})
+        self.stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "calls": 0}
+
+    def _eos_ids(self, sampling: Sampling) -> list[int]:
+        # As vLLM: the model's own EOS always ends a sequence, plus the caller's stop ids.
+        eos = self.model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        return sorted(set(eos) | set(sampling.stop_token_ids))
+
+    def _stop_texts(self, sampling: Sampling, eos_ids: list[int]) -> list[str]:
+        return list(sampling.stop) + [self.tokenizer.convert_ids_to_tokens(i) for i in eos_ids]
+
+    def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
+        import torch
+
+        t0 = time.perf_counter()
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        # n samples of a prompt = n rows (as the reference's hf path). Rows are batched in order
+        # of prompt length so that left padding stays small; the order is fixed, so a seed
+        # reproduces the same outputs.
+        rows = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
+        rows.sort(key=lambda r: len(encoded[r[0]]))
+        out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
+        eos_ids = self._eos_ids(sampling)
+        stop_texts = self._stop_texts(sampling, eos_ids)
+        gen_kw = dict(
+            max_new_tokens=sampling.max_tokens,
+            eos_token_id=eos_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            repetition_penalty=sampling.repetition_penalty if sampling.repetition_penalty != 1.0 else None,
+        )
+        if sampling.greedy:
+            gen_kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            gen_kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        if sampling.stop:
+            gen_kw.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        stop_or_pad = set(eos_ids)
+        for b, start in enumerate(range(0, len(rows), self.batch_size)):
+            batch = rows[start:start + self.batch_size]
+            ids = [encoded[i] for i, _ in batch]
+            width = max(len(x) for x in ids)
+            pad = self.tokenizer.pad_token_id
+            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed + b)
+            with torch.inference_mode():
+                gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kw)
+            gen = gen[:, width:].tolist()
+            self.stats["prompt_tokens"] += sum(len(x) for x in ids)
+            for (i, j), toks in zip(batch, gen):
+                # A finished row is padded; its length is up to and including its first stop id.
+                n_tok = next((k + 1 for k, t in enumerate(toks) if t in stop_or_pad), len(toks))
+                raw = self.tokenizer.decode(toks[:n_tok], skip_special_tokens=False)
+                text, stopped = cut_at_stop(raw, stop_texts)
+                if sampling.stop and not stopped and n_tok == len(toks):
+                    # stop string reached in the last step: the row may have been stopped by
+                    # StopStringCriteria without a stop id; trailing pad ids were cut above.
+                    pass
+                finished = stopped or n_tok < sampling.max_tokens
+                out[i][j] = Completion(text, n_tok, "stop" if finished else "length")
+                self.stats["generated_tokens"] += n_tok
+        self.stats["seconds"] += time.perf_counter() - t0
+        self.stats["calls"] += 1
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        import gc
+
+        import torch
+
+        del self.model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

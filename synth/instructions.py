@@ -1,0 +1,145 @@
+"""Step 1 of MAGPIE: sample user instructions from the pre-query template alone.
+
+The aligned model gets nothing but the left part of its chat template, up to where a user
+message would start, e.g. Llama-3's `<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n`.
+Being autoregressive, it continues with a plausible user query. One prompt per round, `n`
+samples each (paper: n=200, cheap with prefix caching); stop at the end-of-turn markers and,
+by default, at the first newline so that an instruction is one paragraph.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from . import sanitize, store, templates
+from .config import InstructionArgs, ModelArgs, RunArgs, stage_config
+from .engines import Sampling
+
+log = logging.getLogger(__name__)
+
+# Sampling mixes of paper Table 7: (temperature, top_p, weight).
+MIXES = {
+    # Air 3M: T in {1.0, 1.1, 1.2} x top_p in {1.0, 0.995, 0.99}, 300K each, plus T=1.25 at the
+    # same three top_p values, 100K each.
+    "air-3m": [(t, p, 3) for t in (1.0, 1.1, 1.2) for p in (1.0, 0.995, 0.99)]
+    + [(1.25, p, 1) for p in (1.0, 0.995, 0.99)],
+    # Pro 1M: 300K at (1.0, 1.0), (1.1, 0.995), (1.2, 0.995); 100K at (1.25, 0.99).
+    "pro-1m": [(1.0, 1.0, 3), (1.1, 0.995, 3), (1.2, 0.995, 3), (1.25, 0.99, 1)],
+}
+
+
+def allocate(total: int, weights: list[float]) -> list[int]:
+    """Split `total` by `weights` (largest remainder), so that shares are exact and sum to total."""
+    raw = [total * w / sum(weights) for w in weights]
+    counts = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: counts[i] - raw[i])[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def mix_cells(args: InstructionArgs) -> list[tuple[float, float, int]]:
+    """(temperature, top_p, count) per cell of the chosen mix."""
+    if args.mix == "single":
+        return [(args.temperature, args.top_p, args.total_prompts)]
+    if args.mix not in MIXES:
+        raise ValueError(f"unknown mix {args.mix!r}; choose single, {', '.join(MIXES)}")
+    cells = MIXES[args.mix]
+    return [(t, p, c) for (t, p, _), c in zip(cells, allocate(args.total_prompts, [w for *_, w in cells])) if c]
+
+
+@dataclass(frozen=True)
+class Round:
+    index: int  # global round number: fixes the seed and the record ids
+    temperature: float
+    top_p: float
+    count: int  # samples this round (n, or the rest of its cell)
+
+
+def plan(args: InstructionArgs) -> list[Round]:
+    rounds = []
+    for t, p, count in mix_cells(args):
+        for start in range(0, count, args.n):
+            rounds.append(Round(len(rounds), t, p, min(args.n, count - start)))
+    return rounds
+
+
+def resolve_template(engine, margs: ModelArgs, iargs: InstructionArgs) -> tuple[templates.Template, list[str]]:
+    """The pre-query template and the stop strings for instruction sampling."""
+    if margs.pre_query_template is not None:
+        tpl = templates.Template(margs.pre_query_template, tuple(margs.stop_strings or ()), "",
+                                 notes=("pre_query_template given in config",))
+    else:
+        tpl = templates.from_tokenizer(engine.tokenizer, margs.model)
+    stops = list(margs.stop_strings) if margs.stop_strings is not None else list(tpl.stop_strings)
+    newline = tpl.newline_stop if iargs.newline_stop is None else iargs.newline_stop
+    if newline:
+        stops.append("\n")  # reference gen_ins.py --early_stopping (default on)
+    return tpl, stops
+
+
+def generate_instructions(engine, margs: ModelArgs, iargs: InstructionArgs, rargs: RunArgs, out_dir) -> dict:
+    """Write `out_dir` (a dataset directory) with the instructions; resumes what is there."""
+    tpl, stops = resolve_template(engine, margs, iargs)
+    do_clean = tpl.sanitize if iargs.sanitize is None else iargs.sanitize
+    stop_ids = templates.stop_token_ids(engine.tokenizer, stops) if engine.tokenizer is not None else []
+    ds = store.DatasetDir(out_dir)
+    config = stage_config(margs, iargs)
+    ds.begin("instructions", config, model=margs.model, engine=engine.info.name,
+             template=tpl.to_dict(), stop=stops, stop_token_ids=stop_ids)
+    rounds = plan(iargs)
+    groups = [rounds[i:i + iargs.rounds_per_shard] for i in range(0, len(rounds), iargs.rounds_per_shard)]
+    done = set(ds.shards())
+    todo = [k for k in range(len(groups)) if k not in done]
+    t0, generated = time.perf_counter(), 0
+    bar = tqdm(total=iargs.total_prompts, desc="instructions", unit="ins",
+               initial=sum(r.count for k in done if k < len(groups) for r in groups[k]))
+    for k in todo:
+        records, dropped, tokens = [], {r: 0 for r in sanitize.REASONS}, 0
+        for rnd in groups[k]:
+            sampling = Sampling(temperature=rnd.temperature, top_p=rnd.top_p, max_tokens=iargs.max_tokens,
+                                n=rnd.count, stop=tuple(stops), stop_token_ids=tuple(stop_ids),
+                                seed=iargs.seed * 1_000_003 + rnd.index)
+            outputs = engine.complete([tpl.pre_query_template], sampling)[0]
+            for j, c in enumerate(outputs):
+                tokens += c.num_tokens
+                raw = c.text.strip()
+                instruction = sanitize.clean(raw) if do_clean else raw
+                reason = sanitize.check(instruction, c.finish_reason)
+                if reason:
+                    dropped[reason] += 1
+                    continue
+                records.append({
+                    "id": rnd.index * iargs.n + j,
+                    "pre_query_template": tpl.pre_query_template,
+                    "instruction": instruction,
+                    "raw_instruction": raw,
+                    "gen_input_configs": {
+                        "temperature": rnd.temperature, "top_p": rnd.top_p, "max_tokens": iargs.max_tokens,
+                        "input_generator": margs.model, "engine": engine.info.name, "seed": sampling.seed,
+                        "stop": stops, "sanitized": bool(do_clean),
+                    },
+                })
+            bar.update(rnd.count)
+        generated += tokens
+        ds.write_shard(k, records, {"kept": len(records), "dropped": dropped, "tokens": tokens,
+                                    "sampled": sum(r.count for r in groups[k])})
+    bar.close()
+    counts = summarize(ds)
+    seconds = time.perf_counter() - t0
+    ds.finish(counts, seconds_this_run=round(seconds, 2))
+    counts.update(seconds=seconds, tokens_this_run=generated)
+    return counts
+
+
+def summarize(ds: store.DatasetDir) -> dict:
+    counts = {"sampled": 0, "kept": 0, "tokens": 0, "dropped": {r: 0 for r in sanitize.REASONS}}
+    for k in ds.shards():
+        m = ds.shard_meta(k)
+        for key in ("sampled", "kept", "tokens"):
+            counts[key] += m.get(key, 0)
+        for r, v in m.get("dropped", {}).items():
+            counts["dropped"][r] = counts["dropped"].get(r, 0) + v
+    return counts

@@ -1,0 +1,74 @@
+"""Step 2 of MAGPIE: answer each instruction through the model's normal chat template.
+
+Greedy, up to 4096 new tokens, stopping only at the model's end-of-turn tokens (paper
+section 2; reference gen_res.py). Records gain `response`, `messages` (the TRL conversational
+format) and `gen_response_configs`.
+"""
+from __future__ import annotations
+
+import time
+
+from tqdm.auto import tqdm
+
+from . import store, templates
+from .config import ModelArgs, ResponseArgs, stage_config
+from .engines import Sampling
+
+
+def response_sampling(engine, rargs: ResponseArgs, model: str) -> Sampling:
+    tpl = templates.from_tokenizer(engine.tokenizer, model) if engine.tokenizer is not None else None
+    stops = tpl.stop_strings if tpl else ()
+    stop_ids = templates.stop_token_ids(engine.tokenizer, stops) if tpl else []
+    # Stop ids only, as the paper: the response is free to contain newlines.
+    return Sampling(temperature=rargs.response_temperature, top_p=rargs.response_top_p,
+                    max_tokens=rargs.response_max_tokens, repetition_penalty=rargs.response_repetition_penalty,
+                    stop_token_ids=tuple(stop_ids), seed=0)
+
+
+def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, out_dir) -> dict:
+    src = store.DatasetDir(in_dir)
+    src_manifest = src.require_complete()
+    instructions = src.records()
+    sampling = response_sampling(engine, rargs, margs.model)
+    ds = store.DatasetDir(out_dir)
+    config = {**stage_config(margs, rargs), "input_config_hash": src_manifest["config_hash"]}
+    ds.begin("responses", config, model=margs.model, engine=engine.info.name, input=str(in_dir),
+             sampling=sampling.to_dict())
+    B = rargs.response_batch_size
+    batches = [instructions[i:i + B] for i in range(0, len(instructions), B)]
+    done = set(ds.shards())
+    t0, generated = time.perf_counter(), 0
+    bar = tqdm(total=len(instructions), desc="responses", unit="res",
+               initial=sum(len(batches[k]) for k in done if k < len(batches)))
+    gen_cfg = {**sampling.to_dict(), "output_generator": margs.model, "engine": engine.info.name}
+    for k, batch in enumerate(batches):
+        if k in done:
+            continue
+        outs = engine.chat([[{"role": "user", "content": r["instruction"]}] for r in batch], sampling)
+        records, truncated, tokens = [], 0, 0
+        for r, (c, *_) in zip(batch, outs):
+            response = c.text.strip()
+            truncated += c.finish_reason == "length"
+            tokens += c.num_tokens
+            records.append({
+                **r,
+                "response": response,
+                "messages": [{"role": "user", "content": r["instruction"]},
+                             {"role": "assistant", "content": response}],
+                "gen_response_configs": gen_cfg,
+                "response_finish_reason": c.finish_reason,
+            })
+        generated += tokens
+        ds.write_shard(k, records, {"kept": len(records), "truncated": truncated, "tokens": tokens})
+        bar.update(len(batch))
+    bar.close()
+    counts = {"pairs": 0, "truncated": 0, "tokens": 0}
+    for k in ds.shards():
+        m = ds.shard_meta(k)
+        counts["pairs"] += m["kept"]
+        counts["truncated"] += m["truncated"]
+        counts["tokens"] += m["tokens"]
+    seconds = time.perf_counter() - t0
+    ds.finish(counts, seconds_this_run=round(seconds, 2))
+    counts.update(seconds=seconds, tokens_this_run=generated)
+    return counts

@@ -1,0 +1,144 @@
+"""Dataset directories: Parquet shards plus a manifest, written so that a run can resume.
+
+    <dir>/manifest.json            stage, config (+ hash), model, template, counts, versions, status
+    <dir>/data/part-00000.parquet  shard k holds the records of work unit group k, nothing else
+
+A shard is written to a temporary name and renamed into place, so a shard on disk is always
+whole; a run killed mid-way and started again with the same config skips the shards present
+and recomputes the rest, which cannot duplicate or drop a record. The manifest says
+`"status": "complete"` only after the last shard. `datasets.load_dataset("parquet",
+data_dir=<dir>/data)` opens any of these directories.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "manifest.json"
+DATA = "data"
+_META_KEY = b"magpie_shard_meta"
+
+
+class RunMismatch(RuntimeError):
+    pass
+
+
+class IncompleteInput(RuntimeError):
+    pass
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def library_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("magpie-repro", "torch", "transformers", "vllm", "datasets", "pyarrow", "trl"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class DatasetDir:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.data = self.path / DATA
+
+    # -- manifest -------------------------------------------------------------------------
+    def manifest(self) -> dict | None:
+        p = self.path / MANIFEST
+        return json.loads(p.read_text()) if p.exists() else None
+
+    @property
+    def complete(self) -> bool:
+        m = self.manifest()
+        return bool(m and m.get("status") == "complete")
+
+    def begin(self, stage: str, config: dict, **info) -> dict:
+        """Start or resume `stage` here. Refuses a directory that holds a run of another config."""
+        h = config_hash(config)
+        old = self.manifest()
+        if old is not None and old.get("config_hash") != h:
+            changed = sorted(k for k in set(config) | set(old.get("config", {}))
+                             if config.get(k) != old.get("config", {}).get(k))
+            raise RunMismatch(
+                f"{self.path} holds a {old.get('stage')} run of another config (differs in: "
+                f"{', '.join(changed) or 'hash'}); use another output_dir or delete that one"
+            )
+        if old is None and self.path.exists() and any(self.path.iterdir()):
+            raise RunMismatch(f"{self.path} exists and is not a dataset directory; choose an empty output_dir")
+        self.data.mkdir(parents=True, exist_ok=True)
+        for stale in self.data.glob(".*.tmp"):  # a shard whose write was killed
+            stale.unlink()
+        m = old or {"stage": stage, "config": config, "config_hash": h, "created": time.time(), **info}
+        m.update(status="complete" if old and old.get("status") == "complete" else "running",
+                 versions=library_versions())
+        _atomic_write_text(self.path / MANIFEST, json.dumps(m, indent=2, default=str))
+        return m
+
+    def finish(self, counts: dict, **info) -> dict:
+        m = self.manifest() or {}
+        m.update(status="complete", counts=counts, shards=len(self.shards()), finished=time.time(), **info)
+        _atomic_write_text(self.path / MANIFEST, json.dumps(m, indent=2, default=str))
+        return m
+
+    # -- shards ---------------------------------------------------------------------------
+    def shard_path(self, k: int) -> Path:
+        return self.data / f"part-{k:05d}.parquet"
+
+    def empty_marker(self, k: int) -> Path:
+        # A unit group that kept no record (all samples dropped) leaves a marker, not a Parquet
+        # file without columns, which would break `load_dataset`'s schema inference.
+        return self.data / f"part-{k:05d}.empty"
+
+    def shards(self) -> list[int]:
+        return sorted(int(p.name.split(".")[0].split("-")[1])
+                      for pat in ("part-*.parquet", "part-*.empty") for p in self.data.glob(pat))
+
+    def write_shard(self, k: int, records: list[dict], meta: dict | None = None) -> None:
+        meta_json = json.dumps(meta or {}, default=str)
+        if not records:
+            _atomic_write_text(self.empty_marker(k), meta_json)
+            return
+        table = pa.Table.from_pylist(records)
+        table = table.replace_schema_metadata({_META_KEY: meta_json.encode()})
+        final = self.shard_path(k)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)  # atomic: readers see the whole shard or none of it
+
+    def shard_meta(self, k: int) -> dict:
+        if self.empty_marker(k).exists():
+            return json.loads(self.empty_marker(k).read_text())
+        md = pq.read_schema(self.shard_path(k)).metadata or {}
+        return json.loads(md.get(_META_KEY, b"{}"))
+
+    def records(self) -> list[dict]:
+        out: list[dict] = []
+        for k in self.shards():
+            if self.shard_path(k).exists():
+                out.extend(pq.read_table(self.shard_path(k)).to_pylist())
+        return out
+
+    def require_complete(self) -> dict:
+        m = self.manifest()
+        if not m or m.get("status") != "complete":
+            raise IncompleteInput(f"{self.path} is not a complete dataset directory; run its stage first "
+                                  "(or let it finish: an interrupted run resumes when started again)")
+        return m

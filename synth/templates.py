@@ -1,0 +1,187 @@
+"""Pre-query templates, derived from a model's own chat template.
+
+MAGPIE's one trick (paper section 2): give an aligned model only the left part of its chat
+template, up to where a user message would begin, and it writes a user message. We find that
+part by rendering conversations whose contents are sentinels and cutting around them, so any
+chat model works without a hand-written table. The reference repo keeps such a table
+(configs/model_configs.json); where it deliberately differs from what the template renders,
+`OVERRIDES` reproduces it, each entry saying why.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+
+U1, A1, U2, SYS = "MAGPIEuserONE", "MAGPIEassistantONE", "MAGPIEuserTWO", "MAGPIEsystemONE"
+
+
+class NoChatTemplate(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Override:
+    family: str
+    model: str  # regex on the model id (case-insensitive)
+    template: str | None = None  # or: a substring that identifies the family's chat template
+    drop_default_system: bool = False
+    pre_query_template: str | None = None
+    newline_stop: bool = True
+    sanitize: bool = False
+    why: str = ""
+
+
+# Order matters: the first match wins.
+OVERRIDES = [
+    Override(
+        "llama-3.1", r"llama-3\.[13]", template="Cutting Knowledge Date",
+        drop_default_system=True, newline_stop=False, sanitize=True,
+        why="the template injects a dated system turn; the reference uses none (paper App. D.3: a system"
+        " prompt lowers instruction quality). The reference turns the newline stop off for 3.1/3.3 and"
+        " cleans with its sanitizer instead (scripts/magpie-llama3.1-8b.sh).",
+    ),
+    Override(
+        "qwen2", r"qwen(1\.5|2)-(?!.*2\.5)|qwen2-|qwen1\.5-",
+        template="You are a helpful assistant.<|im_end|>",
+        drop_default_system=True,
+        why="Qwen2/Qwen1.5 templates add a generic default system turn; the reference's pre-query"
+        " template has none. (Qwen2.5 keeps its 'You are Qwen' turn, as the reference does.)",
+    ),
+    Override(
+        "gemma-2", r"gemma-2", pre_query_template="<bos><start_of_turn>user\n\n",
+        newline_stop=False, sanitize=True,
+        why="the reference starts Gemma-2 instructions after a blank line, and runs it without the"
+        " newline stop, cleaning with its sanitizer (scripts/magpie-gemma2-9b.sh).",
+    ),
+    Override(
+        "mistral", r"mistral-7b-instruct", pre_query_template="<s> [INST] ",
+        why="the reference wrote the decoded form of the tokenized template (sentencepiece puts a space"
+        " before [INST]); kept so that runs match the released data.",
+    ),
+    Override(
+        "phi-3", r"phi-3", pre_query_template="<s> <|user|>\n",
+        why="as Mistral: the reference's string is the decoded sentencepiece form.",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Template:
+    pre_query_template: str
+    stop_strings: tuple[str, ...]  # end of turn, start of a new turn, eos/bos
+    mt_append_template: str  # after an assistant turn's end marker, up to the next user content
+    assistant_header: str = ""  # what the generation prompt adds after the end of a user turn
+    newline_stop: bool = True  # reference: stop instructions at the first newline
+    sanitize: bool = False  # reference: clean instructions (when the newline stop is off)
+    family: str | None = None  # the override applied, if any
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stop_strings"], d["notes"] = list(self.stop_strings), list(self.notes)
+        return d
+
+
+def _render(chat_template: str, messages: list[dict], gen: bool, bos: str | None, eos: str | None) -> str:
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    rendered, _ = render_jinja_template(
+        conversations=[messages], chat_template=chat_template, add_generation_prompt=gen,
+        bos_token=bos or "", eos_token=eos or "",
+    )
+    return rendered[0]
+
+
+def _after(text: str, marker: str) -> str:
+    return text[text.index(marker) + len(marker):]
+
+
+def _common_prefix(a: str, b: str) -> str:
+    return os.path.commonprefix([a, b])
+
+
+def _whole_tag(prefix: str) -> str:
+    """Keep a common prefix only up to the end of a complete tag (`<|im_start|>`, not `<|`)."""
+    m = re.match(r"^(.*[>\]])", prefix, re.S)
+    return m.group(1) if m else ""
+
+
+def find_override(model_id: str | None, chat_template: str) -> Override | None:
+    for o in OVERRIDES:
+        if model_id and re.search(o.model, model_id, re.I):
+            return o
+    if model_id:  # a known id that matched nothing: trust its template
+        return None
+    for o in OVERRIDES:
+        if o.template and o.template in chat_template:
+            return o
+    return None
+
+
+def derive(chat_template: str | None, bos_token: str | None = None, eos_token: str | None = None,
+           model_id: str | None = None) -> Template:
+    """Pre-query template, stop strings and multi-turn append template of a chat template.
+
+    No model is loaded: only the Jinja template is rendered. `model_id` (optional) selects a
+    family override; without it, overrides are recognised from the template text.
+    """
+    if not chat_template:
+        raise NoChatTemplate(
+            f"model {model_id or '(unnamed)'} has no chat template; pass --pre-query-template "
+            "(and --stop-strings) or choose a chat model"
+        )
+    one = _render(chat_template, [{"role": "user", "content": U1}], False, bos_token, eos_token)
+    gen = _render(chat_template, [{"role": "user", "content": U1}], True, bos_token, eos_token)
+    two = _render(chat_template, [{"role": "user", "content": U1}, {"role": "assistant", "content": A1}],
+                  False, bos_token, eos_token)
+    three = _render(chat_template, [{"role": "user", "content": U1}, {"role": "assistant", "content": A1},
+                                    {"role": "user", "content": U2}], False, bos_token, eos_token)
+    for text, what in ((one, "a user turn"), (two, "an assistant turn"), (three, "a second user turn")):
+        if U1 not in text:
+            raise NoChatTemplate(f"chat template of {model_id or 'this model'} does not render {what} "
+                                 "with its content; pass --pre-query-template")
+
+    pre_query = one[: one.index(U1)]
+    user_end = _after(one, U1)  # e.g. '<|eot_id|>', '<|im_end|>\n'
+    assistant_end = _after(two, A1)
+    between = three[three.index(A1) + len(A1): three.index(U2)]
+    # What follows the assistant's end-of-turn marker up to the next user content.
+    end_marker = _common_prefix(between, assistant_end) if assistant_end else ""
+    mt_append = between[len(end_marker):]
+    gen_suffix = _after(gen, U1)
+    assistant_header = gen_suffix[len(_common_prefix(gen_suffix, user_end)):] if gen_suffix != user_end else ""
+    turn_start = _whole_tag(_common_prefix(mt_append, assistant_header)).strip()
+
+    stops = [s for s in (user_end.strip(), assistant_end.strip(), turn_start, eos_token, bos_token) if s]
+    stops = tuple(dict.fromkeys(stops))
+
+    o = find_override(model_id, chat_template)
+    notes = []
+    if o is not None:
+        notes.append(f"override {o.family}: {o.why}")
+        if o.pre_query_template is not None:
+            pre_query = o.pre_query_template
+        elif o.drop_default_system:
+            bos_prefix = bos_token if bos_token and one.startswith(bos_token) else ""
+            pre_query = bos_prefix + mt_append
+    return Template(
+        pre_query_template=pre_query, stop_strings=stops, mt_append_template=mt_append,
+        assistant_header=assistant_header, newline_stop=o.newline_stop if o else True,
+        sanitize=o.sanitize if o else False, family=o.family if o else None, notes=tuple(notes),
+    )
+
+
+def from_tokenizer(tokenizer, model_id: str | None = None) -> Template:
+    return derive(getattr(tokenizer, "chat_template", None), tokenizer.bos_token, tokenizer.eos_token,
+                  model_id=model_id)
+
+
+def stop_token_ids(tokenizer, stop_strings) -> list[int]:
+    """Ids of the stop strings that are single tokens of the vocabulary (fast to stop on)."""
+    ids = []
+    for s in stop_strings:
+        enc = tokenizer(s, add_special_tokens=False)["input_ids"]
+        if len(enc) == 1 and tokenizer.decode(enc) == s:
+            ids.append(enc[0])
+    return sorted(set(ids))
