@@ -24,6 +24,10 @@ class Sampling:
     n: int = 1
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
+    # Seeds a call, not a sequence: engines derive one stream per prompt or batch from it
+    # (vllm/openai: seed + prompt index; hf: seed + batch number), since Magpie sends the same
+    # prompt many times and one shared seed would give identical samples. The same seed
+    # reproduces a run on the same engine and batch layout; engines do not match each other.
     seed: int | None = None
     repetition_penalty: float = 1.0
 

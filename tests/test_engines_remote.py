@@ -1,0 +1,118 @@
+"""The engines that run elsewhere: `openai` (against a real local server) and `vllm` (GPU)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from synth.engines import Sampling, encode_prompt, get_engine
+from synth.engines.openai import ServerError
+from tests.openai_server import serve
+
+MODEL = "embedded:smollm2-135m-instruct"
+KEY = "sk-test-not-a-real-key-1234"
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+CHAT = [{"role": "user", "content": "Name one primary color."}]
+
+
+@pytest.fixture(scope="module")
+def hf():
+    engine = get_engine("hf", model=MODEL)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(hf):
+    with serve(hf, api_key=KEY) as url:
+        yield url
+
+
+@pytest.fixture
+def remote(base_url, monkeypatch):
+    monkeypatch.setenv("MAGPIE_TEST_KEY", KEY)
+    return get_engine("openai", model=MODEL, base_url=base_url, api_key_env="MAGPIE_TEST_KEY", max_retries=0)
+
+
+def test_complete_n2_with_stop(remote, hf):
+    sampling = Sampling(temperature=1.0, max_tokens=24, n=2, stop=("\n",), seed=0)
+    prompt = "<|im_start|>user\n"  # a pre-query template: the model writes an instruction
+    [row] = remote.complete([prompt], sampling)
+    assert len(row) == 2
+    for c in row:
+        assert "\n" not in c.text
+        assert c.finish_reason in ("stop", "length")
+        assert 0 < c.num_tokens <= 24
+    assert remote.stats["calls"] == 1 and remote.stats["generated_tokens"] == sum(c.num_tokens for c in row)
+    assert remote.stats["prompt_tokens"] == len(encode_prompt(hf.tokenizer, prompt))
+
+
+def test_chat_greedy_matches_local_engine(remote, hf):
+    sampling = Sampling(temperature=0, max_tokens=16)
+    [[over_http]] = remote.chat([CHAT], sampling)
+    [[local]] = hf.chat([CHAT], sampling)
+    assert over_http.text.strip()
+    assert over_http.text == local.text and over_http.finish_reason == local.finish_reason
+    assert over_http.num_tokens == local.num_tokens  # n=1: the usage count is exact
+
+
+def test_complete_keeps_prompt_order(remote, hf):
+    prompts = ["<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>user\n"]
+    sampling = Sampling(temperature=0, max_tokens=8)
+    # One request per prompt, so compare with the local engine one prompt at a time: in bf16,
+    # left padding in a shared batch can flip a greedy token.
+    assert [row[0].text for row in remote.complete(prompts, sampling)] == \
+        [hf.complete([p], sampling)[0][0].text for p in prompts]
+
+
+def test_key_is_sent_but_never_shown(remote):
+    # The server requires the bearer key, so the successful calls above show it was sent.
+    assert KEY not in repr(remote) and KEY not in repr(remote.info) and KEY not in str(vars(remote))
+
+
+def test_wrong_key_is_a_clear_error(base_url, monkeypatch):
+    monkeypatch.setenv("MAGPIE_TEST_KEY", "sk-wrong")
+    engine = get_engine("openai", model=MODEL, base_url=base_url, api_key_env="MAGPIE_TEST_KEY")
+    with pytest.raises(ServerError, match=r"/completions: HTTP 401: Incorrect API key") as err:
+        engine.complete(["hi"], Sampling(max_tokens=4))
+    assert "sk-wrong" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unreachable_server_gives_up_with_the_url():
+    engine = get_engine("openai", model=MODEL, base_url="http://127.0.0.1:9/v1", max_retries=0)
+    with pytest.raises(ServerError, match=r"127\.0\.0\.1:9/v1/completions: gave up after 1 attempts"):
+        engine.complete(["hi"], Sampling(max_tokens=4))
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="vllm is installed")
+def test_vllm_missing_says_what_to_install():
+    import synth.engines.vllm  # noqa: F401  (the module itself imports without vllm)
+
+    assert "vllm" not in sys.modules
+    with pytest.raises(ImportError, match=r"gpu.*extra|GPU extra"):
+        get_engine("vllm", model=MODEL)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vllm")
+def test_vllm_engine_one_bos():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    engine = get_engine("vllm", model=MODEL, gpu_memory_utilization=0.3, max_model_len=512)
+    try:
+        bos = engine.tokenizer.bos_token
+        prompt = f"{bos}user\n"  # a template that starts with the BOS text, as Llama-3's does
+        [row] = engine.complete([prompt], Sampling(temperature=1.0, max_tokens=16, n=2, seed=0))
+        assert len(row) == 2 and all(c.num_tokens > 0 for c in row)
+        # vLLM consumed exactly our ids: a text prompt would have been tokenized with special
+        # tokens, and a tokenizer that adds BOS would make the count one larger.
+        ids = encode_prompt(engine.tokenizer, prompt)
+        assert ids.count(engine.tokenizer.bos_token_id) == 1
+        assert engine.stats["prompt_tokens"] == len(ids)
+        [[greedy]] = engine.chat([CHAT], Sampling(temperature=0, max_tokens=16))
+        assert greedy.text.strip()
+    finally:
+        engine.close()

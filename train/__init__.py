@@ -1,0 +1,1 @@
+"""Supervised fine-tuning with TRL (+ DeepSpeed / PEFT) on the Magpie sets and the baselines."""
