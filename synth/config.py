@@ -107,10 +107,19 @@ def stage_config(*parts) -> dict:
 
 def parse(argv: list[str] | None = None):
     """(ModelArgs, InstructionArgs, ResponseArgs, RunArgs) from `--config x.yaml` plus overrides."""
+    import yaml
     from trl import TrlParser
 
     parser = TrlParser(ALL)
-    return parser.parse_args_and_config(args=argv)
+    argv = list(argv or [])
+    path = next((a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
+                 for i, a in enumerate(argv) if a.split("=", 1)[0] == "--config"), None)
+    try:
+        return parser.parse_args_and_config(args=argv)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    except ValueError as e:
+        raise ValueError(f"{path or 'command line'}: {str(e).splitlines()[0]}") from None
 
 
 def field_help() -> str:

@@ -24,7 +24,7 @@ class NoChatTemplate(ValueError):
 class Override:
     family: str
     model: str  # regex on the model id (case-insensitive)
-    template: str | None = None  # or: a substring that identifies the family's chat template
+    template: str | None = None  # or: a regex that identifies the family's chat template
     drop_default_system: bool = False
     pre_query_template: str | None = None
     newline_stop: bool = True
@@ -35,7 +35,7 @@ class Override:
 # Order matters: the first match wins.
 OVERRIDES = [
     Override(
-        "llama-3.1", r"llama-3\.[13]", template="Cutting Knowledge Date",
+        "llama-3.1", r"llama-3\.[13]", template=r"Cutting Knowledge Date",
         drop_default_system=True, newline_stop=False, sanitize=True,
         why="the template injects a dated system turn; the reference uses none (paper App. D.3: a system"
         " prompt lowers instruction quality). The reference turns the newline stop off for 3.1/3.3 and"
@@ -43,7 +43,7 @@ OVERRIDES = [
     ),
     Override(
         "qwen2", r"qwen(1\.5|2)-(?!.*2\.5)|qwen2-|qwen1\.5-",
-        template="You are a helpful assistant.<|im_end|>",
+        template=r"system(\n|\\n)You are a helpful assistant\.<\|im_end\|>",
         drop_default_system=True,
         why="Qwen2/Qwen1.5 templates add a generic default system turn; the reference's pre-query"
         " template has none. (Qwen2.5 keeps its 'You are Qwen' turn, as the reference does.)",
@@ -102,9 +102,18 @@ def _common_prefix(a: str, b: str) -> str:
 
 
 def _whole_tag(prefix: str) -> str:
-    """Keep a common prefix only up to the end of a complete tag (`<|im_start|>`, not `<|`)."""
-    m = re.match(r"^(.*[>\]])", prefix, re.S)
+    """Keep a common prefix only up to the end of a complete tag and the whitespace after it
+    (`<|end|>\n`, not `<|end|>\n<|`, which Phi-3's `<|user|>` and `<|endoftext|>` share)."""
+    m = re.match(r"^(.*[>\]]\s*)", prefix, re.S)
     return m.group(1) if m else ""
+
+
+# Special-token-like pieces of a template: <|eot_id|>, <start_of_turn>, </s>, [INST], <｜User｜>.
+_TAG = re.compile(r"<[^<>\s]+>|\[/?[A-Z_]+\]")
+
+
+def _tags(*texts: str) -> list[str]:
+    return [t for text in texts for t in _TAG.findall(text)]
 
 
 def find_override(model_id: str | None, chat_template: str) -> Override | None:
@@ -114,7 +123,7 @@ def find_override(model_id: str | None, chat_template: str) -> Override | None:
     if model_id:  # a known id that matched nothing: trust its template
         return None
     for o in OVERRIDES:
-        if o.template and o.template in chat_template:
+        if o.template and re.search(o.template, chat_template):
             return o
     return None
 
@@ -147,14 +156,15 @@ def derive(chat_template: str | None, bos_token: str | None = None, eos_token: s
     assistant_end = _after(two, A1)
     between = three[three.index(A1) + len(A1): three.index(U2)]
     # What follows the assistant's end-of-turn marker up to the next user content.
-    end_marker = _common_prefix(between, assistant_end) if assistant_end else ""
+    end_marker = _whole_tag(_common_prefix(between, assistant_end)) if assistant_end else ""
     mt_append = between[len(end_marker):]
     gen_suffix = _after(gen, U1)
-    assistant_header = gen_suffix[len(_common_prefix(gen_suffix, user_end)):] if gen_suffix != user_end else ""
-    turn_start = _whole_tag(_common_prefix(mt_append, assistant_header)).strip()
+    assistant_header = gen_suffix[len(_whole_tag(_common_prefix(gen_suffix, user_end))):] if gen_suffix != user_end else ""
 
-    stops = [s for s in (user_end.strip(), assistant_end.strip(), turn_start, eos_token, bos_token) if s]
-    stops = tuple(dict.fromkeys(stops))
+    # Stop at anything that ends a turn or starts one (the reference's stop_tokens per family:
+    # for Llama-3 <|eot_id|>, <|start_header_id|>, <|end_header_id|>, <|end_of_text|>).
+    stops = _tags(user_end, assistant_end, mt_append, assistant_header) + [eos_token or "", bos_token or ""]
+    stops = tuple(dict.fromkeys(s for s in stops if s))
 
     o = find_override(model_id, chat_template)
     notes = []

@@ -1,0 +1,65 @@
+"""The hf engine on the real embedded SmolLM2: BOS handling, stops, n samples, seeds."""
+import copy
+
+from tokenizers.processors import TemplateProcessing
+
+from synth import templates
+from synth.engines import Sampling, cut_at_stop, encode_prompt, get_engine
+
+
+def bos_adding(tokenizer):
+    """A copy of the tokenizer that prepends BOS to every encoding, as Llama-3's does."""
+    tok = copy.deepcopy(tokenizer)
+    bos = tok.bos_token
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.bos_token_id)])
+    return tok
+
+
+def test_template_with_bos_text_gets_one_bos(smol_tokenizer):
+    tok = bos_adding(smol_tokenizer)
+    pq = templates.from_tokenizer(tok).pre_query_template
+    assert pq.startswith(tok.bos_token)
+    naive = tok(pq)["input_ids"]
+    assert naive[:2] == [tok.bos_token_id, tok.bos_token_id]  # the trap: a second BOS
+    ids = encode_prompt(tok, pq)
+    assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id
+    assert len(ids) == len(naive) - 1
+
+
+def test_engine_feeds_one_bos(hf_engine, smol_tokenizer):
+    engine = get_engine("hf", model="embedded:smollm2-135m-instruct", tokenizer=bos_adding(smol_tokenizer))
+    pq = templates.from_tokenizer(engine.tokenizer).pre_query_template
+    fed = []
+    orig = engine.model.generate
+    engine.model.generate = lambda **kw: fed.append(kw["input_ids"][0].tolist()) or orig(**kw)
+    engine.complete([pq], Sampling(max_tokens=4, seed=0))
+    assert fed[0][0] == engine.tokenizer.bos_token_id and fed[0][1] != engine.tokenizer.bos_token_id
+    assert fed[0] == encode_prompt(smol_tokenizer, pq)
+
+
+def test_n_samples_stop_strings_and_seed(hf_engine):
+    pq = templates.from_tokenizer(hf_engine.tokenizer).pre_query_template
+    s = Sampling(temperature=1.0, top_p=1.0, max_tokens=48, n=6, stop=("\n", "<|im_end|>"), seed=7)
+    a = hf_engine.complete([pq], s)[0]
+    assert len(a) == 6
+    assert all("\n" not in c.text and "<|im_end|>" not in c.text for c in a)
+    assert sum(bool(c.text.strip()) for c in a) >= 4
+    assert [c.text for c in hf_engine.complete([pq], s)[0]] == [c.text for c in a]  # same seed, same samples
+    b = hf_engine.complete([pq], s.replace(seed=8))[0]
+    assert [c.text for c in b] != [c.text for c in a]
+    assert len({c.text for c in a}) > 1  # n samples of one prompt are not copies
+
+
+def test_length_and_chat(hf_engine):
+    out = hf_engine.complete(["<|im_start|>user\nWrite a long story about a dragon.<|im_end|>\n<|im_start|>assistant\n"],
+                             Sampling(temperature=0, max_tokens=5))[0][0]
+    assert out.finish_reason == "length" and out.num_tokens == 5
+    (c,), = hf_engine.chat([[{"role": "user", "content": "What is the capital of France?"}]],
+                           Sampling(temperature=0, max_tokens=40))
+    assert "Paris" in c.text
+
+
+def test_cut_at_stop():
+    assert cut_at_stop("abc\ndef<|im_end|>", ["<|im_end|>", "\n"]) == ("abc", True)
+    assert cut_at_stop("abc", ["\n"]) == ("abc", False)
