@@ -67,12 +67,27 @@ def plan(args: InstructionArgs) -> list[Round]:
 
 
 def resolve_template(engine, margs: ModelArgs, iargs: InstructionArgs) -> tuple[templates.Template, list[str]]:
-    """The pre-query template and the stop strings for instruction sampling."""
+    """The pre-query template and the stop strings for instruction sampling.
+
+    Derived from the model's chat template; `pre_query_template` / `stop_strings` in the config
+    replace the derived values (the way to use a model without a chat template).
+    """
+    import dataclasses
+
+    tok = engine.tokenizer
+    try:
+        tpl = templates.from_tokenizer(tok, margs.model) if tok is not None else None
+    except templates.NoChatTemplate:
+        if margs.pre_query_template is None:
+            raise
+        tpl = None
     if margs.pre_query_template is not None:
-        tpl = templates.Template(margs.pre_query_template, tuple(margs.stop_strings or ()), "",
-                                 notes=("pre_query_template given in config",))
-    else:
-        tpl = templates.from_tokenizer(engine.tokenizer, margs.model)
+        base = tpl or templates.Template("", tuple(s for s in (tok.eos_token, tok.bos_token) if s) if tok else (), "")
+        tpl = dataclasses.replace(base, pre_query_template=margs.pre_query_template,
+                                  notes=base.notes + ("pre_query_template given in config",))
+    if tpl is None:
+        raise templates.NoChatTemplate(f"engine {engine.info.name} has no tokenizer for {margs.model}; pass "
+                                       "--pre-query-template and --stop-strings")
     stops = list(margs.stop_strings) if margs.stop_strings is not None else list(tpl.stop_strings)
     newline = tpl.newline_stop if iargs.newline_stop is None else iargs.newline_stop
     if newline:

@@ -89,3 +89,20 @@ def test_no_chat_template_says_what_to_do():
         templates.derive(None, model_id="gpt2")
     with pytest.raises(templates.NoChatTemplate, match="--pre-query-template"):
         templates.derive("", model_id="gpt2")
+
+
+def test_model_without_chat_template_needs_pre_query_template(hf_engine):
+    import copy
+
+    from synth.config import InstructionArgs, ModelArgs
+    from synth.instructions import resolve_template
+
+    engine = copy.copy(hf_engine)
+    engine.tokenizer = copy.deepcopy(hf_engine.tokenizer)
+    engine.tokenizer.chat_template = None
+    with pytest.raises(templates.NoChatTemplate, match="--pre-query-template"):
+        resolve_template(engine, ModelArgs(model="some/base-model"), InstructionArgs())
+    tpl, stops = resolve_template(engine, ModelArgs(model="some/base-model", pre_query_template="User: "),
+                                  InstructionArgs())
+    assert tpl.pre_query_template == "User: "
+    assert "\n" in stops and engine.tokenizer.eos_token in stops
