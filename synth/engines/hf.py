@@ -114,10 +114,6 @@ class HFEngine(Engine):
                 n_tok = next((k + 1 for k, t in enumerate(toks) if t in stop_or_pad), len(toks))
                 raw = self.tokenizer.decode(toks[:n_tok], skip_special_tokens=False)
                 text, stopped = cut_at_stop(raw, stop_texts)
-                if sampling.stop and not stopped and n_tok == len(toks):
-                    # stop string reached in the last step: the row may have been stopped by
-                    # StopStringCriteria without a stop id; trailing pad ids were cut above.
-                    pass
                 finished = stopped or n_tok < sampling.max_tokens
                 out[i][j] = Completion(text, n_tok, "stop" if finished else "length")
                 self.stats["generated_tokens"] += n_tok
