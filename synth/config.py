@@ -63,6 +63,8 @@ class InstructionArgs:
     max_tokens: int = field(default=2048, metadata={"help": "reference gen_ins.py: 2048"})
     newline_stop: Optional[bool] = field(default=None, metadata={"help": "stop at the first newline; default: the family's (reference)"})
     sanitize: Optional[bool] = field(default=None, metadata={"help": "reference cleaning; default: on where the newline stop is off"})
+    control: Optional[str] = field(default=None, metadata={"help": "math, code, translation or language:<Name> (paper section 5); default none"})
+    system_prompt: Optional[str] = field(default=None, metadata={"help": "step-1 system prompt text (overrides control); paper default: none"})
     seed: int = field(default=0, metadata={"help": "base seed; each round derives its own"})
     rounds_per_shard: int = field(default=10, metadata={"help": "rounds written per Parquet shard (resume granularity)"})
 
@@ -82,6 +84,30 @@ class ResponseArgs:
         _positive(self, "response_max_tokens", "response_batch_size")
 
 
+# The reference's multi-turn system prompt (exp/gen_mt.py), kept verbatim (typos included) so that
+# MT runs condition the model exactly as the released MT sets did.
+REFERENCE_MT_SYSTEM_PROMPT = (
+    "You are a helpful Al assistant. The user will engage in a multi-round conversation with you, asking "
+    "initial questions and following up with additional related questions. Your goal is to provide "
+    "thorough,relevant and insightful responses to help the user with their queries."
+)
+
+
+@dataclass
+class MultiTurnArgs:
+    turns: int = field(default=2, metadata={"help": "conversation turns (released MT sets: 2)"})
+    mt_system_prompt: str = field(default=REFERENCE_MT_SYSTEM_PROMPT, metadata={"help": "system turn while sampling follow-ups (reference gen_mt.py)"})
+    mt_temperature: float = field(default=1.0, metadata={"help": "follow-up instruction sampling (reference: 1.0)"})
+    mt_top_p: float = field(default=1.0, metadata={"help": "reference: 1.0"})
+    mt_max_tokens: int = field(default=2048, metadata={"help": "follow-up instruction max tokens (reference: 2048)"})
+    mt_batch_size: int = field(default=200, metadata={"help": "conversations per batch and shard"})
+
+    def __post_init__(self):
+        if self.turns < 2:
+            raise ValueError(f"turns must be at least 2 for multi-turn, got {self.turns}")
+        _positive(self, "mt_max_tokens", "mt_batch_size")
+
+
 @dataclass
 class RunArgs:
     output_dir: str = field(default="runs/magpie_air", metadata={"help": "the recipe's run folder; stages write subfolders"})
@@ -91,7 +117,7 @@ class RunArgs:
     wandb_group: Optional[str] = field(default=None, metadata={"help": "default: the output_dir's name"})
 
 
-ALL = (ModelArgs, InstructionArgs, ResponseArgs, RunArgs)
+ALL = (ModelArgs, InstructionArgs, ResponseArgs, MultiTurnArgs, RunArgs)
 
 # Keys that do not change a stage's records (left out of the config hash used for resume).
 NON_SEMANTIC = {"output_dir", "profile", "report_to", "wandb_project", "wandb_group", "rounds_per_shard",
@@ -106,7 +132,7 @@ def stage_config(*parts) -> dict:
 
 
 def parse(argv: list[str] | None = None):
-    """(ModelArgs, InstructionArgs, ResponseArgs, RunArgs) from `--config x.yaml` plus overrides."""
+    """One instance of each class in ALL, from `--config x.yaml` plus overrides."""
     import yaml
     from trl import TrlParser
 

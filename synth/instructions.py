@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from . import sanitize, store, templates
+from . import control, sanitize, store, templates
 from .config import InstructionArgs, ModelArgs, RunArgs, stage_config
 from .engines import Sampling
 
@@ -88,8 +88,15 @@ def resolve_template(engine, margs: ModelArgs, iargs: InstructionArgs) -> tuple[
     if tpl is None:
         raise templates.NoChatTemplate(f"engine {engine.info.name} has no tokenizer for {margs.model}; pass "
                                        "--pre-query-template and --stop-strings")
+    system = control.system_prompt_for(iargs.control, iargs.system_prompt)
+    if system is not None and margs.pre_query_template is None:
+        tpl = dataclasses.replace(tpl, pre_query_template=templates.pre_query_with_system(
+            tok.chat_template, system, tok.bos_token, tok.eos_token), notes=tpl.notes + (f"system prompt: {system}",))
     stops = list(margs.stop_strings) if margs.stop_strings is not None else list(tpl.stop_strings)
     newline = tpl.newline_stop if iargs.newline_stop is None else iargs.newline_stop
+    if iargs.newline_stop is None and iargs.control in control.NO_NEWLINE_STOP:
+        newline = False
+        tpl = dataclasses.replace(tpl, sanitize=True)
     if newline:
         stops.append("\n")  # reference gen_ins.py --early_stopping (default on)
     return tpl, stops

@@ -182,6 +182,20 @@ def derive(chat_template: str | None, bos_token: str | None = None, eos_token: s
     )
 
 
+def pre_query_with_system(chat_template: str, system_prompt: str, bos_token: str | None = None,
+                          eos_token: str | None = None) -> str:
+    """The pre-query template with a system turn (for controlled synthesis, paper section 5)."""
+    try:
+        text = _render(chat_template, [{"role": "system", "content": system_prompt},
+                                       {"role": "user", "content": U1}], False, bos_token, eos_token)
+    except Exception as e:  # e.g. Gemma's template raises on a system role
+        raise ValueError(f"this chat template cannot render a system turn ({e}); a control system "
+                         "prompt needs a model whose template has one") from None
+    if system_prompt not in text or U1 not in text:
+        raise ValueError("this chat template drops the system turn; a control system prompt has no effect")
+    return text[: text.index(U1)]
+
+
 def from_tokenizer(tokenizer, model_id: str | None = None) -> Template:
     return derive(getattr(tokenizer, "chat_template", None), tokenizer.bos_token, tokenizer.eos_token,
                   model_id=model_id)

@@ -1,0 +1,93 @@
+"""Multi-turn MAGPIE (paper section 3; reference exp/gen_mt.py): extend each conversation by a
+follow-up user turn and its answer, `turns - 1` times.
+
+The follow-up is sampled the way step 1 samples the first instruction: render the conversation
+so far (with a system turn saying the user holds a multi-round conversation), then append the
+multi-turn append template, the text that opens the next user turn, derived from the chat
+template; the model writes the user's next message (T=1, newline stop). The answer is generated
+from the same history without that system turn, greedy, stopping at the end-of-turn tokens.
+"""
+from __future__ import annotations
+
+import time
+
+from tqdm.auto import tqdm
+
+from . import sanitize, store, templates
+from .config import ModelArgs, MultiTurnArgs, stage_config
+from .engines import Sampling
+from .responses import response_sampling
+
+
+def followup_prompt(engine, tpl: templates.Template, messages: list[dict], system_prompt: str | None) -> str:
+    history = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + list(messages)
+    return engine.render_chat(history, add_generation_prompt=False) + tpl.mt_append_template
+
+
+def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_args, in_dir, out_dir,
+                       seed: int = 0) -> dict:
+    src = store.DatasetDir(in_dir)
+    src_manifest = src.require_complete()
+    conversations = src.records()
+    tpl = templates.from_tokenizer(engine.tokenizer, margs.model)
+    if not tpl.mt_append_template:
+        raise ValueError(f"could not derive a multi-turn append template for {margs.model}")
+    stops = list(tpl.stop_strings) + ["\n"]  # the reference samples follow-ups with the newline stop
+    stop_ids = templates.stop_token_ids(engine.tokenizer, stops)
+    answer = response_sampling(engine, response_args, margs.model)
+    ds = store.DatasetDir(out_dir)
+    config = {**stage_config(margs, mt, response_args), "input_config_hash": src_manifest["config_hash"], "seed": seed}
+    ds.begin("multiturn", config, model=margs.model, engine=engine.info.name, input=str(in_dir),
+             mt_append_template=tpl.mt_append_template, stop=stops)
+    B = mt.mt_batch_size
+    batches = [conversations[i:i + B] for i in range(0, len(conversations), B)]
+    done = set(ds.shards())
+    t0, generated = time.perf_counter(), 0
+    bar = tqdm(total=len(conversations) * (mt.turns - 1), desc="multi-turn", unit="turn",
+               initial=sum(len(batches[k]) for k in done if k < len(batches)) * (mt.turns - 1))
+    for k, batch in enumerate(batches):
+        if k in done:
+            continue
+        live = [dict(r, messages=list(r["messages"])) for r in batch]
+        dropped, tokens = {r: 0 for r in sanitize.REASONS}, 0
+        for turn in range(2, mt.turns + 1):
+            sampling = Sampling(temperature=mt.mt_temperature, top_p=mt.mt_top_p, max_tokens=mt.mt_max_tokens,
+                                stop=tuple(stops), stop_token_ids=tuple(stop_ids), seed=seed * 1_000_003 + k * 100 + turn)
+            prompts = [followup_prompt(engine, tpl, r["messages"], mt.mt_system_prompt) for r in live]
+            outs = engine.complete(prompts, sampling)
+            kept = []
+            for r, (c, *_) in zip(live, outs):
+                tokens += c.num_tokens
+                follow = c.text.strip()
+                reason = sanitize.check(follow, c.finish_reason)
+                if reason:  # a conversation whose follow-up failed is dropped whole, counted
+                    dropped[reason] += 1
+                    continue
+                r["messages"].append({"role": "user", "content": follow})
+                r[f"instruction_{turn}"] = follow
+                kept.append(r)
+            live = kept
+            replies = engine.chat([r["messages"] for r in live], answer)
+            for r, (c, *_) in zip(live, replies):
+                tokens += c.num_tokens
+                r["messages"].append({"role": "assistant", "content": c.text.strip()})
+                r[f"response_{turn}"] = c.text.strip()
+            bar.update(len(batch))
+        for r in live:
+            r["gen_mt_configs"] = {"turns": mt.turns, "temperature": mt.mt_temperature, "top_p": mt.mt_top_p,
+                                   "system_prompt": mt.mt_system_prompt, "mt_append_template": tpl.mt_append_template}
+        generated += tokens
+        ds.write_shard(k, live, {"kept": len(live), "dropped": dropped, "tokens": tokens, "input": len(batch)})
+    bar.close()
+    counts = {"conversations": 0, "input": 0, "tokens": 0, "dropped": {r: 0 for r in sanitize.REASONS}}
+    for k in ds.shards():
+        m = ds.shard_meta(k)
+        counts["conversations"] += m["kept"]
+        counts["input"] += m["input"]
+        counts["tokens"] += m["tokens"]
+        for r, v in m["dropped"].items():
+            counts["dropped"][r] += v
+    seconds = time.perf_counter() - t0
+    ds.finish(counts, seconds_this_run=round(seconds, 2))
+    counts.update(seconds=seconds, tokens_this_run=generated)
+    return counts
