@@ -109,7 +109,44 @@ class MultiTurnArgs:
 
 
 @dataclass
+class TagArgs:
+    taggers: list[str] = field(default_factory=lambda: [
+        "task_category", "difficulty", "input_quality", "instruct_reward", "llama_guard_2", "language",
+        "min_neighbor_distance"], metadata={"help": "taggers to run, in order (python -m synth taggers lists them)"})
+    judge_model: str = field(default="meta-llama/Meta-Llama-3-8B-Instruct", metadata={"help": "paper: Llama-3-8B-Instruct"})
+    judge_engine: str = field(default="vllm", metadata={"help": "engine for the judge, guard and base-model taggers"})
+    judge_max_tokens: int = field(default=1024, metadata={"help": "reference unitag.py: 1024"})
+    reward_model: str = field(default="sfairXC/FsfairX-LLaMA3-RM-v0.1", metadata={"help": "paper's reward model"})
+    reward_base_model: Optional[str] = field(default=None, metadata={"help": "base model for reward_difference (paper: meta-llama/Meta-Llama-3-8B)"})
+    base_max_tokens: int = field(default=4096, metadata={"help": "base model's URIAL answers for reward_difference"})
+    guard_model: str = field(default="meta-llama/Meta-Llama-Guard-2-8B", metadata={"help": "paper's safety tagger"})
+    embedding_model: str = field(default="sentence-transformers/all-mpnet-base-v2", metadata={"help": "paper: all-mpnet-base-v2"})
+    knn_k: int = field(default=500, metadata={"help": "neighbours searched (reference gen_dis.py: 500)"})
+    repeat_threshold: float = field(default=0.05, metadata={"help": "squared L2 under which two instructions repeat (reference: 0.05)"})
+    tag_batch_size: int = field(default=256, metadata={"help": "records per tagging batch and shard"})
+
+    def __post_init__(self):
+        _positive(self, "judge_max_tokens", "knn_k", "tag_batch_size", "base_max_tokens")
+
+
+@dataclass
+class FilterArgs:
+    filter_preset: Optional[str] = field(default="air-300k-filtered", metadata={"help": "paper Table 5 preset (python -m synth presets)"})
+    filter_expression: Optional[str] = field(default=None, metadata={"help": "a pandas query over the tags, instead of or after the preset"})
+    filter_size: Optional[int] = field(default=None, metadata={"help": "rows to keep (default: the preset's, e.g. 300K)"})
+    filter_seed: int = field(default=0, metadata={"help": "seed of random presets (raw-300k)"})
+
+
+@dataclass
+class ExportArgs:
+    export_name: Optional[str] = field(default=None, metadata={"help": "dataset name on the card (default: recipe + preset)"})
+    push_to_hub: Optional[str] = field(default=None, metadata={"help": "hub repo id to push to; nothing is pushed without it"})
+
+
+@dataclass
 class RunArgs:
+    stages: list[str] = field(default_factory=lambda: ["instructions", "responses", "tag", "filter", "export"],
+                              metadata={"help": "stages `run` executes, in order"})
     output_dir: str = field(default="runs/magpie_air", metadata={"help": "the recipe's run folder; stages write subfolders"})
     profile: str = field(default="air", metadata={"help": "tiny, air or pro (recorded; the YAML sets the values)"})
     report_to: str = field(default="wandb", metadata={"help": "wandb or none"})
@@ -117,10 +154,10 @@ class RunArgs:
     wandb_group: Optional[str] = field(default=None, metadata={"help": "default: the output_dir's name"})
 
 
-ALL = (ModelArgs, InstructionArgs, ResponseArgs, MultiTurnArgs, RunArgs)
+ALL = (ModelArgs, InstructionArgs, ResponseArgs, MultiTurnArgs, TagArgs, FilterArgs, ExportArgs, RunArgs)
 
 # Keys that do not change a stage's records (left out of the config hash used for resume).
-NON_SEMANTIC = {"output_dir", "profile", "report_to", "wandb_project", "wandb_group", "rounds_per_shard",
+NON_SEMANTIC = {"output_dir", "profile", "report_to", "wandb_project", "wandb_group", "rounds_per_shard", "stages",
                 "gpu_memory_utilization", "swap_space", "device", "base_url"}
 
 

@@ -14,7 +14,7 @@ from synth.__main__ import main
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "recipes/configs/synth/tiny.yaml")
 # Small but real: 32 sampled instructions in rounds of 8, short responses.
-SMALL = ["--total_prompts", "32", "--n", "8", "--hf_batch_size", "8", "--max_tokens", "64",
+SMALL = ["--stages", "instructions", "responses", "--total_prompts", "32", "--n", "8", "--hf_batch_size", "8", "--max_tokens", "64",
          "--response_max_tokens", "48", "--response_batch_size", "8"]
 
 

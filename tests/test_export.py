@@ -1,0 +1,101 @@
+"""Export of a small hand-made tagged dataset: Parquet for TRL, ShareGPT lines, the card."""
+import json
+import os
+
+import datasets
+import pytest
+
+from synth import store
+from synth.export import export, license_for
+from synth.filters import filter_dataset
+
+TEMPLATE = "<|im_start|>user\n"
+STAND_IN = "HuggingFaceTB/SmolLM2-135M-Instruct judges in place of Llama-3-8B-Instruct"
+
+
+def records():
+    out = []
+    for i in range(6):
+        ins, res = f"How do I do thing {i}?", "Like this. " * (i + 1)
+        out.append({
+            "id": i, "instruction": ins, "response": res, "pre_query_template": TEMPLATE,
+            "messages": [{"role": "user", "content": ins}, {"role": "assistant", "content": res}],
+            "gen_input_configs": {"temperature": 1.0, "top_p": 1.0 if i % 2 else 0.995,
+                                  "input_generator": "HuggingFaceTB/SmolLM2-135M-Instruct", "engine": "hf"},
+            "gen_response_configs": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 4096,
+                                     "output_generator": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+            "task_category": ["Coding & Debugging", "Math", None][i % 3], "other_task_category": ["Reasoning"],
+            "difficulty": ["easy", "medium", "hard"][i % 3], "intent": "to learn", "knowledge": "basics",
+            "input_quality": "good", "quality_explanation": "clear", "instruct_reward": float(i - 2),
+            "reward_model": "stand-in-rm", "llama_guard_2": "safe" if i else "unsafe\nS2", "language": "EN",
+            "min_neighbor_distance": 0.1 * i, "repeat_count": 0, "min_similar_conversation_id": None,
+            "raw_instruction": ins,  # a working column: not exported
+        })
+    # A two-turn conversation with a system prompt: ShareGPT and the lengths must follow every turn.
+    mt = out[5]
+    mt["messages"] = [{"role": "system", "content": "Be brief."}] + mt["messages"] + [
+        {"role": "user", "content": "And then?"}, {"role": "assistant", "content": "Then stop."}]
+    return out
+
+
+@pytest.fixture
+def filtered(tmp_path):
+    tagged = store.DatasetDir(tmp_path / "tagged")
+    tagged.begin("tag", {"taggers": ["judge", "reward"]},
+                 taggers={"judge": {"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "stand_in": STAND_IN},
+                          "reward": {"model": "stand-in-rm"}})
+    tagged.write_shard(0, records(), {"kept": 6})
+    tagged.finish({"rows": 6})
+    filter_dataset(tmp_path / "tagged", tmp_path / "filtered", "pro-filter-3", size=4)
+    return tmp_path / "filtered"
+
+
+def test_export_parquet_sharegpt_and_card(filtered, tmp_path):
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # a push attempted here would fail the test
+    out = tmp_path / "release"
+    info = export(filtered, out, "magpie-tiny-pro-filter-3", {"stand_in": "tiny reward model for FsfairX"})
+    assert info["rows"] == 4 and info["pushed_to"] is None
+
+    ds = datasets.load_dataset("parquet", data_dir=str(out / "data"), split="train")
+    assert len(ds) == 4 and ds.column_names[0] == "messages"
+    assert "raw_instruction" not in ds.column_names and "instruct_reward" in ds.column_names
+    for ex in ds:  # TRL's conversational format: a list of {role, content}
+        roles = [m["role"] for m in ex["messages"]]
+        assert set(roles) <= {"system", "user", "assistant"} and roles[-1] == "assistant"
+    assert sorted(ds["id"]) == [2, 3, 4, 5]  # reward > -12 and distance > 0 drop id 0, then the 4 longest
+
+    lines = [json.loads(x) for x in (out / "sharegpt.jsonl").read_text().splitlines()]
+    assert len(lines) == 4
+    for line in lines:
+        turns = [c["from"] for c in line["conversations"] if c["from"] != "system"]
+        assert turns == ["human", "gpt"] * (len(turns) // 2) and line["task_category"] in (
+            "Coding & Debugging", "Math", None)
+        assert {"id", "instruct_reward", "llama_guard_2"} <= set(line)
+    mt = next(x for x in lines if x["id"] == 5)
+    assert mt["conversations"][0] == {"from": "system", "value": "Be brief."} and len(mt["conversations"]) == 5
+
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n")  # SmolLM2 outputs
+    assert "4 conversations" in card and "| rows | 4 |" in card
+    assert repr(TEMPLATE) in card
+    assert STAND_IN in card and "tiny reward model for FsfairX" in card
+    assert "pro-filter-3" in card and "instruct_reward > -12" in card and "4 longest responses" in card
+    assert "| Coding & Debugging |" in card and "| untagged |" in card and "| medium |" in card
+
+
+def test_licenses_follow_the_generator():
+    assert license_for("meta-llama/Meta-Llama-3-8B-Instruct")[0] == "llama3"
+    assert license_for("meta-llama/Llama-3.1-8B-Instruct")[0] == "llama3.1"
+    assert license_for("HuggingFaceTB/SmolLM2-1.7B-Instruct")[0] == "apache-2.0"
+    assert license_for("some/unknown")[0] == "other"
+
+
+def test_export_refuses_incomplete_or_empty(tmp_path):
+    with pytest.raises(store.IncompleteInput):
+        export(tmp_path / "nothing", tmp_path / "out", "x", {})
+    empty = store.DatasetDir(tmp_path / "empty")
+    empty.begin("filter", {})
+    empty.write_shard(0, [], {"kept": 0})
+    empty.finish({"kept": 0})
+    with pytest.raises(ValueError, match="no rows"):
+        export(tmp_path / "empty", tmp_path / "out", "x", {})
