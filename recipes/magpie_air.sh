@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# MAGPIE-Air (paper section 3): Llama-3-8B-Instruct writes instructions from its pre-query
-# template alone, then answers them.  -> runs/magpie_air/{instructions,responses}/
+# MAGPIE-Air (paper sections 2-4): Llama-3-8B-Instruct writes instructions from its pre-query template
+# alone and answers them; taggers label every pair; a paper Table 5 preset filters; export writes
+# the SFT set.  -> runs/magpie_air/{instructions,responses,tagged,filtered,export}/
 #
 #   bash recipes/magpie_air.sh                      # profile by hardware: air with CUDA, tiny without
 #   PROFILE=tiny bash recipes/magpie_air.sh         # force a profile (tiny | air)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# MAGPIE-Pro (paper section 3): Llama-3-70B-Instruct, tensor parallel over 4 GPUs.
-#   -> runs/magpie_pro/{instructions,responses}/
+# MAGPIE-Pro (paper sections 2-4): Llama-3-70B-Instruct writes instructions from its pre-query template
+# alone and answers them; taggers label every pair; a paper Table 5 preset filters; export writes
+# the SFT set.  -> runs/magpie_pro/{instructions,responses,tagged,filtered,export}/
 #   bash recipes/magpie_pro.sh            # pro with CUDA, tiny without;  PROFILE=pro|tiny to force
 # Hardware for `pro`: 4x A100/H100-80GB (paper: 614 GPU-hours for 1M pairs).
 set -euo pipefail
