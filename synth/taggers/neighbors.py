@@ -1,0 +1,113 @@
+"""Nearest-neighbour tags: how close each instruction is to the rest of the dataset.
+
+The paper's similarity tags, as the reference `exp/gen_dis.py` computes them: embed every
+instruction with all-mpnet-base-v2, put the unit vectors in an exact FAISS L2 index, search the
+k nearest of each, and record
+    min_neighbor_distance        squared L2 distance to the nearest *other* instruction
+                                 (for unit vectors = 2 - 2 cos; 0 for an exact duplicate)
+    repeat_count                 how many others lie within `repeat_threshold` (0.05 ~ cos > 0.975)
+    min_similar_conversation_id  the lowest `id` among the item and those near-repeats: the first
+                                 of each cluster, so dedup keeps rows whose field equals their id.
+The reference writes None there for an item with no near-repeats; we write the item's own id,
+so "field == id" keeps singletons without a special case.
+"""
+from __future__ import annotations
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from synth.models import resolve
+from synth.taggers import Tagger, register_tagger
+
+TINY_EMBEDDER = "embedded:all-minilm-l6-v2"
+
+
+def embed(texts: list[str], model, batch_size: int = 256) -> np.ndarray:
+    """Unit-length float32 embeddings (one row per text) from a loaded SentenceTransformer."""
+    emb = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                       convert_to_numpy=True, show_progress_bar=len(texts) > 10 * batch_size)
+    return np.ascontiguousarray(emb, dtype=np.float32)
+
+
+def nearest_neighbors(emb: np.ndarray, ids: list[int], k: int = 500, repeat_threshold: float = 0.05,
+                      search_batch_size: int = 1024, rows: np.ndarray | None = None) -> list[dict]:
+    """The three tags for each row of `emb` (or only for `rows`, which the benchmark samples).
+
+    Only the k nearest are looked at, as in the reference: repeat_count saturates at k - 1, and a
+    row with more than k exact duplicates may not even see itself, which is why the item is
+    excluded by its index rather than by dropping the first hit.
+    """
+    import faiss
+
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    ids = np.asarray(ids)
+    n = len(emb)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} embeddings")
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    if n == 0:
+        return []
+    k = min(k, n)
+    index = faiss.IndexFlatL2(emb.shape[1])  # exact search, as the reference
+    index.add(emb)
+
+    out = []
+    starts = range(0, len(rows), search_batch_size)
+    for s in tqdm(starts, desc="neighbours", unit="batch", disable=len(starts) < 8):
+        q = rows[s:s + search_batch_size]
+        dist, nbr = index.search(emb[q], k)
+        # BLAS computes |x|^2 + |y|^2 - 2xy, so an exact duplicate can come out as -1e-7.
+        dist = np.maximum(dist, 0.0)
+        other = (nbr != q[:, None]) & (nbr >= 0)
+        near = other & (dist < repeat_threshold)
+        min_dist = np.where(other, dist, np.inf).min(axis=1)
+        repeat = near.sum(axis=1)
+        near_ids = np.where(near, ids[np.maximum(nbr, 0)], ids[q][:, None])
+        first_id = np.minimum(near_ids.min(axis=1), ids[q])
+        for d, r, f in zip(min_dist, repeat, first_id):
+            out.append({"min_neighbor_distance": float(d) if np.isfinite(d) else None,
+                        "repeat_count": int(r), "min_similar_conversation_id": f.item()})
+    return out
+
+
+@register_tagger("min_neighbor_distance")
+class NeighborTagger(Tagger):
+    fields = ("min_neighbor_distance", "repeat_count", "min_similar_conversation_id")
+    batch_size = None  # every instruction is compared with every other
+
+    def __init__(self, embedding_model: str = "sentence-transformers/all-mpnet-base-v2",  # the paper's embedder
+                 k: int = 500, repeat_threshold: float = 0.05,  # reference gen_dis.py defaults
+                 search_batch_size: int = 1024, encode_batch_size: int = 256, device: str = "auto"):
+        super().__init__()
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.embedding_model, self.k, self.repeat_threshold = embedding_model, k, repeat_threshold
+        self.search_batch_size, self.encode_batch_size = search_batch_size, encode_batch_size
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            self.model = SentenceTransformer(resolve(embedding_model), device=device)
+        except OSError as e:
+            raise OSError(f"cannot load embedding model {embedding_model!r} ({e}); pass a local path, "
+                          f"or use {TINY_EMBEDDER!r} which needs no hub access") from e
+
+    def tag(self, records: list[dict]) -> list[dict]:
+        # A record without an instruction cannot be placed; it gets None and stays out of the index.
+        keep = [i for i, r in enumerate(records) if isinstance(r.get("instruction"), str)]
+        self.count("no_instruction", len(records) - len(keep))
+        out: list[dict] = [dict.fromkeys(self.fields) for _ in records]
+        if not keep:
+            return out
+        emb = embed([records[i]["instruction"] for i in keep], self.model, self.encode_batch_size)
+        tags = nearest_neighbors(emb, [records[i]["id"] for i in keep], self.k,
+                                 self.repeat_threshold, self.search_batch_size)
+        for i, t in zip(keep, tags):
+            out[i] = t
+        return out
+
+    def info(self) -> dict:
+        info = {"embedding_model": self.embedding_model, "k": self.k, "repeat_threshold": self.repeat_threshold}
+        if self.embedding_model == TINY_EMBEDDER:
+            info["stand_in"] = "all-MiniLM-L6-v2 (384-d) replaces all-mpnet-base-v2"
+        return info

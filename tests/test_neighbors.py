@@ -1,0 +1,117 @@
+"""Nearest-neighbour tags: FAISS against brute force, and the real tagger on the embedded MiniLM."""
+import numpy as np
+import pytest
+
+from synth.taggers import get_tagger
+from synth.taggers.neighbors import TINY_EMBEDDER, nearest_neighbors
+
+THRESHOLD = 0.05
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def planted(n=300, d=32, seed=0):
+    """Random unit vectors (pairwise squared distance ~2) with clusters planted well inside and
+    well outside the threshold, so float32 rounding cannot flip a comparison."""
+    rng = np.random.default_rng(seed)
+    emb = unit(rng.standard_normal((n, d)))
+    emb[1] = emb[0]  # exact duplicates: distance 0 to each other
+    emb[2] = emb[0]
+    emb[50] = unit(emb[0] + 0.02 * rng.standard_normal(d))  # near-repeat, ~0.01 from row 0
+    emb[100] = unit(emb[99] + 0.02 * rng.standard_normal(d))  # a near pair
+    emb[200] = unit(emb[199] + 0.1 * rng.standard_normal(d))  # similar but beyond the threshold
+    # ids unrelated to row order, so a row index mistaken for an id shows up
+    ids = [int(i) for i in rng.permutation(n) * 7 + 1000]
+    return emb, ids
+
+
+def brute_force(emb, ids, threshold=THRESHOLD):
+    e = emb.astype(np.float64)
+    sq = (e * e).sum(1)
+    dist = sq[:, None] + sq[None, :] - 2 * e @ e.T
+    np.fill_diagonal(dist, np.inf)
+    ids = np.asarray(ids)
+    out = []
+    for i in range(len(emb)):
+        near = np.flatnonzero(dist[i] < threshold)
+        out.append({"min_neighbor_distance": max(dist[i].min(), 0.0), "repeat_count": len(near),
+                    "min_similar_conversation_id": int(ids[near].min(initial=ids[i]))})
+    return out
+
+
+def assert_same(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g["min_neighbor_distance"] == pytest.approx(w["min_neighbor_distance"], abs=1e-5)
+        assert g["repeat_count"] == w["repeat_count"]
+        assert g["min_similar_conversation_id"] == w["min_similar_conversation_id"]
+
+
+def test_faiss_matches_brute_force():
+    emb, ids = planted()
+    want = brute_force(emb, ids)
+    # the planted clusters really are there, so the comparison is not trivially all-zero
+    assert [want[i]["repeat_count"] for i in (0, 1, 2, 50, 99, 100, 199)] == [3, 3, 3, 3, 1, 1, 0]
+    assert want[199]["min_neighbor_distance"] < 1.0
+    # a small search batch so several batches run
+    assert_same(nearest_neighbors(emb, ids, k=500, repeat_threshold=THRESHOLD, search_batch_size=64), want)
+
+
+def test_small_k_still_finds_the_minimum():
+    emb, ids = planted(seed=1)
+    # every planted cluster has at most 4 members, so k=5 sees all of each
+    assert_same(nearest_neighbors(emb, ids, k=5, repeat_threshold=THRESHOLD, search_batch_size=128),
+                brute_force(emb, ids))
+
+
+def test_more_duplicates_than_k():
+    # 8 identical rows, k=4: an item may not be among its own hits; its neighbours are still at 0
+    rng = np.random.default_rng(2)
+    emb = unit(rng.standard_normal((20, 16)))
+    emb[:8] = emb[0]
+    ids = list(range(100, 120))
+    tags = nearest_neighbors(emb, ids, k=4, repeat_threshold=THRESHOLD)
+    for t in tags[:8]:
+        assert t["min_neighbor_distance"] == pytest.approx(0.0, abs=1e-6)
+        assert t["repeat_count"] >= 2  # at least 3 of the 4 hits are other copies
+    assert all(t["repeat_count"] == 0 and t["min_neighbor_distance"] > 0.5 for t in tags[8:])
+
+
+def test_single_item_has_no_neighbour():
+    emb = unit(np.ones((1, 8)))
+    assert nearest_neighbors(emb, [42]) == [
+        {"min_neighbor_distance": None, "repeat_count": 0, "min_similar_conversation_id": 42}]
+
+
+@pytest.fixture(scope="module")
+def tagger():
+    return get_tagger("min_neighbor_distance", embedding_model=TINY_EMBEDDER, device="cpu")
+
+
+def test_tagger_on_real_instructions(tagger):
+    texts = [
+        (10, "How do I reverse a list in Python?"),
+        (11, "What's the way to reverse a Python list?"),
+        (12, "Write a short poem about the ocean at night."),
+        (13, "Explain the main causes of the French Revolution."),
+        (5, "How do I reverse a list in Python?"),  # exact duplicate with a lower id
+        (14, None),  # an instruction generation that failed
+    ]
+    records = [{"id": i, "instruction": t, "response": "", "messages": []} for i, t in texts]
+    tags = tagger.tag(records)
+    assert len(tags) == len(records) and all(set(t) == set(tagger.fields) for t in tags)
+    dist = [t["min_neighbor_distance"] for t in tags]
+
+    # the duplicate pair: distance ~0, one cluster, kept through the lower id
+    assert dist[0] == pytest.approx(0.0, abs=1e-5) and dist[4] == pytest.approx(0.0, abs=1e-5)
+    assert tags[0]["min_similar_conversation_id"] == tags[4]["min_similar_conversation_id"] == 5
+    assert tags[0]["repeat_count"] == tags[4]["repeat_count"] == 1
+    # the paraphrase is closer to its twin than the unrelated instructions are to anything
+    assert dist[1] < min(dist[2], dist[3])
+    assert tags[2] == {"min_neighbor_distance": dist[2], "repeat_count": 0, "min_similar_conversation_id": 12}
+    assert tags[5] == dict.fromkeys(tagger.fields) and tagger.stats["no_instruction"] == 1
+
+    assert tagger.info() == {"embedding_model": TINY_EMBEDDER, "k": 500, "repeat_threshold": 0.05,
+                             "stand_in": "all-MiniLM-L6-v2 (384-d) replaces all-mpnet-base-v2"}
