@@ -1,0 +1,289 @@
+"""Reward taggers: `instruct_reward` and `reward_difference`.
+
+instruct_reward (paper section 4, the reference's `unitag.py --tag_mission reward`): a
+sequence-classification reward model scores the rendered [user instruction, assistant response]
+chat; the score is the first logit (FsfairX-LLaMA3-RM-v0.1). ArmoRM-Llama3-8B-v0.1, the
+paper's DPO scorer, also works here; its custom code needs `trust_remote_code=True`, so it is
+never loaded unless configured.
+
+reward_difference (paper section 4): r(instruction, response) - r(instruction, base response),
+where the base response comes from the base model (Llama-3-8B) prompted URIAL-style: a few
+example exchanges in plain text, then the instruction. The reference repo has no code for this
+step, so the prompt and stops below are ours. It is a separate tagger because it needs a second
+model (the base generator); it reuses a record's `instruct_reward` when the same reward model
+wrote it.
+
+Tiny profile: no reward model can be downloaded, so `reward_model:
+embedded:smollm2-135m-instruct` selects a stand-in scorer: the mean log-probability per token
+of the response (and its end-of-turn token) given the chat-templated instruction, under
+SmolLM2-135M-Instruct. It is a real score from a real model, but a likelihood, not a preference:
+fluent text scores high whether or not it answers well, and repetition is rewarded.
+"""
+from __future__ import annotations
+
+import math
+
+from ..engines import Sampling
+from . import Tagger, register_tagger
+from .judge import shared_engine
+
+PAPER_RM = "sfairXC/FsfairX-LLaMA3-RM-v0.1"
+PAPER_BASE = "meta-llama/Meta-Llama-3-8B"
+STAND_IN = "embedded:smollm2-135m-instruct"
+STAND_IN_LABEL = "stand-in: SmolLM2-135M-Instruct mean log-prob"
+STAND_IN_NOTE = (
+    "No reward model is reachable offline: the score is SmolLM2-135M-Instruct's mean log-probability "
+    "per response token given the chat-templated instruction (a likelihood, not a preference; "
+    "values are <= 0 and not on FsfairX's scale, so the paper's thresholds such as -12 do not apply)."
+)
+
+
+def _pairs_chat(instruction: str, response: str) -> list[dict]:
+    return [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}]
+
+
+class SequenceClassifierScorer:
+    """A transformers reward model; the score is logits[:, 0] (or ArmoRM's `score`)."""
+
+    def __init__(self, model: str, batch_size: int = 16, dtype: str = "bfloat16", device: str = "auto",
+                 trust_remote_code: bool = False, max_length: int | None = None):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from .. import models
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        path = models.resolve(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code).to(device).eval()
+        except OSError as e:
+            raise FileNotFoundError(
+                f"cannot load reward model {model!r}: {str(e).splitlines()[0]} (give a local path or a "
+                f"reachable hub id; offline, use reward_model: {STAND_IN} for the stand-in)") from None
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"reward model {model!r} has no chat template; it must score rendered chats")
+        self.label, self.device, self.batch_size, self.max_length = model, device, batch_size, max_length
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        tok = self.tokenizer
+        # The rendered template already holds BOS: add no second one (the reference strips it from
+        # the text for the same reason).
+        ids = [tok(tok.apply_chat_template(_pairs_chat(i, r), tokenize=False), add_special_tokens=False)
+               ["input_ids"][: self.max_length] for i, r in pairs]
+        scores: list[float] = []
+        for start in range(0, len(ids), self.batch_size):
+            batch = ids[start:start + self.batch_size]
+            # The model pools the last token that is not padding, found through pad_token_id; with
+            # Llama-3's eos (<|eot_id|>) as pad that would be the token before the chat's final
+            # <|eot_id|>. So pad with a special id that occurs in none of these sequences.
+            pad = self._pad_id_absent_from(batch)
+            if pad is None:  # every candidate occurs: score one by one, no padding; -1 matches no token
+                scores.extend(self._forward([one], pad=-1)[0] for one in batch)
+                continue
+            scores.extend(self._forward(batch, pad))
+        return scores
+
+    def _pad_id_absent_from(self, batch: list[list[int]]) -> int | None:
+        used = set().union(*batch)
+        candidates = [self.tokenizer.pad_token_id, *self.tokenizer.all_special_ids, self.tokenizer.eos_token_id]
+        return next((c for c in candidates if c is not None and c not in used), None)
+
+    def _forward(self, batch: list[list[int]], pad: int) -> list[float]:
+        import torch
+
+        width = max(len(x) for x in batch)
+        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in batch], device=self.device)
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in batch], device=self.device)
+        self.model.config.pad_token_id = pad
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids, attention_mask=mask)
+        score = getattr(out, "score", None)  # ArmoRM: the gated preference score
+        score = out.logits[:, 0] if score is None else score.reshape(len(batch), -1)[:, 0]
+        return score.float().tolist()
+
+
+class MeanLogProbScorer:
+    """The tiny profile's stand-in: mean log p(response token | instruction, earlier tokens)."""
+
+    label = STAND_IN_LABEL
+
+    def __init__(self, engine):
+        # Reuse the hf engine's loaded model and tokenizer (the judges' engine in the tiny profile).
+        if not hasattr(engine, "model"):
+            raise ValueError(f"the log-prob stand-in needs an hf engine, got {engine.info.name!r}")
+        self.model, self.tokenizer = engine.model, engine.tokenizer
+        self.batch_size = getattr(engine, "batch_size", 8)
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        import torch
+
+        tok = self.tokenizer
+        rows = []
+        for instruction, response in pairs:
+            prompt = tok.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False,
+                                             add_generation_prompt=True)
+            p = tok(prompt, add_special_tokens=False)["input_ids"]
+            # The end-of-turn token counts: a reply that stops where an answer should stop scores better.
+            r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            rows.append((p, r))
+        order = sorted(range(len(rows)), key=lambda k: sum(map(len, rows[k])))
+        scores: list[float] = [math.nan] * len(rows)
+        device = self.model.device
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            seqs = [rows[k][0] + rows[k][1] for k in idx]
+            width = max(map(len, seqs))
+            input_ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs], device=device)
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+            with torch.inference_mode():
+                logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+            for b, k in enumerate(idx):
+                n_prompt, n_resp = len(rows[k][0]), len(rows[k][1])
+                # Position t predicts token t+1: response tokens sit at n_prompt .. n_prompt+n_resp-1.
+                scores[k] = logp[b, n_prompt - 1: n_prompt - 1 + n_resp].mean().item()
+        return scores
+
+
+_SCORERS: dict[tuple, object] = {}
+
+
+def get_scorer(reward_model: str, batch_size: int = 16, engine=None, **rm_kwargs):
+    """The scorer a `reward_model` string names, one per process (both reward taggers share it)."""
+    if reward_model == STAND_IN:
+        return MeanLogProbScorer(engine or shared_engine("hf", STAND_IN, batch_size=batch_size))
+    key = (reward_model, batch_size, tuple(sorted(rm_kwargs.items())))
+    if key not in _SCORERS:
+        _SCORERS[key] = SequenceClassifierScorer(reward_model, batch_size=batch_size, **rm_kwargs)
+    return _SCORERS[key]
+
+
+def _finite(x: float) -> float | None:
+    return x if isinstance(x, float) and math.isfinite(x) else None
+
+
+class _RewardTagger(Tagger):
+    def __init__(self, reward_model: str, batch_size: int, dtype: str, device: str,
+                 trust_remote_code: bool, max_length: int | None, engine):
+        super().__init__()
+        self.reward_model, self.batch_size = reward_model, batch_size
+        self.scorer = get_scorer(reward_model, batch_size=batch_size, engine=engine, dtype=dtype,
+                                 device=device, trust_remote_code=trust_remote_code, max_length=max_length)
+        self.stats = {"unscored": 0}
+
+    def _score(self, pairs: list[tuple[str, str]]) -> list[float | None]:
+        scores = [_finite(s) for s in self.scorer.score(pairs)]
+        self.count("unscored", sum(s is None for s in scores))
+        return scores
+
+    def info(self) -> dict:
+        info = {"reward_model": self.scorer.label}
+        if self.reward_model == STAND_IN:
+            info["stand_in"] = STAND_IN_NOTE
+        return info
+
+
+@register_tagger("instruct_reward")
+class InstructRewardTagger(_RewardTagger):
+    fields = ("instruct_reward", "reward_model")
+
+    def __init__(
+        self,
+        reward_model: str = PAPER_RM,  # paper; or ArmoRM-Llama3-8B-v0.1 with trust_remote_code
+        batch_size: int = 16,  # an 8B RM in bf16, responses up to 4K tokens, one 80 GB GPU
+        dtype: str = "bfloat16",  # FsfairX is released and used in bf16
+        device: str = "auto",
+        trust_remote_code: bool = False,  # ArmoRM needs True; never on unless configured
+        max_length: int | None = None,  # tokens kept per chat; None keeps all (the reference)
+        engine=None,  # stand-in only: the hf engine whose model scores
+    ):
+        super().__init__(reward_model, batch_size, dtype, device, trust_remote_code, max_length, engine)
+
+    def tag(self, records: list[dict]) -> list[dict]:
+        scores = self._score([(r["instruction"], r["response"]) for r in records])
+        return [{"instruct_reward": s, "reward_model": self.scorer.label} for s in scores]
+
+
+# URIAL-style prompt (ours): a plain-text conversation with two example exchanges; the base model
+# continues after the last "### Assistant:" and is stopped at the next "### User:".
+URIAL_PROMPT = """The following is a conversation between a curious user and an AI assistant. The assistant gives helpful, accurate and detailed answers, says so when it is unsure, and declines harmful requests politely.
+
+### User:
+What causes the seasons on Earth?
+
+### Assistant:
+The seasons come from the tilt of Earth's axis, about 23.4 degrees, not from changes in our distance to the Sun. As Earth orbits, the hemisphere tilted toward the Sun gets more direct sunlight and longer days, which brings summer; the hemisphere tilted away gets slanted light and shorter days, which brings winter. Spring and autumn fall in between, when neither hemisphere leans toward the Sun.
+
+### User:
+Can you give me three tips for writing a clear email?
+
+### Assistant:
+Certainly:
+1. Put the point first: say what you need in the opening sentence.
+2. Keep it short: one topic per email, with short paragraphs.
+3. End with a clear next step, such as a question or a deadline.
+
+### User:
+{instruction}
+
+### Assistant:
+"""
+URIAL_STOPS = ("### User:", "\n### User", "\n\n\n\n")  # the next turn, or a model gone blank
+
+
+@register_tagger("reward_difference")
+class RewardDifferenceTagger(_RewardTagger):
+    fields = ("base_response", "base_reward", "reward_difference")
+
+    def __init__(
+        self,
+        reward_model: str = PAPER_RM,
+        base_model: str = PAPER_BASE,  # paper: Llama-3-8B base answers the same instruction
+        base_engine: str = "vllm",
+        base_max_tokens: int = 2048,  # paper silent; long enough that a truncated base answer is rare
+        batch_size: int = 16,
+        dtype: str = "bfloat16",
+        device: str = "auto",
+        trust_remote_code: bool = False,
+        max_length: int | None = None,
+        engine=None,  # the base model's engine, if already built (the stand-in scorer uses it too)
+        **engine_kwargs,
+    ):
+        if engine is None:
+            if base_engine == "hf":
+                engine_kwargs.setdefault("batch_size", batch_size)
+            engine = shared_engine(base_engine, base_model, **engine_kwargs)
+        super().__init__(reward_model, batch_size, dtype, device, trust_remote_code, max_length,
+                         engine if reward_model == STAND_IN and base_model == STAND_IN else None)
+        self.base_model, self.base_engine, self.engine = base_model, base_engine, engine
+        self.sampling = Sampling(temperature=0.0, max_tokens=base_max_tokens, stop=URIAL_STOPS)
+        self.stats["reused_instruct_reward"] = 0
+
+    def tag(self, records: list[dict]) -> list[dict]:
+        prompts = [URIAL_PROMPT.format(instruction=r["instruction"]) for r in records]
+        base = [outs[0].text.strip() for outs in self.engine.complete(prompts, self.sampling)]
+        # One scoring pass for the base responses and for any response not scored already.
+        todo = [k for k, r in enumerate(records)
+                if r.get("instruct_reward") is None or r.get("reward_model") != self.scorer.label]
+        self.count("reused_instruct_reward", len(records) - len(todo))
+        scores = self._score([(r["instruction"], b) for r, b in zip(records, base)]
+                             + [(records[k]["instruction"], records[k]["response"]) for k in todo])
+        base_scores, fresh = scores[: len(records)], dict(zip(todo, scores[len(records):]))
+        out = []
+        for k, (r, b, bs) in enumerate(zip(records, base, base_scores)):
+            rs = fresh[k] if k in fresh else r["instruct_reward"]
+            out.append({"base_response": b, "base_reward": bs,
+                        "reward_difference": rs - bs if rs is not None and bs is not None else None})
+        return out
+
+    def info(self) -> dict:
+        info = super().info() | {"base_model": self.base_model, "base_engine": self.base_engine,
+                                 "base_prompt": "URIAL-style, 2 examples, greedy",
+                                 "base_max_tokens": self.sampling.max_tokens}
+        if self.base_model == STAND_IN:
+            info["stand_in"] = (info.get("stand_in", "") + " SmolLM2-135M-Instruct, prompted URIAL-style "
+                                "without its chat template, answers in place of the Llama-3-8B base model.").strip()
+        return info
