@@ -45,12 +45,15 @@ def _summary(stage: str, n: int, unit: str, seconds: float, out: Path, counts: d
         extra = f" ({counts['truncated']} hit max_tokens)"
     if counts.get("tokens_this_run"):
         extra += f", {counts['tokens_this_run'] / seconds:.0f} generated tok/s"
+    elif "tokens_this_run" in counts:
+        extra += ", already complete: nothing generated"
     return f"[{stage}] {n} {unit}{extra} in {seconds:.1f}s: {rate:.1f} {unit}/min -> {out}"
 
 
 def tagger_kwargs(t) -> dict[str, dict]:
     """Constructor arguments of each configured tagger, from TagArgs."""
-    judge = dict(judge_model=t.judge_model, judge_engine=t.judge_engine, max_tokens=t.judge_max_tokens)
+    judge = dict(judge_model=t.judge_model, judge_engine=t.judge_engine, max_tokens=t.judge_max_tokens,
+                 prefill=t.judge_prefill)
     known = {
         "task_category": judge, "difficulty": judge, "input_quality": judge,
         "instruct_reward": dict(reward_model=t.reward_model),
@@ -182,6 +185,10 @@ def _run(verb, margs, iargs, rargs, mtargs, targs, fargs, eargs, run) -> int:
             log({f"{stage}/{k}": v for k, v in c.items() if isinstance(v, (int, float))} | {f"{stage}/per_min": n / dt * 60})
             if stage in ("tag", "filter"):
                 _log_tables(log, out)
+        if stage == "filter" and c.get("funnel"):
+            from .filters import format_funnel
+
+            print(format_funnel(c["funnel"]))
         print(_summary(stage, n, unit, dt, out, c))
     return 0
 

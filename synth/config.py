@@ -116,6 +116,7 @@ class TagArgs:
     judge_model: str = field(default="meta-llama/Meta-Llama-3-8B-Instruct", metadata={"help": "paper: Llama-3-8B-Instruct"})
     judge_engine: str = field(default="vllm", metadata={"help": "engine for the judge, guard and base-model taggers"})
     judge_max_tokens: int = field(default=1024, metadata={"help": "reference unitag.py: 1024"})
+    judge_prefill: str = field(default="json", metadata={"help": "json: reply prefilled with '{' (paper); label: prefilled up to the label, for tiny judges"})
     reward_model: str = field(default="sfairXC/FsfairX-LLaMA3-RM-v0.1", metadata={"help": "paper's reward model"})
     reward_base_model: Optional[str] = field(default=None, metadata={"help": "base model for reward_difference (paper: meta-llama/Meta-Llama-3-8B)"})
     base_max_tokens: int = field(default=4096, metadata={"help": "base model's URIAL answers for reward_difference"})

@@ -425,7 +425,7 @@ def filter_dataset(in_dir, out_dir, preset: str | None, size: int | None = None,
     ds = store.DatasetDir(out_dir)
     m = ds.begin("filter", config, input=str(in_dir), input_stage=src_manifest.get("stage"), source=p.source)
     if m.get("status") == "complete":
-        return m["counts"]
+        return {**m["counts"], "funnel": m.get("funnel")}
     kept, funnel = apply(src.records(), p, seed=seed)
     for k in range(0, max(len(kept), 1), SHARD_ROWS):
         ds.write_shard(k // SHARD_ROWS, kept[k:k + SHARD_ROWS], {"kept": len(kept[k:k + SHARD_ROWS])})
@@ -433,4 +433,4 @@ def filter_dataset(in_dir, out_dir, preset: str | None, size: int | None = None,
     ds.finish(counts, funnel=funnel, preset=p.name, conditions=list(p.conditions))
     log.info("filter %s: kept %d of %d rows -> %s\n%s", p.name, len(kept), funnel[0][1], out_dir,
              format_funnel(funnel))
-    return counts
+    return {**counts, "funnel": [list(step) for step in funnel]}  # as the manifest stores it

@@ -36,6 +36,8 @@ class IncompleteInput(RuntimeError):
 
 
 def config_hash(config: dict) -> str:
+    # Unset (None) options hash as if absent, so that a new optional key leaves old runs resumable.
+    config = {k: v for k, v in config.items() if v is not None}
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -74,7 +76,8 @@ class DatasetDir:
         """Start or resume `stage` here. Refuses a directory that holds a run of another config."""
         h = config_hash(config)
         old = self.manifest()
-        if old is not None and old.get("config_hash") != h:
+        # Compare configs, not stored hashes: the hash of the stored config is recomputed here.
+        if old is not None and config_hash(old.get("config", {})) != h:
             changed = sorted(k for k in set(config) | set(old.get("config", {}))
                              if config.get(k) != old.get("config", {}).get(k))
             raise RunMismatch(

@@ -206,7 +206,8 @@ def test_filter_stage_writes_manifest_and_skips_when_complete(tmp_path):
     src = _tagged_dir(tmp_path / "tagged", [row(i) for i in range(8)] + [row(8, instruct_reward=-12.0)])
     out = tmp_path / "filtered"
     counts = filter_dataset(src, out, "pro-300k-filtered", size=5)
-    assert counts == {"input": 9, "kept": 5}
+    assert {k: counts[k] for k in ("input", "kept")} == {"input": 9, "kept": 5}
+    assert counts["funnel"][0] == ["input", 9]
     ds = store.DatasetDir(out)
     m = ds.require_complete()
     assert m["preset"] == "pro-300k-filtered" and m["config"]["size"] == 5
@@ -218,4 +219,4 @@ def test_filter_stage_writes_manifest_and_skips_when_complete(tmp_path):
     with pytest.raises(store.RunMismatch):
         filter_dataset(src, out, "pro-300k-filtered", size=6)
     empty = filter_dataset(src, tmp_path / "none", None, expression="instruct_reward > 100")
-    assert empty == {"input": 9, "kept": 0} and store.DatasetDir(tmp_path / "none").records() == []
+    assert (empty["input"], empty["kept"]) == (9, 0) and store.DatasetDir(tmp_path / "none").records() == []

@@ -199,6 +199,12 @@ def shared_engine(engine: str, model: str, **kwargs):
     return _ENGINES[key]
 
 
+# "label" prefills the reply up to the label's value, `{"difficulty": "`, and stops at the closing
+# quote: the judge only has to name a label. For judges too small to write the JSON (SmolLM2 in the
+# tiny profile labelled 0 of 32 task categories in "json" mode); the explanation fields stay empty.
+PREFILLS = ("json", "label")
+
+
 def is_smollm2(model: str) -> bool:
     return "smollm2" in model.lower()
 
@@ -215,17 +221,22 @@ class JudgeTagger(Tagger):
         judge_engine: str = "vllm",
         max_tokens: int = 1024,  # the reference's default
         batch_size: int = 64,
+        prefill: str = "json",  # "json": the reply starts "{" (paper). "label": see PREFILLS
         engine=None,  # an engine already built, e.g. shared with other taggers
         **engine_kwargs,
     ):
         super().__init__()
+        if prefill not in PREFILLS:
+            raise ValueError(f"judge prefill must be one of {PREFILLS}, got {prefill!r}")
         self.judge_model, self.judge_engine, self.batch_size = judge_model, judge_engine, batch_size
+        self.prefill = prefill
         if engine is None:
             if judge_engine == "hf":
                 engine_kwargs.setdefault("batch_size", batch_size)
             engine = shared_engine(judge_engine, judge_model, **engine_kwargs)
         self.engine = engine
-        self.sampling = Sampling(temperature=0.0, max_tokens=max_tokens, stop=("}",))
+        stop = ("}",) if prefill == "json" else ('"', "\n")
+        self.sampling = Sampling(temperature=0.0, max_tokens=max_tokens, stop=stop)
         self.stats = {"parse_failures": 0, "unknown_labels": 0}
 
     def tag(self, records: list[dict]) -> list[dict]:
@@ -236,9 +247,12 @@ class JudgeTagger(Tagger):
     def _prompt(self, instruction: str) -> str:
         chat = [{"role": "user", "content": self.prompt.format(instruction=instruction)}]
         # Prefill "{": the judge can only continue a JSON object (paper; the reference does this).
-        return self.engine.render_chat(chat, add_generation_prompt=True) + "{"
+        prompt = self.engine.render_chat(chat, add_generation_prompt=True) + "{"
+        return prompt + f'"{self.label_key}": "' if self.prefill == "label" else prompt
 
     def _fields(self, completion: str) -> dict:
+        if self.prefill == "label":  # the reply is the label alone: rebuild the one-key object
+            completion = json.dumps({self.label_key: completion.strip()})[1:-1]
         # The engine drops the stop string, so the closing brace is ours to put back.
         obj = parse_judge_json("{" + completion + "}", self.keys)
         if obj is None or self.label_key not in obj:
@@ -254,7 +268,7 @@ class JudgeTagger(Tagger):
 
     def info(self) -> dict:
         info = {"judge_model": self.judge_model, "judge_engine": self.judge_engine,
-                "max_tokens": self.sampling.max_tokens, "prefill": "{", "stop": "}"}
+                "max_tokens": self.sampling.max_tokens, "prefill": self.prefill, "stop": list(self.sampling.stop)}
         if is_smollm2(self.judge_model):
             info["stand_in"] = STAND_IN_NOTE
         return info
