@@ -25,3 +25,23 @@ def hf_engine():
 @pytest.fixture(scope="session")
 def smol_tokenizer(hf_engine):
     return hf_engine.tokenizer
+
+
+TINY = str(ROOT / "recipes/configs/synth/tiny.yaml")
+# Small but real: 32 sampled instructions in rounds of 8, short responses.
+SMALL = ["--stages", "instructions", "responses", "--total_prompts", "32", "--n", "8", "--hf_batch_size", "8",
+         "--max_tokens", "64", "--response_max_tokens", "48", "--response_batch_size", "8"]
+
+
+def cli(out, *extra, verb="run"):
+    return [verb, "--config", TINY, "--output_dir", str(out), *SMALL, *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A real tiny synthesis run (instructions + responses), shared by the end-to-end tests."""
+    from synth.__main__ import main
+
+    out = tmp_path_factory.mktemp("full")
+    assert main(cli(out, "--report_to", "wandb")) == 0
+    return out

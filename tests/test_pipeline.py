@@ -11,15 +11,7 @@ import pytest
 
 from synth.__main__ import main
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = str(ROOT / "recipes/configs/synth/tiny.yaml")
-# Small but real: 32 sampled instructions in rounds of 8, short responses.
-SMALL = ["--stages", "instructions", "responses", "--total_prompts", "32", "--n", "8", "--hf_batch_size", "8", "--max_tokens", "64",
-         "--response_max_tokens", "48", "--response_batch_size", "8"]
-
-
-def cli(out, *extra, verb="run"):
-    return [verb, "--config", TINY, "--output_dir", str(out), *SMALL, *extra]
+from conftest import ROOT, SMALL, TINY, cli
 
 
 def manifest(d):
@@ -33,10 +25,8 @@ def records(d):
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("full")
-    assert main(cli(out, "--report_to", "wandb")) == 0
-    return out
+def full_run(tiny_run):
+    return tiny_run
 
 
 @pytest.mark.slow

@@ -1,0 +1,122 @@
+"""Multi-turn, tagging, filtering and export on a real tiny run (embedded SmolLM2 and MiniLM)."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import pytest
+
+from conftest import ROOT, TINY
+from synth.__main__ import main
+from synth.store import DatasetDir
+
+# Short generations keep the CPU time down; every tagger of the tiny profile runs.
+CHAIN = ["--mt_batch_size", "8", "--mt_max_tokens", "48", "--response_max_tokens", "48", "--tag_batch_size", "8",
+         "--base_max_tokens", "24", "--report_to", "none"]
+
+
+def chain_argv(out, *extra):
+    return ["run", "--config", TINY, "--output_dir", str(out), *CHAIN, *extra]
+
+
+def seeded(tiny_run, dest, stages=("instructions", "responses")):
+    for s in stages:
+        shutil.copytree(Path(tiny_run) / s, Path(dest) / s)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def chain(tiny_run, tmp_path_factory):
+    out = seeded(tiny_run, tmp_path_factory.mktemp("chain"))
+    assert main(chain_argv(out, "--stages", "multiturn", "tag", "filter", "export")) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_multiturn_alternates_and_ends_on_assistant(chain):
+    convs = DatasetDir(chain / "multiturn").records()
+    m = json.loads((chain / "multiturn" / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["mt_append_template"] == "<|im_start|>user\n"
+    assert len(convs) == m["counts"]["conversations"] >= 8
+    for c in convs:
+        roles = [msg["role"] for msg in c["messages"]]
+        assert roles == ["user", "assistant", "user", "assistant"]
+        assert all(msg["content"].strip() for msg in c["messages"])
+        assert c["messages"][2]["content"] == c["instruction_2"] and "\n" not in c["instruction_2"]
+        assert c["messages"][0]["content"] == c["instruction"]
+
+
+@pytest.mark.slow
+def test_tagged_records_carry_every_field(chain):
+    m = json.loads((chain / "tagged" / "manifest.json").read_text())
+    tagged = DatasetDir(chain / "tagged").records()
+    n = len(DatasetDir(chain / "multiturn").records())
+    assert len(tagged) == m["counts"]["records"] == n  # tags sit on the multi-turn set
+    fields = ["task_category", "other_task_category", "difficulty", "input_quality", "instruct_reward",
+              "reward_model", "reward_difference", "llama_guard_2", "language", "min_neighbor_distance",
+              "repeat_count", "min_similar_conversation_id"]
+    for r in tagged:
+        assert set(fields) <= set(r)
+        assert r["language"] == "EN" or r["language"] is None
+        assert r["min_neighbor_distance"] >= 0 and r["repeat_count"] >= 0
+        assert "stand-in" in r["reward_model"]
+    cov = m["counts"]["coverage"]
+    assert cov["min_neighbor_distance"] == cov["instruct_reward"] == cov["language"] == n
+    assert all("stand_in" in info for name, info in m["taggers_info"].items() if name != "language")
+    assert {Path(p).name for p in m["plots"]} >= {"task_category.png", "difficulty.png", "instruct_reward.png"}
+    assert all(Path(p).stat().st_size > 1000 for p in m["plots"])
+
+
+@pytest.mark.slow
+def test_filter_and_export(chain):
+    fm = json.loads((chain / "filtered" / "manifest.json").read_text())
+    assert fm["preset"] == "raw-300k" and fm["funnel"][0][0] == "input"
+    n = fm["counts"]["kept"]
+    ds = datasets.load_dataset("parquet", data_dir=str(chain / "export" / "data"), split="train")
+    assert ds.num_rows == n and ds.column_names[0] == "messages"
+    lines = (chain / "export" / "sharegpt.jsonl").read_text().splitlines()
+    assert len(lines) == n
+    conv = json.loads(lines[0])["conversations"]
+    assert [t["from"] for t in conv] == ["human", "gpt", "human", "gpt"]
+    card = (chain / "export" / "README.md").read_text()
+    assert f"{n} conversations" in card and "Stand-ins" in card and "raw-300k" in card
+
+
+@pytest.mark.slow
+def test_paper_preset_funnel_on_tiny_tags(chain, tmp_path, capsys):
+    """The paper's Air preset runs on the tiny tags and prints its funnel, even when it keeps nothing."""
+    shutil.copytree(chain / "tagged", tmp_path / "tagged")
+    assert main(["filter", "--config", TINY, "--output_dir", str(tmp_path), "--filter_preset", "air-300k-filtered",
+                 "--report_to", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "input_quality >= good" in out and "reward_difference > 0" in out
+
+
+@pytest.mark.slow
+def test_killed_tagging_resumes(chain, tmp_path):
+    """Kill the tag stage mid-way; the restarted run skips what is done and equals the uninterrupted one."""
+    out = seeded(chain, tmp_path / "t", stages=("instructions", "responses", "multiturn"))
+    args = ["--stages", "tag", "--taggers", "difficulty", "language", "min_neighbor_distance"]
+    shard = out / "tagged" / "parts" / "difficulty" / "data" / "part-00001.parquet"
+    proc = subprocess.Popen([sys.executable, "-m", "synth", *chain_argv(out, *args)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not shard.exists() and proc.poll() is None and time.time() - t0 < 300:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert shard.exists(), "the tag stage ended before its second shard"
+    assert json.loads((out / "tagged" / "manifest.json").read_text())["status"] == "running"
+    assert main(chain_argv(out, *args)) == 0
+    for name in ("difficulty", "language", "min_neighbor_distance"):
+        got = DatasetDir(out / "tagged" / "parts" / name).records()
+        want = DatasetDir(chain / "tagged" / "parts" / name).records()
+        assert got == want, name
+    tagged = DatasetDir(out / "tagged").records()
+    assert len({r["id"] for r in tagged}) == len(tagged) == len(DatasetDir(out / "multiturn").records())
