@@ -27,3 +27,13 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "$WANT" > "$STAMP"
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+# run_recipe NAME GPU_PROFILE [ARGS...]: one synthesis recipe -> runs/NAME/. The profile is
+# $PROFILE if set, else GPU_PROFILE with CUDA and `tiny` without; ARGS override config keys.
+run_recipe() {
+  local name="$1" gpu_profile="$2"
+  shift 2
+  local profile="${PROFILE:-$(python -c "import torch; print('$gpu_profile' if torch.cuda.is_available() else 'tiny')")}"
+  echo "[$name] profile: $profile" >&2
+  (cd "$ROOT" && python -m synth run --config "recipes/configs/synth/$profile.yaml" --output_dir "runs/$name" "$@")
+}

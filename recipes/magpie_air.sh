@@ -11,8 +11,5 @@
 # `tiny` runs on a CPU in minutes with SmolLM2-135M-Instruct, shipped inside a PyPI package.
 # Interrupted? Run the same command again: it resumes where it stopped.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source recipes/bootstrap.sh
-PROFILE="${PROFILE:-$(python -c 'import torch; print("air" if torch.cuda.is_available() else "tiny")')}"
-echo "[magpie_air] profile: $PROFILE" >&2
-python -m synth run --config "recipes/configs/synth/$PROFILE.yaml" --output_dir runs/magpie_air "$@"
+source "$(dirname "$0")/bootstrap.sh"
+run_recipe magpie_air air "$@"

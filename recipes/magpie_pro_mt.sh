@@ -5,9 +5,5 @@
 # The released MT sets were built from "300K difficult questions"; preset mt-300k is our reading
 # of that (synth/filters.py says exactly what it keeps).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source recipes/bootstrap.sh
-PROFILE="${PROFILE:-$(python -c 'import torch; print("pro" if torch.cuda.is_available() else "tiny")')}"
-echo "[magpie_pro_mt] profile: $PROFILE" >&2
-python -m synth run --config "recipes/configs/synth/$PROFILE.yaml" --output_dir runs/magpie_pro_mt \
-  --stages instructions responses multiturn tag filter export --turns 2 --filter_preset mt-300k "$@"
+source "$(dirname "$0")/bootstrap.sh"
+run_recipe magpie_pro_mt pro --stages instructions responses multiturn tag filter export --turns 2 --filter_preset mt-300k "$@"

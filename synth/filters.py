@@ -59,6 +59,28 @@ class FilterError(ValueError):
     pass
 
 
+
+def _all3(values) -> bool | None:
+    """Three-valued AND (SQL's): False wins, then unknown (None), then True."""
+    unknown = False
+    for v in values:
+        if v is None:
+            unknown = True
+        elif not v:
+            return False
+    return None if unknown else True
+
+
+def _any3(values) -> bool | None:
+    """Three-valued OR: True wins, then unknown (None), then False."""
+    unknown = False
+    for v in values:
+        if v is None:
+            unknown = True
+        elif v:
+            return True
+    return None if unknown else False
+
 def response_length(r: dict) -> int:
     """Characters the model wrote: all assistant turns for multi-turn records."""
     msgs = r.get("messages")
@@ -138,26 +160,8 @@ def compile_condition(text: str) -> Condition:
         if isinstance(node, ast.BoolOp):
             parts = [build(v) for v in node.values]
             if isinstance(node.op, ast.And):
-                def f(r):
-                    unknown = False
-                    for p in parts:
-                        v = p(r)
-                        if v is None:
-                            unknown = True
-                        elif not v:
-                            return False
-                    return None if unknown else True
-            else:
-                def f(r):
-                    unknown = False
-                    for p in parts:
-                        v = p(r)
-                        if v is None:
-                            unknown = True
-                        elif v:
-                            return True
-                    return None if unknown else False
-            return f
+                return lambda r: _all3(p(r) for p in parts)
+            return lambda r: _any3(p(r) for p in parts)
         if isinstance(node, ast.UnaryOp):
             inner = build(node.operand)
             if isinstance(node.op, ast.Not):
@@ -235,16 +239,7 @@ def compile_condition(text: str) -> Condition:
                     return None
             steps.append(step)
 
-        def chain(r):
-            unknown = False
-            for s in steps:
-                v = s(r)
-                if v is None:
-                    unknown = True
-                elif not v:
-                    return False
-            return None if unknown else True
-        return chain
+        return lambda r: _all3(s(r) for s in steps)
 
     test = build(tree.body)
     return Condition(text=" ".join(text.split()), columns=frozenset(columns), test=test)
