@@ -33,7 +33,7 @@ def seeded(tiny_run, dest, stages=("instructions", "responses")):
 @pytest.fixture(scope="module")
 def chain(tiny_run, tmp_path_factory):
     out = seeded(tiny_run, tmp_path_factory.mktemp("chain"))
-    assert main(chain_argv(out, "--stages", "multiturn", "tag", "filter", "export")) == 0
+    assert main(chain_argv(out, "--stages", "multiturn", "tag", "filter", "export", "--report_to", "wandb")) == 0
     return out
 
 
@@ -120,3 +120,12 @@ def test_killed_tagging_resumes(chain, tmp_path):
         assert got == want, name
     tagged = DatasetDir(out / "tagged").records()
     assert len({r["id"] for r in tagged}) == len(tagged) == len(DatasetDir(out / "multiturn").records())
+
+
+@pytest.mark.slow
+def test_wandb_runs_hold_tag_tables_and_funnel(chain):
+    runs = sorted((chain / "wandb").glob("offline-run-*"))
+    assert len(runs) == 4  # multiturn, tag, filter, export
+    tables = [p.name for r in runs for p in r.rglob("*.table.json")]
+    assert any(n.startswith("task_category") for n in tables), tables
+    assert any(n.startswith("funnel") for n in tables), tables

@@ -106,3 +106,27 @@ def test_model_without_chat_template_needs_pre_query_template(hf_engine):
                                   InstructionArgs())
     assert tpl.pre_query_template == "User: "
     assert "\n" in stops and engine.tokenizer.eos_token in stops
+
+
+def test_control_system_prompts(hf_engine):
+    import copy
+
+    from synth import control
+    from synth.config import InstructionArgs, ModelArgs
+    from synth.instructions import resolve_template
+
+    margs = ModelArgs(model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    tpl, stops = resolve_template(hf_engine, margs, InstructionArgs(control="math"))
+    assert tpl.pre_query_template.startswith("<|im_start|>system\n" + control.CONTROL_PROMPTS["math"])
+    assert tpl.pre_query_template.endswith("<|im_end|>\n<|im_start|>user\n") and "\n" in stops
+    tpl, stops = resolve_template(hf_engine, margs, InstructionArgs(control="translation"))
+    assert "\n" not in stops and tpl.sanitize  # the reference runs translation without the newline stop
+    tpl, _ = resolve_template(hf_engine, margs, InstructionArgs(control="language:French"))
+    assert "writes every message in French" in tpl.pre_query_template
+    tpl, _ = resolve_template(hf_engine, margs, InstructionArgs(control="math", system_prompt="Be a pirate."))
+    assert "Be a pirate." in tpl.pre_query_template and "mathematics" not in tpl.pre_query_template
+    with pytest.raises(ValueError, match="unknown control"):
+        resolve_template(hf_engine, margs, InstructionArgs(control="poetry"))
+    gemma = json.loads((FIXTURES / "google__gemma-2-9b-it.json").read_text())
+    with pytest.raises(ValueError, match="system"):
+        templates.pre_query_with_system(gemma["chat_template"], "Be brief.", gemma["bos_token"])
