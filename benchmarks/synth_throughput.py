@@ -43,7 +43,7 @@ def main():
     from synth.instructions import generate_instructions
     from synth.responses import generate_responses
 
-    margs, iargs, rargs, run = cfg.parse([
+    margs, iargs, rargs, *_, run = cfg.parse([
         "--config", args.config, "--total_prompts", str(args.total_prompts), "--n", str(args.n),
         "--hf_batch_size", str(args.hf_batch_size), "--response_batch_size", str(args.response_batch_size),
         "--report_to", "none"])
