@@ -1,6 +1,6 @@
 """Tagging throughput of the tiny profile: records tagged per minute, per tagger.
 
-    python benchmarks/taggers.py [--records 32] [--max_tokens 256] [--batch_size 16]   (prints JSON)
+    python benchmarks/taggers.py [--records 32] [--max_tokens 256] [--batch_size 16] [--prefill json|label]
 
 Records are made from 8 fixed instructions x 4 fixed phrasings (not Magpie output, so the run
 needs no synthesis first); each has a short hand-written response. Every model tagger runs on the
@@ -45,6 +45,8 @@ def main():
     ap.add_argument("--records", type=int, default=32)
     ap.add_argument("--max_tokens", type=int, default=256, help="judge budget (paper 1024; CPU time)")
     ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--prefill", default="json", choices=["json", "label"],
+                    help="judge reply prefill: json (paper) or label (the tiny profile's setting)")
     args = ap.parse_args()
 
     import torch
@@ -56,7 +58,8 @@ def main():
     t0 = time.perf_counter()
     engine = shared_engine("hf", TINY, batch_size=args.batch_size)
     load_s = time.perf_counter() - t0
-    judge = dict(judge_model=TINY, judge_engine="hf", batch_size=args.batch_size, max_tokens=args.max_tokens)
+    judge = dict(judge_model=TINY, judge_engine="hf", batch_size=args.batch_size, max_tokens=args.max_tokens,
+                 prefill=args.prefill)
     taggers = {
         "task_category": get_tagger("task_category", **judge),
         "difficulty": get_tagger("difficulty", **judge),
@@ -90,7 +93,7 @@ def main():
         "what": f"{len(records)} records from 8 fixed instructions x 4 phrasings with short fixed responses; "
                 "tiny profile, every model tagger on one shared SmolLM2-135M-Instruct hf engine",
         "device": f"cpu x{torch.get_num_threads()} threads ({platform.processor() or platform.machine()})",
-        "dtype": str(engine.model.dtype), "batch_size": args.batch_size, "judge_max_tokens": args.max_tokens,
+        "dtype": str(engine.model.dtype), "batch_size": args.batch_size, "judge_max_tokens": args.max_tokens, "judge_prefill": args.prefill,
         "model_load_s": round(load_s, 2), "lingua_first_use_s": round(lingua_build_s, 2),
         "taggers": results,
     }, indent=2))
