@@ -1,0 +1,182 @@
+"""SFT dataset loaders (train/data.py): each Table-1 source, from its own schema to TRL `messages`."""
+import logging
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from train import data
+from train.data import dataset_names, get_spec, load_sft_dataset, to_messages
+
+FIX = Path(__file__).parent / "fixtures" / "sft"
+
+# name -> (conversations kept, drops by reason) for tests/fixtures/sft/<name>.*
+EXPECTED = {
+    "magpie-air-300k-raw": (2, {"empty_turn": 1}),
+    "magpie-pro-300k-raw": (3, {}),
+    "magpie-air-300k-filtered": (3, {}),
+    "magpie-pro-300k-filtered": (3, {"no_final_assistant": 1}),
+    "magpie-air-mt": (3, {}),
+    "magpie-pro-mt": (3, {}),
+    "messages": (2, {"not_alternating": 1}),
+    "self-instruct-llama3": (3, {}),
+    "sharegpt": (3, {"not_alternating": 1, "unknown_role": 1}),
+    "evol-instruct": (3, {}),
+    "openhermes-1": (3, {"empty_turn": 1}),
+    "tulu-v2-mix": (3, {}),
+    "wildchat": (2, {"empty_turn": 1}),
+    "openhermes-2.5": (3, {}),
+    "genqa": (3, {}),
+    "ultrachat": (2, {"empty": 1}),
+}
+
+
+def fixture(name: str) -> Path:
+    found = [p for p in FIX.iterdir() if p.name.rsplit(".", 1)[0] == name]
+    assert len(found) == 1, f"expected one fixture for {name!r} in {FIX}, found {found}"
+    return found[0]
+
+
+def assert_well_formed(messages):
+    body = messages[1:] if messages[0]["role"] == "system" else messages
+    assert body, messages
+    for i, m in enumerate(body):
+        assert set(m) == {"role", "content"}
+        assert m["role"] == ("user" if i % 2 == 0 else "assistant"), messages
+        assert m["content"].strip()
+    assert body[-1]["role"] == "assistant"
+
+
+def test_every_registered_dataset_has_a_fixture_and_an_expectation():
+    stems = {p.name.rsplit(".", 1)[0] for p in FIX.iterdir()}
+    missing = set(dataset_names()) - stems
+    assert not missing, f"registered without a fixture in {FIX}: {sorted(missing)}"
+    assert set(EXPECTED) == set(dataset_names()), "add the new loader to EXPECTED with its counts"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_loader_on_its_fixture(name, caplog):
+    kept, drops = EXPECTED[name]
+    with caplog.at_level(logging.INFO, logger="train.data"):
+        ds = load_sft_dataset(name, path=str(fixture(name)))
+    assert ds.column_names == ["messages", "source"]
+    assert len(ds) == kept
+    assert set(ds["source"]) == {name}
+    for messages in ds["messages"]:
+        assert_well_formed(messages)
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{name}: kept")]
+    assert summary and f"kept {kept} of {kept + sum(drops.values())}" in summary[-1]
+    for reason, n in drops.items():
+        assert f"{reason}={n}" in summary[-1]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_drops_are_counted_by_reason(name):
+    f = fixture(name)
+    raw = datasets.load_dataset("parquet" if f.suffix == ".parquet" else "json", data_files=str(f), split="train")
+    ds, drops = to_messages(raw, name)
+    assert drops == Counter(EXPECTED[name][1])
+    assert len(ds) + sum(drops.values()) == len(raw)
+
+
+def test_conversions_keep_the_content():
+    oh1 = load_sft_dataset("openhermes-1", path=str(fixture("openhermes-1")))["messages"]
+    assert oh1[0] == [{"role": "user", "content": "Translate the sentence to German.\n\nI like apples."},
+                      {"role": "assistant", "content": "Ich mag Äpfel."}]
+    assert oh1[1][0]["content"] == "What is the boiling point of water at sea level?"  # empty input adds nothing
+
+    sg = load_sft_dataset("sharegpt", path=str(fixture("sharegpt")))["messages"]
+    assert len(sg[0]) == 4
+    assert sg[1][0] == {"role": "user", "content": "Thanks, summarize it."}  # leading gpt turn removed
+    assert sg[2][1] == {"role": "assistant", "content": "Here are today's headlines."}  # "bing" is the assistant
+
+    oh25 = load_sft_dataset("openhermes-2.5", path=str(fixture("openhermes-2.5")))["messages"]
+    assert [m["role"] for m in oh25[0]] == ["system", "user", "assistant"]
+
+    mt = load_sft_dataset("magpie-pro-mt", path=str(fixture("magpie-pro-mt")))["messages"]
+    assert all(len(m) == 4 for m in mt)
+    assert mt[2][3]["content"] == "Buenos días."
+
+
+def _export_dir(root: Path, n: int, shard: str = "part-00000.parquet") -> Path:
+    rows = [{"id": f"r{i}", "instruction": f"Question {i}?", "response": f"Answer {i}.",
+             "messages": [{"role": "user", "content": f"Question {i}?"},
+                          {"role": "assistant", "content": f"Answer {i}."}],
+             "task_category": "Math"} for i in range(n)]
+    (root / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), root / "data" / shard)
+    (root / "README.md").write_text("# a card\n")
+    return root
+
+
+def test_magpie_export_dir_loads_by_path(tmp_path):
+    out = _export_dir(tmp_path / "export", 6)
+    ds = load_sft_dataset(str(out))
+    assert ds.column_names == ["messages", "source"] and len(ds) == 6
+    assert ds[0]["messages"] == [{"role": "user", "content": "Question 0?"},
+                                 {"role": "assistant", "content": "Answer 0."}]
+    assert set(ds["source"]) == {"messages"}
+    # the same dir as the local copy of a released Magpie set
+    assert set(load_sft_dataset("magpie-air-300k-filtered", path=str(out))["source"]) == {"magpie-air-300k-filtered"}
+
+
+def test_export_with_several_shards(tmp_path):
+    out = _export_dir(tmp_path / "export", 3, shard="train-00000-of-00002.parquet")
+    rows = [{"id": "z", "messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]}]
+    pq.write_table(pa.Table.from_pylist(rows), out / "data" / "train-00001-of-00002.parquet")
+    assert len(load_sft_dataset(str(out))) == 4
+
+
+def test_wrong_schema_names_the_file_and_the_columns():
+    f = fixture("sharegpt")
+    with pytest.raises(ValueError) as e:
+        load_sft_dataset("ultrachat", path=str(f))
+    msg = str(e.value)
+    assert str(f) in msg and "conversations" in msg and "id" in msg  # found
+    assert "[messages]" in msg  # expected
+    with pytest.raises(ValueError, match=r"\[instruction, output\]"):
+        load_sft_dataset("openhermes-1", path=str(fixture("genqa")))
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(KeyError, match="ultrachat"):
+        load_sft_dataset("no-such-set")
+
+
+def test_max_samples_is_seeded_and_reproducible(tmp_path):
+    out = _export_dir(tmp_path / "export", 50)
+    a = load_sft_dataset(str(out), max_samples=10, seed=1)["messages"]
+    b = load_sft_dataset(str(out), max_samples=10, seed=1)["messages"]
+    c = load_sft_dataset(str(out), max_samples=10, seed=2)["messages"]
+    assert len(a) == 10 and a == b and a != c
+    assert len(load_sft_dataset(str(out), max_samples=100)) == 50
+
+
+def test_hub_loading_uses_the_spec(monkeypatch):
+    calls = []
+    raw = datasets.load_dataset("json", data_files=str(fixture("ultrachat")), split="train")
+
+    def fake_load_dataset(path, name=None, split=None, **kw):
+        calls.append((path, name, split, kw))
+        return raw
+
+    monkeypatch.setattr(data.datasets, "load_dataset", fake_load_dataset)
+    ds = load_sft_dataset("ultrachat")
+    assert calls[-1][:3] == ("HuggingFaceH4/ultrachat_200k", None, "train_sft") and len(ds) == 2
+    load_sft_dataset("ultrachat", split="test_sft")
+    assert calls[-1][2] == "test_sft"
+
+
+def test_specs_are_documented():
+    for name in dataset_names():
+        spec = get_spec(name)
+        assert spec.notes, name
+        if name != "messages":
+            assert spec.hub_id and "/" in spec.hub_id and spec.paper_size, name
+    assert get_spec("magpie-pro-300k-raw").split == "train[:300000]"
+    assert set(get_spec("genqa").split.split("+")) >= {"code", "dialog", "math", "mmlu", "writing"}
+    with pytest.raises(ValueError, match="path="):
+        load_sft_dataset("messages")

@@ -1,0 +1,358 @@
+"""SFT datasets of the paper's Table 1, each converted from its own hub schema to TRL's `messages`.
+
+    ds = load_sft_dataset("ultrachat")                          # the hub set (needs network)
+    ds = load_sft_dataset("sharegpt", path="sg.json")            # a local copy in the hub schema
+    ds = load_sft_dataset("runs/air-300k/export")                # a Magpie export dir of ours (data/*.parquet)
+
+Every loader returns a `datasets.Dataset` with two columns: `messages` (a list of
+{"role": "system"|"user"|"assistant", "content": str}, what TRL's SFTTrainer takes as it is) and
+`source` (the loader's name). A loader is a converter from one source record to a message list,
+registered with the hub id and split the paper used (`@register_dataset`, as lm-eval registers its
+backends). One validation runs after every converter: a conversation is kept only if it is
+non-empty, has no empty turn, alternates user/assistant after an optional system turn and ends on
+an assistant turn; drops are counted by reason and logged.
+
+The schema notes on each loader were checked against the dataset cards (their `dataset_info`
+YAML) on huggingface.co in 2025; the cited page is in each comment.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import datasets
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, str]
+Converter = Callable[[dict], list[Message]]
+
+ROLES = ("system", "user", "assistant")
+# ShareGPT `from` values seen in the wild. ShareGPT-Vicuna has "human"/"gpt" and, in some dumps,
+# "bing"/"chatgpt"/"bard" for the assistant side and "system"; OpenHermes-2.5 has "system". Any
+# other value (e.g. a tool/"function" turn) is not a chat turn we can train on: the record is
+# dropped with reason "unknown_role" rather than guessed.
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system"}
+_FEATURES = datasets.Features({"messages": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
+                               "_drop": datasets.Value("string")})
+
+
+class Drop(Exception):
+    """Raised by a converter for a record it cannot convert; the message is the drop reason."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    hub_id: str | None          # None: no public copy, only `path=` works
+    converter: Converter
+    columns: tuple[tuple[str, ...], ...]   # accepted column sets (any one must be present)
+    split: str = "train"        # the split (or slice) the paper trained on
+    config: str | None = None
+    hub_kwargs: dict = field(default_factory=dict)
+    paper_size: str = ""        # the row count in paper Table 1
+    notes: str = ""             # citation and what was verified
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, hub_id: str | None, columns: tuple[str, ...] | tuple[tuple[str, ...], ...],
+                     **kw) -> Callable[[Converter], Converter]:
+    """Register `fn(record) -> messages` as the loader `name`."""
+    cols = (columns,) if columns and isinstance(columns[0], str) else columns
+
+    def wrap(fn: Converter) -> Converter:
+        if name in _REGISTRY:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        _REGISTRY[name] = DatasetSpec(name=name, hub_id=hub_id, converter=fn, columns=tuple(cols),
+                                      notes=kw.pop("notes", (fn.__doc__ or "").strip()), **kw)
+        return fn
+    return wrap
+
+
+def dataset_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> DatasetSpec:
+    if name not in _REGISTRY:
+        raise KeyError(f"no SFT dataset named {name!r}; known: {', '.join(dataset_names())} "
+                       "(or pass a local path: a Magpie export dir or a .json/.jsonl/.parquet file)")
+    return _REGISTRY[name]
+
+
+# -- shared converters --------------------------------------------------------------------------
+def from_sharegpt(conversations: list[dict] | None) -> list[Message]:
+    """ShareGPT [{from, value}] to messages. Extra keys per turn (OpenHermes-2.5's `weight`) are ignored."""
+    if conversations is None:
+        raise Drop("malformed")
+    out = []
+    for turn in conversations:
+        role = SHAREGPT_ROLES.get(str(turn.get("from", "")).strip().lower())
+        if role is None:
+            raise Drop("unknown_role")
+        out.append({"role": role, "content": turn.get("value")})
+    return out
+
+
+def from_messages(messages: list[dict] | None) -> list[Message]:
+    """OpenAI-style [{role, content, ...}] to messages, dropping extra per-turn keys."""
+    if messages is None:
+        raise Drop("malformed")
+    out = []
+    for m in messages:
+        role = str(m.get("role", "")).strip().lower()
+        if role not in ROLES:
+            raise Drop("unknown_role")
+        out.append({"role": role, "content": m.get("content")})
+    return out
+
+
+def _messages_or_conversations(r: dict) -> list[Message]:
+    # Our own exports carry `messages` (synth/export.py); the Magpie-Align releases carry ShareGPT
+    # `conversations`. Prefer `messages` when a file has both (HuggingFaceTB's H4 re-upload does).
+    if r.get("messages") is not None:
+        return from_messages(r["messages"])
+    return from_sharegpt(r.get("conversations"))
+
+
+def validate(messages: list[Message]) -> str | None:
+    """The drop reason for a conversation, or None if it is trainable."""
+    if not messages:
+        return "empty"
+    if any(not isinstance(m.get("content"), str) or not m["content"].strip() for m in messages):
+        return "empty_turn"
+    body = messages[1:] if messages[0]["role"] == "system" else messages
+    if not body:
+        return "empty"
+    if any(m["role"] != ("user" if i % 2 == 0 else "assistant") for i, m in enumerate(body)):
+        return "not_alternating"
+    if body[-1]["role"] != "assistant":
+        return "no_final_assistant"
+    return None
+
+
+# -- Magpie (ours and the released sets) --------------------------------------------------------
+_MAGPIE_COLUMNS = (("conversations",), ("messages",))
+_MAGPIE_NOTE = ("Xu et al. 2024, arXiv 2406.08464. Card `dataset_info`: `conversations` list of {from, value} "
+                "(from human|gpt) plus tags; a local export dir of ours has `messages` instead.")
+
+
+def _register_magpie(name: str, hub_id: str, split: str, size: str, verified: str) -> None:
+    register_dataset(name, hub_id, _MAGPIE_COLUMNS, split=split, paper_size=size,
+                     notes=f"{_MAGPIE_NOTE} {verified}")(_messages_or_conversations)
+
+
+# "300K-Raw" is the first 300K rows of the raw sets (paper Sec. 4; PAPER_FACTS); no separate
+# 300K-Raw repo exists. Verified: huggingface.co/datasets/Magpie-Align/Llama-3-Magpie-Air-3M-v0.1
+# README (uuid, model, gen_input_config, input, output, conversations[{from,value}], tags; 3,000,000 rows).
+_register_magpie("magpie-air-300k-raw", "Magpie-Align/Llama-3-Magpie-Air-3M-v0.1", "train[:300000]", "300K",
+                 "Raw Air 3M set, first 300K rows (README of Llama-3-Magpie-Air-3M-v0.1).")
+# Verified: collection Magpie-Align/magpie-pro-datasets lists Llama-3-Magpie-Pro-1M-v0.1 as "Raw data", 1M rows.
+_register_magpie("magpie-pro-300k-raw", "Magpie-Align/Llama-3-Magpie-Pro-1M-v0.1", "train[:300000]", "300K",
+                 "Raw Pro 1M set, first 300K rows (Magpie-Align pro collection).")
+# Verified: Magpie-Align/Magpie-Air-300K-Filtered tree: data/train-0000{0,1}-of-00002.parquet, split train.
+_register_magpie("magpie-air-300k-filtered", "Magpie-Align/Magpie-Air-300K-Filtered", "train", "300K",
+                 "Air 300K-Filtered (repo tree data/train-*.parquet).")
+# Verified: Magpie-Pro-300K-Filtered README@523df96: features conversations[{from,value}], uuid; 300,000 rows.
+_register_magpie("magpie-pro-300k-filtered", "Magpie-Align/Magpie-Pro-300K-Filtered", "train", "300K",
+                 "Pro 300K-Filtered (README@523df96: conversations, uuid; 300,000 rows).")
+# Verified: Magpie-Pro-MT-300K-v0.1 README@dffd97d: model, gen_input_config, input1, output1, input2,
+# output2, conversations, uuid; 300,000 rows. Air-MT ships the same layout (repo tree: 8 train shards).
+_register_magpie("magpie-air-mt", "Magpie-Align/Magpie-Air-MT-300K-v0.1", "train", "300K",
+                 "Air-MT 2-turn set (layout as Pro-MT).")
+_register_magpie("magpie-pro-mt", "Magpie-Align/Magpie-Pro-MT-300K-v0.1", "train", "300K",
+                 "Pro-MT 2-turn set (README@dffd97d: input1/output1/input2/output2, conversations).")
+
+# A local file or directory already in TRL's format (or ShareGPT): what a plain path resolves to.
+register_dataset("messages", None, _MAGPIE_COLUMNS,
+                 notes="Local data already in TRL's `messages` schema (e.g. a Magpie export dir of ours, "
+                       "data/*.parquet) or ShareGPT `conversations`.")(_messages_or_conversations)
+
+
+# -- the baselines of Table 1 -------------------------------------------------------------------
+@register_dataset("self-instruct-llama3", "Magpie-Align/Llama-3-8B-Self-Instruct-100K", ("conversations",),
+                  paper_size="100K")
+def self_instruct_llama3(r: dict) -> list[Message]:
+    """The paper's Self-Instruct (Llama-3) baseline, released by the Magpie authors. Verified: README of
+    Magpie-Align/Llama-3-8B-Self-Instruct-100K: conversation_id, instruction, response,
+    conversations[{from,value}]; 100,098 rows; made with github.com/ArmelRandy/Self-instruct and
+    Llama-3-8B-Instruct."""
+    return from_sharegpt(r["conversations"])
+
+
+@register_dataset("sharegpt", "flydust/ShareGPT-Vicuna-unfiltered-axolotl", ("conversations",), paper_size="112K")
+def sharegpt(r: dict) -> list[Message]:
+    """ShareGPT 112K: anon8231489123/ShareGPT_Vicuna_unfiltered (ShareGPT_V3_unfiltered_cleaned_split.json,
+    a JSON list of {id, conversations[{from,value}]}) as converted for axolotl by a Magpie author
+    (flydust). Verified: README of flydust/ShareGPT-Vicuna-unfiltered-axolotl: dataset, id,
+    conversations[{from,value}]; 111,912 rows (= the paper's 112K). Either file loads with `path=`.
+    Roles: human->user; gpt/chatgpt/bing/bard->assistant; system->system; others drop the record.
+    A leading assistant turn (a conversation split mid-way) is removed, as FastChat's trainer does."""
+    msgs = from_sharegpt(r["conversations"])
+    while msgs and msgs[0]["role"] == "assistant":
+        msgs = msgs[1:]
+    return msgs
+
+
+@register_dataset("evol-instruct", "WizardLMTeam/WizardLM_evol_instruct_V2_196k", ("conversations",),
+                  paper_size="143K")
+def evol_instruct(r: dict) -> list[Message]:
+    """Evol-Instruct (WizardLM V2). Verified: the repo holds one file, WizardLM_evol_instruct_V2_143k.json
+    (the 196K mix minus its ShareGPT part; paper Table 1 says 143K); schema from the re-upload card
+    ai2-adapt-dev/wizardlm-backup: idx, conversations[{from,value}]; 143,000 rows."""
+    return from_sharegpt(r["conversations"])
+
+
+@register_dataset("openhermes-1", "teknium/openhermes", ("instruction", "output"), paper_size="243K")
+def openhermes_1(r: dict) -> list[Message]:
+    """OpenHermes 1. Alpaca schema: instruction, input, output (the original card has no dataset_info;
+    verified on the derivative card umarigan/openhermes_tr: instruction, input, output, 241,853 rows,
+    and teknium/openhermes README: 242,000 GPT-4 entries). A non-empty `input` follows the
+    instruction after a blank line, as Alpaca's prompt does."""
+    extra = (r.get("input") or "").strip()
+    user = r["instruction"] if not extra else f"{r['instruction']}\n\n{extra}"
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": r["output"]}]
+
+
+@register_dataset("tulu-v2-mix", "allenai/tulu-v2-sft-mixture", ("messages",), paper_size="326K")
+def tulu_v2_mix(r: dict) -> list[Message]:
+    """Tulu V2 SFT mixture. Verified: README@9a0e786: dataset, id, messages[{role, content}];
+    326,154 rows."""
+    return from_messages(r["messages"])
+
+
+@register_dataset("wildchat", "allenai/WildChat", ("conversation",), paper_size="652K")
+def wildchat(r: dict) -> list[Message]:
+    """WildChat (the 652K first release; WildChat-1M is a later, larger set). Verified: README@1a5a898:
+    conversation_id, model, timestamp, conversation[{content, language, redacted, role, toxic}],
+    turn, language, openai_moderation, detoxify_moderation, toxic, redacted. Per-turn extras are
+    dropped; toxic conversations are kept as the paper does not say it filtered them."""
+    return from_messages(r["conversation"])
+
+
+@register_dataset("openhermes-2.5", "teknium/OpenHermes-2.5", ("conversations",), paper_size="1M")
+def openhermes_2_5(r: dict) -> list[Message]:
+    """OpenHermes 2.5 (openhermes2_5.json, a JSON list). Verified via the datasets builder info of the
+    mirror ByteResearch/OpenHermes-2.5-Filtered-240405 (download hf://datasets/teknium/OpenHermes-2.5):
+    conversations[{from, value, weight}], category, topic, title, source, model, language...; 1,001,551
+    rows. `from` is system/human/gpt. `weight` (null or a float) is ignored: our trainer already trains
+    on every assistant turn and no other."""
+    return from_sharegpt(r["conversations"])
+
+
+# GenQA ships no `train` split: one split per generator prompt family. Verified: README@c1bae32 lists
+# code, dialog, general, math, mmlu, multiple_choice, writing; the viewer adds academic and task
+# (11.1M rows in all). The paper's 6.47M predates some of these, so which subset it used is not known.
+GENQA_SPLITS = ("code", "dialog", "general", "math", "mmlu", "multiple_choice", "writing", "academic", "task")
+
+
+@register_dataset("genqa", "tomg-group-umd/GenQA", ("text",), split="+".join(GENQA_SPLITS), paper_size="6.47M")
+def genqa(r: dict) -> list[Message]:
+    """GenQA (Chen et al. 2024, arXiv 2406.10323). Verified: README@c1bae32: text[{content, role}], prompt,
+    template, idx, category. The conversation is in `text`, not `messages`."""
+    return from_messages(r["text"])
+
+
+@register_dataset("ultrachat", "HuggingFaceH4/ultrachat_200k", ("messages",), split="train_sft",
+                  paper_size="208K")
+def ultrachat(r: dict) -> list[Message]:
+    """UltraChat 200K (the Zephyr filtering). Verified: README@ca063fb: prompt, prompt_id,
+    messages[{content, role}]; viewer splits train_sft 208k, test_sft, train_gen, test_gen."""
+    return from_messages(r["messages"])
+
+
+# -- loading ------------------------------------------------------------------------------------
+def to_messages(raw: datasets.Dataset, name: str, where: str = "") -> tuple[datasets.Dataset, Counter]:
+    """Convert a raw dataset with loader `name`'s converter; return (messages + source, drops by reason)."""
+    spec = get_spec(name)
+    found = set(raw.column_names)
+    if not any(set(cols) <= found for cols in spec.columns):
+        expected = " or ".join("[" + ", ".join(c) + "]" for c in spec.columns)
+        raise ValueError(f"{where or name}: wrong schema for {name!r}: found columns {sorted(found)}, "
+                         f"expected {expected}. Pass the loader whose schema this file has "
+                         f"(one of {', '.join(dataset_names())}).")
+
+    def convert(r: dict) -> dict:
+        try:
+            msgs = spec.converter(r)
+        except Drop as e:
+            return {"messages": [], "_drop": str(e)}
+        except (KeyError, TypeError, AttributeError):
+            return {"messages": [], "_drop": "malformed"}
+        return {"messages": msgs, "_drop": validate(msgs) or ""}
+
+    out = raw.map(convert, remove_columns=raw.column_names, features=_FEATURES,
+                  desc=f"{name}: to messages", load_from_cache_file=False)
+    drops = Counter(d for d in out["_drop"] if d)
+    if drops:
+        out = out.filter(lambda d: not d, input_columns="_drop", load_from_cache_file=False)
+    out = out.remove_columns("_drop").add_column("source", [name] * len(out))
+    return out, drops
+
+
+def _local_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        for d in (path / "data", path):
+            files = sorted(f for ext in ("*.parquet", "*.jsonl", "*.json") for f in d.glob(ext))
+            if files:
+                return files
+    raise FileNotFoundError(f"{path}: no such file, or a directory without data/*.parquet or "
+                            "*.parquet/*.jsonl/*.json files")
+
+
+def _read_local(f: Path) -> datasets.Dataset:
+    fmt = {".parquet": "parquet", ".json": "json", ".jsonl": "json"}.get(f.suffix)
+    if fmt is None:
+        raise ValueError(f"{f}: unsupported file type {f.suffix!r}; use .parquet, .json or .jsonl")
+    return datasets.load_dataset(fmt, data_files=str(f), split="train")
+
+
+def load_sft_dataset(name_or_path: str, path: str | None = None, split: str | None = None,
+                     max_samples: int | None = None, seed: int = 0) -> datasets.Dataset:
+    """A Table-1 SFT dataset in TRL's conversational format (`messages`, `source`).
+
+    name_or_path: a registered name (`dataset_names()`), or a local path (a Magpie export dir or a
+        .json/.jsonl/.parquet file with `messages` or ShareGPT `conversations`).
+    path: with a registered name, a local copy of that hub dataset in its own schema (file or dir).
+    split: the hub split; None uses the one the paper trained on (e.g. `train_sft` for UltraChat).
+        Ignored for local files.
+    max_samples: keep a seeded random subset of this many conversations (after validation).
+    """
+    if name_or_path in _REGISTRY:
+        name = name_or_path
+    elif Path(name_or_path).exists():
+        name, path = "messages", name_or_path
+    else:
+        get_spec(name_or_path)  # raises with the known names
+    spec = get_spec(name)
+
+    drops: Counter = Counter()
+    if path is not None:
+        parts = []
+        for f in _local_files(Path(path)):
+            part, d = to_messages(_read_local(f), name, where=str(f))
+            parts.append(part)
+            drops += d
+        ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        origin = str(path)
+    else:
+        if spec.hub_id is None:
+            raise ValueError(f"{name!r} has no hub copy; pass path= to a local file or directory")
+        raw = datasets.load_dataset(spec.hub_id, spec.config, split=split or spec.split, **spec.hub_kwargs)
+        ds, drops = to_messages(raw, name, where=spec.hub_id)
+        origin = f"{spec.hub_id} [{split or spec.split}]"
+
+    total = len(ds) + sum(drops.values())
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "none"
+    log.info("%s: kept %d of %d conversations from %s (dropped: %s)", name, len(ds), total, origin, detail)
+    if max_samples is not None and max_samples < len(ds):
+        ds = ds.shuffle(seed=seed).select(range(max_samples)).flatten_indices()
+    return ds
