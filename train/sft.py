@@ -1,0 +1,119 @@
+"""Supervised fine-tuning with TRL's SFTTrainer, as the paper (Table 8; reference recipes/).
+
+    accelerate launch --config_file recipes/accelerate/zero3.yaml -m train.sft \
+        --config recipes/configs/sft/magpie-air-300k-filtered.yaml          # 4+ GPUs, full fine-tune
+    python -m train.sft --config recipes/configs/sft/tiny.yaml             # one device, or this CPU
+
+The config is TRL's own dataclasses (`SFTConfig`, `ModelConfig`) plus `DataArguments`, filled by
+`TrlParser` from the YAML; `--key value` overrides. A PEFT run also writes `<output_dir>/merged/`,
+a plain model that the synth `hf` engine (and vLLM) load, so evaluation can use it. An
+interrupted run resumes from its last checkpoint in `output_dir`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="magpie-air-300k-filtered", metadata={
+        "help": "a registered SFT set (train.data.dataset_names()) or a Magpie export directory"})
+    dataset_path: Optional[str] = field(default=None, metadata={
+        "help": "local copy of the registered set (file or folder) instead of the hub"})
+    max_samples: Optional[int] = field(default=None, metadata={"help": "a seeded subset, for quick runs"})
+    dataset_seed: int = field(default=0, metadata={"help": "seed of the max_samples subset"})
+    merge_adapter: bool = field(default=True, metadata={
+        "help": "PEFT runs: also save <output_dir>/merged, the adapter merged into the base weights"})
+    wandb_group: Optional[str] = field(default=None, metadata={"help": "W&B group (default: the recipe's run folder)"})
+
+
+def parse(argv=None):
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    return TrlParser((DataArguments, SFTConfig, ModelConfig)).parse_args_and_config(args=argv)
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The ids that end an assistant turn: the EOS the trained model must emit, plus the tokenizer's."""
+    ids = {tokenizer.convert_tokens_to_ids(tokenizer.eos_token)}
+    return sorted(i for i in ids if i is not None and i >= 0)
+
+
+def train(data_args: DataArguments, training_args, model_args) -> dict:
+    import torch
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTTrainer, get_peft_config, get_quantization_config
+
+    from synth import models
+
+    from .data import load_sft_dataset
+
+    model_path = models.resolve(model_args.model_name_or_path)
+    if "wandb" in (training_args.report_to or []):
+        if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
+            os.environ["WANDB_MODE"] = "offline"
+        os.environ.setdefault("WANDB_PROJECT", "magpie-repro")
+        os.environ.setdefault("WANDB_RUN_GROUP", data_args.wandb_group or Path(training_args.output_dir).parent.name)
+        os.environ.setdefault("WANDB_DIR", str(Path(training_args.output_dir).parent))
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    training_args.model_init_kwargs = {
+        **(training_args.model_init_kwargs or {}),
+        "revision": model_args.model_revision, "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation, "dtype": dtype,
+    }
+    dataset = load_sft_dataset(data_args.dataset, path=data_args.dataset_path, max_samples=data_args.max_samples,
+                               seed=data_args.dataset_seed)
+    if len(dataset) == 0:
+        raise ValueError(f"dataset {data_args.dataset!r} has no usable conversations")
+    trainer = SFTTrainer(
+        model=model_path, args=training_args, train_dataset=dataset.select_columns(["messages"]),
+        peft_config=get_peft_config(model_args), quantization_config=get_quantization_config(model_args),
+    )
+    last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last)
+    seconds = time.perf_counter() - t0
+    # The trained model stops where it was taught to: at the end-of-turn token of the template.
+    tokenizer = trainer.processing_class
+    eot = end_of_turn_ids(tokenizer)
+    trainer.model.generation_config.eos_token_id = eot
+    trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
+    trainer.save_model(training_args.output_dir)
+    out = {"output_dir": training_args.output_dir}
+    if model_args.use_peft and data_args.merge_adapter and trainer.accelerator.is_main_process:
+        merged = trainer.model.merge_and_unload()
+        merged.generation_config.eos_token_id = eot
+        merged_dir = Path(training_args.output_dir) / "merged"
+        merged.save_pretrained(merged_dir)
+        tokenizer.save_pretrained(merged_dir)
+        out["merged"] = str(merged_dir)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    out.update(steps=trainer.state.global_step, first_loss=losses[0] if losses else None,
+               last_loss=losses[-1] if losses else None, train_loss=result.training_loss, seconds=round(seconds, 1),
+               examples=len(dataset), eos=tokenizer.eos_token, eos_token_ids=eot)
+    if trainer.accelerator.is_main_process:
+        (Path(training_args.output_dir) / "train_summary.json").write_text(json.dumps(out, indent=2))
+    trainer.accelerator.end_training() if hasattr(trainer.accelerator, "end_training") else None
+    return out
+
+
+def main(argv=None) -> int:
+    try:
+        data_args, training_args, model_args = parse(argv)
+        out = train(data_args, training_args, model_args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"[sft] {out['steps']} steps on {out['examples']} conversations in {out['seconds']}s: loss "
+          f"{out['first_loss']} -> {out['last_loss']}, eos {out['eos']!r} -> {out.get('merged', out['output_dir'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
