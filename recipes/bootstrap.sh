@@ -28,12 +28,32 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
-# run_recipe NAME GPU_PROFILE [ARGS...]: one synthesis recipe -> runs/NAME/. The profile is
-# $PROFILE if set, else GPU_PROFILE with CUDA and `tiny` without; ARGS override config keys.
+# The profile: $PROFILE if set, else the given GPU profile with CUDA and `tiny` without.
+pick_profile() {
+  echo "${PROFILE:-$(python -c "import torch; print('$1' if torch.cuda.is_available() else 'tiny')")}"
+}
+
+# run_recipe NAME GPU_PROFILE [ARGS...]: one synthesis recipe -> runs/NAME/; ARGS override config keys.
 run_recipe() {
-  local name="$1" gpu_profile="$2"
+  local name="$1" profile
+  profile="$(pick_profile "$2")"
   shift 2
-  local profile="${PROFILE:-$(python -c "import torch; print('$gpu_profile' if torch.cuda.is_available() else 'tiny')")}"
   echo "[$name] profile: $profile" >&2
   (cd "$ROOT" && python -m synth run --config "recipes/configs/synth/$profile.yaml" --output_dir "runs/$name" "$@")
+}
+
+# run_sft NAME GPU_PROFILE SFT_RECIPE [ARGS...]: fine-tune on runs/NAME/export -> runs/NAME/sft/.
+# GPU: the paper's full fine-tune (recipes/configs/sft/SFT_RECIPE.yaml) under DeepSpeed ZeRO-3;
+# tiny: LoRA on the CPU (recipes/configs/sft/tiny.yaml).
+run_sft() {
+  local name="$1" profile recipe="$3"
+  profile="$(pick_profile "$2")"
+  shift 3
+  local data=(--dataset "runs/$name/export" --output_dir "runs/$name/sft" --run_name "$name-sft")
+  if [ "$profile" = tiny ]; then
+    (cd "$ROOT" && python -m train.sft --config recipes/configs/sft/tiny.yaml "${data[@]}" "$@")
+  else
+    (cd "$ROOT" && accelerate launch --config_file recipes/accelerate/zero3.yaml -m train.sft \
+      --config "recipes/configs/sft/$recipe.yaml" "${data[@]}" "$@")
+  fi
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # MAGPIE-Air (paper sections 2-4): Llama-3-8B-Instruct writes instructions from its pre-query template
 # alone and answers them; taggers label every pair; a paper Table 5 preset filters; export writes
-# the SFT set.  -> runs/magpie_air/{instructions,responses,tagged,filtered,export}/
+# the SFT set; then SFT (tiny: LoRA on the CPU; GPU: the paper's full fine-tune).
+#   -> runs/magpie_air/{instructions,responses,tagged,filtered,export,sft}/
 #
 #   bash recipes/magpie_air.sh                      # profile by hardware: air with CUDA, tiny without
 #   PROFILE=tiny bash recipes/magpie_air.sh         # force a profile (tiny | air)
@@ -13,3 +14,4 @@
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 run_recipe magpie_air air "$@"
+run_sft magpie_air air magpie-air-300k-filtered

@@ -94,9 +94,11 @@ def train(data_args: DataArguments, training_args, model_args) -> dict:
         tokenizer.save_pretrained(merged_dir)
         out["merged"] = str(merged_dir)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    tokens = [h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h]
     out.update(steps=trainer.state.global_step, first_loss=losses[0] if losses else None,
                last_loss=losses[-1] if losses else None, train_loss=result.training_loss, seconds=round(seconds, 1),
-               examples=len(dataset), eos=tokenizer.eos_token, eos_token_ids=eot)
+               examples=len(dataset), eos=tokenizer.eos_token, eos_token_ids=eot,
+               tokens=int(tokens[-1]) if tokens else None, train_runtime=result.metrics.get("train_runtime"))
     if trainer.accelerator.is_main_process:
         (Path(training_args.output_dir) / "train_summary.json").write_text(json.dumps(out, indent=2))
     trainer.accelerator.end_training() if hasattr(trainer.accelerator, "end_training") else None
