@@ -47,6 +47,7 @@ def end_of_turn_ids(tokenizer) -> list[int]:
 
 def train(data_args: DataArguments, training_args, model_args) -> dict:
     import torch
+    from transformers import AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
@@ -71,9 +72,16 @@ def train(data_args: DataArguments, training_args, model_args) -> dict:
                                seed=data_args.dataset_seed)
     if len(dataset) == 0:
         raise ValueError(f"dataset {data_args.dataset!r} has no usable conversations")
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision,
+                                              trust_remote_code=training_args.trust_remote_code)
+    if tokenizer.pad_token is None:
+        # Llama-3 base has none; the paper (and the reference's axolotl YAML) pads with <|end_of_text|>.
+        vocab = tokenizer.get_vocab()
+        tokenizer.pad_token = "<|end_of_text|>" if "<|end_of_text|>" in vocab else tokenizer.eos_token
     trainer = SFTTrainer(
         model=model_path, args=training_args, train_dataset=dataset.select_columns(["messages"]),
-        peft_config=get_peft_config(model_args), quantization_config=get_quantization_config(model_args),
+        processing_class=tokenizer, peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
     )
     last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
     t0 = time.perf_counter()
@@ -87,7 +95,16 @@ def train(data_args: DataArguments, training_args, model_args) -> dict:
     trainer.save_model(training_args.output_dir)
     out = {"output_dir": training_args.output_dir}
     if model_args.use_peft and data_args.merge_adapter and trainer.accelerator.is_main_process:
-        merged = trainer.model.merge_and_unload()
+        merged = trainer.model
+        if model_args.load_in_4bit or model_args.load_in_8bit:
+            # QLoRA: merge into a bf16 copy of the base, not into the quantized weights.
+            from peft import PeftModel
+            from transformers import AutoModelForCausalLM
+
+            base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16,
+                                                        revision=model_args.model_revision)
+            merged = PeftModel.from_pretrained(base, training_args.output_dir)
+        merged = merged.merge_and_unload()
         merged.generation_config.eos_token_id = eot
         merged_dir = Path(training_args.output_dir) / "merged"
         merged.save_pretrained(merged_dir)
