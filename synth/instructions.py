@@ -157,11 +157,6 @@ def generate_instructions(engine, margs: ModelArgs, iargs: InstructionArgs, rarg
 
 
 def summarize(ds: store.DatasetDir) -> dict:
-    counts = {"sampled": 0, "kept": 0, "tokens": 0, "dropped": {r: 0 for r in sanitize.REASONS}}
-    for k in ds.shards():
-        m = ds.shard_meta(k)
-        for key in ("sampled", "kept", "tokens"):
-            counts[key] += m.get(key, 0)
-        for r, v in m.get("dropped", {}).items():
-            counts["dropped"][r] = counts["dropped"].get(r, 0) + v
-    return counts
+    t = ds.shard_totals()
+    return {"sampled": t.get("sampled", 0), "kept": t.get("kept", 0), "tokens": t.get("tokens", 0),
+            "dropped": {r: 0 for r in sanitize.REASONS} | t.get("dropped", {})}

@@ -79,14 +79,9 @@ def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_arg
         generated += tokens
         ds.write_shard(k, live, {"kept": len(live), "dropped": dropped, "tokens": tokens, "input": len(batch)})
     bar.close()
-    counts = {"conversations": 0, "input": 0, "tokens": 0, "dropped": {r: 0 for r in sanitize.REASONS}}
-    for k in ds.shards():
-        m = ds.shard_meta(k)
-        counts["conversations"] += m["kept"]
-        counts["input"] += m["input"]
-        counts["tokens"] += m["tokens"]
-        for r, v in m["dropped"].items():
-            counts["dropped"][r] += v
+    t = ds.shard_totals()
+    counts = {"conversations": t.get("kept", 0), "input": t.get("input", 0), "tokens": t.get("tokens", 0),
+              "dropped": {r: 0 for r in sanitize.REASONS} | t.get("dropped", {})}
     seconds = time.perf_counter() - t0
     ds.finish(counts, seconds_this_run=round(seconds, 2))
     counts.update(seconds=seconds, tokens_this_run=generated)

@@ -62,12 +62,8 @@ def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, ou
         ds.write_shard(k, records, {"kept": len(records), "truncated": truncated, "tokens": tokens})
         bar.update(len(batch))
     bar.close()
-    counts = {"pairs": 0, "truncated": 0, "tokens": 0}
-    for k in ds.shards():
-        m = ds.shard_meta(k)
-        counts["pairs"] += m["kept"]
-        counts["truncated"] += m["truncated"]
-        counts["tokens"] += m["tokens"]
+    t = ds.shard_totals()
+    counts = {"pairs": t.get("kept", 0), "truncated": t.get("truncated", 0), "tokens": t.get("tokens", 0)}
     seconds = time.perf_counter() - t0
     ds.finish(counts, seconds_this_run=round(seconds, 2))
     counts.update(seconds=seconds, tokens_this_run=generated)

@@ -132,6 +132,19 @@ class DatasetDir:
         md = pq.read_schema(self.shard_path(k)).metadata or {}
         return json.loads(md.get(_META_KEY, b"{}"))
 
+    def shard_totals(self) -> dict:
+        """The shards' metadata summed: numbers add up, dicts of numbers add up key by key."""
+        totals: dict = {}
+        for k in self.shards():
+            for key, v in self.shard_meta(k).items():
+                if isinstance(v, dict):
+                    sub = totals.setdefault(key, {})
+                    for kk, vv in v.items():
+                        sub[kk] = sub.get(kk, 0) + vv
+                elif isinstance(v, (int, float)):
+                    totals[key] = totals.get(key, 0) + v
+        return totals
+
     def records(self) -> list[dict]:
         out: list[dict] = []
         for k in self.shards():

@@ -42,10 +42,7 @@ def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, ba
         part.write_shard(k, rows, {"stats": delta})
         bar.update(len(batch))
     bar.close()
-    stats = collections.Counter()
-    for k in part.shards():
-        stats.update(part.shard_meta(k).get("stats", {}))
-    return part.finish(dict(stats), fields=list(fields), tagger_info=tagger.info())
+    return part.finish(part.shard_totals().get("stats", {}), fields=list(fields), tagger_info=tagger.info())
 
 
 def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256, shard_rows: int = 10_000,
