@@ -11,7 +11,7 @@ import pytest
 
 from synth.__main__ import main
 
-from conftest import ROOT, SMALL, TINY, cli
+from conftest import ROOT, TINY, cli
 
 
 def manifest(d):

@@ -109,7 +109,6 @@ def test_model_without_chat_template_needs_pre_query_template(hf_engine):
 
 
 def test_control_system_prompts(hf_engine):
-    import copy
 
     from synth import control
     from synth.config import InstructionArgs, ModelArgs
