@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 Message = dict  # {"role": ..., "content": ...}
 
@@ -30,6 +30,9 @@ class Sampling:
     # reproduces a run on the same engine and batch layout; engines do not match each other.
     seed: int | None = None
     repetition_penalty: float = 1.0
+    # Top-k log-probabilities of each generated token (vLLM's `logprobs`, OpenAI's `top_logprobs`);
+    # AlpacaEval 2's judge reads the probabilities of its two answer tokens from these.
+    logprobs: int | None = None
 
     def __post_init__(self):
         if self.max_tokens <= 0:
@@ -38,6 +41,8 @@ class Sampling:
             raise ValueError(f"n must be positive, got {self.n}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.logprobs is not None and self.logprobs <= 0:
+            raise ValueError(f"logprobs must be positive, got {self.logprobs}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         # Accept lists from YAML/JSON but keep the dataclass hashable.
@@ -48,7 +53,7 @@ class Sampling:
     def greedy(self) -> bool:
         return self.temperature == 0
 
-    def replace(self, **kw) -> "Sampling":
+    def replace(self, **kw) -> Sampling:
         return dataclasses.replace(self, **kw)
 
     def to_dict(self) -> dict:
@@ -62,6 +67,8 @@ class Completion:
     text: str
     num_tokens: int  # generated tokens, including the stop token when one was hit
     finish_reason: str  # "stop" (stop string / id / eos) or "length"
+    # With Sampling.logprobs: per generated token, {token text: log-probability} of the top k.
+    top_logprobs: list[dict[str, float]] | None = None
 
 
 @dataclass

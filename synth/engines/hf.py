@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from .base import Completion, Engine, EngineInfo, Sampling, cut_at_stop, encode_prompt, register_engine
 
@@ -95,6 +95,8 @@ class HFEngine(Engine):
             gen_kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         if sampling.stop:
             gen_kw.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        if sampling.logprobs:
+            gen_kw.update(output_logits=True, return_dict_in_generate=True)
         stop_or_pad = set(eos_ids)
         for b, start in enumerate(range(0, len(rows), self.batch_size)):
             batch = rows[start:start + self.batch_size]
@@ -107,19 +109,33 @@ class HFEngine(Engine):
                 torch.manual_seed(sampling.seed + b)
             with torch.inference_mode():
                 gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kw)
+            logits = None
+            if sampling.logprobs:
+                # Raw logits, before any processor: the model's own distribution, as vLLM reports it.
+                logits, gen = torch.stack(gen.logits, 1).float().log_softmax(-1), gen.sequences
             gen = gen[:, width:].tolist()
             self.stats["prompt_tokens"] += sum(len(x) for x in ids)
-            for (i, j), toks in zip(batch, gen):
+            for r, ((i, j), toks) in enumerate(zip(batch, gen)):
                 # A finished row is padded; its length is up to and including its first stop id.
                 n_tok = next((k + 1 for k, t in enumerate(toks) if t in stop_or_pad), len(toks))
                 raw = self.tokenizer.decode(toks[:n_tok], skip_special_tokens=False)
                 text, stopped = cut_at_stop(raw, stop_texts)
                 finished = stopped or n_tok < sampling.max_tokens
-                out[i][j] = Completion(text, n_tok, "stop" if finished else "length")
+                top = None
+                if logits is not None:
+                    top = [self._top(logits[r, k], sampling.logprobs) for k in range(n_tok)]
+                out[i][j] = Completion(text, n_tok, "stop" if finished else "length", top)
                 self.stats["generated_tokens"] += n_tok
         self.stats["seconds"] += time.perf_counter() - t0
         self.stats["calls"] += 1
         return out  # type: ignore[return-value]
+
+    def _top(self, logprobs, k: int) -> dict[str, float]:
+        values, ids = logprobs.topk(k)
+        out: dict[str, float] = {}
+        for v, t in zip(values.tolist(), ids.tolist()):
+            out.setdefault(self.tokenizer.decode([t]), v)  # two ids may decode alike: keep the likelier
+        return out
 
     def close(self) -> None:
         import gc

@@ -14,8 +14,8 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 from .base import Completion, Engine, EngineInfo, Message, Sampling, register_engine
 
@@ -101,7 +101,7 @@ class OpenAIEngine(Engine):
                 time.sleep(wait)
         raise ServerError(f"{url}: gave up after {self.max_retries + 1} attempts; last: {failure}")
 
-    def _run(self, path: str, bodies: list[dict], n: int, text_of) -> list[list[Completion]]:
+    def _run(self, path: str, bodies: list[dict], n: int, text_of, top_of=lambda c: None) -> list[list[Completion]]:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(self.concurrency) as pool:
             responses = list(pool.map(lambda b: self._post(path, b), bodies))
@@ -116,7 +116,7 @@ class OpenAIEngine(Engine):
             total = usage.get("completion_tokens", 0)
             shares = [total // len(choices) + (k < total % len(choices)) for k in range(len(choices))]
             result.append([
-                Completion(text_of(c), share, "length" if c.get("finish_reason") == "length" else "stop")
+                Completion(text_of(c), share, "length" if c.get("finish_reason") == "length" else "stop", top_of(c))
                 for c, share in zip(choices, shares)
             ])
             self.stats["prompt_tokens"] += usage.get("prompt_tokens", 0)
@@ -127,7 +127,11 @@ class OpenAIEngine(Engine):
 
     def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
         bodies = [{**self._body(sampling, i), "prompt": p} for i, p in enumerate(prompts)]
-        return self._run("/completions", bodies, sampling.n, lambda c: c.get("text") or "")
+        if sampling.logprobs:  # the legacy completions API: an int, answered as [{token: logprob}]
+            for b in bodies:
+                b["logprobs"] = sampling.logprobs
+        return self._run("/completions", bodies, sampling.n, lambda c: c.get("text") or "",
+                         lambda c: (c.get("logprobs") or {}).get("top_logprobs"))
 
     def render_chat(self, conversation: Sequence[Message], add_generation_prompt: bool = True) -> str:
         if self.tokenizer is None:
@@ -140,8 +144,18 @@ class OpenAIEngine(Engine):
     def chat(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[list[Completion]]:
         # The server applies its model's chat template: no local tokenizer needed.
         bodies = [{**self._body(sampling, i), "messages": list(c)} for i, c in enumerate(conversations)]
+        if sampling.logprobs:  # chat API: a flag plus top_logprobs (OpenAI allows at most 20)
+            for b in bodies:
+                b.update(logprobs=True, top_logprobs=sampling.logprobs)
         return self._run("/chat/completions", bodies, sampling.n,
-                         lambda c: (c.get("message") or {}).get("content") or "")
+                         lambda c: (c.get("message") or {}).get("content") or "", _chat_top_logprobs)
+
+
+def _chat_top_logprobs(choice: dict) -> list[dict[str, float]] | None:
+    content = (choice.get("logprobs") or {}).get("content")
+    if not content:
+        return None
+    return [{t["token"]: t["logprob"] for t in step.get("top_logprobs") or []} for step in content]
 
 
 def _server_message(error: urllib.error.HTTPError, key: str | None) -> str:

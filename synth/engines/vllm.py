@@ -6,7 +6,7 @@ anywhere; building the engine without vllm says what to install.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from .base import Completion, Engine, EngineInfo, Sampling, encode_prompt, register_engine
 
@@ -59,6 +59,7 @@ class VLLMEngine(Engine):
             # template, so one seed for all would give N identical instructions. Offset by index.
             seed=None if sampling.seed is None else sampling.seed + index,
             repetition_penalty=sampling.repetition_penalty, skip_special_tokens=True,
+            logprobs=sampling.logprobs,
         )
 
     def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
@@ -75,7 +76,11 @@ class VLLMEngine(Engine):
             for o in out.outputs:
                 # vLLM says "stop" for EOS, stop ids and stop strings; "length" at max_tokens.
                 reason = "length" if o.finish_reason == "length" else "stop"
-                row.append(Completion(o.text, len(o.token_ids), reason))
+                top = None
+                if sampling.logprobs and o.logprobs is not None:  # ascending: the likelier wins a clash
+                    top = [{lp.decoded_token: lp.logprob for lp in sorted(step.values(), key=lambda x: x.logprob)}
+                           for step in o.logprobs]
+                row.append(Completion(o.text, len(o.token_ids), reason, top))
                 self.stats["generated_tokens"] += len(o.token_ids)
             result.append(row)
         self.stats["seconds"] += time.perf_counter() - t0
