@@ -57,3 +57,15 @@ run_sft() {
       --config "recipes/configs/sft/$recipe.yaml" "${data[@]}" "$@")
   fi
 }
+
+# run_eval RUN_DIR GPU_PROFILE [ARGS...]: evaluate RUN_DIR/sft (AlpacaEval 2, Arena-Hard, lm-eval)
+# -> RUN_DIR/eval/results.json. GPU: recipes/configs/eval/paper.yaml; tiny: recipes/configs/eval/tiny.yaml.
+run_eval() {
+  local dir="$1" profile config
+  profile="$(pick_profile "$2")"
+  shift 2
+  config="paper"
+  [ "$profile" = tiny ] && config="tiny"
+  (cd "$ROOT" && python -m eval run --config "recipes/configs/eval/$config.yaml" --model "$dir/sft" \
+    --output_dir "$dir/eval" "$@")
+}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # MAGPIE-Air (paper sections 2-4): Llama-3-8B-Instruct writes instructions from its pre-query template
 # alone and answers them; taggers label every pair; a paper Table 5 preset filters; export writes
-# the SFT set; then SFT (tiny: LoRA on the CPU; GPU: the paper's full fine-tune).
-#   -> runs/magpie_air/{instructions,responses,tagged,filtered,export,sft}/
+# the SFT set; then SFT (tiny: LoRA on the CPU; GPU: the paper's full fine-tune); then AlpacaEval 2,
+# Arena-Hard and lm-eval on the trained model, and its paper Table 1 row beside the paper's numbers.
+#   -> runs/magpie_air/{instructions,responses,tagged,filtered,export,sft,eval}/ and runs/magpie_air/table.md
 #
 #   bash recipes/magpie_air.sh                      # profile by hardware: air with CUDA, tiny without
 #   PROFILE=tiny bash recipes/magpie_air.sh         # force a profile (tiny | air)
@@ -15,3 +16,5 @@ set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 run_recipe magpie_air air "$@"
 run_sft magpie_air air magpie-air-300k-filtered
+run_eval runs/magpie_air air
+(cd "$ROOT" && python -m eval table runs/magpie_air/eval --output runs/magpie_air --only-measured)

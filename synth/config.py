@@ -169,12 +169,12 @@ def stage_config(*parts) -> dict:
     return out
 
 
-def parse(argv: list[str] | None = None):
-    """One instance of each class in ALL, from `--config x.yaml` plus overrides."""
+def parse(argv: list[str] | None = None, classes: tuple = ALL):
+    """One instance of each of `classes`, from `--config x.yaml` plus overrides."""
     import yaml
     from trl import TrlParser
 
-    parser = TrlParser(ALL)
+    parser = TrlParser(classes)
     argv = list(argv or [])
     path = next((a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
                  for i, a in enumerate(argv) if a.split("=", 1)[0] == "--config"), None)

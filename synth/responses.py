@@ -25,13 +25,17 @@ def response_sampling(engine, rargs: ResponseArgs, model: str) -> Sampling:
                     stop_token_ids=tuple(stop_ids), seed=0)
 
 
+def responses_config(margs: ModelArgs, rargs: ResponseArgs, in_dir) -> dict:
+    """The config a responses directory is keyed by: a finished one with this config can be reused."""
+    return {**stage_config(margs, rargs), "input_config_hash": store.DatasetDir(in_dir).require_complete()["config_hash"]}
+
+
 def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, out_dir) -> dict:
     src = store.DatasetDir(in_dir)
-    src_manifest = src.require_complete()
+    config = responses_config(margs, rargs, in_dir)
     instructions = src.records()
     sampling = response_sampling(engine, rargs, margs.model)
     ds = store.DatasetDir(out_dir)
-    config = {**stage_config(margs, rargs), "input_config_hash": src_manifest["config_hash"]}
     ds.begin("responses", config, model=margs.model, engine=engine.info.name, input=str(in_dir),
              sampling=sampling.to_dict())
     B = rargs.response_batch_size

@@ -45,3 +45,18 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
     assert main(cli(out, "--report_to", "wandb")) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_sft(tiny_run, tmp_path_factory):
+    """Real LoRA steps on a tiny Magpie set (the responses of the session's tiny run); shared by the
+    training and evaluation tests."""
+    from train.sft import main
+
+    out = tmp_path_factory.mktemp("sft")
+    argv = ["--config", str(ROOT / "recipes/configs/sft/tiny.yaml"), "--dataset", str(tiny_run / "responses"),
+            "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "2",
+            "--gradient_accumulation_steps", "1", "--max_length", "256", "--report_to", "none",
+            "--save_strategy", "no", "--logging_steps", "1"]
+    assert main(argv) == 0
+    return out

@@ -71,38 +71,24 @@ def test_packed_examples_do_not_attend_to_each_other(hf_engine):
     assert (naive[len(a):] - alone_b).abs().max() > 1.0
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_run, tmp_path_factory):
-    """Two real LoRA steps on a tiny Magpie set (the responses of the session's tiny run)."""
-    from train.sft import main
-
-    out = tmp_path_factory.mktemp("sft")
-    argv = ["--config", str(ROOT / "recipes/configs/sft/tiny.yaml"), "--dataset", str(tiny_run / "responses"),
-            "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "2",
-            "--gradient_accumulation_steps", "1", "--max_length", "256", "--report_to", "none",
-            "--save_strategy", "no", "--logging_steps", "1"]
-    assert main(argv) == 0
-    return out
-
-
 @pytest.mark.slow
-def test_few_steps_write_a_model_that_loads_and_generates(trained):
-    summary = json.loads((trained / "train_summary.json").read_text())
+def test_few_steps_write_a_model_that_loads_and_generates(trained_sft):
+    summary = json.loads((trained_sft / "train_summary.json").read_text())
     assert summary["steps"] == 2 and summary["first_loss"] > 0 and summary["last_loss"] > 0
-    assert (trained / "adapter_model.safetensors").exists()
+    assert (trained_sft / "adapter_model.safetensors").exists()
     from synth.engines import Sampling, get_engine
 
-    engine = get_engine("hf", model=str(trained / "merged"))
+    engine = get_engine("hf", model=str(trained_sft / "merged"))
     (c,), = engine.chat([[{"role": "user", "content": "What is the capital of France?"}]],
                         Sampling(temperature=0, max_tokens=48))
     assert c.text.strip()
 
 
 @pytest.mark.slow
-def test_trained_model_stops_at_end_of_turn(trained, smol_tokenizer):
-    gen = json.loads((trained / "merged" / "generation_config.json").read_text())
+def test_trained_model_stops_at_end_of_turn(trained_sft, smol_tokenizer):
+    gen = json.loads((trained_sft / "merged" / "generation_config.json").read_text())
     eot = smol_tokenizer.convert_tokens_to_ids("<|im_end|>")
     eos = gen["eos_token_id"]
     assert eot in (eos if isinstance(eos, list) else [eos])
-    tok_cfg = json.loads((trained / "merged" / "tokenizer_config.json").read_text())
+    tok_cfg = json.loads((trained_sft / "merged" / "tokenizer_config.json").read_text())
     assert tok_cfg["eos_token"] == "<|im_end|>"

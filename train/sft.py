@@ -93,7 +93,8 @@ def train(data_args: DataArguments, training_args, model_args) -> dict:
     trainer.model.generation_config.eos_token_id = eot
     trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
     trainer.save_model(training_args.output_dir)
-    out = {"output_dir": training_args.output_dir}
+    # `dataset` lets eval/ place the trained model on its paper Table 1 row.
+    out = {"output_dir": training_args.output_dir, "dataset": data_args.dataset}
     if model_args.use_peft and data_args.merge_adapter and trainer.accelerator.is_main_process:
         merged = trainer.model
         if model_args.load_in_4bit or model_args.load_in_8bit:

@@ -1,0 +1,109 @@
+"""`python -m eval <verb> ...`
+
+  run    evaluate one model: AlpacaEval 2, Arena-Hard and lm-eval jobs (the config's `benchmarks`)
+         python -m eval run --config recipes/configs/eval/<profile>.yaml --model runs/magpie_air/sft \\
+             --output_dir runs/magpie_air/eval
+  table  paper Table 1 beside the measured results: table.md, table.csv, table.png
+         python -m eval table runs/*/eval [--output DIR] [--only-measured]
+  keys   every config key of `run` with its default's source
+
+An interrupted `run` resumes when started again with the same config.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+
+def _die(msg: str, code: int = 2):
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _run(rest: list[str]) -> int:
+    from synth import store, tracking
+    from synth.config import parse, stage_config
+
+    from .config import ALL
+    from .run import evaluate
+
+    try:
+        margs, eargs, jargs, bargs, hargs = parse(rest, ALL)
+    except (ValueError, TypeError) as e:
+        _die(f"config: {str(e).splitlines()[0]}")
+    except FileNotFoundError as e:
+        _die(f"config file not found: {e.filename}")
+    out = Path(eargs.output_dir)
+    cfg = {"profile": eargs.profile, **stage_config(margs, eargs, jargs, bargs, hargs)}
+    group = eargs.wandb_group or (out.parent.name if out.name == "eval" else out.name)
+    try:
+        with tracking.stage_run("eval", cfg, out, eargs.report_to, eargs.wandb_project, group) as log:
+            r = evaluate(margs, eargs, jargs, bargs, hargs, log=log)
+    except (store.RunMismatch, store.IncompleteInput, FileNotFoundError, ImportError, ValueError, RuntimeError) as e:
+        _die(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+    print(summary_line(r, out))
+    return 0
+
+
+def summary_line(r: dict, out: Path) -> str:
+    b = r["benchmarks"]
+    parts = []
+    if "alpaca_eval" in b:
+        a = b["alpaca_eval"]
+        parts.append(f"AlpacaEval LC {a['length_controlled_winrate']:.2f} WR {a['win_rate']:.2f}"
+                     f"±{a['standard_error']:.2f} ({a['n_total']} prompts, {a.get('n_unparsed', 0)} unparsed)")
+    if "arena_hard" in b:
+        h = b["arena_hard"]
+        parts.append(f"Arena-Hard {h['display']} ({h.get('n_unparsed', 0)} unparsed)")
+    if "lm_eval" in b:
+        parts.append(f"lm-eval {len([t for t, m in b['lm_eval'].items() if isinstance(m, dict)])} tasks")
+    return f"[eval] {r['model_name']}: " + "; ".join(parts) + f" in {r['seconds']:.0f}s -> {out}/results.json"
+
+
+def _table(rest: list[str]) -> int:
+    from synth import tracking
+
+    from .table import write
+
+    ap = argparse.ArgumentParser(prog="python -m eval table")
+    ap.add_argument("results", nargs="+", help="evaluation folders (or their results.json)")
+    ap.add_argument("--output", default="runs/paper_table", help="folder for table.md, table.csv, table.png")
+    ap.add_argument("--only-measured", action="store_true", help="only the paper rows that have a measured result")
+    ap.add_argument("--report_to", default="wandb")
+    ap.add_argument("--wandb_project", default="magpie-repro")
+    a = ap.parse_args(rest)
+    try:
+        with tracking.stage_run("table", {"results": a.results}, a.output, a.report_to, a.wandb_project,
+                                Path(a.output).name) as log:
+            t = write(a.results, a.output, only_measured=a.only_measured, log=log)
+    except (FileNotFoundError, ValueError) as e:
+        _die(str(e).splitlines()[0])
+    print(t["text"])
+    print(f"[table] {t['rows']} rows, {t['measured']} measured -> {t['markdown']}, {t['csv']}, {t['png']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    verb, rest = argv[0], argv[1:]
+    if verb == "run":
+        return _run(rest)
+    if verb == "table":
+        return _table(rest)
+    if verb == "keys":
+        from .config import ALL
+
+        print("\n".join(f"  --{f.name}: {f.metadata.get('help', '')}" for c in ALL for f in fields(c)))
+        return 0
+    _die(f"unknown verb {verb!r}; choose run, table or keys")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

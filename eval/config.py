@@ -1,0 +1,104 @@
+"""Evaluation configuration: dataclasses filled from a recipe YAML by TRL's `TrlParser`.
+
+`python -m eval run --config recipes/configs/eval/paper.yaml --model runs/magpie_air/sft` : the model
+under test is described by synth's `ModelArgs` (same engines, same keys as synthesis); the judge,
+the references and each benchmark have their own prefixed keys below. Each default names its source.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from synth.config import ModelArgs, _positive
+
+BENCHMARKS = ("alpaca_eval", "arena_hard", "lm_eval")
+
+
+@dataclass
+class EvalArgs:
+    output_dir: str = field(default="runs/eval", metadata={"help": "where answers, judgments and results go"})
+    model_name: str | None = field(default=None, metadata={"help": "name in tables; default: from the model path"})
+    row: str | None = field(default=None, metadata={
+        "help": "paper Table 1 row id (eval/data/paper_table1.yaml); default: from the SFT run's dataset"})
+    benchmarks: list[str] = field(default_factory=lambda: ["alpaca_eval", "arena_hard", "lm_eval"],
+                                  metadata={"help": "any of alpaca_eval, arena_hard, lm_eval"})
+    profile: str = field(default="paper", metadata={"help": "paper or tiny; recorded with every result"})
+    seed: int = field(default=0, metadata={"help": "order randomisation (AlpacaEval) and bootstrap (Arena-Hard)"})
+    report_to: str = field(default="wandb", metadata={"help": "wandb or none"})
+    wandb_project: str = field(default="magpie-repro")
+    wandb_group: str | None = field(default=None, metadata={"help": "default: the run folder's name"})
+
+    def __post_init__(self):
+        bad = [b for b in self.benchmarks if b not in BENCHMARKS]
+        if bad:
+            raise ValueError(f"unknown benchmark(s) {bad}; choose from {list(BENCHMARKS)}")
+
+
+@dataclass
+class JudgeArgs:
+    judge_model: str = field(default="gpt-4-1106-preview", metadata={"help": "paper: GPT-4-Turbo-1106 for both benchmarks"})
+    judge_engine: str = field(default="openai", metadata={"help": "openai (key from OPENAI_API_KEY), vllm or hf"})
+    judge_base_url: str | None = field(default=None, metadata={"help": "openai engine: server URL"})
+    judge_dtype: str = field(default="bfloat16")
+    judge_tensor_parallel_size: int = field(default=1, metadata={"help": "vllm judge: e.g. 4 for Llama-3-70B-Instruct"})
+    judge_prefill: str = field(default="none", metadata={"help": "none (paper) or label: reply prefilled up to the verdict"})
+    judge_batch_size: int = field(default=16, metadata={"help": "judgments per call and per resumable shard"})
+    alpaca_annotator: str = field(default="engine", metadata={
+        "help": "engine: the judge above on AlpacaEval's prompt; or an alpaca_eval annotator config, e.g. "
+                "weighted_alpaca_eval_gpt4_turbo (the paper's judge, run by the alpaca_eval package)"})
+    alpaca_top_logprobs: int = field(default=5, metadata={
+        "help": "weighted judge: top log-probabilities of its one token (weighted_alpaca_eval_gpt4_turbo: 5)"})
+    arena_judge_max_tokens: int = field(default=4096, metadata={"help": "Arena-Hard v0.1 judge config: 4096"})
+    arena_judge_prompt_file: str | None = field(default=None, metadata={
+        "help": "YAML with system_prompt and prompt_template ({QUESTION} {ANSWER_A} {ANSWER_B}); default: ours"})
+
+    def __post_init__(self):
+        _positive(self, "judge_batch_size", "alpaca_top_logprobs", "arena_judge_max_tokens")
+
+    def engine_kwargs(self) -> dict:
+        if self.judge_engine == "openai":
+            return {"base_url": self.judge_base_url} if self.judge_base_url else {}
+        if self.judge_engine == "vllm":
+            return {"dtype": self.judge_dtype, "tensor_parallel_size": self.judge_tensor_parallel_size}
+        return {"dtype": self.judge_dtype, "batch_size": self.judge_batch_size}
+
+
+@dataclass
+class BenchArgs:
+    alpaca_prompts: str = field(default="hub", metadata={"help": "hub (tatsu-lab/alpaca_eval, 805), tiny, or a .jsonl/.json"})
+    alpaca_max_tokens: int = field(default=4096, metadata={"help": "answer length cap (paper: 4096 for responses)"})
+    alpaca_repetition_penalty: float = field(default=1.2, metadata={"help": "paper: greedy with repetition penalty 1.2"})
+    alpaca_limit: int | None = field(default=None, metadata={"help": "first N prompts only (smoke runs)"})
+    arena_questions: str = field(default="hub", metadata={"help": "hub (Arena-Hard v0.1, 500), tiny, or a .jsonl"})
+    arena_max_tokens: int = field(default=4096, metadata={"help": "Arena-Hard gen_answer config: 4096, temperature 0"})
+    arena_limit: int | None = field(default=None, metadata={"help": "first N questions only (smoke runs)"})
+    arena_bootstrap_rounds: int = field(default=100, metadata={"help": "Arena-Hard show_result: 100"})
+    reference: str = field(default="hub", metadata={
+        "help": "hub: gpt4_turbo (AlpacaEval 2) and gpt-4-0314 (Arena-Hard) answers; generate: answers of reference_model"})
+    reference_model: str | None = field(default=None, metadata={"help": "reference: generate: the model that answers"})
+    reference_engine: str = field(default="hf")
+    references_dir: str = field(default="runs/references", metadata={
+        "help": "generated references, shared by every model evaluated against them"})
+    answer_batch_size: int = field(default=64, metadata={"help": "answers per call and per resumable shard"})
+
+    def __post_init__(self):
+        _positive(self, "alpaca_max_tokens", "arena_max_tokens", "arena_bootstrap_rounds", "answer_batch_size")
+        if self.reference not in ("hub", "generate"):
+            raise ValueError(f"reference must be hub or generate, got {self.reference!r}")
+        if self.reference == "generate" and not self.reference_model:
+            raise ValueError("reference: generate needs reference_model (the model whose answers are the baseline)")
+
+
+@dataclass
+class HarnessArgs:
+    lm_eval_tasks: list[str] = field(default_factory=lambda: ["ifeval", "mmlu", "arc_challenge", "hellaswag", "gsm8k",
+                                                              "truthfulqa_mc2"],
+                                     metadata={"help": "lm-eval task or group names"})
+    lm_eval_include_path: str | None = field(default=None, metadata={"help": "folder of extra lm-eval YAML tasks"})
+    lm_eval_num_fewshot: int | None = field(default=None, metadata={"help": "default: each task's own"})
+    lm_eval_limit: float | None = field(default=None, metadata={"help": "examples per task (smoke runs)"})
+    lm_eval_batch_size: str = field(default="auto", metadata={"help": "lm-eval batch size (auto on GPU)"})
+    lm_eval_backend: str | None = field(default=None, metadata={"help": "hf or vllm; default: the model's engine"})
+    lm_eval_apply_chat_template: bool = field(default=True, metadata={"help": "chat models are evaluated in chat form"})
+
+
+ALL = (ModelArgs, EvalArgs, JudgeArgs, BenchArgs, HarnessArgs)

@@ -1,0 +1,200 @@
+"""Pairwise LLM judges for AlpacaEval 2 and Arena-Hard, on any engine of `synth.engines`.
+
+AlpacaEval 2 (paper: GPT-4-Turbo-1106, `weighted_alpaca_eval_gpt4_turbo`): the judge sees the
+instruction and two outputs labelled `m` and `M` and writes one token, the better one's label. The
+prompt is read at run time from the installed alpaca_eval package
+(`alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt`), so the wording is AlpacaEval's own. As that
+annotator does, the preference is weighted: 2 - P(m) / (P(m) + P(M)) from the top-5 log-probabilities
+of the one generated token (1: the first output shown is better, 2: the second). Where neither token
+is among them, the generated text is read instead (1 or 2), else the judgment is unreadable.
+`alpaca_annotator: weighted_alpaca_eval_gpt4_turbo` hands the pairs to the alpaca_eval package's own
+annotator instead (eval/run.py). As alpaca_eval does, the two outputs are shown in a random order
+per instruction (seeded), and identical outputs are a tie without a call.
+
+Arena-Hard v0.1 (judge GPT-4-Turbo-1106, temperature 0, 4096 tokens): the judge sees the question
+and answers A and B, writes its reasoning and ends with one of five labels, `[[A>>B]]`, `[[A>B]]`,
+`[[A=B]]`, `[[B>A]]`, `[[B>>A]]`. Each question is judged twice, the baseline first (game 1) and
+second (game 2), to cancel position bias. The system prompt below is ours; the official one can be
+given as a YAML file (`system_prompt`, `prompt_template` with {QUESTION} {ANSWER_A} {ANSWER_B}).
+
+`prefill: label` (tiny Arena-Hard judges): the reply is prefilled up to the verdict, so the judge
+only has to name it; SmolLM2-135M cannot be trusted to write an analysis and then a label. (The
+AlpacaEval judge needs no prefill: it is read from the first token's probabilities; greedy text
+alone left 19 of 24 tiny judgments unreadable, SmolLM2 mostly writing "The best model identifier".)
+A verdict that cannot be read is None: counted by the scorers, never fatal.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from synth.engines import Sampling
+
+ARENA_LABELS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
+# Arena-Hard's own reading: the double-bracket form first, then single brackets; the verdict is
+# the label found, and two different labels in one judgment make it unreadable.
+_ARENA_PATTERNS = (re.compile(r"\[\[([AB<>=]+)\]\]"), re.compile(r"\[([AB<>=]+)\]"))
+
+ARENA_SYSTEM_PROMPT = """You are an impartial judge of AI assistants. You will see a user prompt and the answers of two assistants, A and B. Decide which answer serves the user better.
+
+Work in this order:
+1. Write your own answer to the prompt first, so that you have something to compare against.
+2. Check both answers against yours. Point out and correct any mistakes or inaccurate information.
+3. Judge whether each answer is helpful (it does what the prompt asks; where the prompt is ambiguous, asking for clarification beats guessing), relevant (every part belongs to the question) and concise (clear, without padding).
+4. Where it matters, weigh creativity and novelty, and note important information that an answer leaves out.
+
+Finish with exactly one verdict label, on its own:
+- A is much better: [[A>>B]]
+- A is slightly better: [[A>B]]
+- about the same: [[A=B]]
+- B is slightly better: [[B>A]]
+- B is much better: [[B>>A]]
+
+For example: "My final verdict is: [[A=B]]"."""
+
+ARENA_PROMPT_TEMPLATE = """User prompt:
+{QUESTION}
+
+[Assistant A's answer begins]
+{ANSWER_A}
+[Assistant A's answer ends]
+
+[Assistant B's answer begins]
+{ANSWER_B}
+[Assistant B's answer ends]"""
+
+ARENA_PREFILL = "My final verdict is: [["
+ALPACA_PROMPT = ("alpaca_eval", "evaluators_configs/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt")
+PREFILLS = ("none", "label")
+
+
+def parse_arena_verdict(text: str | None) -> str | None:
+    """The verdict label in a judgment, or None when there is none or it is ambiguous."""
+    if not isinstance(text, str):
+        return None
+    for pattern in _ARENA_PATTERNS:
+        found = {m.strip() for m in pattern.findall(text)}
+        if len(found) == 1:
+            label = found.pop()
+            return label if label in ARENA_LABELS else None
+        if len(found) > 1:
+            return None
+    return None
+
+
+def alpaca_preference(top_logprobs: dict[str, float] | None, text: str | None) -> float | None:
+    """2 - P(m) / (P(m) + P(M)) from the first token's top log-probabilities (alpaca_eval's weighted
+    judge); the text's label where neither token is there; None where nothing can be read."""
+    lp: dict[str, float] = {}
+    for token, value in (top_logprobs or {}).items():
+        t = token.strip()
+        if t in ("m", "M"):  # " M" and "M" are one answer: add their probabilities
+            lp[t] = value if t not in lp else float(math.log(math.exp(lp[t]) + math.exp(value)))
+    if lp:
+        p_m = math.exp(lp.get("m", -math.inf))
+        return 2.0 - p_m / (p_m + math.exp(lp.get("M", -math.inf)))
+    label = parse_alpaca_verdict(text)
+    return None if label is None else float(label)
+
+
+def parse_alpaca_verdict(text: str | None) -> int | None:
+    """1 when the judge named `m` (the first output shown), 2 for `M`, None for anything else."""
+    if not isinstance(text, str):
+        return None
+    token = text.strip().strip("\"'`*.:").split()
+    if not token:
+        return None
+    return {"m": 1, "M": 2}.get(token[0].strip("\"'`*.:"))
+
+
+def _alpaca_messages() -> list[dict]:
+    from alpaca_eval.utils import prompt_to_chatml
+
+    package, path = ALPACA_PROMPT
+    return prompt_to_chatml(resources.files(package).joinpath(path).read_text())
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    # One pass over the placeholders: an answer that happens to contain "{output_2}" stays as written.
+    keys = "|".join(map(re.escape, values))
+    return re.sub(r"\{(" + keys + r")\}", lambda m: values[m.group(1)], template)
+
+
+def swap_order(key: str, seed: int) -> bool:
+    """Whether item `key` shows its second output first (stable across runs and machines)."""
+    return hashlib.sha256(f"{seed}:{key}".encode()).digest()[0] & 1 == 1
+
+
+class PairwiseJudge:
+    """`judge(items)` with items {"question", "answer_a", "answer_b"} -> [{"judgment", "verdict"}].
+
+    For AlpacaEval the verdict is a preference in [1, 2] (1: answer_a better, 2: answer_b, in the
+    order given; callers randomise the order); for Arena-Hard one of ARENA_LABELS, A and B as given.
+    """
+
+    def __init__(self, engine, benchmark: str, max_tokens: int, prefill: str = "none",
+                 prompt_file: str | None = None, top_logprobs: int = 5, names: tuple[str, str] | None = None):
+        """`engine`: an engine, or a function that builds one when the first judgment is asked for
+        (with `names` = (engine name, model) for `info()` meanwhile): a resumed run whose judgments
+        are all on disk never loads the judge."""
+        if prefill not in PREFILLS:
+            raise ValueError(f"judge prefill must be one of {PREFILLS}, got {prefill!r}")
+        if benchmark not in ("alpaca_eval", "arena_hard"):
+            raise ValueError(f"no pairwise judge for {benchmark!r}")
+        self._engine, self.benchmark, self.prefill = engine, benchmark, prefill
+        self.names = names or (engine.info.name, engine.info.model)
+        self.prompt_source = "ours"
+        if benchmark == "alpaca_eval":
+            # One token and its top-5 log-probabilities (weighted_alpaca_eval_gpt4_turbo's settings).
+            self.messages = _alpaca_messages()
+            self.prompt_source = "alpaca_eval:" + ALPACA_PROMPT[1]
+            self.sampling = Sampling(temperature=0.0, max_tokens=1, logprobs=top_logprobs)
+            return
+        else:
+            system, template = ARENA_SYSTEM_PROMPT, ARENA_PROMPT_TEMPLATE
+            if prompt_file:
+                cfg = yaml.safe_load(Path(prompt_file).read_text())
+                if not isinstance(cfg, dict) or not {"system_prompt", "prompt_template"} <= set(cfg):
+                    raise ValueError(f"{prompt_file}: needs the keys system_prompt and prompt_template")
+                system, template = cfg["system_prompt"], cfg["prompt_template"]
+                self.prompt_source = str(prompt_file)
+            self.messages = [{"role": "system", "content": system}, {"role": "user", "content": template}]
+        stop = ("]]",) if prefill == "label" else ()
+        self.sampling = Sampling(temperature=0.0, max_tokens=max_tokens, stop=stop)
+
+    @property
+    def engine(self):
+        if callable(self._engine):
+            self._engine = self._engine()
+        return self._engine
+
+    def _conversation(self, item: dict) -> list[dict]:
+        if self.benchmark == "alpaca_eval":
+            values = {"instruction": item["question"], "output_1": item["answer_a"], "output_2": item["answer_b"]}
+        else:
+            values = {"QUESTION": item["question"], "ANSWER_A": item["answer_a"], "ANSWER_B": item["answer_b"]}
+        return [{**m, "content": _fill(m["content"], values)} for m in self.messages]
+
+    def judge(self, items: list[dict]) -> list[dict]:
+        if not items:
+            return []
+        conversations = [self._conversation(it) for it in items]
+        if self.benchmark == "alpaca_eval":
+            outs = [o[0] for o in self.engine.chat(conversations, self.sampling)]
+            return [{"judgment": o.text, "verdict": alpaca_preference((o.top_logprobs or [None])[0], o.text)}
+                    for o in outs]
+        if self.prefill == "label":
+            prompts = [self.engine.render_chat(c) + ARENA_PREFILL for c in conversations]
+            texts = [ARENA_PREFILL + o[0].text + "]]" for o in self.engine.complete(prompts, self.sampling)]
+        else:
+            texts = [o[0].text for o in self.engine.chat(conversations, self.sampling)]
+        return [{"judgment": t, "verdict": parse_arena_verdict(t)} for t in texts]
+
+    def info(self) -> dict:
+        return {"judge_model": self.names[1], "judge_engine": self.names[0],
+                "prefill": self.prefill, "prompt": self.prompt_source, "sampling": self.sampling.to_dict()}

@@ -1,0 +1,353 @@
+"""Evaluate one model: answers, references, judgments and scores for each benchmark, then lm-eval.
+
+    <output_dir>/alpaca_eval/{prompts,answers,judgments}/   dataset directories (resumable)
+    <output_dir>/alpaca_eval/annotations.json               alpaca_eval's annotation format
+    <output_dir>/arena_hard/{prompts,answers,judgments}/
+    <output_dir>/lm_eval/results.json                       lm-eval's results and samples
+    <output_dir>/results.json                               every score, written last
+
+Answers go through the same stage as MAGPIE's step 2 (`synth.responses`), with each benchmark's
+decoding: AlpacaEval greedy with repetition penalty 1.2 (paper), Arena-Hard greedy (its repo).
+Every step resumes: a killed evaluation started again redoes only the missing shards, and
+`results.json` appears only when every benchmark has its score.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from synth import store
+from synth.config import ModelArgs, ResponseArgs
+from synth.store import _atomic_write_text
+
+from . import benchmarks
+from .config import BenchArgs, EvalArgs, HarnessArgs, JudgeArgs
+
+JUDGED = ("alpaca_eval", "arena_hard")
+
+
+def trained_model(path: str) -> str:
+    """A PEFT run's merged model where there is one (train/sft.py writes `<output_dir>/merged`)."""
+    p = Path(path)
+    return str(p / "merged") if (p / "merged" / "config.json").exists() else path
+
+
+def default_name(model: str) -> str:
+    p = Path(model)
+    if p.exists():  # runs/<recipe>/sft[/merged] or runs/baselines/<set>/sft -> the recipe or the set
+        parts = [x for x in p.resolve().parts if x not in ("merged", "sft")]
+        return parts[-1]
+    return model.split(":")[-1].split("/")[-1]
+
+
+def detect_dataset(model: str) -> str | None:
+    """The SFT set a trained model learnt from, as a name the paper table knows, or None.
+
+    train_summary.json records the `dataset` argument: a registered set id (sharegpt, ...) is the
+    row itself; a Magpie export directory `runs/<recipe>/export` becomes `<recipe>-<filter preset>`.
+    """
+    p = Path(model)
+    for d in (p, p.parent):
+        summary = d / "train_summary.json"
+        if summary.exists():
+            dataset = json.loads(summary.read_text()).get("dataset")
+            break
+    else:
+        return None
+    if not dataset:
+        return None
+    dp = Path(dataset)
+    if dp.is_dir():
+        filt = store.DatasetDir(dp.parent / "filtered").manifest() or {}
+        preset = filt.get("config", {}).get("preset")
+        return f"{dp.parent.name}-{preset}" if preset else dp.parent.name
+    return dataset
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers
+
+def answer_set(get_engine, margs: ModelArgs, prompts: list[dict], root: Path, *, max_tokens: int,
+               repetition_penalty: float, batch_size: int) -> dict[str, dict]:
+    """Greedy answers to `prompts` -> {id: record with `response`}; root/{prompts,answers}.
+
+    `get_engine()` is called only when answers are missing: a finished set with the same config is
+    read back without loading the model."""
+    from synth.responses import generate_responses, responses_config
+
+    pdir = store.DatasetDir(root / "prompts")
+    pcfg = {"prompts_hash": store.config_hash({"prompts": prompts})}
+    pdir.begin("prompts", pcfg)
+    if not pdir.complete:
+        pdir.write_shard(0, prompts)
+        pdir.finish({"prompts": len(prompts)})
+    rargs = ResponseArgs(response_max_tokens=max_tokens, response_temperature=0.0,
+                         response_repetition_penalty=repetition_penalty, response_batch_size=batch_size)
+    adir = store.DatasetDir(root / "answers")
+    done = adir.complete and store.config_hash(adir.manifest()["config"]) == store.config_hash(
+        responses_config(margs, rargs, pdir.path))
+    if not done:  # a mismatching finished set is refused by generate_responses with a clear message
+        generate_responses(get_engine(), margs, rargs, pdir.path, adir.path)
+    return {r["id"]: r for r in adir.records()}
+
+
+def _decoding(bench: str, bargs: BenchArgs) -> dict:
+    if bench == "alpaca_eval":
+        return {"max_tokens": bargs.alpaca_max_tokens, "repetition_penalty": bargs.alpaca_repetition_penalty}
+    return {"max_tokens": bargs.arena_max_tokens, "repetition_penalty": 1.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Judgments
+
+def _pairs(bench: str, prompts, refs, answers, seed: int) -> list[dict]:
+    """The judge's work items. AlpacaEval: one per prompt, outputs in a seeded random order.
+    Arena-Hard: two per prompt, game 1 with the baseline as A, game 2 with it as B."""
+    from .judges import swap_order
+
+    items = []
+    for p in prompts:
+        ref, ans = refs[p["id"]], answers[p["id"]]["response"]
+        if bench == "alpaca_eval":
+            swapped = swap_order(p["id"], seed)
+            a, b = (ans, ref) if swapped else (ref, ans)
+            items.append({"id": p["id"], "game": 1, "swapped": swapped, "question": p["instruction"],
+                          "answer_a": a, "answer_b": b})
+        else:
+            for game, (a, b) in ((1, (ref, ans)), (2, (ans, ref))):
+                items.append({"id": p["id"], "game": game, "swapped": game == 2, "question": p["instruction"],
+                              "answer_a": a, "answer_b": b})
+    return items
+
+
+def judge_set(judge, bench: str, items: list[dict], root: Path, config: dict, batch_size: int) -> list[dict]:
+    jdir = store.DatasetDir(root / "judgments")
+    jdir.begin("judgments", config, judge=judge.info() if judge else None)
+    if not jdir.complete:
+        batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+        done = set(jdir.shards())
+        bar = tqdm(total=len(items), desc=f"judge {bench}", unit="judgment",
+                   initial=sum(len(batches[k]) for k in done if k < len(batches)))
+        for k, batch in enumerate(batches):
+            if k in done:
+                continue
+            # Identical answers are a tie without asking (alpaca_eval does the same): in the tiny
+            # profile the reference model answering itself would otherwise be judged on noise.
+            todo = [it for it in batch if it["answer_a"] != it["answer_b"]]
+            verdicts = iter(judge.judge(todo))
+            rows, unparsed = [], 0
+            for it in batch:
+                v = {"judgment": None, "verdict": None, "identical": True}
+                if it["answer_a"] != it["answer_b"]:
+                    v = {**next(verdicts), "identical": False}
+                unparsed += v["verdict"] is None and not v["identical"]
+                verdict = v["verdict"]
+                rows.append({"id": it["id"], "game": it["game"], "swapped": it["swapped"], "judgment": v["judgment"],
+                             "verdict": None if verdict is None else str(verdict), "identical": v["identical"]})
+            jdir.write_shard(k, rows, {"judgments": len(rows), "unparsed": unparsed})
+            bar.update(len(batch))
+        bar.close()
+        t = jdir.shard_totals()
+        jdir.finish({"judgments": t.get("judgments", 0), "unparsed": t.get("unparsed", 0)})
+    return jdir.records()
+
+
+def alpaca_annotations(prompts, refs, answers, judgments, model_name, ref_name, annotator) -> list[dict]:
+    """alpaca_eval's annotation rows: preference 1 (output_1, the reference, wins), 2 (the model
+    wins), 1.5 (tie), NaN (unreadable judgment)."""
+    by_id = {j["id"]: j for j in judgments}
+    rows = []
+    for p in prompts:
+        j = by_id[p["id"]]
+        if j["identical"]:
+            pref = 1.5
+        elif j["verdict"] is None:
+            pref = math.nan
+        else:
+            v = float(j["verdict"])
+            pref = 3.0 - v if j["swapped"] else v
+        rows.append({"instruction": p["instruction"], "output_1": refs[p["id"]],
+                     "output_2": answers[p["id"]]["response"], "generator_1": ref_name, "generator_2": model_name,
+                     "preference": pref, "index": p["index"], "annotator": annotator, "raw_judgment": j["judgment"]})
+    return rows
+
+
+def arena_judgments(judgments, model_name, baseline) -> list[dict]:
+    # Identical answers were not sent to the judge: they count as the tie it would have to give.
+    return [{"question_id": j["id"], "model": model_name, "baseline": baseline, "game": j["game"],
+             "verdict": "A=B" if j["identical"] else j["verdict"]} for j in judgments]
+
+
+# ---------------------------------------------------------------------------------------------
+
+def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchArgs, hargs: HarnessArgs,
+             log=lambda *_a, **_k: None) -> dict:
+    t0 = time.perf_counter()
+    out = Path(eargs.output_dir)
+    margs = replace(margs, model=trained_model(margs.model))
+    name = eargs.model_name or default_name(margs.model)
+    result = {"model": margs.model, "model_name": name, "profile": eargs.profile,
+              "dataset": detect_dataset(margs.model), "row": eargs.row, "benchmarks": {}}
+    judged = [b for b in eargs.benchmarks if b in JUDGED]
+    sources = {"alpaca_eval": (bargs.alpaca_prompts, bargs.alpaca_limit),
+               "arena_hard": (bargs.arena_questions, bargs.arena_limit)}
+    sets = {b: benchmarks.load(b, *sources[b]) for b in judged}
+    if bargs.reference == "hub":
+        missing = [b for b in judged if sets[b][1] is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: the prompt file has no reference outputs; "
+                             "set reference: generate with a reference_model")
+
+    # 1. The model's answers: one engine for every set, loaded only if some answers are missing.
+    answers, engine = {}, []
+
+    def model_engine():
+        if not engine:
+            from synth.engines import get_engine
+
+            engine.append(get_engine(margs.engine, **margs.engine_kwargs()))
+        return engine[0]
+
+    try:
+        for b in judged:
+            answers[b] = answer_set(model_engine, margs, sets[b][0], out / b, batch_size=bargs.answer_batch_size,
+                                    **_decoding(b, bargs))
+    finally:
+        if engine:  # free the accelerator for the reference model and the judge
+            engine[0].close()
+
+    # 2. References: the benchmark's own, or a local model's answers shared by every evaluated model.
+    refs, ref_names = {}, {}
+    if bargs.reference == "generate":
+        from synth.taggers.judge import shared_engine
+
+        rmargs = ModelArgs(model=bargs.reference_model, engine=bargs.reference_engine, dtype=margs.dtype,
+                           device=margs.device, hf_batch_size=margs.hf_batch_size)
+        kw = {k: v for k, v in rmargs.engine_kwargs().items() if k != "model"}
+
+        def reference_engine():
+            return shared_engine(rmargs.engine, rmargs.model, **kw)
+
+    for b in judged:
+        if bargs.reference == "hub":
+            refs[b] = sets[b][1]
+            ref_names[b] = benchmarks.ALPACA_REFERENCE_NAME if b == "alpaca_eval" else benchmarks.ARENA_BASELINE_NAME
+        else:
+            root = Path(bargs.references_dir) / b / _slug(bargs.reference_model)
+            recs = answer_set(reference_engine, rmargs, sets[b][0], root, batch_size=bargs.answer_batch_size,
+                              **_decoding(b, bargs))
+            refs[b] = {i: r["response"] for i, r in recs.items()}
+            ref_names[b] = default_name(bargs.reference_model)
+
+    # 3. Judgments and scores.
+    for b in judged:
+        prompts = sets[b][0]
+        res = _judge_and_score(b, prompts, refs[b], answers[b], name, ref_names[b], out / b, eargs, jargs, bargs)
+        res.update(prompts=len(prompts), reference=ref_names[b], avg_answer_chars=_avg_chars(answers[b]))
+        result["benchmarks"][b] = res
+        log({f"{b}/{k}": v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+    # 4. lm-eval harness.
+    if "lm_eval" in eargs.benchmarks:
+        from .harness import run_harness
+
+        backend = hargs.lm_eval_backend or ("vllm" if margs.engine == "vllm" else "hf")
+        device = None if margs.device == "auto" else margs.device
+        h = run_harness(margs.model, out / "lm_eval", hargs.lm_eval_tasks, backend=backend,
+                        include_path=hargs.lm_eval_include_path, num_fewshot=hargs.lm_eval_num_fewshot,
+                        limit=hargs.lm_eval_limit, batch_size=hargs.lm_eval_batch_size,
+                        apply_chat_template=hargs.lm_eval_apply_chat_template, dtype=margs.dtype, device=device,
+                        seed=eargs.seed)
+        result["benchmarks"]["lm_eval"] = h
+        log({f"lm_eval/{t}/{m}": v for t, ms in h.items() if isinstance(ms, dict)
+             for m, v in ms.items() if isinstance(v, (int, float))})
+
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str))
+    return result
+
+
+def _avg_chars(answers: dict) -> float:
+    # Length is what AlpacaEval's LC corrects for: show it beside every score.
+    return round(sum(len(r["response"]) for r in answers.values()) / max(len(answers), 1), 1)
+
+
+def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jargs, bargs) -> dict:
+    import pandas as pd
+
+    items = _pairs(b, prompts, refs, answers, eargs.seed)
+    base_cfg = {"answers": store.DatasetDir(root / "answers").manifest()["config_hash"],
+                "references": store.config_hash({"refs": refs}), "seed": eargs.seed}
+    if b == "alpaca_eval" and jargs.alpaca_annotator != "engine":
+        ann = _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, jargs.alpaca_annotator, eargs.seed)
+        annotator = jargs.alpaca_annotator
+    else:
+        from synth.taggers.judge import shared_engine
+
+        from .judges import PairwiseJudge
+
+        judge = PairwiseJudge(lambda: shared_engine(jargs.judge_engine, jargs.judge_model, **jargs.engine_kwargs()),
+                              b, jargs.arena_judge_max_tokens, prefill=jargs.judge_prefill,
+                              prompt_file=jargs.arena_judge_prompt_file, top_logprobs=jargs.alpaca_top_logprobs,
+                              names=(jargs.judge_engine, jargs.judge_model))
+        judgments = judge_set(judge, b, items, root, {**base_cfg, "judge": judge.info()}, jargs.judge_batch_size)
+        annotator = f"{jargs.judge_engine}:{jargs.judge_model}"
+        if b == "arena_hard" and name == ref_name:
+            # The baseline against itself: Arena-Hard lists it at 50.0 (0.0, 0.0) by definition.
+            return {"model": name, "score": 50.0, "ci_lower": 50.0, "ci_upper": 50.0, "n_judgments": len(judgments),
+                    "n_unparsed": 0, "note": "the model is the baseline", "display": "50.0 (-0.0, +0.0)",
+                    "judge": annotator}
+        if b == "arena_hard":
+            from .arena import arena_hard_score, format_score
+
+            table = arena_hard_score(arena_judgments(judgments, name, ref_name), baseline=ref_name,
+                                     num_rounds=bargs.arena_bootstrap_rounds, seed=eargs.seed)
+            row = _row_of(table, name)
+            _atomic_write_text(root / "scores.json", json.dumps(row, indent=2, default=str))
+            return {**{k: v for k, v in row.items() if not isinstance(v, (list, tuple))},
+                    "display": format_score(row), "judge": annotator}
+        ann = alpaca_annotations(prompts, refs, answers, judgments, name, ref_name, annotator)
+    from .alpaca import length_controlled_winrate, load_gamed
+
+    _atomic_write_text(root / "annotations.json", json.dumps(ann, indent=1, default=str))
+    # The gamed rows (and instruction difficulties) belong to the 805 AlpacaEval 2 instructions and
+    # the gpt4_turbo references: only then does alpaca_eval's own LC GLM apply.
+    full_ae2 = bargs.reference == "hub" and bargs.alpaca_prompts == "hub" and not bargs.alpaca_limit
+    gamed = load_gamed() if full_ae2 else None
+    metrics = length_controlled_winrate(pd.DataFrame(ann), gamed=gamed)
+    return {**{k: v for k, v in metrics.items() if not isinstance(v, dict)}, "judge": annotator}
+
+
+def _row_of(table, name: str) -> dict:
+    rows = table.to_dict("records") if hasattr(table, "to_dict") else table
+    if isinstance(rows, dict):
+        return dict(rows[name])
+    return next(dict(r) for r in rows if r.get("model") == name)
+
+
+def _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, annotators_config: str, seed: int) -> list[dict]:
+    """The paper's judge as alpaca_eval runs it (e.g. weighted_alpaca_eval_gpt4_turbo: GPT-4-Turbo's
+    probability of each identifier), through the alpaca_eval package; it caches its own calls."""
+    from alpaca_eval.annotators import PairwiseAnnotator
+
+    annotator = PairwiseAnnotator(annotators_config=annotators_config, seed=seed)
+    out1 = [{"instruction": p["instruction"], "output": refs[p["id"]], "generator": ref_name} for p in prompts]
+    out2 = [{"instruction": p["instruction"], "output": answers[p["id"]]["response"], "generator": name}
+            for p in prompts]
+    ann = annotator.annotate_head2head(outputs_1=out1, outputs_2=out2, is_ordered=True)
+    for a, p in zip(ann, prompts):
+        a["index"] = p["index"]
+    print(f"alpaca_eval annotator {annotators_config}: {len(ann)} annotations", file=sys.stderr)
+    return ann

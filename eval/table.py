@@ -1,0 +1,212 @@
+"""Paper Table 1, reproduced: the paper's numbers (eval/data/paper_table1.yaml) beside ours.
+
+    python -m eval table runs/*/eval runs/baselines/*/eval --output runs/paper_table
+
+reads each evaluation's `results.json`, places it on its paper row (the `row` it was given, else
+the SFT set it was trained on, else its model id), and writes table.md, table.csv and table.png
+(plus a W&B table when W&B is on). Rows keep the paper's order; a measured model that matches no
+paper row is listed after them. Deltas are ours minus the paper's.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+PAPER = Path(__file__).resolve().parent / "data" / "paper_table1.yaml"
+METRICS = (("lc", "AE2 LC"), ("wr", "AE2 WR"), ("arena", "Arena-Hard"))
+
+
+def paper_rows() -> tuple[list[dict], str]:
+    data = yaml.safe_load(PAPER.read_text())
+    return data["rows"], data["source"]
+
+
+def load_results(paths) -> list[dict]:
+    """results.json files, or folders holding one; a folder without one is an error that says why."""
+    out = []
+    for p in map(Path, paths):
+        f = p / "results.json" if p.is_dir() else p
+        if not f.exists():
+            raise FileNotFoundError(f"{p} has no results.json: run `python -m eval run` for it first "
+                                    "(an interrupted evaluation writes results.json only when it finishes)")
+        r = json.loads(f.read_text())
+        r["_path"] = str(f)
+        out.append(r)
+    return out
+
+
+def row_of(result: dict, rows: list[dict]) -> str | None:
+    ids = {r["id"]: r["id"] for r in rows}
+    ids.update({a: r["id"] for r in rows for a in r.get("aliases", [])})
+    for key in (result.get("row"), result.get("dataset"), result.get("model")):
+        if key in ids:
+            return ids[key]
+    return None
+
+
+def measured(result: dict) -> dict:
+    """The three Table 1 numbers (and their error bars) of one results.json."""
+    b = result.get("benchmarks", {})
+    ae, ah = b.get("alpaca_eval", {}), b.get("arena_hard", {})
+    return {"lc": ae.get("length_controlled_winrate"), "wr": ae.get("win_rate"), "se": ae.get("standard_error"),
+            "arena": ah.get("score"), "arena_ci": (ah.get("ci_lower"), ah.get("ci_upper")),
+            "lm_eval": {t: m for t, m in b.get("lm_eval", {}).items() if isinstance(m, dict)}}
+
+
+def build(results: list[dict], only_measured: bool = False) -> list[dict]:
+    """One dict per table line: paper numbers, ours, deltas."""
+    rows, _ = paper_rows()
+    placed: dict[str, list[dict]] = {}
+    extra = []
+    for r in results:
+        rid = row_of(r, rows)
+        (placed.setdefault(rid, []) if rid else extra).append(r)
+    lines = []
+    for row in rows:
+        found = placed.get(row["id"], [])
+        if only_measured and not found:
+            continue
+        for r in found or [None]:
+            lines.append(_line(row, r))
+    lines += [_line(None, r) for r in extra]
+    return lines
+
+
+def _line(row: dict | None, result: dict | None) -> dict:
+    line = {"id": row["id"] if row else None, "label": row["label"] if row else result["model_name"],
+            "size": row.get("size", "") if row else "", "group": row.get("group", "") if row else "measured",
+            "measured_model": result["model_name"] if result else "", "profile": result.get("profile") if result else ""}
+    ours = measured(result) if result else {}
+    for key, _ in METRICS:
+        paper = row.get(key) if row else None
+        mine = ours.get(key)
+        line[f"paper_{key}"], line[f"ours_{key}"] = paper, mine
+        line[f"delta_{key}"] = mine - paper if _num(mine) and _num(paper) else None
+    line["paper_sd"] = row.get("sd") if row else None
+    line["ours_se"] = ours.get("se")
+    line["ours_arena_ci"] = ours.get("arena_ci")
+    line["lm_eval"] = ours.get("lm_eval", {})
+    return line
+
+
+def _num(x) -> bool:
+    return isinstance(x, (int, float)) and not (isinstance(x, float) and math.isnan(x))
+
+
+def _f(x, signed=False) -> str:
+    if not _num(x):
+        return "–"
+    return f"{x:+.2f}" if signed else f"{x:.2f}"
+
+
+def _arena(x, ci) -> str:
+    if not _num(x):
+        return "–"
+    lo, hi = ci or (None, None)
+    return f"{x:.1f} ({lo - x:+.1f}/{hi - x:+.1f})" if _num(lo) and _num(hi) else f"{x:.1f}"
+
+
+def markdown(lines: list[dict]) -> str:
+    _, source = paper_rows()
+    head = ["Model", "Size", "Measured", "LC paper", "LC ours", "Δ LC", "WR paper", "WR ours", "Δ WR",
+            "SD paper", "SE ours", "Arena paper", "Arena ours (95% CI)", "Δ Arena"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for ln in lines:
+        out.append("| " + " | ".join([
+            ln["label"], ln["size"], ln["measured_model"] or "–",
+            _f(ln["paper_lc"]), _f(ln["ours_lc"]), _f(ln["delta_lc"], True),
+            _f(ln["paper_wr"]), _f(ln["ours_wr"]), _f(ln["delta_wr"], True),
+            _f(ln["paper_sd"]), _f(ln["ours_se"]),
+            _arena(ln["paper_arena"], None),
+            _arena(ln["ours_arena"], ln["ours_arena_ci"]), _f(ln["delta_arena"], True),
+        ]) + " |")
+    notes = [(f"Paper numbers: {source}. AE2 = AlpacaEval 2 (LC: length-controlled win rate, WR: win rate, "
+              "both % against GPT-4-Turbo; SD as the paper reports it, SE: our standard error); Arena-Hard: "
+              "% win rate against GPT-4-0314 with its bootstrap 95% CI. Δ = ours − paper.")]
+    if any(ln["profile"] == "tiny" for ln in lines):
+        notes.append("**tiny profile**: the measured models are SmolLM2-135M fine-tunes, judged by SmolLM2-135M "
+                     "against SmolLM2-135M's own answers on the repo's small prompt sets (24 AlpacaEval-style, "
+                     "16 Arena-style prompts). These numbers prove the pipeline runs end to end; they do not test "
+                     "the paper's claims, and the deltas are not comparable.")
+    lm = [ln for ln in lines if ln["lm_eval"]]
+    if lm:
+        out += ["", "lm-eval harness:", ""]
+        tasks = sorted({t for ln in lm for t in ln["lm_eval"]})
+        out += ["| Model | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
+        for ln in lm:
+            cells = [_lm_cell(ln["lm_eval"].get(t, {})) for t in tasks]
+            out.append(f"| {ln['measured_model']} | " + " | ".join(cells) + " |")
+    return "\n".join(out + [""] + notes) + "\n"
+
+
+def _lm_cell(metrics: dict) -> str:
+    # The first metric that is a plain score (lm-eval names them "acc,none", "exact_match,strict-match", ...).
+    for k, v in metrics.items():
+        if _num(v) and "stderr" not in k:
+            return f"{k.split(',')[0]} {v:.3f}"
+    return "–"
+
+
+def to_csv(lines: list[dict]) -> str:
+    cols = ["id", "label", "size", "group", "measured_model", "profile"] + \
+        [f"{w}_{k}" for k, _ in METRICS for w in ("paper", "ours", "delta")] + ["paper_sd", "ours_se"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(lines)
+    return buf.getvalue()
+
+
+def plot(lines: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 0.45 * len(lines) + 2), sharey=True)
+    labels = [ln["label"] + (f"\n[{ln['measured_model']}]" if ln["measured_model"] else "") for ln in lines]
+    y = list(range(len(lines)))
+    for ax, (key, title) in zip(axes, METRICS):
+        paper = [ln[f"paper_{key}"] if _num(ln[f"paper_{key}"]) else 0 for ln in lines]
+        ours = [ln[f"ours_{key}"] if _num(ln[f"ours_{key}"]) else 0 for ln in lines]
+        ax.barh([i + 0.2 for i in y], paper, height=0.4, label="paper", color="#9db4d0")
+        ax.barh([i - 0.2 for i in y], ours, height=0.4, label="ours", color="#d0763a")
+        ax.set_title(title + " (%)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, labels, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[-1].legend(loc="lower right")
+    fig.suptitle("MAGPIE Table 1: paper vs this reproduction")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write(results_paths, out_dir, only_measured: bool = False, log=None) -> dict:
+    """table.md, table.csv and table.png under out_dir; the W&B table through `log` when given."""
+    lines = build(load_results(results_paths), only_measured=only_measured)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(lines)
+    (out / "table.md").write_text(md)
+    (out / "table.csv").write_text(to_csv(lines))
+    png = plot(lines, out / "table.png")
+    if log is not None:
+        try:
+            import wandb
+
+            cols = ["label", "measured_model", "paper_lc", "ours_lc", "delta_lc", "paper_wr", "ours_wr", "delta_wr",
+                    "paper_arena", "ours_arena", "delta_arena"]
+            log({"paper_table": wandb.Table(columns=cols, data=[[ln[c] for c in cols] for ln in lines]),
+                 "paper_table_plot": wandb.Image(str(png))})
+        except ImportError:
+            pass
+    return {"rows": len(lines), "measured": sum(bool(ln["measured_model"]) for ln in lines),
+            "markdown": str(out / "table.md"), "csv": str(out / "table.csv"), "png": str(png), "text": md}

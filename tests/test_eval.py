@@ -1,0 +1,263 @@
+"""eval/: judge parsing, the paper table from result files, and a real tiny evaluation of the tiny
+SFT model against its base (SmolLM2-135M-Instruct answers, references and judges)."""
+import csv
+import io
+import json
+import math
+
+import pytest
+from conftest import ROOT
+
+EVAL_TINY = str(ROOT / "recipes/configs/eval/tiny.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# Judges: reading what they wrote.
+
+@pytest.mark.parametrize("text, verdict", [
+    ("Long analysis ... My final verdict is: [[B>A]]", "B>A"),
+    ("My final verdict is tie: [[A=B]].", "A=B"),
+    ("Assistant A is much better [[A>>B]]\n\nFinal: [[A>>B]]", "A>>B"),  # the same label twice is one verdict
+    ("first [[A>B]] then [[B>A]]", None),  # two different labels: ambiguous
+    ("verdict: [B>>A]", "B>>A"),  # Arena-Hard's second pattern, single brackets
+    ("[[A>>>B]]", None),  # not one of the five labels
+    ("I think A is better.", None),
+    ("", None),
+    (None, None),
+])
+def test_arena_verdicts_from_broken_judgments(text, verdict):
+    from eval.judges import parse_arena_verdict
+
+    assert parse_arena_verdict(text) == verdict
+
+
+def test_alpaca_preference_is_weighted_by_the_two_tokens():
+    from eval.judges import alpaca_preference
+
+    lp = math.log
+    # P(m)=0.25, P(M)=0.75 among the top tokens: 2 - 0.25/(0.25+0.75)
+    assert alpaca_preference({"The": lp(0.5), "M": lp(0.3), "m": lp(0.1)}, "The") == pytest.approx(1.75)
+    # " m" and "m" are the same answer: their probabilities add up
+    assert alpaca_preference({"m": lp(0.2), " m": lp(0.2), "M": lp(0.1)}, "m") == pytest.approx(1.2)
+    assert alpaca_preference({"M": lp(0.9)}, "M") == pytest.approx(2.0)  # m absent: probability 0
+    # No logprobs (a text-only server): the label in the text; neither: unreadable.
+    assert alpaca_preference(None, " m\n") == 1.0
+    assert alpaca_preference({"The": lp(0.9)}, '"M"') == 2.0
+    assert alpaca_preference({"The": lp(0.9)}, "The best model identifier") is None
+    assert alpaca_preference(None, "") is None
+
+
+def test_alpaca_judge_prompt_is_alpaca_evals_own():
+    from eval.judges import _alpaca_messages, _fill
+
+    msgs = _alpaca_messages()
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    user = _fill(msgs[1]["content"], {"instruction": "Say {output_2}", "output_1": "one", "output_2": "two"})
+    # One pass: the instruction's literal "{output_2}" is not filled in again.
+    assert "Say {output_2}" in user and '"""one"""' in user and '"""two"""' in user
+
+
+def test_alpaca_order_randomisation_is_seeded_and_mixed():
+    from eval.judges import swap_order
+
+    flips = [swap_order(f"{i:04d}", 0) for i in range(200)]
+    assert flips == [swap_order(f"{i:04d}", 0) for i in range(200)]
+    assert 70 < sum(flips) < 130
+    assert flips != [swap_order(f"{i:04d}", 1) for i in range(200)]
+
+
+def test_annotations_undo_the_order_swap():
+    from eval.run import alpaca_annotations
+
+    prompts = [{"id": i, "instruction": f"q{i}", "index": n} for n, i in enumerate("abcd")]
+    refs = {i: f"ref {i}" for i in "abcd"}
+    answers = {i: {"response": f"ans {i}"} for i in "abcd"}
+    answers["d"]["response"] = "ref d"
+    judgments = [  # the verdict is about the order shown; swapped items showed the model first
+        {"id": "a", "swapped": False, "identical": False, "verdict": "2.0", "judgment": "M"},
+        {"id": "b", "swapped": True, "identical": False, "verdict": "1.25", "judgment": "m"},
+        {"id": "c", "swapped": True, "identical": False, "verdict": None, "judgment": "??"},
+        {"id": "d", "swapped": False, "identical": True, "verdict": None, "judgment": None},
+    ]
+    ann = alpaca_annotations(prompts, refs, answers, judgments, "model", "ref", "judge")
+    prefs = [a["preference"] for a in ann]
+    assert prefs[0] == 2.0 and prefs[1] == 1.75 and math.isnan(prefs[2]) and prefs[3] == 1.5
+    assert ann[1]["output_1"] == "ref b" and ann[1]["output_2"] == "ans b" and ann[1]["index"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper table, from result files.
+
+def _result(tmp_path, name, **kw):
+    d = tmp_path / name
+    d.mkdir()
+    r = {"model": f"runs/{name}/sft/merged", "model_name": name, "profile": "paper", "dataset": None, "row": None,
+         "benchmarks": {}}
+    r.update(kw)
+    (d / "results.json").write_text(json.dumps(r))
+    return d
+
+
+def _bench(lc, wr, se, arena, lo, hi):
+    return {"alpaca_eval": {"length_controlled_winrate": lc, "win_rate": wr, "standard_error": se},
+            "arena_hard": {"score": arena, "ci_lower": lo, "ci_upper": hi},
+            "lm_eval": {"ifeval": {"prompt_level_strict_acc": 0.41}, "seconds": 3.0}}
+
+
+def test_table_from_result_files(tmp_path):
+    from eval.table import build, markdown, to_csv, write
+
+    air = _result(tmp_path, "magpie_air", dataset="magpie_air-raw-300k", benchmarks=_bench(24.0, 20.0, 1.3, 16.0,
+                                                                                            14.5, 17.2))
+    sg = _result(tmp_path, "sharegpt", dataset="sharegpt", benchmarks=_bench(9.0, 7.5, 0.8, 6.0, 5.0, 7.1))
+    odd = _result(tmp_path, "my_model", benchmarks=_bench(1.0, 2.0, 0.5, 3.0, 2.0, 4.0))
+    inst = _result(tmp_path, "inst", model="meta-llama/Meta-Llama-3-8B-Instruct", benchmarks=_bench(
+        23.0, 22.0, 1.2, 20.0, 19.0, 21.0))
+    from eval.table import load_results
+
+    lines = build(load_results([air, sg, odd, inst]))
+    by_label = {ln["label"]: ln for ln in lines}
+    a = by_label["Magpie-Air-300K-Raw"]  # placed through the export-name alias
+    assert a["measured_model"] == "magpie_air" and a["ours_lc"] == 24.0
+    assert a["delta_lc"] == pytest.approx(24.0 - 21.99) and a["delta_arena"] == pytest.approx(16.0 - 15.8)
+    assert by_label["ShareGPT"]["delta_wr"] == pytest.approx(7.5 - 7.20)
+    assert by_label["Llama-3-8B-Instruct"]["measured_model"] == "inst"  # placed by its model id
+    assert lines[-1]["label"] == "my_model" and lines[-1]["paper_lc"] is None  # no paper row: listed last
+    assert by_label["WildChat"]["ours_lc"] is None  # paper rows without a measurement stay
+    # Paper order is kept.
+    labels = [ln["label"] for ln in lines]
+    assert labels.index("ShareGPT") < labels.index("Magpie-Air-300K-Raw") < labels.index("Llama-3-8B-Instruct")
+
+    md = markdown(lines)
+    row = next(r for r in md.splitlines() if r.startswith("| Magpie-Air-300K-Raw"))
+    assert "| 21.99 | 24.00 | +2.01 |" in row and "16.0 (-1.5/+1.2)" in row and "+0.20" in row
+    assert "ifeval" in md and "prompt_level_strict_acc 0.410" in md
+    rows = list(csv.DictReader(io.StringIO(to_csv(lines))))
+    assert len(rows) == len(lines) and float(rows[labels.index("ShareGPT")]["ours_arena"]) == 6.0
+
+    out = write([air, sg], tmp_path / "table", only_measured=True)
+    assert out["rows"] == 2 and out["measured"] == 2
+    assert (tmp_path / "table" / "table.png").stat().st_size > 10_000
+    assert "WildChat" not in (tmp_path / "table" / "table.md").read_text()
+
+
+def test_table_refuses_an_unfinished_evaluation(tmp_path):
+    from eval.table import load_results
+
+    (tmp_path / "eval").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no results.json"):
+        load_results([tmp_path / "eval"])
+
+
+def test_trained_model_is_placed_by_its_sft_set(tmp_path):
+    """train_summary.json's dataset -> the export name -> the paper row."""
+    from eval.run import detect_dataset, trained_model
+    from eval.table import paper_rows, row_of
+    from synth.store import DatasetDir
+
+    run = tmp_path / "magpie_air"
+    (run / "sft" / "merged").mkdir(parents=True)
+    (run / "sft" / "merged" / "config.json").write_text("{}")
+    (run / "export").mkdir()
+    (run / "sft" / "train_summary.json").write_text(json.dumps({"dataset": str(run / "export")}))
+    DatasetDir(run / "filtered").begin("filter", {"preset": "air-300k-filtered"})
+    model = trained_model(str(run / "sft"))
+    assert model.endswith("sft/merged")
+    assert detect_dataset(model) == "magpie_air-air-300k-filtered"
+    assert row_of({"dataset": detect_dataset(model)}, paper_rows()[0]) == "magpie-air-300k-filtered"
+
+
+def test_bad_eval_config_is_one_line_error(tmp_path, capsys):
+    from eval.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--config", EVAL_TINY, "--benchmarks", "mt_bench", "--output_dir", str(tmp_path)])
+    assert e.value.code == 2 and "unknown benchmark" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--config", EVAL_TINY, "--alpaca_prompts", str(tmp_path / "none.jsonl"),
+              "--benchmarks", "alpaca_eval", "--output_dir", str(tmp_path / "o"), "--report_to", "none"])
+    assert e.value.code == 2 and "none.jsonl does not exist" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# A real tiny evaluation: the tiny SFT model and its base, on the same references and judge.
+
+SMALL = ["--alpaca_limit", "8", "--arena_limit", "4", "--alpaca_max_tokens", "64", "--arena_max_tokens", "64",
+         "--report_to", "wandb"]
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained_sft, tmp_path_factory):
+    from eval.__main__ import main
+
+    root = tmp_path_factory.mktemp("eval")
+    common = ["run", "--config", EVAL_TINY, "--references_dir", str(root / "refs"), *SMALL]
+    assert main([*common, "--model", str(trained_sft), "--output_dir", str(root / "sft")]) == 0
+    assert main([*common, "--model", "embedded:smollm2-135m-instruct", "--row", "llama-3-8b-instruct",
+                 "--output_dir", str(root / "base")]) == 0
+    return root
+
+
+@pytest.mark.slow
+def test_tiny_evaluation_of_the_sft_model(evaluated):
+    from synth.store import DatasetDir
+
+    r = json.loads((evaluated / "sft" / "results.json").read_text())
+    assert r["profile"] == "tiny" and r["model"].endswith("merged")
+    ae, ah, lm = (r["benchmarks"][k] for k in ("alpaca_eval", "arena_hard", "lm_eval"))
+    assert ae["n_total"] + ae["n_unparsed"] == ae["prompts"] == 8
+    assert 0 <= ae["win_rate"] <= 100 and 0 <= ae["length_controlled_winrate"] <= 100
+    assert ae["lc_method"].startswith("length_controlled_minimal")
+    ann = json.loads((evaluated / "sft" / "alpaca_eval" / "annotations.json").read_text())
+    answers = {a["id"]: a["response"] for a in DatasetDir(evaluated / "sft" / "alpaca_eval" / "answers").records()}
+    assert [a["output_2"] for a in ann] == [answers[f"{i:04d}"] for i in range(8)]
+    assert all(math.isnan(a["preference"]) or 1 <= a["preference"] <= 2 for a in ann)
+    # Arena-Hard: both games of every question, each judged or counted as unparsed.
+    judgments = DatasetDir(evaluated / "sft" / "arena_hard" / "judgments").records()
+    assert sorted((j["id"], j["game"]) for j in judgments) == sorted((q, g) for q in
+                                                                     {j["id"] for j in judgments} for g in (1, 2))
+    assert ah["n_judgments"] == len(judgments) == 8 and ah["n_unparsed"] <= 8
+    assert ah["ci_lower"] <= ah["score"] <= ah["ci_upper"]
+    # The judge ran on every pair whose answers differ (a trained model answers differently).
+    judged = [j for j in judgments if not j["identical"]]
+    assert judged and all(j["judgment"].startswith("My final verdict is: [[") for j in judged)
+    assert 0 <= lm["magpie_tiny_mc"]["acc"] <= 1 and 0 <= lm["magpie_tiny_arith"]["exact_match"] <= 1
+    assert list((evaluated / "sft" / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+def test_the_base_against_its_own_references_is_even(evaluated):
+    """The references are SmolLM2-Instruct's answers with the same decoding: evaluating SmolLM2-Instruct
+    itself must give identical answers, hence 50% everywhere, with no judge call."""
+    r = json.loads((evaluated / "base" / "results.json").read_text())
+    ae, ah = r["benchmarks"]["alpaca_eval"], r["benchmarks"]["arena_hard"]
+    assert ae["win_rate"] == 50.0 and ae["length_controlled_winrate"] == 50.0 and ae["n_draws"] == 8
+    assert ah["score"] == 50.0 and r["row"] == "llama-3-8b-instruct"
+
+
+@pytest.mark.slow
+def test_rerun_loads_no_model_and_table_is_built(evaluated, trained_sft, monkeypatch, capsys):
+    """A finished evaluation started again reads everything back: no model, reference or judge load."""
+    import synth.engines
+    import synth.taggers.judge
+    from eval.__main__ import main
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a model was loaded for a finished evaluation")
+
+    monkeypatch.setattr(synth.engines, "get_engine", refuse)
+    monkeypatch.setattr(synth.taggers.judge, "shared_engine", refuse)
+    before = json.loads((evaluated / "sft" / "results.json").read_text())
+    assert main(["run", "--config", EVAL_TINY, "--references_dir", str(evaluated / "refs"), *SMALL,
+                 "--model", str(trained_sft), "--output_dir", str(evaluated / "sft")]) == 0
+    after = json.loads((evaluated / "sft" / "results.json").read_text())
+    assert after["benchmarks"]["alpaca_eval"] == before["benchmarks"]["alpaca_eval"]
+    assert after["benchmarks"]["arena_hard"] == before["benchmarks"]["arena_hard"]
+
+    capsys.readouterr()
+    out = evaluated / "table"
+    assert main(["table", str(evaluated / "sft"), str(evaluated / "base"), "--output", str(out),
+                 "--report_to", "none"]) == 0
+    md = (out / "table.md").read_text()
+    assert "tiny profile" in md and "smollm2-135m-instruct" in md and before["model_name"] in md
+    assert "[table] 20 rows, 2 measured" in capsys.readouterr().out
