@@ -141,6 +141,12 @@ def markdown(lines: list[dict]) -> str:
         for ln in lm:
             cells = [_lm_cell(ln["lm_eval"].get(t, {})) for t in tasks]
             out.append(f"| {ln['measured_model']} | " + " | ".join(cells) + " |")
+        rows, _ = paper_rows()
+        for row in rows:  # the paper's downstream numbers (Table 3), where it has them for these tasks
+            paper = row.get("downstream", {})
+            if any(t in paper for t in tasks):
+                cells = [f"{paper[t]:.2f} %" if t in paper else "–" for t in tasks]
+                out.append(f"| paper: {row['label']} (Table 3) | " + " | ".join(cells) + " |")
     return "\n".join(out + [""] + notes) + "\n"
 
 

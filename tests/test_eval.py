@@ -101,7 +101,7 @@ def _result(tmp_path, name, **kw):
 def _bench(lc, wr, se, arena, lo, hi):
     return {"alpaca_eval": {"length_controlled_winrate": lc, "win_rate": wr, "standard_error": se},
             "arena_hard": {"score": arena, "ci_lower": lo, "ci_upper": hi},
-            "lm_eval": {"ifeval": {"prompt_level_strict_acc": 0.41}, "seconds": 3.0}}
+            "lm_eval": {"ifeval": {"prompt_level_strict_acc": 0.41}, "mmlu": {"acc": 0.6}, "seconds": 3.0}}
 
 
 def test_table_from_result_files(tmp_path):
@@ -132,6 +132,9 @@ def test_table_from_result_files(tmp_path):
     row = next(r for r in md.splitlines() if r.startswith("| Magpie-Air-300K-Raw"))
     assert "| 21.99 | 24.00 | +2.01 |" in row and "16.0 (-1.5/+1.2)" in row and "+0.20" in row
     assert "ifeval" in md and "prompt_level_strict_acc 0.410" in md
+    # the paper's Table 3 beside the lm-eval scores, for the tasks it has
+    t3 = next(r for r in md.splitlines() if r.startswith("| paper: Magpie-Air-300K-Filtered (Table 3)"))
+    assert "| – | 64.45 % |" in t3
     rows = list(csv.DictReader(io.StringIO(to_csv(lines))))
     assert len(rows) == len(lines) and float(rows[labels.index("ShareGPT")]["ours_arena"]) == 6.0
 
