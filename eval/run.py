@@ -21,8 +21,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from synth import store
 from synth.config import ModelArgs, ResponseArgs
 from synth.store import _atomic_write_text
@@ -135,13 +133,7 @@ def judge_set(judge, bench: str, items: list[dict], root: Path, config: dict, ba
     jdir = store.DatasetDir(root / "judgments")
     jdir.begin("judgments", config, judge=judge.info() if judge else None)
     if not jdir.complete:
-        batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-        done = set(jdir.shards())
-        bar = tqdm(total=len(items), desc=f"judge {bench}", unit="judgment",
-                   initial=sum(len(batches[k]) for k in done if k < len(batches)))
-        for k, batch in enumerate(batches):
-            if k in done:
-                continue
+        for k, batch in jdir.pending(items, batch_size, f"judge {bench}", "judgment"):
             # Identical answers are a tie without asking (alpaca_eval does the same): in the tiny
             # profile the reference model answering itself would otherwise be judged on noise.
             todo = [it for it in batch if it["answer_a"] != it["answer_b"]]
@@ -156,8 +148,6 @@ def judge_set(judge, bench: str, items: list[dict], root: Path, config: dict, ba
                 rows.append({"id": it["id"], "game": it["game"], "swapped": it["swapped"], "judgment": v["judgment"],
                              "verdict": None if verdict is None else str(verdict), "identical": v["identical"]})
             jdir.write_shard(k, rows, {"judgments": len(rows), "unparsed": unparsed})
-            bar.update(len(batch))
-        bar.close()
         t = jdir.shard_totals()
         jdir.finish({"judgments": t.get("judgments", 0), "unparsed": t.get("unparsed", 0)})
     return jdir.records()

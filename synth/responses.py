@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 
-from tqdm.auto import tqdm
-
 from . import store, templates
 from .config import ModelArgs, ResponseArgs, stage_config
 from .engines import Sampling
@@ -38,16 +36,9 @@ def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, ou
     ds = store.DatasetDir(out_dir)
     ds.begin("responses", config, model=margs.model, engine=engine.info.name, input=str(in_dir),
              sampling=sampling.to_dict())
-    B = rargs.response_batch_size
-    batches = [instructions[i:i + B] for i in range(0, len(instructions), B)]
-    done = set(ds.shards())
     t0, generated = time.perf_counter(), 0
-    bar = tqdm(total=len(instructions), desc="responses", unit="res",
-               initial=sum(len(batches[k]) for k in done if k < len(batches)))
     gen_cfg = {**sampling.to_dict(), "output_generator": margs.model, "engine": engine.info.name}
-    for k, batch in enumerate(batches):
-        if k in done:
-            continue
+    for k, batch in ds.pending(instructions, rargs.response_batch_size, "responses", "res"):
         outs = engine.chat([[{"role": "user", "content": r["instruction"]}] for r in batch], sampling)
         records, truncated, tokens = [], 0, 0
         for r, (c, *_) in zip(batch, outs):
@@ -64,8 +55,6 @@ def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, ou
             })
         generated += tokens
         ds.write_shard(k, records, {"kept": len(records), "truncated": truncated, "tokens": tokens})
-        bar.update(len(batch))
-    bar.close()
     t = ds.shard_totals()
     counts = {"pairs": t.get("kept", 0), "truncated": t.get("truncated", 0), "tokens": t.get("tokens", 0)}
     seconds = time.perf_counter() - t0

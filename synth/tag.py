@@ -12,8 +12,6 @@ import collections
 import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from . import store
 from .taggers import get_tagger
 
@@ -28,20 +26,12 @@ def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, ba
     tagger = get_tagger(name, **kwargs)
     fields = tagger.fields
     size = len(records) if tagger.batch_size is None else min(batch_size, tagger.batch_size or batch_size)
-    batches = [records[i:i + size] for i in range(0, len(records), size)] or [[]]
-    done = set(part.shards())
-    bar = tqdm(total=len(records), desc=f"tag {name}", unit="rec",
-               initial=sum(len(batches[k]) for k in done if k < len(batches)))
-    for k, batch in enumerate(batches):
-        if k in done:
-            continue
+    for k, batch in part.pending(records, size, f"tag {name}", "rec"):
         before = dict(tagger.stats)
-        tags = tagger.tag(batch) if batch else []
+        tags = tagger.tag(batch)
         rows = [{"id": r["id"], **{f: t.get(f) for f in fields}} for r, t in zip(batch, tags)]
         delta = {s: v - before.get(s, 0) for s, v in tagger.stats.items()}
         part.write_shard(k, rows, {"stats": delta})
-        bar.update(len(batch))
-    bar.close()
     return part.finish(part.shard_totals().get("stats", {}), fields=list(fields), tagger_info=tagger.info())
 
 

@@ -24,6 +24,8 @@ def _sampling(body: dict) -> Sampling:
         n=body.get("n", 1), stop=(stop,) if isinstance(stop, str) else stop,
         stop_token_ids=body.get("stop_token_ids") or (), seed=body.get("seed"),
         repetition_penalty=body.get("repetition_penalty", 1.0),
+        # chat: logprobs=true + top_logprobs=k; completions: logprobs=k (the two OpenAI spellings)
+        logprobs=body.get("top_logprobs") if body.get("logprobs") is True else body.get("logprobs") or None,
     )
 
 
@@ -79,8 +81,14 @@ def _handler(engine: Engine, api_key: str | None, lock: threading.Lock):
                     choice = {"index": i * sampling.n + j, "finish_reason": c.finish_reason}
                     if route == "/v1/completions":
                         choice["text"] = c.text
+                        if c.top_logprobs is not None:
+                            choice["logprobs"] = {"top_logprobs": c.top_logprobs}
                     else:
                         choice["message"] = {"role": "assistant", "content": c.text}
+                        if c.top_logprobs is not None:  # chat's shape: per token, a list of {token, logprob}
+                            choice["logprobs"] = {"content": [
+                                {"top_logprobs": [{"token": t, "logprob": v} for t, v in step.items()]}
+                                for step in c.top_logprobs]}
                     choices.append(choice)
             prompt_tokens = sum(len(encode_prompt(engine.tokenizer, p)) for p in prompts)
             completion_tokens = sum(c.num_tokens for row in results for c in row)

@@ -57,6 +57,28 @@ def test_chat_greedy_matches_local_engine(remote, hf):
     assert over_http.num_tokens == local.num_tokens  # n=1: the usage count is exact
 
 
+def test_top_logprobs_over_both_apis_match_the_local_engine(remote, hf):
+    """The AlpacaEval judge reads its two tokens' probabilities; over HTTP they must be the local ones."""
+    sampling = Sampling(temperature=0, max_tokens=2, logprobs=5)
+    [[local]] = hf.chat([CHAT], sampling)
+    [[chat]] = remote.chat([CHAT], sampling)
+    [[completion]] = remote.complete([hf.render_chat(CHAT)], sampling)
+    assert local.top_logprobs and len(local.top_logprobs[0]) == 5
+    for c in (chat, completion):
+        assert c.top_logprobs == local.top_logprobs
+
+
+def test_alpaca_judge_over_http_agrees_with_local(remote, hf):
+    from eval.judges import PairwiseJudge
+
+    items = [{"question": "What is 2+2?", "answer_a": "4", "answer_b": "2+2 is 4, because adding two and two gives four."},
+             {"question": "Name a fruit.", "answer_a": "A chair.", "answer_b": "An apple."}]
+    over_http = PairwiseJudge(remote, "alpaca_eval", max_tokens=1).judge(items)
+    local = PairwiseJudge(hf, "alpaca_eval", max_tokens=1).judge(items)
+    assert [v["verdict"] for v in over_http] == pytest.approx([v["verdict"] for v in local])
+    assert all(1 <= v["verdict"] <= 2 for v in local)
+
+
 def test_complete_keeps_prompt_order(remote, hf):
     prompts = ["<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>user\n"]
     sampling = Sampling(temperature=0, max_tokens=8)
