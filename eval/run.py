@@ -131,7 +131,8 @@ def _pairs(bench: str, prompts, refs, answers, seed: int) -> list[dict]:
 
 def judge_set(judge, bench: str, items: list[dict], root: Path, config: dict, batch_size: int) -> list[dict]:
     jdir = store.DatasetDir(root / "judgments")
-    jdir.begin("judgments", config, judge=judge.info() if judge else None)
+    # The batch size fixes which items each shard holds: it is part of what a resumed run must match.
+    jdir.begin("judgments", {**config, "batch_size": batch_size}, judge=judge.info() if judge else None)
     if not jdir.complete:
         for k, batch in jdir.pending(items, batch_size, f"judge {bench}", "judgment"):
             # Identical answers are a tie without asking (alpaca_eval does the same): in the tiny

@@ -4,6 +4,12 @@ import csv
 import io
 import json
 import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import ROOT
@@ -264,3 +270,37 @@ def test_rerun_loads_no_model_and_table_is_built(evaluated, trained_sft, monkeyp
     md = (out / "table.md").read_text()
     assert "tiny profile" in md and "smollm2-135m-instruct" in md and before["model_name"] in md
     assert "[table] 20 rows, 2 measured" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_killed_judging_resumes_without_losing_or_repeating(evaluated, trained_sft, tmp_path):
+    """SIGKILL the evaluation while it judges; the rerun keeps the shards already written, judges the
+    rest, and every (question, game) is judged exactly once; no results.json in between."""
+    from eval.__main__ import main
+    from synth.store import DatasetDir
+
+    out = tmp_path / "sft"
+    shutil.copytree(evaluated / "sft", out, ignore=shutil.ignore_patterns("judgments", "results.json", "wandb"))
+    argv = ["run", "--config", EVAL_TINY, "--references_dir", str(evaluated / "refs"), *SMALL, "--report_to", "none",
+            "--model", str(trained_sft), "--output_dir", str(out), "--benchmarks", "alpaca_eval", "arena_hard",
+            "--judge_batch_size", "2"]
+    first = out / "arena_hard" / "judgments" / "data" / "part-00001.parquet"
+    proc = subprocess.Popen([sys.executable, "-m", "eval", *argv], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not first.exists() and proc.poll() is None and time.time() - t0 < 300:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), "the evaluation ended before its second Arena-Hard shard"
+    assert not (out / "results.json").exists()
+    kept = {p.name: p.read_bytes() for p in first.parent.glob("part-*.parquet")}
+    assert main(argv) == 0
+    for name, data in kept.items():  # what was written before the kill is reused, not redone
+        assert (first.parent / name).read_bytes() == data
+    judgments = DatasetDir(out / "arena_hard" / "judgments").records()
+    pairs = [(j["id"], j["game"]) for j in judgments]
+    assert len(pairs) == len(set(pairs)) == 8
+    r = json.loads((out / "results.json").read_text())
+    assert r["benchmarks"]["arena_hard"]["n_judgments"] == 8
+    assert r["benchmarks"]["alpaca_eval"]["prompts"] == 8
