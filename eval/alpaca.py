@@ -44,11 +44,9 @@ GAMED_COLUMNS = ("index", "preference", "std_delta_len", "instruction_difficulty
 
 def _glm():
     """alpaca_eval's GLM module, imported on first use (the import takes about a second)."""
-    with warnings.catch_warnings():
-        # alpaca_eval.utils imports pkg_resources; the repo pins setuptools<81 so the import works.
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-        from alpaca_eval.metrics import glm_winrate
-    return glm_winrate
+    from . import import_alpaca_eval
+
+    return import_alpaca_eval("alpaca_eval.metrics.glm_winrate")
 
 
 def _require_columns(df: pd.DataFrame, columns, what: str, hint: str = "") -> None:

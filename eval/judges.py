@@ -113,10 +113,11 @@ def parse_alpaca_verdict(text: str | None) -> int | None:
 
 
 def _alpaca_messages() -> list[dict]:
-    from alpaca_eval.utils import prompt_to_chatml
+    from . import import_alpaca_eval
 
+    utils = import_alpaca_eval("alpaca_eval.utils")  # first: it imports the package quietly
     package, path = ALPACA_PROMPT
-    return prompt_to_chatml(resources.files(package).joinpath(path).read_text())
+    return utils.prompt_to_chatml(resources.files(package).joinpath(path).read_text())
 
 
 def _fill(template: str, values: dict[str, str]) -> str:

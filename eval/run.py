@@ -335,9 +335,9 @@ def _row_of(table, name: str) -> dict:
 def _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, annotators_config: str, seed: int) -> list[dict]:
     """The paper's judge as alpaca_eval runs it (e.g. weighted_alpaca_eval_gpt4_turbo: GPT-4-Turbo's
     probability of each identifier), through the alpaca_eval package; it caches its own calls."""
-    from alpaca_eval.annotators import PairwiseAnnotator
+    from . import import_alpaca_eval
 
-    annotator = PairwiseAnnotator(annotators_config=annotators_config, seed=seed)
+    annotator = import_alpaca_eval("alpaca_eval.annotators").PairwiseAnnotator(annotators_config=annotators_config, seed=seed)
     out1 = [{"instruction": p["instruction"], "output": refs[p["id"]], "generator": ref_name} for p in prompts]
     out2 = [{"instruction": p["instruction"], "output": answers[p["id"]]["response"], "generator": name}
             for p in prompts]

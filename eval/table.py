@@ -181,7 +181,12 @@ def plot(lines: list[dict], path: Path) -> Path:
         paper = [ln[f"paper_{key}"] if _num(ln[f"paper_{key}"]) else 0 for ln in lines]
         ours = [ln[f"ours_{key}"] if _num(ln[f"ours_{key}"]) else 0 for ln in lines]
         ax.barh([i + 0.2 for i in y], paper, height=0.4, label="paper", color="#9db4d0")
-        ax.barh([i - 0.2 for i in y], ours, height=0.4, label="ours", color="#d0763a")
+        err = None
+        if key == "arena":  # the bootstrap 95% CI as error bars
+            cis = [ln["ours_arena_ci"] or (None, None) for ln in lines]
+            err = [[o - lo if _num(lo) else 0 for o, (lo, _) in zip(ours, cis)],
+                   [hi - o if _num(hi) else 0 for o, (_, hi) in zip(ours, cis)]]
+        ax.barh([i - 0.2 for i in y], ours, height=0.4, label="ours", color="#d0763a", xerr=err, capsize=2)
         ax.set_title(title + " (%)")
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y, labels, fontsize=8)
