@@ -304,3 +304,44 @@ def test_killed_judging_resumes_without_losing_or_repeating(evaluated, trained_s
     r = json.loads((out / "results.json").read_text())
     assert r["benchmarks"]["arena_hard"]["n_judgments"] == 8
     assert r["benchmarks"]["alpaca_eval"]["prompts"] == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs and recipes.
+
+@pytest.mark.parametrize("profile", ["paper", "tiny"])
+def test_eval_configs_parse(profile):
+    from eval.config import ALL
+    from synth.config import parse
+
+    margs, eargs, jargs, bargs, _ = parse(["--config", str(ROOT / f"recipes/configs/eval/{profile}.yaml")], ALL)
+    assert eargs.profile == profile and set(eargs.benchmarks) == {"alpaca_eval", "arena_hard", "lm_eval"}
+    assert bargs.alpaca_repetition_penalty == 1.2  # paper: greedy with repetition penalty 1.2
+    if profile == "paper":
+        from importlib import resources
+
+        assert (bargs.alpaca_prompts, bargs.reference, margs.engine) == ("hub", "hub", "vllm")
+        # the annotator the paper's AlpacaEval 2 numbers come from is one alpaca_eval ships
+        cfg = resources.files("alpaca_eval") / "evaluators_configs" / jargs.alpaca_annotator / "configs.yaml"
+        assert "gpt-4-1106-preview" in cfg.read_text()
+
+
+def test_paper_rows_are_the_papers_and_name_the_recipes():
+    from eval.table import paper_rows
+
+    rows, source = paper_rows()
+    assert "Table 1" in source and len(rows) == 19
+    assert all(isinstance(r[k], float) for r in rows for k in ("lc", "wr", "sd", "arena"))
+    by_id = {r["id"]: r for r in rows}
+    assert (by_id["magpie-air-300k-filtered"]["lc"], by_id["magpie-pro-300k-filtered"]["wr"],
+            by_id["llama-3-8b-instruct"]["arena"]) == (22.66, 29.47, 20.6)
+    trained_here = [r["id"] for r in rows if r["group"] != "instruct" and "dpo" not in r["id"]]
+    for rid in trained_here:  # every SFT row is a recipe of this repo
+        assert (ROOT / "recipes/configs/sft" / f"{rid}.yaml").exists(), rid
+
+
+def test_recipe_scripts_are_valid_bash():
+    for script in sorted((ROOT / "recipes").glob("*.sh")):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+    air = (ROOT / "recipes/magpie_air.sh").read_text()
+    assert "run_eval runs/magpie_air" in air and "--output runs/magpie_air" in air
