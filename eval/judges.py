@@ -8,8 +8,8 @@ annotator does, the preference is weighted: 2 - P(m) / (P(m) + P(M)) from the to
 of the one generated token (1: the first output shown is better, 2: the second). Where neither token
 is among them, the generated text is read instead (1 or 2), else the judgment is unreadable.
 `alpaca_annotator: weighted_alpaca_eval_gpt4_turbo` hands the pairs to the alpaca_eval package's own
-annotator instead (eval/run.py). As alpaca_eval does, the two outputs are shown in a random order
-per instruction (seeded), and identical outputs are a tie without a call.
+annotator instead (eval/run.py). The two outputs are shown in alpaca_eval's own seeded random order
+(`alpaca_switched`), and identical outputs are a tie without a call.
 
 Arena-Hard v0.1 (judge GPT-4-Turbo-1106, temperature 0, 4096 tokens): the judge sees the question
 and answers A and B, writes its reasoning and ends with one of five labels, `[[A>>B]]`, `[[A>B]]`,
@@ -25,7 +25,6 @@ A verdict that cannot be read is None: counted by the scorers, never fatal.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from importlib import resources
@@ -126,9 +125,20 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return re.sub(r"\{(" + keys + r")\}", lambda m: values[m.group(1)], template)
 
 
-def swap_order(key: str, seed: int) -> bool:
-    """Whether item `key` shows its second output first (stable across runs and machines)."""
-    return hashlib.sha256(f"{seed}:{key}".encode()).digest()[0] & 1 == 1
+def alpaca_switched(instructions: list[str], seed: int) -> list[bool]:
+    """Which AlpacaEval pairs show the model's output first: alpaca_eval's own seeded choice (its
+    RandomSwitchTwoColumnsProcessor, seeded on the instruction as its pairwise annotator does), so
+    that a judge here sees every pair in the order alpaca_eval's annotator would show it."""
+    import pandas as pd
+
+    from . import import_alpaca_eval
+
+    processors = import_alpaca_eval("alpaca_eval.processors")
+    switch = processors.RandomSwitchTwoColumnsProcessor(
+        two_columns_to_switch=["output_1", "output_2"], random_seed_columns=["instruction"],
+        _switch_column="is_switched_outputs", seed=seed)
+    df = pd.DataFrame({"instruction": instructions, "output_1": "", "output_2": ""})
+    return [bool(x) for x in switch.preprocess(df)["is_switched_outputs"]]
 
 
 class PairwiseJudge:

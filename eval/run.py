@@ -112,13 +112,14 @@ def _decoding(bench: str, bargs: BenchArgs) -> dict:
 def _pairs(bench: str, prompts, refs, answers, seed: int) -> list[dict]:
     """The judge's work items. AlpacaEval: one per prompt, outputs in a seeded random order.
     Arena-Hard: two per prompt, game 1 with the baseline as A, game 2 with it as B."""
-    from .judges import swap_order
+    from .judges import alpaca_switched
 
     items = []
-    for p in prompts:
+    switched = alpaca_switched([p["instruction"] for p in prompts], seed) if bench == "alpaca_eval" else []
+    for n, p in enumerate(prompts):
         ref, ans = refs[p["id"]], answers[p["id"]]["response"]
         if bench == "alpaca_eval":
-            swapped = swap_order(p["id"], seed)
+            swapped = switched[n]
             a, b = (ans, ref) if swapped else (ref, ans)
             items.append({"id": p["id"], "game": 1, "swapped": swapped, "question": p["instruction"],
                           "answer_a": a, "answer_b": b})
@@ -286,7 +287,8 @@ def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jar
     base_cfg = {"answers": store.DatasetDir(root / "answers").manifest()["config_hash"],
                 "references": store.config_hash({"refs": refs}), "seed": eargs.seed}
     if b == "alpaca_eval" and jargs.alpaca_annotator != "engine":
-        ann = _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, jargs.alpaca_annotator, eargs.seed)
+        ann = _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, jargs.alpaca_annotator, eargs.seed,
+                                    root / "alpaca_eval_annotator_cache.json")
         annotator = jargs.alpaca_annotator
     else:
         from synth.taggers.judge import shared_engine
@@ -332,12 +334,15 @@ def _row_of(table, name: str) -> dict:
     return next(dict(r) for r in rows if r.get("model") == name)
 
 
-def _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, annotators_config: str, seed: int) -> list[dict]:
+def _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, annotators_config: str, seed: int,
+                          cache: Path) -> list[dict]:
     """The paper's judge as alpaca_eval runs it (e.g. weighted_alpaca_eval_gpt4_turbo: GPT-4-Turbo's
-    probability of each identifier), through the alpaca_eval package; it caches its own calls."""
+    probability of each identifier), through the alpaca_eval package. Its cache of finished calls
+    lives in our output folder (not in site-packages), so an interrupted run pays for no call twice."""
     from . import import_alpaca_eval
 
-    annotator = import_alpaca_eval("alpaca_eval.annotators").PairwiseAnnotator(annotators_config=annotators_config, seed=seed)
+    annotator = import_alpaca_eval("alpaca_eval.annotators").PairwiseAnnotator(
+        annotators_config=annotators_config, seed=seed, caching_path=str(cache))
     out1 = [{"instruction": p["instruction"], "output": refs[p["id"]], "generator": ref_name} for p in prompts]
     out2 = [{"instruction": p["instruction"], "output": answers[p["id"]]["response"], "generator": name}
             for p in prompts]

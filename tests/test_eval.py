@@ -63,13 +63,14 @@ def test_alpaca_judge_prompt_is_alpaca_evals_own():
     assert "Say {output_2}" in user and '"""one"""' in user and '"""two"""' in user
 
 
-def test_alpaca_order_randomisation_is_seeded_and_mixed():
-    from eval.judges import swap_order
+def test_alpaca_order_randomisation_is_alpaca_evals():
+    from eval.judges import alpaca_switched
 
-    flips = [swap_order(f"{i:04d}", 0) for i in range(200)]
-    assert flips == [swap_order(f"{i:04d}", 0) for i in range(200)]
+    instructions = [f"instruction {i}" for i in range(200)]
+    flips = alpaca_switched(instructions, 0)
+    assert flips == alpaca_switched(instructions, 0)  # seeded on the instruction
     assert 70 < sum(flips) < 130
-    assert flips != [swap_order(f"{i:04d}", 1) for i in range(200)]
+    assert flips != alpaca_switched(instructions, 1)
 
 
 def test_annotations_undo_the_order_swap():
@@ -345,3 +346,43 @@ def test_recipe_scripts_are_valid_bash():
         subprocess.run(["bash", "-n", str(script)], check=True)
     air = (ROOT / "recipes/magpie_air.sh").read_text()
     assert "run_eval runs/magpie_air" in air and "--output runs/magpie_air" in air
+
+
+@pytest.mark.slow
+def test_engine_judge_reproduces_alpaca_evals_own_annotator(evaluated, trained_sft, hf_engine, tmp_path, monkeypatch):
+    """The paper's AlpacaEval 2 judge as alpaca_eval runs it (`weighted_alpaca_eval_gpt4_turbo`: one token,
+    top-5 log-probabilities, its own prompt and order randomisation) and our engine judge, both asking
+    SmolLM2 behind a real OpenAI-compatible server, give the same preferences, pair by pair."""
+    from eval.__main__ import main
+    from tests.openai_server import serve
+
+    key = "sk-test-not-a-real-key-5678"
+
+    def copy(name):
+        shutil.copytree(evaluated / "sft", tmp_path / name, ignore=shutil.ignore_patterns(
+            "judgments", "results.json", "wandb", "lm_eval", "arena_hard", "annotations.json"))
+        return tmp_path / name
+
+    common = ["run", "--config", EVAL_TINY, "--references_dir", str(evaluated / "refs"), *SMALL, "--report_to", "none",
+              "--model", str(trained_sft), "--benchmarks", "alpaca_eval"]
+    with serve(hf_engine, api_key=key) as url:
+        theirs = copy("alpaca_eval_annotator")
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_BASE": url, "OPENAI_API_KEY": key}
+        proc = subprocess.run([sys.executable, "-m", "eval", *common, "--output_dir", str(theirs),
+                               "--alpaca_annotator", "weighted_alpaca_eval_gpt4_turbo"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        ours = copy("engine_judge")
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+        assert main([*common, "--output_dir", str(ours), "--judge_engine", "openai", "--judge_base_url", url,
+                     "--judge_model", "gpt-4-1106-preview"]) == 0
+    a = {x["instruction"]: x["preference"] for x in json.loads((theirs / "alpaca_eval/annotations.json").read_text())}
+    b = {x["instruction"]: x["preference"] for x in json.loads((ours / "alpaca_eval/annotations.json").read_text())}
+    assert a.keys() == b.keys() and len(a) == 8
+    assert sum(not math.isnan(v) and v != 1.5 for v in a.values()) >= 4  # pairs the judge really weighed
+    for k in a:
+        assert (math.isnan(a[k]) and math.isnan(b[k])) or a[k] == pytest.approx(b[k], abs=1e-6), k
+    ra = json.loads((theirs / "results.json").read_text())["benchmarks"]["alpaca_eval"]
+    rb = json.loads((ours / "results.json").read_text())["benchmarks"]["alpaca_eval"]
+    assert ra["judge"] == "weighted_alpaca_eval_gpt4_turbo" and rb["judge"].startswith("openai:")
+    assert ra["win_rate"] == pytest.approx(rb["win_rate"], abs=1e-6)
