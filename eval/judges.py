@@ -87,13 +87,10 @@ def parse_arena_verdict(text: str | None) -> str | None:
 
 
 def alpaca_preference(top_logprobs: dict[str, float] | None, text: str | None) -> float | None:
-    """2 - P(m) / (P(m) + P(M)) from the first token's top log-probabilities (alpaca_eval's weighted
-    judge); the text's label where neither token is there; None where nothing can be read."""
-    lp: dict[str, float] = {}
-    for token, value in (top_logprobs or {}).items():
-        t = token.strip()
-        if t in ("m", "M"):  # " M" and "M" are one answer: add their probabilities
-            lp[t] = value if t not in lp else float(math.log(math.exp(lp[t]) + math.exp(value)))
+    """2 - P(m) / (P(m) + P(M)) from the first token's top log-probabilities, the tokens matched
+    exactly as alpaca_eval's logprob parser does; the text's label where neither token is there;
+    None where nothing can be read."""
+    lp = {t: v for t, v in (top_logprobs or {}).items() if t in ("m", "M")}
     if lp:
         p_m = math.exp(lp.get("m", -math.inf))
         return 2.0 - p_m / (p_m + math.exp(lp.get("M", -math.inf)))
@@ -166,15 +163,14 @@ class PairwiseJudge:
             self.prompt_source = "alpaca_eval:" + ALPACA_PROMPT[1]
             self.sampling = Sampling(temperature=0.0, max_tokens=1, logprobs=top_logprobs)
             return
-        else:
-            system, template = ARENA_SYSTEM_PROMPT, ARENA_PROMPT_TEMPLATE
-            if prompt_file:
-                cfg = yaml.safe_load(Path(prompt_file).read_text())
-                if not isinstance(cfg, dict) or not {"system_prompt", "prompt_template"} <= set(cfg):
-                    raise ValueError(f"{prompt_file}: needs the keys system_prompt and prompt_template")
-                system, template = cfg["system_prompt"], cfg["prompt_template"]
-                self.prompt_source = str(prompt_file)
-            self.messages = [{"role": "system", "content": system}, {"role": "user", "content": template}]
+        system, template = ARENA_SYSTEM_PROMPT, ARENA_PROMPT_TEMPLATE
+        if prompt_file:
+            cfg = yaml.safe_load(Path(prompt_file).read_text())
+            if not isinstance(cfg, dict) or not {"system_prompt", "prompt_template"} <= set(cfg):
+                raise ValueError(f"{prompt_file}: needs the keys system_prompt and prompt_template")
+            system, template = cfg["system_prompt"], cfg["prompt_template"]
+            self.prompt_source = str(prompt_file)
+        self.messages = [{"role": "system", "content": system}, {"role": "user", "content": template}]
         stop = ("]]",) if prefill == "label" else ()
         self.sampling = Sampling(temperature=0.0, max_tokens=max_tokens, stop=stop)
 

@@ -43,8 +43,8 @@ def test_alpaca_preference_is_weighted_by_the_two_tokens():
     lp = math.log
     # P(m)=0.25, P(M)=0.75 among the top tokens: 2 - 0.25/(0.25+0.75)
     assert alpaca_preference({"The": lp(0.5), "M": lp(0.3), "m": lp(0.1)}, "The") == pytest.approx(1.75)
-    # " m" and "m" are the same answer: their probabilities add up
-    assert alpaca_preference({"m": lp(0.2), " m": lp(0.2), "M": lp(0.1)}, "m") == pytest.approx(1.2)
+    # tokens match exactly, as in alpaca_eval's parser: " m" is another token
+    assert alpaca_preference({"m": lp(0.2), " m": lp(0.2), "M": lp(0.1)}, "m") == pytest.approx(2 - 0.2 / 0.3)
     assert alpaca_preference({"M": lp(0.9)}, "M") == pytest.approx(2.0)  # m absent: probability 0
     # No logprobs (a text-only server): the label in the text; neither: unreadable.
     assert alpaca_preference(None, " m\n") == 1.0
