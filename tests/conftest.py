@@ -1,5 +1,8 @@
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,17 @@ def trained_sft(tiny_run, tmp_path_factory):
             "--save_strategy", "no", "--logging_steps", "1"]
     assert main(argv) == 0
     return out
+
+
+def kill_when(module: str, argv: list[str], path: Path, timeout: float = 300) -> bool:
+    """Run `python -m module argv` and SIGKILL it as soon as `path` exists (a finished shard, say).
+    True when the path appeared (callers check that the run had not finished, e.g. its manifest)."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *argv], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not path.exists() and proc.poll() is None and time.time() - t0 < timeout:
+        time.sleep(0.1)
+    reached = path.exists()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return reached

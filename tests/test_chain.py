@@ -1,17 +1,12 @@
 """Multi-turn, tagging, filtering and export on a real tiny run (embedded SmolLM2 and MiniLM)."""
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import datasets
 import pytest
+from conftest import TINY, kill_when
 
-from conftest import ROOT, TINY
 from synth.__main__ import main
 from synth.store import DatasetDir
 
@@ -103,15 +98,7 @@ def test_killed_tagging_resumes(chain, tmp_path):
     out = seeded(chain, tmp_path / "t", stages=("instructions", "responses", "multiturn"))
     args = ["--stages", "tag", "--taggers", "difficulty", "language", "min_neighbor_distance"]
     shard = out / "tagged" / "parts" / "difficulty" / "data" / "part-00001.parquet"
-    proc = subprocess.Popen([sys.executable, "-m", "synth", *chain_argv(out, *args)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    t0 = time.time()
-    while not shard.exists() and proc.poll() is None and time.time() - t0 < 300:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert shard.exists(), "the tag stage ended before its second shard"
+    assert kill_when("synth", chain_argv(out, *args), shard), "the tag stage ended before its second shard"
     assert json.loads((out / "tagged" / "manifest.json").read_text())["status"] == "running"
     assert main(chain_argv(out, *args)) == 0
     for name in ("difficulty", "language", "min_neighbor_distance"):

@@ -6,13 +6,11 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, kill_when
 
 EVAL_TINY = str(ROOT / "recipes/configs/eval/tiny.yaml")
 
@@ -286,14 +284,7 @@ def test_killed_judging_resumes_without_losing_or_repeating(evaluated, trained_s
             "--model", str(trained_sft), "--output_dir", str(out), "--benchmarks", "alpaca_eval", "arena_hard",
             "--judge_batch_size", "2"]
     first = out / "arena_hard" / "judgments" / "data" / "part-00001.parquet"
-    proc = subprocess.Popen([sys.executable, "-m", "eval", *argv], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t0 = time.time()
-    while not first.exists() and proc.poll() is None and time.time() - t0 < 300:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert first.exists(), "the evaluation ended before its second Arena-Hard shard"
+    assert kill_when("eval", argv, first), "the evaluation ended before its second Arena-Hard shard"
     assert not (out / "results.json").exists()
     kept = {p.name: p.read_bytes() for p in first.parent.glob("part-*.parquet")}
     assert main(argv) == 0

@@ -1,17 +1,11 @@
 """End to end on the real embedded SmolLM2: a run, a killed run that resumes, determinism, bad input."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY, cli, kill_when
 
 from synth.__main__ import main
-
-from conftest import ROOT, TINY, cli
 
 
 def manifest(d):
@@ -56,29 +50,13 @@ def test_run_writes_pairs(full_run):
     assert len(list((full_run / "wandb").glob("offline-run-*"))) == 2
 
 
-def _wait_for(path_glob, proc, timeout=300):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if list(Path(path_glob.parent).glob(path_glob.name)):
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.2)
-    return False
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_without_loss_or_duplicates(full_run, tmp_path):
     """Kill the CLI mid-instructions, then mid-responses; restart; the result equals the uninterrupted run."""
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "synth", *cli(out, "--report_to", "none")]
     for shard in (out / "instructions" / "data" / "part-00001.parquet",
                   out / "responses" / "data" / "part-00001.parquet"):
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        reached = _wait_for(shard, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        reached = kill_when("synth", cli(out, "--report_to", "none"), shard)
         assert reached, f"the run ended before {shard.name} appeared"
         stage_dir = shard.parent.parent
         assert manifest(stage_dir)["status"] == "running"  # a partial output is never marked complete
