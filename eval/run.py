@@ -192,6 +192,7 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     result = {"model": margs.model, "model_name": name, "profile": eargs.profile,
               "dataset": detect_dataset(margs.model), "row": eargs.row, "benchmarks": {}}
     judged = [b for b in eargs.benchmarks if b in JUDGED]
+    _check_judge_access(judged, jargs)
     sources = {"alpaca_eval": (bargs.alpaca_prompts, bargs.alpaca_limit),
                "arena_hard": (bargs.arena_questions, bargs.arena_limit)}
     sets = {b: benchmarks.load(b, *sources[b]) for b in judged}
@@ -273,6 +274,19 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str))
     return result
+
+
+def _check_judge_access(judged: list[str], jargs: JudgeArgs) -> None:
+    """Fail before any answer is generated when the API judge has no key: finding out after hours
+    of generation would waste them (the answers would be kept, but the run would stop there)."""
+    import os
+
+    via_api = (jargs.judge_engine == "openai" and not jargs.judge_base_url and judged) or \
+        ("alpaca_eval" in judged and jargs.alpaca_annotator != "engine")
+    if via_api and not os.environ.get("OPENAI_API_KEY"):
+        raise ValueError("the judge is the OpenAI API (paper: gpt-4-1106-preview) and OPENAI_API_KEY is not set; "
+                         "export it, or judge locally: --judge_engine vllm --judge_model "
+                         "meta-llama/Meta-Llama-3-70B-Instruct --alpaca_annotator engine")
 
 
 def _avg_chars(answers: dict) -> float:

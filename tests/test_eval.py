@@ -187,6 +187,17 @@ def test_bad_eval_config_is_one_line_error(tmp_path, capsys):
     assert e.value.code == 2 and "none.jsonl does not exist" in capsys.readouterr().err
 
 
+def test_paper_judge_without_a_key_fails_before_any_generation(tmp_path, capsys, monkeypatch):
+    from eval.__main__ import main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--config", str(ROOT / "recipes/configs/eval/paper.yaml"), "--model", "some/model",
+              "--output_dir", str(tmp_path / "o"), "--report_to", "none"])
+    assert e.value.code == 2 and "OPENAI_API_KEY is not set" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "alpaca_eval").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # A real tiny evaluation: the tiny SFT model and its base, on the same references and judge.
 
