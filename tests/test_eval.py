@@ -276,10 +276,16 @@ def test_rerun_loads_no_model_and_table_is_built(evaluated, trained_sft, monkeyp
     capsys.readouterr()
     out = evaluated / "table"
     assert main(["table", str(evaluated / "sft"), str(evaluated / "base"), "--output", str(out),
-                 "--report_to", "none"]) == 0
+                 "--report_to", "wandb"]) == 0
     md = (out / "table.md").read_text()
     assert "tiny profile" in md and "smollm2-135m-instruct" in md and before["model_name"] in md
     assert "[table] 20 rows, 2 measured" in capsys.readouterr().out
+    # the same table as a W&B table (offline run), with the measured numbers in it
+    [table] = out.glob("wandb/offline-run-*/files/media/table/paper_table_*.table.json")
+    wt = json.loads(table.read_text())
+    assert wt["columns"][:4] == ["label", "measured_model", "paper_lc", "ours_lc"] and len(wt["data"]) == 20
+    base_row = next(r for r in wt["data"] if r[1] == "smollm2-135m-instruct")
+    assert base_row[0] == "Llama-3-8B-Instruct" and base_row[3] == 50.0
 
 
 @pytest.mark.slow
