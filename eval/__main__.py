@@ -57,7 +57,9 @@ def summary_line(r: dict, out: Path) -> str:
                      f"±{a['standard_error']:.2f} ({a['n_total']} prompts, {a.get('n_unparsed', 0)} unparsed)")
     if "arena_hard" in b:
         h = b["arena_hard"]
-        parts.append(f"Arena-Hard {h['display']} ({h.get('n_unparsed', 0)} unparsed)")
+        pc = h.get("position_consistency")
+        pc = f", judge agrees with itself across orders on {pc:.0%}" if isinstance(pc, float) and pc == pc else ""
+        parts.append(f"Arena-Hard {h['display']} ({h.get('n_unparsed', 0)} unparsed{pc})")
     if "lm_eval" in b:
         parts.append(f"lm-eval {len([t for t, m in b['lm_eval'].items() if isinstance(m, dict)])} tasks")
     return f"[eval] {r['model_name']}: " + "; ".join(parts) + f" in {r['seconds']:.0f}s -> {out}/results.json"

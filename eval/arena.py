@@ -145,6 +145,23 @@ def _model_outcome(game: int, verdict: str | None) -> tuple[str, bool] | None:
     return ("loss" if position == _BASELINE_POSITION[game] else "win"), strong
 
 
+def position_consistency(judgments) -> dict[str, float]:
+    """Per model, the share of questions whose two games agree on the winner (win / tie / loss for the
+    model) once the swapped order is undone, over the questions with both games parsed. A judge that
+    reads the answers agrees with itself; one that prefers a position does not (the Arena-Hard paper
+    judges in both orders for this reason). NaN for a model with no question fully parsed."""
+    df = _check_judgments(judgments)
+    out = {}
+    for model, rows in df.groupby("model", sort=False):
+        outcomes: dict = {}
+        for q, game, verdict in zip(rows["question_id"], rows["game"], rows["verdict"]):
+            o = _model_outcome(int(game), None if _is_missing(verdict) else verdict)
+            outcomes.setdefault(q, {})[int(game)] = None if o is None else o[0]
+        both = [g for g in outcomes.values() if g.get(1) is not None and g.get(2) is not None]
+        out[model] = sum(g[1] == g[2] for g in both) / len(both) if both else float("nan")
+    return out
+
+
 def battles_from_judgments(judgments, weight: int = WEIGHT) -> pd.DataFrame:
     """Arena-Hard battles from judgments (columns question_id, model, baseline, game, verdict).
 

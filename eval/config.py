@@ -98,6 +98,8 @@ class HarnessArgs:
     lm_eval_batch_size: str = field(default="auto", metadata={"help": "lm-eval batch size (auto on GPU)"})
     lm_eval_backend: str | None = field(default=None, metadata={"help": "hf or vllm; default: the model's engine"})
     lm_eval_apply_chat_template: bool = field(default=True, metadata={"help": "chat models are evaluated in chat form"})
+    lm_eval_model_args: str | None = field(default=None, metadata={
+        "help": "extra backend arguments, k=v,k=v or JSON, e.g. data_parallel_size=4 (vLLM data parallel)"})
 
 
 ALL = (ModelArgs, EvalArgs, JudgeArgs, BenchArgs, HarnessArgs)

@@ -357,7 +357,7 @@ def _quiet(logger_name: str):
         task_logger.removeFilter(hint)
 
 
-def _model_args(text: str | None) -> dict:
+def parse_model_args(text: str | None) -> dict:
     """--model_args as JSON (`{"tensor_parallel_size": 2}`) or lm-eval's `k=v,k=v`."""
     if not text:
         return {}
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_size = int(batch_size) if batch_size.isdigit() else batch_size
     kwargs = {"backend": a.backend, "include_path": a.include_path, "limit": limit, "batch_size": batch_size,
               "apply_chat_template": not a.no_chat_template, "fewshot_as_multiturn": a.fewshot_as_multiturn,
-              "dtype": a.dtype, "device": a.device, "model_args": _model_args(a.model_args), "seed": a.seed,
+              "dtype": a.dtype, "device": a.device, "model_args": parse_model_args(a.model_args), "seed": a.seed,
               "system_instruction": a.system_instruction}
     try:
         if a.paper:

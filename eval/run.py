@@ -253,12 +253,13 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
 
     # 4. lm-eval harness.
     if "lm_eval" in eargs.benchmarks:
-        from .harness import run_harness, run_paper_suite
+        from .harness import parse_model_args, run_harness, run_paper_suite
 
         backend = hargs.lm_eval_backend or ("vllm" if margs.engine == "vllm" else "hf")
         hkw = dict(backend=backend, include_path=hargs.lm_eval_include_path, limit=hargs.lm_eval_limit,
                    batch_size=hargs.lm_eval_batch_size, apply_chat_template=hargs.lm_eval_apply_chat_template,
-                   dtype=margs.dtype, device=None if margs.device == "auto" else margs.device, seed=eargs.seed)
+                   dtype=margs.dtype, device=None if margs.device == "auto" else margs.device, seed=eargs.seed,
+                   model_args=parse_model_args(hargs.lm_eval_model_args))
         if hargs.lm_eval_tasks == ["paper"]:  # paper Table 3: each task with its own shot count
             per_task = run_paper_suite(margs.model, out / "lm_eval", **hkw)
             h = {t: m for r in per_task.values() for t, m in r.items() if isinstance(m, dict)}
@@ -321,11 +322,11 @@ def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jar
                     "n_unparsed": 0, "note": "the model is the baseline", "display": "50.0 (-0.0, +0.0)",
                     "judge": annotator}
         if b == "arena_hard":
-            from .arena import arena_hard_score, format_score
+            from .arena import arena_hard_score, format_score, position_consistency
 
-            table = arena_hard_score(arena_judgments(judgments, name, ref_name), baseline=ref_name,
-                                     num_rounds=bargs.arena_bootstrap_rounds, seed=eargs.seed)
-            row = _row_of(table, name)
+            games = arena_judgments(judgments, name, ref_name)
+            table = arena_hard_score(games, baseline=ref_name, num_rounds=bargs.arena_bootstrap_rounds, seed=eargs.seed)
+            row = {**_row_of(table, name), "position_consistency": position_consistency(games)[name]}
             _atomic_write_text(root / "scores.json", json.dumps(row, indent=2, default=str))
             return {**{k: v for k, v in row.items() if not isinstance(v, (list, tuple))},
                     "display": format_score(row), "judge": annotator}

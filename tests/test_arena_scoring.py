@@ -304,3 +304,18 @@ def test_bad_input_names_the_bad_value_and_what_is_expected():
         bradley_terry(pd.DataFrame([{"model_a": BASELINE, "model_b": "m", "winner": "a"}]))
     with pytest.raises(ValueError, match=r"anchor 'nobody' is in no battle"):
         bradley_terry(battles_from_judgments(judgments(win=1, loss=1)), anchor="nobody")
+
+
+def test_position_consistency_undoes_the_swap():
+    from eval.arena import position_consistency
+
+    def games(q, v1, v2, model="m"):
+        return [{"question_id": q, "model": model, "baseline": "gpt-4-0314", "game": 1, "verdict": v1},
+                {"question_id": q, "model": model, "baseline": "gpt-4-0314", "game": 2, "verdict": v2}]
+
+    rows = (games(1, "B>A", "A>>B")  # model wins both games (B in game 1, A in game 2): consistent
+            + games(2, "A>B", "A>B")  # "A" both times: a position, not an answer, won
+            + games(3, "A=B", "A=B")  # a tie twice: consistent
+            + games(4, "B>A", None))  # one game unparsed: left out
+    assert position_consistency(rows) == {"m": pytest.approx(2 / 3)}
+    assert math.isnan(position_consistency(games(1, None, "A>B"))["m"])

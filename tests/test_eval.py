@@ -237,6 +237,8 @@ def test_tiny_evaluation_of_the_sft_model(evaluated):
                                                                      {j["id"] for j in judgments} for g in (1, 2))
     assert ah["n_judgments"] == len(judgments) == 8 and ah["n_unparsed"] <= 8
     assert ah["ci_lower"] <= ah["score"] <= ah["ci_upper"]
+    pc = ah["position_consistency"]
+    assert math.isnan(pc) or 0 <= pc <= 1
     # The judge ran on every pair whose answers differ (a trained model answers differently).
     judged = [j for j in judgments if not j["identical"]]
     assert judged and all(j["judgment"].startswith("My final verdict is: [[") for j in judged)
