@@ -59,7 +59,8 @@ run_sft() {
 }
 
 # run_eval RUN_DIR GPU_PROFILE [ARGS...]: evaluate RUN_DIR/sft (AlpacaEval 2, Arena-Hard, lm-eval)
-# -> RUN_DIR/eval/results.json. GPU: recipes/configs/eval/paper.yaml; tiny: recipes/configs/eval/tiny.yaml.
+# -> RUN_DIR/eval/results.json, and its paper Table 1 row -> RUN_DIR/table.{md,csv,png}.
+# GPU: recipes/configs/eval/paper.yaml; tiny: recipes/configs/eval/tiny.yaml.
 run_eval() {
   local dir="$1" profile config
   profile="$(pick_profile "$2")"
@@ -67,5 +68,5 @@ run_eval() {
   config="paper"
   [ "$profile" = tiny ] && config="tiny"
   (cd "$ROOT" && python -m eval run --config "recipes/configs/eval/$config.yaml" --model "$dir/sft" \
-    --output_dir "$dir/eval" "$@")
+    --output_dir "$dir/eval" "$@" && python -m eval table "$dir/eval" --output "$dir" --only-measured)
 }

@@ -17,4 +17,3 @@ source "$(dirname "$0")/bootstrap.sh"
 run_recipe magpie_air air "$@"
 run_sft magpie_air air magpie-air-300k-filtered
 run_eval runs/magpie_air air
-(cd "$ROOT" && python -m eval table runs/magpie_air/eval --output runs/magpie_air --only-measured)

@@ -9,4 +9,3 @@ source "$(dirname "$0")/bootstrap.sh"
 run_recipe magpie_air_mt air --stages instructions responses multiturn tag filter export --turns 2 --filter_preset mt-300k "$@"
 run_sft magpie_air_mt air magpie-air-mt
 run_eval runs/magpie_air_mt air
-(cd "$ROOT" && python -m eval table runs/magpie_air_mt/eval --output runs/magpie_air_mt --only-measured)

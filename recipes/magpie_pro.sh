@@ -10,4 +10,3 @@ source "$(dirname "$0")/bootstrap.sh"
 run_recipe magpie_pro pro "$@"
 run_sft magpie_pro pro magpie-pro-300k-filtered
 run_eval runs/magpie_pro pro
-(cd "$ROOT" && python -m eval table runs/magpie_pro/eval --output runs/magpie_pro --only-measured)

@@ -9,4 +9,3 @@ source "$(dirname "$0")/bootstrap.sh"
 run_recipe magpie_pro_mt pro --stages instructions responses multiturn tag filter export --turns 2 --filter_preset mt-300k "$@"
 run_sft magpie_pro_mt pro magpie-pro-mt
 run_eval runs/magpie_pro_mt pro
-(cd "$ROOT" && python -m eval table runs/magpie_pro_mt/eval --output runs/magpie_pro_mt --only-measured)

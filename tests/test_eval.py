@@ -355,7 +355,8 @@ def test_recipe_scripts_are_valid_bash():
     for script in sorted((ROOT / "recipes").glob("*.sh")):
         subprocess.run(["bash", "-n", str(script)], check=True)
     air = (ROOT / "recipes/magpie_air.sh").read_text()
-    assert "run_eval runs/magpie_air" in air and "--output runs/magpie_air" in air
+    assert "run_eval runs/magpie_air air" in air  # the main job ends with its evaluation and table row
+    assert 'python -m eval table "$dir/eval" --output "$dir"' in (ROOT / "recipes/bootstrap.sh").read_text()
 
 
 @pytest.mark.slow
