@@ -133,7 +133,7 @@ def _pairs(bench: str, prompts, refs, answers, seed: int) -> list[dict]:
 def judge_set(judge, bench: str, items: list[dict], root: Path, config: dict, batch_size: int) -> list[dict]:
     jdir = store.DatasetDir(root / "judgments")
     # The batch size fixes which items each shard holds: it is part of what a resumed run must match.
-    jdir.begin("judgments", {**config, "batch_size": batch_size}, judge=judge.info() if judge else None)
+    jdir.begin("judgments", {**config, "batch_size": batch_size}, judge=judge.info())
     if not jdir.complete:
         for k, batch in jdir.pending(items, batch_size, f"judge {bench}", "judgment"):
             # Identical answers are a tie without asking (alpaca_eval does the same): in the tiny
@@ -142,13 +142,11 @@ def judge_set(judge, bench: str, items: list[dict], root: Path, config: dict, ba
             verdicts = iter(judge.judge(todo))
             rows, unparsed = [], 0
             for it in batch:
-                v = {"judgment": None, "verdict": None, "identical": True}
-                if it["answer_a"] != it["answer_b"]:
-                    v = {**next(verdicts), "identical": False}
-                unparsed += v["verdict"] is None and not v["identical"]
-                verdict = v["verdict"]
+                identical = it["answer_a"] == it["answer_b"]
+                v = {"judgment": None, "verdict": None} if identical else next(verdicts)
+                unparsed += v["verdict"] is None and not identical
                 rows.append({"id": it["id"], "game": it["game"], "swapped": it["swapped"], "judgment": v["judgment"],
-                             "verdict": None if verdict is None else str(verdict), "identical": v["identical"]})
+                             "verdict": None if v["verdict"] is None else str(v["verdict"]), "identical": identical})
             jdir.write_shard(k, rows, {"judgments": len(rows), "unparsed": unparsed})
         t = jdir.shard_totals()
         jdir.finish({"judgments": t.get("judgments", 0), "unparsed": t.get("unparsed", 0)})
@@ -282,7 +280,7 @@ def _check_judge_access(judged: list[str], jargs: JudgeArgs) -> None:
     of generation would waste them (the answers would be kept, but the run would stop there)."""
     import os
 
-    via_api = (jargs.judge_engine == "openai" and not jargs.judge_base_url and judged) or \
+    via_api = (jargs.judge_engine == "openai" and not jargs.judge_base_url and bool(judged)) or \
         ("alpaca_eval" in judged and jargs.alpaca_annotator != "engine")
     if via_api and not os.environ.get("OPENAI_API_KEY"):
         raise ValueError("the judge is the OpenAI API (paper: gpt-4-1106-preview) and OPENAI_API_KEY is not set; "
@@ -298,9 +296,6 @@ def _avg_chars(answers: dict) -> float:
 def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jargs, bargs) -> dict:
     import pandas as pd
 
-    items = _pairs(b, prompts, refs, answers, eargs.seed)
-    base_cfg = {"answers": store.DatasetDir(root / "answers").manifest()["config_hash"],
-                "references": store.config_hash({"refs": refs}), "seed": eargs.seed}
     if b == "alpaca_eval" and jargs.alpaca_annotator != "engine":
         ann = _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, jargs.alpaca_annotator, eargs.seed,
                                     root / "alpaca_eval_annotator_cache.json")
@@ -314,7 +309,10 @@ def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jar
                               b, jargs.arena_judge_max_tokens, prefill=jargs.judge_prefill,
                               prompt_file=jargs.arena_judge_prompt_file, top_logprobs=jargs.alpaca_top_logprobs,
                               names=(jargs.judge_engine, jargs.judge_model))
-        judgments = judge_set(judge, b, items, root, {**base_cfg, "judge": judge.info()}, jargs.judge_batch_size)
+        config = {"answers": store.DatasetDir(root / "answers").manifest()["config_hash"],
+                  "references": store.config_hash({"refs": refs}), "seed": eargs.seed, "judge": judge.info()}
+        judgments = judge_set(judge, b, _pairs(b, prompts, refs, answers, eargs.seed), root, config,
+                              jargs.judge_batch_size)
         annotator = f"{jargs.judge_engine}:{jargs.judge_model}"
         if b == "arena_hard" and name == ref_name:
             # The baseline against itself: Arena-Hard lists it at 50.0 (0.0, 0.0) by definition.
@@ -326,10 +324,9 @@ def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jar
 
             games = arena_judgments(judgments, name, ref_name)
             table = arena_hard_score(games, baseline=ref_name, num_rounds=bargs.arena_bootstrap_rounds, seed=eargs.seed)
-            row = {**_row_of(table, name), "position_consistency": position_consistency(games)[name]}
+            row = {**table.loc[name].to_dict(), "position_consistency": position_consistency(games)[name]}
             _atomic_write_text(root / "scores.json", json.dumps(row, indent=2, default=str))
-            return {**{k: v for k, v in row.items() if not isinstance(v, (list, tuple))},
-                    "display": format_score(row), "judge": annotator}
+            return {**row, "display": format_score(row), "judge": annotator}
         ann = alpaca_annotations(prompts, refs, answers, judgments, name, ref_name, annotator)
     from .alpaca import length_controlled_winrate, load_gamed
 
@@ -340,13 +337,6 @@ def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jar
     gamed = load_gamed() if full_ae2 else None
     metrics = length_controlled_winrate(pd.DataFrame(ann), gamed=gamed)
     return {**{k: v for k, v in metrics.items() if not isinstance(v, dict)}, "judge": annotator}
-
-
-def _row_of(table, name: str) -> dict:
-    rows = table.to_dict("records") if hasattr(table, "to_dict") else table
-    if isinstance(rows, dict):
-        return dict(rows[name])
-    return next(dict(r) for r in rows if r.get("model") == name)
 
 
 def _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, annotators_config: str, seed: int,
