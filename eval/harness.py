@@ -149,6 +149,10 @@ def run_harness(
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        from synth.engines.hf import dtype_name
+
+        # lm-eval's "auto" would take the checkpoint's bf16 even on a CPU that only emulates it.
+        lm_args["dtype"] = dtype_name(dtype, device)
     else:
         lm_args.update(tensor_parallel_size=1, data_parallel_size=1, gpu_memory_utilization=0.9, seed=seed)
         if device is not None:

@@ -62,6 +62,7 @@ def train(data_args: DataArguments, training_args, model_args) -> dict:
         os.environ.setdefault("WANDB_PROJECT", "magpie-repro")
         os.environ.setdefault("WANDB_RUN_GROUP", data_args.wandb_group or Path(training_args.output_dir).parent.name)
         os.environ.setdefault("WANDB_DIR", str(Path(training_args.output_dir).parent))
+    training_args = _hardware_precision(model_args, training_args)
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     training_args.model_init_kwargs = {
         **(training_args.model_init_kwargs or {}),
@@ -121,6 +122,27 @@ def train(data_args: DataArguments, training_args, model_args) -> dict:
         (Path(training_args.output_dir) / "train_summary.json").write_text(json.dumps(out, indent=2))
     trainer.accelerator.end_training() if hasattr(trainer.accelerator, "end_training") else None
     return out
+
+
+def _hardware_precision(model_args, training_args):
+    """`dtype: auto` on a CPU: the weights and the bf16 flag follow what the CPU computes natively.
+    Where bf16 is only emulated (no AVX512-BF16/AMX), bf16 autocast made the tiny LoRA run slower
+    than fp32 (benchmarks/sft_throughput.py), so it trains in fp32 and says so."""
+    import dataclasses
+
+    import torch
+
+    from synth.engines.hf import dtype_name
+
+    on_cpu = training_args.use_cpu or not torch.cuda.is_available()
+    if model_args.dtype != "auto" or not on_cpu:
+        return training_args
+    model_args.dtype = dtype_name("auto", "cpu")
+    if training_args.bf16 and model_args.dtype != "bfloat16":
+        print("[sft] this CPU has no native bf16 (AVX512-BF16/AMX): training in float32 (bf16 off)", file=sys.stderr)
+        # replace() reruns __post_init__, which sets accelerate's mixed precision from the flag.
+        training_args = dataclasses.replace(training_args, bf16=False)
+    return training_args
 
 
 def main(argv=None) -> int:

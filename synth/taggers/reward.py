@@ -51,6 +51,7 @@ class SequenceClassifierScorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from .. import models
+        from ..engines.hf import torch_dtype
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -58,7 +59,7 @@ class SequenceClassifierScorer:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             self.model = AutoModelForSequenceClassification.from_pretrained(
-                path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code).to(device).eval()
+                path, dtype=torch_dtype(dtype, device), trust_remote_code=trust_remote_code).to(device).eval()
         except OSError as e:
             raise FileNotFoundError(
                 f"cannot load reward model {model!r}: {str(e).splitlines()[0]} (give a local path or a "
