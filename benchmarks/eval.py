@@ -2,7 +2,7 @@
 
     python benchmarks/eval.py [--prompts 16] [--max_tokens 160] [--skip-models]
 
-Models: SmolLM2-135M-Instruct (hf engine, bf16, CPU) answers the repo's tiny AlpacaEval-style prompts
+Models: SmolLM2-135M-Instruct (hf engine, dtype auto: bf16 on a CPU with native bf16, else fp32) answers the repo's tiny AlpacaEval-style prompts
 twice (greedy with repetition penalty 1.2, and plain greedy, so that the judge has two different
 answers to compare), then judges them as AlpacaEval 2 (one token, top-5 log-probabilities) and as
 Arena-Hard (both orders, verdict prefilled). Times exclude model loading.

@@ -3,7 +3,7 @@
     python benchmarks/synth_throughput.py [--total_prompts 64] [--n 16] ...   (prints JSON)
 
 pipeline: `generate_instructions` + `generate_responses` on the embedded SmolLM2 (hf engine,
-bf16, CPU), wall time of the stages (model load excluded), useful generated tokens (up to and
+CPU, the config's dtype), wall time of the stages (model load excluded), useful generated tokens (up to and
 including each sequence's stop token).
 ceiling ("replay"): the same model's bare batched `generate`, replaying every generate call the
 pipeline made with the same batch shapes, the same sampling and the same number of steps (so the

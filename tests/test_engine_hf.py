@@ -79,3 +79,36 @@ def test_top_logprobs_of_each_generated_token(hf_engine):
     assert c.text.startswith(max(first, key=first.get))
     (plain,), = hf_engine.chat([[{"role": "user", "content": "Say hello."}]], Sampling(temperature=0, max_tokens=4))
     assert plain.top_logprobs is None and plain.text == c.text
+
+
+def test_auto_dtype_follows_the_cpus_native_bf16(monkeypatch, hf_engine):
+    import torch
+
+    from synth.engines import hf
+
+    for probe, native in (("_is_avx512_bf16_supported", True), ("_is_amx_tile_supported", True), (None, False)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda p=probe: p == "_is_avx512_bf16_supported")
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda p=probe: p == "_is_amx_tile_supported")
+        assert hf.cpu_computes_bf16() is native
+        assert hf.dtype_name("auto", "cpu") == ("bfloat16" if native else "float32")
+        assert hf.dtype_name("bfloat16", "cpu") == "bfloat16"  # an explicit dtype is kept
+    # The session's engine was built with the default dtype (auto) on this machine's CPU.
+    monkeypatch.undo()
+    assert hf_engine.model.dtype == (torch.bfloat16 if hf.cpu_computes_bf16() else torch.float32)
+
+
+def test_tiny_sft_trains_in_fp32_where_bf16_is_emulated(monkeypatch, capsys):
+    from conftest import ROOT
+
+    from synth.engines import hf
+    from train.sft import _hardware_precision, parse
+
+    argv = ["--config", str(ROOT / "recipes/configs/sft/tiny.yaml"), "--output_dir", "unused"]
+    for native in (True, False):
+        monkeypatch.setattr(hf, "cpu_computes_bf16", lambda n=native: n)
+        _, training_args, model_args = parse(argv)
+        assert model_args.dtype == "auto" and training_args.bf16  # the YAML: auto, and the paper's bf16 flag
+        out = _hardware_precision(model_args, training_args)
+        assert model_args.dtype == ("bfloat16" if native else "float32")
+        assert out.bf16 is native and out.use_cpu
+        assert ("no native bf16" in capsys.readouterr().err) is not native
