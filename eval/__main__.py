@@ -61,8 +61,9 @@ def summary_line(r: dict, out: Path) -> str:
         pc = f", judge agrees with itself across orders on {pc:.0%}" if isinstance(pc, float) and pc == pc else ""
         parts.append(f"Arena-Hard {h['display']} ({h.get('n_unparsed', 0)} unparsed{pc})")
     if "lm_eval" in b:
-        parts.append(f"lm-eval {len([t for t, m in b['lm_eval'].items() if isinstance(m, dict)])} tasks")
-    return f"[eval] {r['model_name']}: " + "; ".join(parts) + f" in {r['seconds']:.0f}s -> {out}/results.json"
+        h = b["lm_eval"]
+        parts.append(f"lm-eval {len([t for t, m in h.items() if isinstance(m, dict)])} tasks ({h.get('seconds', 0):.0f}s)")
+    return f"[eval] {r['model_name']}: " + "; ".join(parts) + f"; {r['seconds']:.0f}s in all -> {out}/results.json"
 
 
 def _table(rest: list[str]) -> int:

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, kill_when
@@ -397,3 +398,14 @@ def test_engine_judge_reproduces_alpaca_evals_own_annotator(evaluated, trained_s
     rb = json.loads((ours / "results.json").read_text())["benchmarks"]["alpaca_eval"]
     assert ra["judge"] == "weighted_alpaca_eval_gpt4_turbo" and rb["judge"].startswith("openai:")
     assert ra["win_rate"] == pytest.approx(rb["win_rate"], abs=1e-6)
+
+
+def test_summary_line_separates_lm_eval_time_from_the_total():
+    from eval.__main__ import summary_line
+
+    r = {"model_name": "m", "seconds": 321.0, "benchmarks": {
+        "alpaca_eval": {"length_controlled_winrate": 50.0, "win_rate": 40.77, "standard_error": 5.2, "n_total": 24},
+        "lm_eval": {"magpie_tiny_mc": {"acc": 0.6}, "magpie_tiny_arith": {"exact_match": 0.5}, "seconds": 26.4}}}
+    line = summary_line(r, Path("runs/x/eval"))
+    assert "AlpacaEval LC 50.00 WR 40.77±5.20 (24 prompts, 0 unparsed)" in line
+    assert "lm-eval 2 tasks (26s); 321s in all -> runs/x/eval/results.json" in line
