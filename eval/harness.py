@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -137,9 +138,8 @@ def run_harness(
                           "install the gpu extra with `pip install -e .[gpu]` (or use backend='hf')")
 
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
 
-    task_manager = TaskManager(include_path=includes or None)
+    task_manager = _task_manager(tuple(includes))
     _check_tasks(tasks, task_manager, includes)
 
     pretrained = resolve(model)
@@ -247,6 +247,15 @@ def _summary_line(summary: dict, out: Path) -> str:
     parts = [f"{task}: " + " ".join(f"{m}={v:.4f}" for m, v in metrics.items())
              for task, metrics in summary.items() if isinstance(metrics, dict)]
     return f"harness: {' | '.join(parts)} | {summary.get('seconds', 0):.1f} s -> {out / RESULTS}"
+
+
+@functools.lru_cache(maxsize=4)
+def _task_manager(includes: tuple[str, ...]):
+    # Indexing lm-eval's task YAMLs takes about 10 s here; the paper suite runs 7 jobs in a row, and
+    # lm-eval's own CLI also builds one TaskManager for all the tasks it evaluates.
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(includes) or None)
 
 
 def _check_tasks(tasks: list[str], task_manager, includes: list[str]) -> None:
