@@ -2,10 +2,11 @@
 
     python benchmarks/eval.py [--prompts 16] [--max_tokens 160] [--skip-models]
 
-Models: SmolLM2-135M-Instruct (hf engine, dtype auto: bf16 on a CPU with native bf16, else fp32) answers the repo's tiny AlpacaEval-style prompts
-twice (greedy with repetition penalty 1.2, and plain greedy, so that the judge has two different
-answers to compare), then judges them as AlpacaEval 2 (one token, top-5 log-probabilities) and as
-Arena-Hard (both orders, verdict prefilled). Times exclude model loading.
+Models: SmolLM2-135M-Instruct (hf engine, dtype auto: bf16 on a CPU with native bf16, else fp32)
+answers the repo's tiny AlpacaEval-style prompts twice (greedy with repetition penalty 1.2, and
+plain greedy, so that the judge has two different answers to compare), then judges them as
+AlpacaEval 2 (one token, top-5 log-probabilities) and as Arena-Hard (both orders, verdict
+prefilled). Times exclude model loading.
 Scoring: alpaca_eval's LC GLM (length_controlled_v1) on 805 synthetic annotations plus 2 x 805 gamed
 rows, and Arena-Hard's Bradley-Terry fit with 100 bootstrap rounds on 500 questions x 2 games, for 1
 and for 10 models; synthetic data shaped like the real thing, seeded.

@@ -2,10 +2,11 @@
 
     python benchmarks/taggers.py [--records 32] [--max_tokens 256] [--batch_size 16] [--prefill json|label]
 
-Records are made from 8 fixed instructions x 4 fixed phrasings (not Magpie output, so the run
-needs no synthesis first); each has a short hand-written response. Every model tagger runs on the
-embedded SmolLM2-135M-Instruct (hf engine, dtype auto: bf16 on a CPU with native bf16, else fp32), one engine shared by all of them, as in the
-tiny profile. Times exclude model loading; the language detector's one-off build is timed apart.
+Records are made from 8 fixed instructions x 4 fixed phrasings (not Magpie output, so the run needs
+no synthesis first); each has a short hand-written response. Every model tagger runs on the embedded
+SmolLM2-135M-Instruct (hf engine, dtype auto: bf16 on a CPU with native bf16, else fp32), one engine
+shared by all of them, as in the tiny profile. Times exclude model loading; the language detector's
+one-off build is timed apart.
 """
 from __future__ import annotations
 

@@ -62,7 +62,8 @@ def summary_line(r: dict, out: Path) -> str:
         parts.append(f"Arena-Hard {h['display']} ({h.get('n_unparsed', 0)} unparsed{pc})")
     if "lm_eval" in b:
         h = b["lm_eval"]
-        parts.append(f"lm-eval {len([t for t, m in h.items() if isinstance(m, dict)])} tasks ({h.get('seconds', 0):.0f}s)")
+        n_tasks = len([t for t, m in h.items() if isinstance(m, dict)])
+        parts.append(f"lm-eval {n_tasks} tasks ({h.get('seconds', 0):.0f}s)")
     return f"[eval] {r['model_name']}: " + "; ".join(parts) + f"; {r['seconds']:.0f}s in all -> {out}/results.json"
 
 

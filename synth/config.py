@@ -22,7 +22,8 @@ class ModelArgs:
     model: str = field(default="meta-llama/Meta-Llama-3-8B-Instruct",
                        metadata={"help": "hub id, local path, or embedded:smollm2-135m-instruct (paper: Air)"})
     engine: str = field(default="vllm", metadata={"help": "vllm (GPU), hf (transformers), openai (a server)"})
-    dtype: str = field(default="bfloat16", metadata={"help": "paper/reference: bfloat16; auto: bf16 where the device computes it, else fp32"})
+    dtype: str = field(default="bfloat16", metadata={
+        "help": "paper/reference: bfloat16; auto: bf16 where the device computes it, else fp32"})
     device: str = field(default="auto", metadata={"help": "hf engine: cpu, cuda, auto"})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per engine (reference: 1 for 8B, 4 for 70B)"})
     gpu_memory_utilization: float = field(default=0.95, metadata={"help": "vllm (reference gen_ins.py: 0.95)"})
