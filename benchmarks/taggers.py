@@ -53,7 +53,7 @@ def main():
     import torch
 
     from synth.taggers import get_tagger
-    from synth.taggers.judge import shared_engine
+    from synth.engines import shared_engine
 
     records = make_records(args.records)
     t0 = time.perf_counter()

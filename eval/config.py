@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from synth.config import ModelArgs, _positive
+from synth.config import ModelArgs, require_positive
 
 BENCHMARKS = ("alpaca_eval", "arena_hard", "lm_eval")
 
@@ -52,7 +52,7 @@ class JudgeArgs:
         "help": "YAML with system_prompt and prompt_template ({QUESTION} {ANSWER_A} {ANSWER_B}); default: ours"})
 
     def __post_init__(self):
-        _positive(self, "judge_batch_size", "alpaca_top_logprobs", "arena_judge_max_tokens")
+        require_positive(self, "judge_batch_size", "alpaca_top_logprobs", "arena_judge_max_tokens")
 
     def engine_kwargs(self) -> dict:
         if self.judge_engine == "openai":
@@ -81,7 +81,7 @@ class BenchArgs:
     answer_batch_size: int = field(default=64, metadata={"help": "answers per call and per resumable shard"})
 
     def __post_init__(self):
-        _positive(self, "alpaca_max_tokens", "arena_max_tokens", "arena_bootstrap_rounds", "answer_batch_size")
+        require_positive(self, "alpaca_max_tokens", "arena_max_tokens", "arena_bootstrap_rounds", "answer_batch_size")
         if self.reference not in ("hub", "generate"):
             raise ValueError(f"reference must be hub or generate, got {self.reference!r}")
         if self.reference == "generate" and not self.reference_model:

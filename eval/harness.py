@@ -149,7 +149,7 @@ def run_harness(
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        from synth.engines.hf import dtype_name
+        from synth.engines import dtype_name
 
         # lm-eval's "auto" would take the checkpoint's bf16 even on a CPU that only emulates it.
         lm_args["dtype"] = dtype_name(dtype, device)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from synth import store
 from synth.config import ModelArgs, ResponseArgs
-from synth.store import _atomic_write_text
+from synth.store import atomic_write_text
 
 from . import benchmarks
 from .config import BenchArgs, EvalArgs, HarnessArgs, JudgeArgs
@@ -221,7 +221,7 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     # 2. References: the benchmark's own, or a local model's answers shared by every evaluated model.
     refs, ref_names = {}, {}
     if bargs.reference == "generate":
-        from synth.taggers.judge import shared_engine
+        from synth.engines import shared_engine
 
         rmargs = ModelArgs(model=bargs.reference_model, engine=bargs.reference_engine, dtype=margs.dtype,
                            device=margs.device, hf_batch_size=margs.hf_batch_size)
@@ -271,7 +271,7 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
 
     result["seconds"] = round(time.perf_counter() - t0, 1)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str))
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str))
     return result
 
 
@@ -301,7 +301,7 @@ def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jar
                                     root / "alpaca_eval_annotator_cache.json")
         annotator = jargs.alpaca_annotator
     else:
-        from synth.taggers.judge import shared_engine
+        from synth.engines import shared_engine
 
         from .judges import PairwiseJudge
 
@@ -325,12 +325,12 @@ def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jar
             games = arena_judgments(judgments, name, ref_name)
             table = arena_hard_score(games, baseline=ref_name, num_rounds=bargs.arena_bootstrap_rounds, seed=eargs.seed)
             row = {**table.loc[name].to_dict(), "position_consistency": position_consistency(games)[name]}
-            _atomic_write_text(root / "scores.json", json.dumps(row, indent=2, default=str))
+            atomic_write_text(root / "scores.json", json.dumps(row, indent=2, default=str))
             return {**row, "display": format_score(row), "judge": annotator}
         ann = alpaca_annotations(prompts, refs, answers, judgments, name, ref_name, annotator)
     from .alpaca import length_controlled_winrate, load_gamed
 
-    _atomic_write_text(root / "annotations.json", json.dumps(ann, indent=1, default=str))
+    atomic_write_text(root / "annotations.json", json.dumps(ann, indent=1, default=str))
     # The gamed rows (and instruction difficulties) belong to the 805 AlpacaEval 2 instructions and
     # the gpt4_turbo references: only then does alpaca_eval's own LC GLM apply.
     full_ae2 = bargs.reference == "hub" and bargs.alpaca_prompts == "hub" and not bargs.alpaca_limit

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 
-def _positive(obj, *names):
+def require_positive(obj, *names):
     for n in names:
         v = getattr(obj, n)
         if v is None or v <= 0:
@@ -36,7 +36,7 @@ class ModelArgs:
     stop_strings: Optional[list[str]] = field(default=None, metadata={"help": "override the derived stop strings"})
 
     def __post_init__(self):
-        _positive(self, "tensor_parallel_size", "max_model_len", "hf_batch_size")
+        require_positive(self, "tensor_parallel_size", "max_model_len", "hf_batch_size")
 
     def engine_kwargs(self) -> dict:
         if self.engine == "hf":
@@ -70,7 +70,7 @@ class InstructionArgs:
     rounds_per_shard: int = field(default=10, metadata={"help": "rounds written per Parquet shard (resume granularity)"})
 
     def __post_init__(self):
-        _positive(self, "total_prompts", "n", "max_tokens", "rounds_per_shard")
+        require_positive(self, "total_prompts", "n", "max_tokens", "rounds_per_shard")
 
 
 @dataclass
@@ -82,7 +82,7 @@ class ResponseArgs:
     response_batch_size: int = field(default=200, metadata={"help": "instructions per batch and shard (reference: 200)"})
 
     def __post_init__(self):
-        _positive(self, "response_max_tokens", "response_batch_size")
+        require_positive(self, "response_max_tokens", "response_batch_size")
 
 
 # The reference's multi-turn system prompt (exp/gen_mt.py), kept verbatim (typos included) so that
@@ -106,7 +106,7 @@ class MultiTurnArgs:
     def __post_init__(self):
         if self.turns < 2:
             raise ValueError(f"turns must be at least 2 for multi-turn, got {self.turns}")
-        _positive(self, "mt_max_tokens", "mt_batch_size")
+        require_positive(self, "mt_max_tokens", "mt_batch_size")
 
 
 @dataclass
@@ -128,7 +128,7 @@ class TagArgs:
     tag_batch_size: int = field(default=256, metadata={"help": "records per tagging batch and shard"})
 
     def __post_init__(self):
-        _positive(self, "judge_max_tokens", "knn_k", "tag_batch_size", "base_max_tokens")
+        require_positive(self, "judge_max_tokens", "knn_k", "tag_batch_size", "base_max_tokens")
 
 
 @dataclass

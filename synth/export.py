@@ -20,11 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import store
-from .filters import LEVELS, SCHEMA, TASK_CATEGORIES, response_length
+from .schema import CATEGORICAL, COLUMNS, TAGS, response_length
 
-TAGS = ("task_category", "other_task_category", "difficulty", "intent", "knowledge", "input_quality",
-        "quality_explanation", "instruct_reward", "reward_model", "reward_difference", "llama_guard_2", "language",
-        "min_neighbor_distance", "repeat_count", "min_similar_conversation_id")
 SHARD_ROWS = 50_000
 _SHAREGPT_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
 
@@ -204,9 +201,7 @@ def render_card(name: str, records: list[dict], chain: list[dict], card_info: di
     else:
         out.append("None: the raw set.")
     out += ["", "## Tag distributions", ""]
-    for field, order in (("task_category", TASK_CATEGORIES), ("difficulty", LEVELS["difficulty"]),
-                         ("input_quality", LEVELS["input_quality"]), ("llama_guard_2", ("safe",)),
-                         ("language", ())):
+    for field, order in CATEGORICAL.items():
         out += [f"### {field}", "", _dist(records, field, order), ""]
     out += ["### Numeric tags and lengths (characters)", "",
             _numeric([{**r, "instruction_chars": len(r.get("instruction") or ""),
@@ -243,7 +238,7 @@ def export(in_dir, out_dir, name: str, card_info: dict | None = None, push_to_hu
         old.unlink()
 
     # `messages` first, then the reference's fields in its order; working columns stay behind.
-    cols = ["messages"] + [c for c in SCHEMA if c != "messages" and any(c in r for r in records)]
+    cols = ["messages"] + [c for c in COLUMNS if c != "messages" and any(c in r for r in records)]
     rows = [{**{c: r.get(c) for c in cols}, "messages": _messages(r)} for r in records]
     n_shards = max(1, math.ceil(len(rows) / SHARD_ROWS))
     for k in range(n_shards):

@@ -39,17 +39,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from . import store
-from .taggers.judge import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES  # noqa: F401 (re-exported)
+from .schema import COLUMNS as SCHEMA, LEVELS, response_length
 
-# The judge owns the label sets (reference unitag.py). Ordinal comparisons use these ranks,
-# lowest first; a value outside them (a judge's typo) counts as missing.
-LEVELS: dict[str, tuple[str, ...]] = {"input_quality": QUALITY_LEVELS, "difficulty": DIFFICULTY_LEVELS}
-# The reference release's columns: an expression may name these even where a run lacks them
-# (then the error says to tag first, not that the name is unknown).
-SCHEMA = ("id", "instruction", "response", "messages", "pre_query_template", "gen_input_configs",
-          "gen_response_configs", "task_category", "other_task_category", "difficulty", "intent", "knowledge",
-          "input_quality", "quality_explanation", "instruct_reward", "reward_model", "reward_difference",
-          "llama_guard_2", "language", "min_neighbor_distance", "repeat_count", "min_similar_conversation_id")
 
 
 log = logging.getLogger(__name__)
@@ -80,14 +71,6 @@ def _any3(values) -> bool | None:
         elif v:
             return True
     return None if unknown else False
-
-def response_length(r: dict) -> int:
-    """Characters the model wrote: all assistant turns for multi-turn records."""
-    msgs = r.get("messages")
-    if msgs:
-        return sum(len(m.get("content") or "") for m in msgs if m.get("role") == "assistant")
-    return len(r.get("response") or "")
-
 
 def is_dedup_keeper(r: dict) -> bool:
     # Reference data_filter.ipynb: keep a row with no similar row, or the cluster's lowest-id row.

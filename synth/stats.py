@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: runs on headless machines and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .filters import LEVELS, TASK_CATEGORIES, response_length  # noqa: E402
+from .schema import LEVELS, TASK_CATEGORIES, response_length  # noqa: E402
 
 UNTAGGED = "untagged"
 TOP_LANGUAGES = 15

@@ -51,7 +51,7 @@ def library_versions() -> dict:
     return out
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -92,13 +92,13 @@ class DatasetDir:
         m = old or {"stage": stage, "config": config, "config_hash": h, "created": time.time(), **info}
         m.update(status="complete" if old and old.get("status") == "complete" else "running",
                  versions=library_versions())
-        _atomic_write_text(self.path / MANIFEST, json.dumps(m, indent=2, default=str))
+        atomic_write_text(self.path / MANIFEST, json.dumps(m, indent=2, default=str))
         return m
 
     def finish(self, counts: dict, **info) -> dict:
         m = self.manifest() or {}
         m.update(status="complete", counts=counts, shards=len(self.shards()), finished=time.time(), **info)
-        _atomic_write_text(self.path / MANIFEST, json.dumps(m, indent=2, default=str))
+        atomic_write_text(self.path / MANIFEST, json.dumps(m, indent=2, default=str))
         return m
 
     # -- shards ---------------------------------------------------------------------------
@@ -117,7 +117,7 @@ class DatasetDir:
     def write_shard(self, k: int, records: list[dict], meta: dict | None = None) -> None:
         meta_json = json.dumps(meta or {}, default=str)
         if not records:
-            _atomic_write_text(self.empty_marker(k), meta_json)
+            atomic_write_text(self.empty_marker(k), meta_json)
             return
         table = pa.Table.from_pylist(records)
         table = table.replace_schema_metadata({_META_KEY: meta_json.encode()})

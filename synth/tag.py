@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 from . import store
+from .schema import CATEGORICAL
 from .taggers import get_tagger
-
-CATEGORICAL = ("task_category", "difficulty", "input_quality", "llama_guard_2", "language")
 
 
 def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, batch_size: int, input_hash: str) -> dict:

@@ -84,7 +84,7 @@ def test_top_logprobs_of_each_generated_token(hf_engine):
 def test_auto_dtype_follows_the_cpus_native_bf16(monkeypatch, hf_engine):
     import torch
 
-    from synth.engines import hf
+    from synth.engines import dtype as hf
 
     for probe, native in (("_is_avx512_bf16_supported", True), ("_is_amx_tile_supported", True), (None, False)):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda p=probe: p == "_is_avx512_bf16_supported")
@@ -100,7 +100,7 @@ def test_auto_dtype_follows_the_cpus_native_bf16(monkeypatch, hf_engine):
 def test_tiny_sft_trains_in_fp32_where_bf16_is_emulated(monkeypatch, capsys):
     from conftest import ROOT
 
-    from synth.engines import hf
+    from synth.engines import dtype as hf
     from train.sft import _hardware_precision, parse
 
     argv = ["--config", str(ROOT / "recipes/configs/sft/tiny.yaml"), "--output_dir", "unused"]

@@ -268,7 +268,7 @@ def test_rerun_loads_no_model_and_table_is_built(evaluated, trained_sft, monkeyp
         raise AssertionError("a model was loaded for a finished evaluation")
 
     monkeypatch.setattr(synth.engines, "get_engine", refuse)
-    monkeypatch.setattr(synth.taggers.judge, "shared_engine", refuse)
+    monkeypatch.setattr(synth.engines, "shared_engine", refuse)
     before = json.loads((evaluated / "sft" / "results.json").read_text())
     assert main(["run", "--config", EVAL_TINY, "--references_dir", str(evaluated / "refs"), *SMALL,
                  "--model", str(trained_sft), "--output_dir", str(evaluated / "sft")]) == 0

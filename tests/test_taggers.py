@@ -10,9 +10,9 @@ import pytest
 
 from synth.taggers import get_tagger, tagger_names
 from synth.taggers.guard import normalize_stand_in
-from synth.taggers.judge import (
-    DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES, canonical_label, parse_judge_json, shared_engine,
-)
+from synth.engines import shared_engine
+from synth.schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
+from synth.taggers.judge import canonical_label, parse_judge_json
 from synth.taggers.reward import STAND_IN_LABEL
 
 TINY = "embedded:smollm2-135m-instruct"

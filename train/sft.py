@@ -132,7 +132,7 @@ def _hardware_precision(model_args, training_args):
 
     import torch
 
-    from synth.engines.hf import dtype_name
+    from synth.engines import dtype_name
 
     on_cpu = training_args.use_cpu or not torch.cuda.is_available()
     if model_args.dtype != "auto" or not on_cpu:

@@ -132,10 +132,6 @@ def register_engine(name: str):
     return deco
 
 
-def engine_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
 def get_engine(name: str, **kwargs) -> Engine:
     """Build an engine by registry name. Engines whose library is missing say what to install."""
     from . import hf, openai  # noqa: F401  (register themselves; light imports)
@@ -145,3 +141,15 @@ def get_engine(name: str, **kwargs) -> Engine:
     if name not in _REGISTRY:
         raise ValueError(f"unknown engine {name!r}; choose one of {sorted(set(_REGISTRY) | {'vllm'})}")
     return _REGISTRY[name](**kwargs)
+
+
+_SHARED: dict[tuple, Engine] = {}
+
+
+def shared_engine(name: str, model: str, **kwargs) -> Engine:
+    """One engine per (engine, model, kwargs) in this process: the three judge taggers (and the eval
+    judge) use the same model, and loading an 8B model three times would triple memory and start-up."""
+    key = (name, model, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+    if key not in _SHARED:
+        _SHARED[key] = get_engine(name, model=model, **kwargs)
+    return _SHARED[key]

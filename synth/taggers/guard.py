@@ -18,7 +18,7 @@ import re
 
 from ..engines import Sampling
 from . import Tagger, register_tagger
-from .judge import shared_engine
+from ..engines import shared_engine
 
 PAPER_GUARD = "meta-llama/Meta-Llama-Guard-2-8B"
 STAND_IN_NOTE = (

@@ -13,15 +13,10 @@ import ast
 import json
 import re
 
-from ..engines import Sampling, get_engine
+from ..engines import Sampling, shared_engine
+from ..schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
 from . import Tagger, register_tagger
 
-TASK_CATEGORIES = (
-    "Information seeking", "Reasoning", "Planning", "Editing", "Coding & Debugging", "Math",
-    "Role playing", "Data analysis", "Creative writing", "Advice seeking", "Brainstorming", "Others",
-)
-DIFFICULTY_LEVELS = ("very easy", "easy", "medium", "hard", "very hard")
-QUALITY_LEVELS = ("very poor", "poor", "average", "good", "excellent")
 
 PAPER_JUDGE = "meta-llama/Meta-Llama-3-8B-Instruct"
 STAND_IN_NOTE = "SmolLM2-135M-Instruct judges in place of Llama-3-8B-Instruct; its labels are noisy."
@@ -182,21 +177,6 @@ def _text(value) -> str | None:
     if isinstance(value, list) and all(isinstance(x, str) for x in value):
         return "; ".join(x.strip() for x in value)
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Engines: the three judges use the same model, so they share one loaded copy.
-
-_ENGINES: dict[tuple, object] = {}
-
-
-def shared_engine(engine: str, model: str, **kwargs):
-    """One engine per (engine, model, kwargs) in this process; loading an 8B model three times
-    would triple the GPU memory and the start-up time."""
-    key = (engine, model, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
-    if key not in _ENGINES:
-        _ENGINES[key] = get_engine(engine, model=model, **kwargs)
-    return _ENGINES[key]
 
 
 # "label" prefills the reply up to the label's value, `{"difficulty": "`, and stops at the closing

@@ -25,7 +25,7 @@ import math
 
 from ..engines import Sampling
 from . import Tagger, register_tagger
-from .judge import shared_engine
+from ..engines import shared_engine
 
 PAPER_RM = "sfairXC/FsfairX-LLaMA3-RM-v0.1"
 PAPER_BASE = "meta-llama/Meta-Llama-3-8B"
