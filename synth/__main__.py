@@ -6,34 +6,116 @@ Verbs (each reads and writes dataset directories under --output_dir):
   multiturn      extend conversations with follow-up turns                -> multiturn/
   tag            task category, difficulty, quality, reward, safety,
                  language, nearest-neighbour distance                     -> tagged/
-  filter         a paper Table 5 preset or an expression                  -> filtered/
+  filter         a paper Table 5 preset or an SQL condition               -> filtered/
   export         TRL messages Parquet, ShareGPT JSONL, dataset card       -> export/
   run            the config's `stages`, in order (what recipes/*.sh call)
   template       print the derived pre-query template, stops and multi-turn append template
+  taggers        list the taggers: fields, models (from --config if given), model batch cap
+  presets        list the filter presets: conditions, cut, size, source
   keys           every config key with its default's source
 
-A run killed at any point resumes when started again with the same config.
+Every value is checked before a model loads or a file is written. A run killed at any point resumes
+when started again with the same config.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-
-GENERATION = ("instructions", "responses", "multiturn")
-STAGES = GENERATION + ("tag", "filter", "export")
-VERBS = STAGES + ("run", "template", "keys")
-UPSTREAM = {"responses": ("instructions",), "multiturn": ("responses",), "tag": ("multiturn", "responses"),
-            "filter": ("tag",), "export": ("filter", "tag")}
-DIRS = {"instructions": "instructions", "responses": "responses", "multiturn": "multiturn", "tag": "tagged",
-        "filter": "filtered", "export": "export"}
+from typing import Callable
 
 
 def _die(msg: str, code: int = 2):
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(code)
+
+
+class Context:
+    """What a stage function needs: the parsed config and the generator engine, loaded on first use."""
+
+    def __init__(self, margs, iargs, rargs, mtargs, targs, fargs, eargs, run):
+        self.margs, self.iargs, self.rargs, self.mtargs = margs, iargs, rargs, mtargs
+        self.targs, self.fargs, self.eargs, self.run = targs, fargs, eargs, run
+        self._engine = None
+
+    def engine(self):
+        if self._engine is None:
+            from .engines import get_engine
+
+            self._engine = get_engine(self.margs.engine, **self.margs.engine_kwargs())
+        return self._engine
+
+    def close_engine(self):  # free the generator before another model loads (one model at a time)
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+
+def _instructions(c: Context, src, out):
+    from .instructions import generate_instructions
+
+    return generate_instructions(c.engine(), c.margs, c.iargs, c.run, out)
+
+
+def _responses(c: Context, src, out):
+    from .responses import generate_responses
+
+    return generate_responses(c.engine(), c.margs, c.rargs, src, out)
+
+
+def _multiturn(c: Context, src, out):
+    from .multiturn import generate_multiturn
+
+    return generate_multiturn(c.engine(), c.margs, c.mtargs, c.rargs, src, out, seed=c.iargs.seed)
+
+
+def _tag(c: Context, src, out):
+    from .tag import tag_dataset
+
+    c.close_engine()
+    return tag_dataset(src, out, tagger_kwargs(c.targs), batch_size=c.targs.tag_batch_size)
+
+
+def _filter(c: Context, src, out):
+    from .filters import filter_dataset
+
+    f = c.fargs
+    return filter_dataset(src, out, f.filter_preset, size=f.filter_size, expression=f.filter_expression,
+                          seed=f.filter_seed)
+
+
+def _export(c: Context, src, out):
+    from .export import export
+
+    root = Path(c.run.output_dir)
+    name = c.eargs.export_name or f"{root.name}-{c.fargs.filter_preset or 'custom'}"
+    return export(src, out, name, card_info={"profile": c.run.profile, "recipe": root.name},
+                  push_to_hub=c.eargs.push_to_hub)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    fn: Callable[[Context, Path | None, Path], dict]
+    out: str                 # folder under output_dir
+    inputs: tuple[str, ...]  # upstream stages, nearest first: the first one this run makes or finds is read
+    count: str               # the counts key that the summary line reports
+    unit: str
+
+
+STAGES = {s.name: s for s in (
+    Stage("instructions", _instructions, "instructions", (), "kept", "instructions"),
+    Stage("responses", _responses, "responses", ("instructions",), "pairs", "pairs"),
+    Stage("multiturn", _multiturn, "multiturn", ("responses",), "conversations", "conversations"),
+    Stage("tag", _tag, "tagged", ("multiturn", "responses"), "records", "records"),
+    Stage("filter", _filter, "filtered", ("tag",), "kept", "records"),
+    Stage("export", _export, "export", ("filter", "tag"), "records", "records"),
+)}
+VERBS = (*STAGES, "run", "template", "taggers", "presets", "keys")
 
 
 def _summary(stage: str, n: int, unit: str, seconds: float, out: Path, counts: dict) -> str:
@@ -45,16 +127,16 @@ def _summary(stage: str, n: int, unit: str, seconds: float, out: Path, counts: d
         extra = f" ({counts['truncated']} hit max_tokens)"
     if counts.get("tokens_this_run"):
         extra += f", {counts['tokens_this_run'] / seconds:.0f} generated tok/s"
-    elif "tokens_this_run" in counts:
-        extra += ", already complete: nothing generated"
+    elif "tokens_this_run" in counts or counts.get("reused"):
+        extra += ", already complete: nothing computed"
     return f"[{stage}] {n} {unit}{extra} in {seconds:.1f}s: {rate:.1f} {unit}/min -> {out}"
 
 
-def tagger_kwargs(t) -> dict[str, dict]:
-    """Constructor arguments of each configured tagger, from TagArgs."""
+def _tagger_table(t) -> dict[str, dict]:
+    """Constructor arguments of every tagger, from TagArgs."""
     judge = dict(judge_model=t.judge_model, judge_engine=t.judge_engine, max_tokens=t.judge_max_tokens,
                  prefill=t.judge_prefill)
-    known = {
+    return {
         "task_category": judge, "difficulty": judge, "input_quality": judge,
         "instruct_reward": dict(reward_model=t.reward_model),
         "reward_difference": dict(reward_model=t.reward_model, base_model=t.reward_base_model,
@@ -63,16 +145,18 @@ def tagger_kwargs(t) -> dict[str, dict]:
         "language": {},
         "min_neighbor_distance": dict(embedding_model=t.embedding_model, k=t.knn_k, repeat_threshold=t.repeat_threshold),
     }
-    from .taggers import tagger_names
 
-    out = {}
+
+def tagger_kwargs(t) -> dict[str, dict]:
+    """Constructor arguments of each configured tagger, in order."""
+    known = _tagger_table(t)
     for name in t.taggers:
         if name not in known:
-            raise ValueError(f"unknown tagger {name!r} in taggers; choose from {tagger_names()}")
-        if name == "reward_difference" and not t.reward_base_model:
-            raise ValueError("tagger reward_difference needs reward_base_model (paper: meta-llama/Meta-Llama-3-8B)")
-        out[name] = known[name]
-    return out
+            raise ValueError(f"unknown tagger {name!r} in taggers; choose from {', '.join(known)} "
+                             "(python -m synth taggers)")
+    if "reward_difference" in t.taggers and not t.reward_base_model:
+        raise ValueError("tagger reward_difference needs reward_base_model (paper: meta-llama/Meta-Llama-3-8B)")
+    return {name: known[name] for name in t.taggers}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,125 +168,128 @@ def main(argv: list[str] | None = None) -> int:
         _die(f"unknown verb {argv[0]!r}; choose {', '.join(VERBS)}")
     verb, rest = argv[0], argv[1:]
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from . import config as cfg
+    from . import config as cfg, store
 
     if verb == "keys":
         print(cfg.field_help())
         return 0
+    if verb == "presets":
+        return _list_presets()
     try:
-        margs, iargs, rargs, mtargs, targs, fargs, eargs, run = cfg.parse(rest)
-    except (ValueError, TypeError) as e:  # bad YAML, unknown key, bad value
-        _die(f"config: {str(e).splitlines()[0]}")
+        parsed = cfg.parse(rest)
+    except (ValueError, TypeError) as e:  # bad YAML, unknown key, bad value: one line, no usage dump
+        _die(str(e).splitlines()[0])
     except FileNotFoundError as e:
         _die(f"config file not found: {e.filename}")
-
-    from . import store
-
+    c = Context(*parsed)
     try:
-        return _run(verb, margs, iargs, rargs, mtargs, targs, fargs, eargs, run)
-    except (store.RunMismatch, store.IncompleteInput, FileNotFoundError, ImportError, ValueError) as e:
+        if verb == "taggers":
+            return _list_taggers(c.targs)
+        return _run(verb, c)
+    except OSError as e:  # a read-only or full filesystem, an output_dir that is a file
+        where = e.filename or c.run.output_dir
+        _die(f"{where}: {e.strerror or e}; free space, fix the permissions or choose another output_dir")
+    except (store.RunMismatch, store.IncompleteInput, ImportError, ValueError) as e:
         _die(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
 
 
-def _run(verb, margs, iargs, rargs, mtargs, targs, fargs, eargs, run) -> int:
-    from . import config as cfg, store, tracking
-
-    root = Path(run.output_dir)
-    stages = [verb] if verb in STAGES else list(run.stages) if verb == "run" else []
+def _plan(verb: str, c: Context) -> list[str]:
+    """The stages to run, every value they use checked: nothing has loaded or been written yet."""
+    stages = [verb] if verb in STAGES else list(c.run.stages) if verb == "run" else []
     for s in stages:
         if s not in STAGES:
             raise ValueError(f"unknown stage {s!r} in stages; choose from {', '.join(STAGES)}")
     if "tag" in stages:
-        tkw = tagger_kwargs(targs)  # validate before any model is loaded
-    def source(stage):
+        tagger_kwargs(c.targs)
+    if "filter" in stages:
+        from .filters import validate
+
+        validate(c.fargs.filter_preset, c.fargs.filter_expression, c.fargs.filter_size)
+    root = Path(c.run.output_dir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"output_dir {root} is a file; choose a directory")
+    return stages
+
+
+def _run(verb: str, c: Context) -> int:
+    from . import config as cfg, store, tracking
+
+    stages = _plan(verb, c)
+    root = Path(c.run.output_dir)
+
+    def source(stage: Stage) -> Path | None:
         """A stage reads the nearest upstream stage that this run makes or that is on disk."""
-        for s in UPSTREAM[stage]:
-            if s in stages or (root / DIRS[s] / "manifest.json").exists():
-                return root / DIRS[s]
-        return root / DIRS[UPSTREAM[stage][-1]]
+        for s in stage.inputs:
+            if s in stages or (root / STAGES[s].out / store.MANIFEST).exists():
+                return root / STAGES[s].out
+        return root / STAGES[stage.inputs[-1]].out if stage.inputs else None
 
-    if stages and stages[0] != "instructions":  # fail on a missing input before loading a model
-        store.DatasetDir(source(stages[0])).require_complete()
-    engine = None
-
-    def get_engine():
-        nonlocal engine
-        if engine is None:
-            from .engines import get_engine as build
-
-            engine = build(margs.engine, **margs.engine_kwargs())
-        return engine
-
+    first = STAGES[stages[0]] if stages else None
+    if first is not None and first.inputs:  # fail on a missing input before loading a model
+        store.DatasetDir(source(first)).require_complete()
     if verb == "template":
         from . import instructions as ins
 
-        tpl, stops = ins.resolve_template(get_engine(), margs, iargs)
+        tpl, stops = ins.resolve_template(c.engine(), c.margs, c.iargs)
         print(json.dumps({**tpl.to_dict(), "instruction_stops": stops}, indent=2))
         return 0
-    group = run.wandb_group or root.name
-    log_cfg = {"profile": run.profile, **cfg.stage_config(margs, iargs, rargs, mtargs, targs, fargs, eargs)}
-    for stage in stages:
-        out = root / DIRS[stage]
-        with tracking.stage_run(stage, log_cfg, root, run.report_to, run.wandb_project, group) as log:
+    group = c.run.wandb_group or root.name
+    log_cfg = {"profile": c.run.profile,
+               **cfg.stage_config(c.margs, c.iargs, c.rargs, c.mtargs, c.targs, c.fargs, c.eargs)}
+    for name in stages:
+        stage, out = STAGES[name], root / STAGES[name].out
+        with tracking.stage_run(name, log_cfg, root, c.run.report_to, c.run.wandb_project, group) as log:
             t0 = time.perf_counter()
-            if stage == "instructions":
-                from .instructions import generate_instructions
-
-                c = generate_instructions(get_engine(), margs, iargs, run, out)
-                n, unit = c["kept"], "instructions"
-            elif stage == "responses":
-                from .responses import generate_responses
-
-                c = generate_responses(get_engine(), margs, rargs, source(stage), out)
-                n, unit = c["pairs"], "pairs"
-            elif stage == "multiturn":
-                from .multiturn import generate_multiturn
-
-                c = generate_multiturn(get_engine(), margs, mtargs, rargs, source(stage), out, seed=iargs.seed)
-                n, unit = c["conversations"], "conversations"
-            elif stage == "tag":
-                from .tag import tag_dataset
-
-                if engine is not None:  # free the generator before loading the taggers' models
-                    engine.close()
-                    engine = None
-                c = tag_dataset(source(stage), out, tkw, batch_size=targs.tag_batch_size)
-                n, unit = c["records"], "records"
-            elif stage == "filter":
-                from .filters import filter_dataset
-
-                c = filter_dataset(source(stage), out, fargs.filter_preset, size=fargs.filter_size,
-                                   expression=fargs.filter_expression, seed=fargs.filter_seed)
-                n, unit = c["kept"], "records"
-            elif stage == "export":
-                from .export import export
-
-                name = eargs.export_name or f"{root.name}-{fargs.filter_preset or 'custom'}"
-                c = export(source(stage), out, name, card_info={"profile": run.profile, "recipe": root.name},
-                           push_to_hub=eargs.push_to_hub)
-                n, unit = c.get("records", c.get("rows", 0)), "records"
+            counts = stage.fn(c, source(stage), out)
             dt = time.perf_counter() - t0
-            log({f"{stage}/{k}": v for k, v in c.items() if isinstance(v, (int, float))} | {f"{stage}/per_min": n / dt * 60})
-            if stage in ("tag", "filter"):
+            n = counts.get(stage.count, 0)
+            log({f"{name}/{k}": v for k, v in counts.items() if isinstance(v, (int, float))}
+                | {f"{name}/per_min": n / dt * 60})
+            if name in ("tag", "filter"):
                 _log_tables(log, out)
-        if stage == "filter" and c.get("funnel"):
+        if counts.get("funnel"):
             from .filters import format_funnel
 
-            print(format_funnel(c["funnel"]))
-        print(_summary(stage, n, unit, dt, out, c))
+            print(format_funnel(counts["funnel"]))
+        print(_summary(name, n, stage.unit, dt, out, counts))
     return 0
 
 
 def _log_tables(log, out: Path) -> None:
-    """Tag histograms and the filter funnel as W&B tables and images."""
-    try:
-        from . import stats, store
+    """Tag histograms and the filter funnel as W&B tables and images (the funnel also as funnel.png)."""
+    from . import stats, store
 
-        ds = store.DatasetDir(out)
-        m = ds.manifest() or {}
-        log(stats.wandb_tables(ds.records(), m.get("funnel")))
-    except ImportError:
-        pass
+    ds = store.DatasetDir(out)
+    funnel = (ds.manifest() or {}).get("funnel")
+    if funnel:
+        stats.plot_funnel(funnel, out / "funnel.png")
+    log(stats.wandb_tables(ds.records(), funnel))
+
+
+def _list_taggers(targs) -> int:
+    from .taggers import get_tagger_class
+
+    for name, kwargs in _tagger_table(targs).items():
+        cls = get_tagger_class(name)
+        param = inspect.signature(cls).parameters.get("batch_size")
+        batch = param.default if param is not None else cls.batch_size
+        cap = "all records at once" if cls.batch_size is None else f"model batch <= {batch}"
+        models = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k.endswith(("model", "engine"))) or "no model"
+        print(f"{'on' if name in targs.taggers else '  '} {name:<22} fields: {', '.join(cls.fields)}")
+        print(f"   {'':<22} {cap}; {models}")
+    print("(on: in this config's taggers)")
+    return 0
+
+
+def _list_presets() -> int:
+    from .filters import PRESETS
+
+    for p in PRESETS.values():
+        size = "all rows" if p.cut is None else f"{p.cut} {p.size:,}"
+        print(f"{p.name:<24} {size:<18} {p.source}")
+        for cond in p.conditions:
+            print(f"{'':<27}{cond}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,35 @@ def require_positive(obj, *names):
             raise ValueError(f"{n} must be a positive number, got {v!r}")
 
 
+def require_sampling(obj, temperature: str, top_p: str):
+    """The ranges every engine accepts (vLLM's SamplingParams checks the same): checked when the config is
+    read, so a typo fails before a model loads or anything is written."""
+    t, p = getattr(obj, temperature), getattr(obj, top_p)
+    if t is None or t < 0:
+        raise ValueError(f"{temperature} must be >= 0 (0 is greedy), got {t!r}")
+    if p is None or not 0 < p <= 1:
+        raise ValueError(f"{top_p} must be in (0, 1], got {p!r}")
+
+
+def require_choice(obj, name: str, choices):
+    if getattr(obj, name) not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {getattr(obj, name)!r}")
+
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+ENGINES = ("vllm", "hf", "openai")
+
+# Sampling mixes of paper Table 7: (temperature, top_p, weight).
+MIXES = {
+    # Air 3M: T in {1.0, 1.1, 1.2} x top_p in {1.0, 0.995, 0.99}, 300K each, plus T=1.25 at the
+    # same three top_p values, 100K each.
+    "air-3m": [(t, p, 3) for t in (1.0, 1.1, 1.2) for p in (1.0, 0.995, 0.99)]
+    + [(1.25, p, 1) for p in (1.0, 0.995, 0.99)],
+    # Pro 1M: 300K at (1.0, 1.0), (1.1, 0.995), (1.2, 0.995); 100K at (1.25, 0.99).
+    "pro-1m": [(1.0, 1.0, 3), (1.1, 0.995, 3), (1.2, 0.995, 3), (1.25, 0.99, 1)],
+}
+
+
 @dataclass
 class ModelArgs:
     model: str = field(default="meta-llama/Meta-Llama-3-8B-Instruct",
@@ -37,6 +66,8 @@ class ModelArgs:
 
     def __post_init__(self):
         require_positive(self, "tensor_parallel_size", "max_model_len", "hf_batch_size")
+        require_choice(self, "engine", ENGINES)
+        require_choice(self, "dtype", DTYPES)
 
     def engine_kwargs(self) -> dict:
         if self.engine == "hf":
@@ -67,10 +98,14 @@ class InstructionArgs:
     control: Optional[str] = field(default=None, metadata={"help": "math, code, translation or language:<Name> (paper section 5); default none"})
     system_prompt: Optional[str] = field(default=None, metadata={"help": "step-1 system prompt text (overrides control); paper default: none"})
     seed: int = field(default=0, metadata={"help": "base seed; each round derives its own"})
-    rounds_per_shard: int = field(default=10, metadata={"help": "rounds written per Parquet shard (resume granularity)"})
+    rounds_per_shard: int = field(default=10, metadata={
+        "help": "rounds written per Parquet shard (resume granularity; part of the resume key: it fixes which "
+                "rounds shard k holds)"})
 
     def __post_init__(self):
         require_positive(self, "total_prompts", "n", "max_tokens", "rounds_per_shard")
+        require_sampling(self, "temperature", "top_p")
+        require_choice(self, "mix", ("single", *MIXES))
 
 
 @dataclass
@@ -83,6 +118,7 @@ class ResponseArgs:
 
     def __post_init__(self):
         require_positive(self, "response_max_tokens", "response_batch_size")
+        require_sampling(self, "response_temperature", "response_top_p")
 
 
 # The reference's multi-turn system prompt (exp/gen_mt.py), kept verbatim (typos included) so that
@@ -107,6 +143,7 @@ class MultiTurnArgs:
         if self.turns < 2:
             raise ValueError(f"turns must be at least 2 for multi-turn, got {self.turns}")
         require_positive(self, "mt_max_tokens", "mt_batch_size")
+        require_sampling(self, "mt_temperature", "mt_top_p")
 
 
 @dataclass
@@ -125,16 +162,20 @@ class TagArgs:
     embedding_model: str = field(default="sentence-transformers/all-mpnet-base-v2", metadata={"help": "paper: all-mpnet-base-v2"})
     knn_k: int = field(default=500, metadata={"help": "neighbours searched (reference gen_dis.py: 500)"})
     repeat_threshold: float = field(default=0.05, metadata={"help": "squared L2 under which two instructions repeat (reference: 0.05)"})
-    tag_batch_size: int = field(default=256, metadata={"help": "records per tagging batch and shard"})
+    tag_batch_size: int = field(default=256, metadata={
+        "help": "records per tagging shard and tag() call, as set; a model tagger splits a call into batches "
+                "of at most its own cap (judge/guard 64, reward 16: python -m synth taggers), said in the log"})
 
     def __post_init__(self):
         require_positive(self, "judge_max_tokens", "knn_k", "tag_batch_size", "base_max_tokens")
+        require_choice(self, "judge_engine", ENGINES)
+        require_choice(self, "judge_prefill", ("json", "label"))
 
 
 @dataclass
 class FilterArgs:
     filter_preset: Optional[str] = field(default="air-300k-filtered", metadata={"help": "paper Table 5 preset (python -m synth presets)"})
-    filter_expression: Optional[str] = field(default=None, metadata={"help": "a pandas query over the tags, instead of or after the preset"})
+    filter_expression: Optional[str] = field(default=None, metadata={"help": "an SQL condition over the tags (DuckDB), instead of or after the preset"})
     filter_size: Optional[int] = field(default=None, metadata={"help": "rows to keep (default: the preset's, e.g. 300K)"})
     filter_seed: int = field(default=0, metadata={"help": "seed of random presets (raw-300k)"})
 
@@ -158,8 +199,9 @@ class RunArgs:
 
 ALL = (ModelArgs, InstructionArgs, ResponseArgs, MultiTurnArgs, TagArgs, FilterArgs, ExportArgs, RunArgs)
 
-# Keys that do not change a stage's records (left out of the config hash used for resume).
-NON_SEMANTIC = {"output_dir", "profile", "report_to", "wandb_project", "wandb_group", "rounds_per_shard", "stages",
+# Keys that change neither a stage's records nor its shard layout (left out of the config hash used for
+# resume). rounds_per_shard and the *_batch_size keys decide which items shard k holds: they stay in.
+NON_SEMANTIC = {"output_dir", "profile", "report_to", "wandb_project", "wandb_group", "stages",
                 "gpu_memory_utilization", "swap_space", "device", "base_url"}
 
 
@@ -171,20 +213,29 @@ def stage_config(*parts) -> dict:
 
 
 def parse(argv: list[str] | None = None, classes: tuple = ALL):
-    """One instance of each of `classes`, from `--config x.yaml` plus overrides."""
+    """One instance of each of `classes`, from `--config x.yaml` plus overrides. Errors are one line that
+    blames the command line when they name a key given there, else the YAML file."""
     import yaml
     from trl import TrlParser
 
     parser = TrlParser(classes)
+
+    def error(message):  # argparse would print a 40-line usage dump and exit
+        raise ValueError(message)
+    parser.error = error
     argv = list(argv or [])
     path = next((a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
                  for i, a in enumerate(argv) if a.split("=", 1)[0] == "--config"), None)
+    given = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")} - {"config"}
     try:
         return parser.parse_args_and_config(args=argv)
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
-    except ValueError as e:
-        raise ValueError(f"{path or 'command line'}: {str(e).splitlines()[0]}") from None
+    except (ValueError, TypeError) as e:
+        msg = str(e).splitlines()[0]
+        named = {w.strip("'\"{}:,-") for w in msg.split()}
+        blame = "command line" if path is None or given & named else path
+        raise ValueError(f"{blame}: {msg}") from None
 
 
 def field_help() -> str:

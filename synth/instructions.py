@@ -15,21 +15,10 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from . import control, sanitize, store, templates
-from .config import InstructionArgs, ModelArgs, RunArgs, stage_config
+from .config import MIXES, InstructionArgs, ModelArgs, RunArgs, stage_config
 from .engines import Sampling
 
 log = logging.getLogger(__name__)
-
-# Sampling mixes of paper Table 7: (temperature, top_p, weight).
-MIXES = {
-    # Air 3M: T in {1.0, 1.1, 1.2} x top_p in {1.0, 0.995, 0.99}, 300K each, plus T=1.25 at the
-    # same three top_p values, 100K each.
-    "air-3m": [(t, p, 3) for t in (1.0, 1.1, 1.2) for p in (1.0, 0.995, 0.99)]
-    + [(1.25, p, 1) for p in (1.0, 0.995, 0.99)],
-    # Pro 1M: 300K at (1.0, 1.0), (1.1, 0.995), (1.2, 0.995); 100K at (1.25, 0.99).
-    "pro-1m": [(1.0, 1.0, 3), (1.1, 0.995, 3), (1.2, 0.995, 3), (1.25, 0.99, 1)],
-}
-
 
 def allocate(total: int, weights: list[float]) -> list[int]:
     """Split `total` by `weights` (largest remainder), so that shares are exact and sum to total."""
@@ -44,8 +33,6 @@ def mix_cells(args: InstructionArgs) -> list[tuple[float, float, int]]:
     """(temperature, top_p, count) per cell of the chosen mix."""
     if args.mix == "single":
         return [(args.temperature, args.top_p, args.total_prompts)]
-    if args.mix not in MIXES:
-        raise ValueError(f"unknown mix {args.mix!r}; choose single, {', '.join(MIXES)}")
     cells = MIXES[args.mix]
     return [(t, p, c) for (t, p, _), c in zip(cells, allocate(args.total_prompts, [w for *_, w in cells])) if c]
 

@@ -27,7 +27,6 @@ def followup_prompt(engine, tpl: templates.Template, messages: list[dict], syste
 def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_args, in_dir, out_dir,
                        seed: int = 0) -> dict:
     src = store.DatasetDir(in_dir)
-    src_manifest = src.require_complete()
     conversations = src.records()
     tpl = templates.from_tokenizer(engine.tokenizer, margs.model)
     if not tpl.mt_append_template:
@@ -36,7 +35,7 @@ def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_arg
     stop_ids = templates.stop_token_ids(engine.tokenizer, stops)
     answer = response_sampling(engine, response_args, margs.model)
     ds = store.DatasetDir(out_dir)
-    config = {**stage_config(margs, mt, response_args), "input_config_hash": src_manifest["config_hash"], "seed": seed}
+    config = {**stage_config(margs, mt, response_args), "input_id": src.identity(), "seed": seed}
     ds.begin("multiturn", config, model=margs.model, engine=engine.info.name, input=str(in_dir),
              mt_append_template=tpl.mt_append_template, stop=stops)
     B = mt.mt_batch_size

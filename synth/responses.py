@@ -25,7 +25,7 @@ def response_sampling(engine, rargs: ResponseArgs, model: str) -> Sampling:
 
 def responses_config(margs: ModelArgs, rargs: ResponseArgs, in_dir) -> dict:
     """The config a responses directory is keyed by: a finished one with this config can be reused."""
-    return {**stage_config(margs, rargs), "input_config_hash": store.DatasetDir(in_dir).require_complete()["config_hash"]}
+    return {**stage_config(margs, rargs), "input_id": store.DatasetDir(in_dir).identity()}
 
 
 def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, out_dir) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import time
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 MANIFEST = "manifest.json"
 DATA = "data"
 _META_KEY = b"magpie_shard_meta"
+log = logging.getLogger(__name__)
 
 
 class RunMismatch(RuntimeError):
@@ -52,9 +54,15 @@ def library_versions() -> dict:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all (a temporary file renamed into place; removed on failure,
+    e.g. a full disk, so no `.tmp` files are left behind)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class DatasetDir:
@@ -73,33 +81,66 @@ class DatasetDir:
         return bool(m and m.get("status") == "complete")
 
     def begin(self, stage: str, config: dict, **info) -> dict:
-        """Start or resume `stage` here. Refuses a directory that holds a run of another config."""
+        """Start or resume `stage` here. Refuses a directory that holds a run of another config, unless that
+        run failed before its first shard (nothing to keep). Unreadable shards are removed so they are redone."""
         h = config_hash(config)
         old = self.manifest()
         # Compare configs, not stored hashes: the hash of the stored config is recomputed here.
         if old is not None and config_hash(old.get("config", {})) != h:
-            changed = sorted(k for k in set(config) | set(old.get("config", {}))
-                             if config.get(k) != old.get("config", {}).get(k))
-            raise RunMismatch(
-                f"{self.path} holds a {old.get('stage')} run of another config (differs in: "
-                f"{', '.join(changed) or 'hash'}); use another output_dir or delete that one"
-            )
-        if old is None and self.path.exists() and any(self.path.iterdir()):
+            if old.get("status") == "complete" or self.shards():
+                changed = sorted(k for k in set(config) | set(old.get("config", {}))
+                                 if config.get(k) != old.get("config", {}).get(k))
+                raise RunMismatch(
+                    f"{self.path} holds a {old.get('stage')} run of another config (differs in: "
+                    f"{', '.join(changed) or 'hash'}); use another output_dir or delete that one")
+            old = None
+        elif old is None and self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise RunMismatch(f"{self.path} exists and is not a dataset directory; choose an empty output_dir")
         self.data.mkdir(parents=True, exist_ok=True)
         for stale in self.data.glob(".*.tmp"):  # a shard whose write was killed
             stale.unlink()
+        redo = self.drop_unreadable()
         m = old or {"stage": stage, "config": config, "config_hash": h, "created": time.time(), **info}
-        m.update(status="complete" if old and old.get("status") == "complete" else "running",
+        m.update(status="complete" if old and old.get("status") == "complete" and not redo else "running",
                  versions=library_versions())
         atomic_write_text(self.path / MANIFEST, json.dumps(m, indent=2, default=str))
         return m
 
     def finish(self, counts: dict, **info) -> dict:
         m = self.manifest() or {}
-        m.update(status="complete", counts=counts, shards=len(self.shards()), finished=time.time(), **info)
+        shards = self.shards()
+        m.update(status="complete", counts=counts, shards=len(shards), fingerprint=self._fingerprint(shards),
+                 finished=time.time(), **info)
         atomic_write_text(self.path / MANIFEST, json.dumps(m, indent=2, default=str))
         return m
+
+    def _fingerprint(self, shards: list[int]) -> str:
+        """What the data is, cheaply: each shard's name, size and row count (Parquet footers only). A later
+        stage keys on it, so an input rewritten under the same config is noticed, not silently reused."""
+        parts = []
+        for k in shards:
+            p = self.shard_path(k)
+            parts.append((k, p.stat().st_size, pq.read_metadata(p).num_rows) if p.exists() else (k, 0, 0))
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+    def identity(self) -> str:
+        """The key a downstream stage records for this (complete) input: its config and its data."""
+        m = self.require_complete()
+        return f"{m['config_hash']}:{m.get('fingerprint', '')}"
+
+    def drop_unreadable(self) -> list[Path]:
+        """Remove shards that cannot be read back (a truncated or corrupted file), naming each; resume then
+        writes them again. Only the Parquet footer is read, so this is cheap at any size."""
+        bad = []
+        for k in self.shards():
+            path = self.shard_path(k) if self.shard_path(k).exists() else self.empty_marker(k)
+            try:
+                pq.read_metadata(path) if path.suffix == ".parquet" else json.loads(path.read_text() or "{}")
+            except Exception as e:  # pyarrow raises ArrowInvalid / OSError; a marker JSONDecodeError
+                log.warning("%s is unreadable (%s); it will be written again", path, str(e).splitlines()[0][:120])
+                path.unlink()
+                bad.append(path)
+        return bad
 
     # -- shards ---------------------------------------------------------------------------
     def shard_path(self, k: int) -> Path:
@@ -123,8 +164,12 @@ class DatasetDir:
         table = table.replace_schema_metadata({_META_KEY: meta_json.encode()})
         final = self.shard_path(k)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)  # atomic: readers see the whole shard or none of it
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, final)  # atomic: readers see the whole shard or none of it
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def shard_meta(self, k: int) -> dict:
         if self.empty_marker(k).exists():

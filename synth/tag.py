@@ -9,22 +9,33 @@ tagger's fields; its manifest holds coverage, parse failures and tag distributio
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from pathlib import Path
 
 from . import store
 from .schema import CATEGORICAL
-from .taggers import get_tagger
+from .taggers import get_tagger, get_tagger_class
+
+log = logging.getLogger(__name__)
 
 
-def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, batch_size: int, input_hash: str) -> dict:
+def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, batch_size: int, input_id: str) -> dict:
     part = store.DatasetDir(part_dir)
-    part.begin(f"tag:{name}", {"tagger": name, "kwargs": kwargs, "input_config_hash": input_hash})
+    # `batch_size` (tag_batch_size) is what runs: the records per shard and per tag() call. A tagger's own
+    # batch_size is the most its model takes in one forward pass; it splits a call into such batches.
+    # A tagger that needs every record at once (nearest neighbours) writes one shard.
+    needs_all = get_tagger_class(name).batch_size is None
+    size = max(len(records), 1) if needs_all else batch_size
+    part.begin(f"tag:{name}", {"tagger": name, "kwargs": kwargs, "shard_size": None if needs_all else size,
+                               "input_id": input_id})
     if part.complete:
         return part.manifest()
     tagger = get_tagger(name, **kwargs)
     fields = tagger.fields
-    size = len(records) if tagger.batch_size is None else min(batch_size, tagger.batch_size or batch_size)
+    if tagger.batch_size is not None:
+        log.info("tag %s: %d records per shard, at most %d per model batch (the tagger's cap)",
+                 name, size, tagger.batch_size)
     for k, batch in part.pending(records, size, f"tag {name}", "rec"):
         before = dict(tagger.stats)
         tags = tagger.tag(batch)
@@ -38,16 +49,17 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
                 plots: bool = True) -> dict:
     """`taggers`: name -> constructor kwargs, run in order. Returns counts for the summary."""
     src = store.DatasetDir(in_dir)
-    src_manifest = src.require_complete()
-    records = src.records()
+    input_id = src.identity()
     out = store.DatasetDir(out_dir)
-    config = {"taggers": taggers, "batch_size": batch_size, "input_config_hash": src_manifest["config_hash"]}
-    out.begin("tagged", config, input=str(in_dir))
+    config = {"taggers": taggers, "batch_size": batch_size, "input_id": input_id}
+    m = out.begin("tagged", config, input=str(in_dir))
+    if m["status"] == "complete":  # a finished join is never rewritten in place
+        return {**m["counts"], "reused": True}
+    records = src.records()
     t0 = time.perf_counter()
     parts = {}
     for name, kwargs in taggers.items():
-        parts[name] = _run_tagger(name, kwargs, records, Path(out_dir) / "parts" / name, batch_size,
-                                  src_manifest["config_hash"])
+        parts[name] = _run_tagger(name, kwargs, records, Path(out_dir) / "parts" / name, batch_size, input_id)
     # Join: every record gets every tagger's fields (None where a tagger could not tag it).
     joined = {r["id"]: dict(r) for r in records}
     for name, m in parts.items():
@@ -58,11 +70,14 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
             for f in m["fields"]:
                 r.setdefault(f, None)
     tagged = [joined[r["id"]] for r in records]
-    for stale in out.shards():  # the join is rewritten whole: cheap next to tagging itself
+    # An unfinished join is redone shard by shard, each shard replaced atomically: the join is deterministic
+    # (same input, same parts), so a shard already there is rewritten with the same rows, never emptied.
+    n_shards = max(1, -(-len(tagged) // shard_rows))
+    for k in range(n_shards):
+        out.write_shard(k, tagged[k * shard_rows:(k + 1) * shard_rows])
+    for stale in (k for k in out.shards() if k >= n_shards):
         out.shard_path(stale).unlink(missing_ok=True)
         out.empty_marker(stale).unlink(missing_ok=True)
-    for k in range(0, max(len(tagged), 1), shard_rows):
-        out.write_shard(k // shard_rows, tagged[k:k + shard_rows])
     counts = summarize(tagged, parts)
     plot_files = []
     if plots:

@@ -30,12 +30,14 @@ def stage_run(stage: str, config: dict, run_dir, report_to: str = "wandb", proje
             run = wandb.init(project=project, group=group or Path(run_dir).name, job_type=stage,
                              name=f"{group or Path(run_dir).name}-{stage}", config=config, dir=str(run_dir),
                              reinit="finish_previous")
+    failed = True
     try:
         yield (run.log if run is not None else (lambda *_a, **_k: None))
+        failed = False
     finally:
         if run is not None:
             mode = "offline" if os.environ.get("WANDB_MODE") == "offline" else "online"
             where = run.dir if mode == "offline" else run.url
-            run.finish()
+            run.finish(exit_code=1 if failed else 0)  # a stage that raised is a failed run in W&B too
             hint = f" (upload: wandb sync {Path(where).parent})" if mode == "offline" else ""
             print(f"W&B {mode} run: {where}{hint}", file=sys.stderr)

@@ -51,11 +51,15 @@ def tagger_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_tagger(name: str, **kwargs) -> Tagger:
+def get_tagger_class(name: str) -> type[Tagger]:
     _load_all()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown tagger {name!r}; choose from {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**kwargs)
+        raise ValueError(f"unknown tagger {name!r}; choose from {sorted(_REGISTRY)} (python -m synth taggers)")
+    return _REGISTRY[name]
+
+
+def get_tagger(name: str, **kwargs) -> Tagger:
+    return get_tagger_class(name)(**kwargs)
 
 
 def _load_all() -> None:
