@@ -1,6 +1,6 @@
 """Export a dataset directory as a release: TRL-ready Parquet, ShareGPT JSONL and a dataset card.
 
-    out_dir/data/train-0000k-of-0000n.parquet   `messages` plus the reference release's fields
+    out_dir/data/part-0000k.parquet             `messages` plus the reference release's fields
     out_dir/sharegpt.jsonl                      {"id", "conversations": [{"from", "value"}], tags...}
     out_dir/README.md                           the card: source, template, sampling, filters, counts,
                                                 tag distributions, and what stood in for the paper's models
@@ -15,9 +15,6 @@ import math
 import statistics
 from collections import Counter
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import store
 from .schema import CATEGORICAL, COLUMNS, TAGS, response_length
@@ -157,14 +154,13 @@ def render_card(name: str, records: list[dict], chain: list[dict], card_info: di
     funnel = filt.get("funnel")
     notes = _stand_ins(chain, card_info)
 
-    front = ["---", f"license: {lic}", "task_categories:", "- text-generation",
-             f"size_categories:\n- {_size_category(len(records))}", "tags:", "- synthetic", "- magpie",
-             "- instruction-tuning"]
-    if langs:
-        front += ["language:"] + [f"- {lang}" for lang in langs]
-    front += ["configs:", "- config_name: default", "  data_files:", "  - split: train", "    path: data/train-*",
-              "---"]
-    out = ["\n".join(front), f"# {card_info.get('title', name)}", ""]
+    from huggingface_hub import DatasetCardData
+
+    front = DatasetCardData(
+        license=lic, language=langs or None, task_categories=["text-generation"],
+        size_categories=[_size_category(len(records))], tags=["synthetic", "magpie", "instruction-tuning"],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/part-*.parquet"}]}])
+    out = [f"---\n{front.to_yaml()}\n---", f"# {card_info.get('title', name)}", ""]
     out.append(card_info.get("description") or
                f"{len(records):,} conversations synthesized with MAGPIE (Xu et al. 2024, arXiv 2406.08464): "
                f"instructions sampled from {model} given only its pre-query template, answered by "
@@ -224,42 +220,35 @@ def render_card(name: str, records: list[dict], chain: list[dict], card_info: di
 
 # -- the stage --------------------------------------------------------------------------------
 def export(in_dir, out_dir, name: str, card_info: dict | None = None, push_to_hub: str | None = None) -> dict:
-    """Write the release files of `in_dir` (a complete dataset directory) into `out_dir`."""
+    """Write the release of `in_dir` (a complete dataset directory) as a dataset directory of its own:
+    `data/part-*.parquet` (TRL's `messages` first, then the reference's fields), `sharegpt.jsonl` and the card
+    `README.md`, each written whole or not at all; resumable and keyed by its input like every stage."""
     card_info = dict(card_info or {})
     src = store.DatasetDir(in_dir)
-    src.require_complete()
-    records = src.records()
-    if not records:
-        raise ValueError(f"{in_dir} has no rows to export; loosen the filter or check the earlier stages")
-    out = Path(out_dir)
-    data = out / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    for old in data.glob("train-*.parquet"):  # a re-export with another shard count must not mix
-        old.unlink()
-
-    # `messages` first, then the reference's fields in its order; working columns stay behind.
-    cols = ["messages"] + [c for c in COLUMNS if c != "messages" and any(c in r for r in records)]
-    rows = [{**{c: r.get(c) for c in cols}, "messages": _messages(r)} for r in records]
-    n_shards = max(1, math.ceil(len(rows) / SHARD_ROWS))
-    for k in range(n_shards):
-        part = rows[k * SHARD_ROWS:(k + 1) * SHARD_ROWS]
-        pq.write_table(pa.Table.from_pylist(part), data / f"train-{k:05d}-of-{n_shards:05d}.parquet")
-
-    with open(out / "sharegpt.jsonl", "w") as f:
-        for r in records:
-            f.write(json.dumps(to_sharegpt(r), ensure_ascii=False) + "\n")
-
-    chain = _manifest_chain(Path(in_dir))
-    (out / "README.md").write_text(render_card(name, records, chain, card_info))
-
+    out = store.DatasetDir(out_dir)
+    m = out.begin("export", {"name": name, "card_info": card_info, "input_id": src.identity()}, input=str(in_dir))
+    if m["status"] != "complete":
+        records = src.records()
+        if not records:
+            raise ValueError(f"{in_dir} has no rows to export; loosen the filter or check the earlier stages")
+        # `messages` first, then the reference's fields in its order; working columns stay behind.
+        cols = ["messages"] + [c for c in COLUMNS if c != "messages" and any(c in r for r in records)]
+        rows = [{**{c: r.get(c) for c in cols}, "messages": _messages(r)} for r in records]
+        for k in range(0, len(rows), SHARD_ROWS):
+            out.write_shard(k // SHARD_ROWS, rows[k:k + SHARD_ROWS])
+        store.atomic_write_text(out.path / "sharegpt.jsonl", "".join(
+            json.dumps(to_sharegpt(r), ensure_ascii=False) + "\n" for r in records))
+        chain = _manifest_chain(Path(in_dir))
+        store.atomic_write_text(out.path / "README.md", render_card(name, records, chain, card_info))
+        m = out.finish({"records": len(records), "columns": cols})
     pushed = None
     if push_to_hub:  # only on request: an upload is public and permanent enough to need intent
         import datasets
         from huggingface_hub import HfApi
 
-        ds = datasets.load_dataset("parquet", data_dir=str(data), split="train")
+        ds = datasets.load_dataset("parquet", data_dir=str(out.data), split="train")
         ds.push_to_hub(push_to_hub)
-        HfApi().upload_file(path_or_fileobj=str(out / "README.md"), path_in_repo="README.md",
+        HfApi().upload_file(path_or_fileobj=str(out.path / "README.md"), path_in_repo="README.md",
                             repo_id=push_to_hub, repo_type="dataset")
         pushed = push_to_hub
-    return {"rows": len(records), "shards": n_shards, "columns": cols, "out_dir": str(out), "pushed_to": pushed}
+    return {**m["counts"], "shards": m["shards"], "out_dir": str(out.path), "pushed_to": pushed}

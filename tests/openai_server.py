@@ -5,6 +5,8 @@
 
 Implements POST /v1/completions, POST /v1/chat/completions (rendered with the engine's chat
 template, as vLLM's server does) and GET /v1/models, with vLLM's extra sampling fields.
+`seen` collects the path of every request; `faults` (status, headers) answer the next POSTs
+before the engine does, to show what a client does with a rate limit or a failing server.
 """
 from __future__ import annotations
 
@@ -29,21 +31,23 @@ def _sampling(body: dict) -> Sampling:
     )
 
 
-def _handler(engine: Engine, api_key: str | None, lock: threading.Lock):
+def _handler(engine: Engine, api_key: str | None, lock: threading.Lock, seen: list, faults: list):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # keep test output clean
             pass
 
-        def _send(self, status: int, payload: dict):
+        def _send(self, status: int, payload: dict, headers: dict | None = None):
             data = json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            for name, value in {"Content-Type": "application/json", "Content-Length": str(len(data)),
+                                **(headers or {})}.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
-        def _error(self, status: int, message: str):
-            self._send(status, {"error": {"message": message, "type": "invalid_request_error", "code": status}})
+        def _error(self, status: int, message: str, headers: dict | None = None):
+            error = {"message": message, "type": "invalid_request_error", "code": status}
+            self._send(status, {"error": error}, headers)
 
         def _authorized(self) -> bool:
             if api_key is None or self.headers.get("Authorization") == f"Bearer {api_key}":
@@ -52,6 +56,7 @@ def _handler(engine: Engine, api_key: str | None, lock: threading.Lock):
             return False
 
         def do_GET(self):
+            seen.append(self.path)
             if not self._authorized():
                 return
             if self.path.rstrip("/") != "/v1/models":
@@ -59,13 +64,18 @@ def _handler(engine: Engine, api_key: str | None, lock: threading.Lock):
             self._send(200, {"object": "list", "data": [{"id": engine.info.model, "object": "model"}]})
 
         def do_POST(self):
+            seen.append(self.path)
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))  # read even when refused
+            if faults:
+                status, headers = faults.pop(0)
+                return self._error(status, f"injected fault {status}", headers)
             if not self._authorized():
                 return
             route = self.path.rstrip("/")
             if route not in ("/v1/completions", "/v1/chat/completions"):
                 return self._error(404, f"no route {self.path}")
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                body = json.loads(raw)
                 sampling = _sampling(body)
                 if route == "/v1/completions":
                     prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
@@ -103,9 +113,10 @@ def _handler(engine: Engine, api_key: str | None, lock: threading.Lock):
 
 
 @contextlib.contextmanager
-def serve(engine: Engine, api_key: str | None = None):
+def serve(engine: Engine, api_key: str | None = None, seen: list | None = None, faults: list | None = None):
     """Serve `engine` on 127.0.0.1 (a free port) in a background thread; yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(engine, api_key, threading.Lock()))
+    seen, faults = [] if seen is None else seen, [] if faults is None else faults
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(engine, api_key, threading.Lock(), seen, faults))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
+import socket
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ from synth.engines.openai import ServerError
 from tests.openai_server import serve
 
 MODEL = "embedded:smollm2-135m-instruct"
+TINY = str(Path(__file__).parent.parent / "recipes/configs/synth/tiny.yaml")
 KEY = "sk-test-not-a-real-key-1234"
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 CHAT = [{"role": "user", "content": "Name one primary color."}]
@@ -23,10 +26,28 @@ def hf():
     engine.close()
 
 
+SEEN: list[str] = []  # the path of every request the module's server answered
+FAULTS: list[tuple[int, dict]] = []  # (status, headers) for the server's next answers
+
+
 @pytest.fixture(scope="module")
 def base_url(hf):
-    with serve(hf, api_key=KEY) as url:
+    with serve(hf, api_key=KEY, seen=SEEN, faults=FAULTS) as url:
         yield url
+
+
+@pytest.fixture
+def seen():
+    SEEN.clear()
+    yield SEEN
+    FAULTS.clear()
+
+
+def closed_port() -> int:
+    """A port on which nothing listens: the OS hands out a free one, then we close it again."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -96,18 +117,62 @@ def test_key_is_sent_but_never_shown(remote):
     assert KEY not in repr(remote) and KEY not in repr(remote.info) and KEY not in str(vars(remote))
 
 
-def test_wrong_key_is_a_clear_error(base_url, monkeypatch):
+def test_wrong_key_is_one_line_naming_the_url_and_the_key_variable(base_url, seen, monkeypatch):
     monkeypatch.setenv("MAGPIE_TEST_KEY", "sk-wrong")
     engine = get_engine("openai", model=MODEL, base_url=base_url, api_key_env="MAGPIE_TEST_KEY")
-    with pytest.raises(ServerError, match=r"/completions: HTTP 401: Incorrect API key") as err:
+    with pytest.raises(ServerError, match=r"/completions: HTTP 401: Incorrect API key.*; check MAGPIE_TEST_KEY$") as e:
         engine.complete(["hi"], Sampling(max_tokens=4))
-    assert "sk-wrong" not in str(err.value) and "\n" not in str(err.value)
+    assert str(e.value).startswith(f"{base_url}/completions")
+    assert "sk-wrong" not in str(e.value) and "\n" not in str(e.value)
+    assert seen == ["/v1/completions"]  # a wrong key is not retried
 
 
-def test_unreachable_server_gives_up_with_the_url():
-    engine = get_engine("openai", model=MODEL, base_url="http://127.0.0.1:9/v1", max_retries=0)
-    with pytest.raises(ServerError, match=r"127\.0\.0\.1:9/v1/completions: gave up after 1 attempts"):
-        engine.complete(["hi"], Sampling(max_tokens=4))
+def test_dead_port_names_the_url():
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    engine = get_engine("openai", model=MODEL, base_url=url)  # the default retries
+    with pytest.raises(ServerError) as err:
+        engine.chat([CHAT], Sampling(max_tokens=4))
+    assert str(err.value) == f"no server at {url}; start it or fix base_url"
+
+
+@pytest.mark.parametrize("status, retried", [(429, True), (503, True), (400, False)])
+def test_retries_what_is_worth_retrying(base_url, seen, monkeypatch, status, retried):
+    monkeypatch.setenv("MAGPIE_TEST_KEY", KEY)
+    engine = get_engine("openai", model=MODEL, base_url=base_url, api_key_env="MAGPIE_TEST_KEY", max_retries=1)
+    FAULTS.append((status, {"Retry-After-Ms": "10"}))  # the server's own wait is what the client honours
+    if retried:
+        [[c]] = engine.complete(["hi"], Sampling(temperature=0, max_tokens=2))
+        assert c.num_tokens > 0
+    else:
+        with pytest.raises(ServerError, match=rf"/completions: HTTP {status}: injected fault {status}$"):
+            engine.complete(["hi"], Sampling(temperature=0, max_tokens=2))
+    assert seen == ["/v1/completions"] * (2 if retried else 1)
+
+
+def test_gives_up_after_max_retries(base_url, seen, monkeypatch):
+    monkeypatch.setenv("MAGPIE_TEST_KEY", KEY)
+    engine = get_engine("openai", model=MODEL, base_url=base_url, api_key_env="MAGPIE_TEST_KEY", max_retries=1)
+    FAULTS.extend([(500, {"Retry-After-Ms": "10"})] * 3)
+    with pytest.raises(ServerError, match=r"/chat/completions: HTTP 500: injected fault 500$"):
+        engine.chat([CHAT], Sampling(max_tokens=2))
+    assert seen == ["/v1/chat/completions"] * 2
+
+
+@pytest.mark.parametrize("failure", ["wrong key", "dead port"])
+def test_cli_prints_one_line_and_exits_2(failure, base_url, tmp_path, monkeypatch, capsys):
+    """What a user sees: `error: ...` on one line, no traceback."""
+    from synth.__main__ import main
+
+    url = base_url if failure == "wrong key" else f"http://127.0.0.1:{closed_port()}/v1"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    with pytest.raises(SystemExit) as exit_:
+        main(["instructions", "--config", TINY, "--output_dir", str(tmp_path), "--report_to", "none",
+              "--engine", "openai", "--base_url", url, "--pre_query_template", "<|im_start|>user\n",
+              "--total_prompts", "2", "--n", "2", "--max_tokens", "4"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert ("check OPENAI_API_KEY" if failure == "wrong key" else f"no server at {url}") in err
+    assert "sk-wrong" not in err
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed")

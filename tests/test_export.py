@@ -54,7 +54,10 @@ def test_export_parquet_sharegpt_and_card(filtered, tmp_path):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"  # a push attempted here would fail the test
     out = tmp_path / "release"
     info = export(filtered, out, "magpie-tiny-pro-filter-3", {"stand_in": "tiny reward model for FsfairX"})
-    assert info["rows"] == 4 and info["pushed_to"] is None
+    assert info["records"] == 4 and info["pushed_to"] is None
+    m = store.DatasetDir(out).manifest()  # a stage like the others: a manifest keyed by its input
+    assert m["stage"] == "export" and m["status"] == "complete" and m["counts"]["records"] == 4
+    assert m["config"]["input_id"] == store.DatasetDir(filtered).identity()
 
     ds = datasets.load_dataset("parquet", data_dir=str(out / "data"), split="train")
     assert len(ds) == 4 and ds.column_names[0] == "messages"
@@ -75,7 +78,8 @@ def test_export_parquet_sharegpt_and_card(filtered, tmp_path):
     assert mt["conversations"][0] == {"from": "system", "value": "Be brief."} and len(mt["conversations"]) == 5
 
     card = (out / "README.md").read_text()
-    assert card.startswith("---\nlicense: apache-2.0\n")  # SmolLM2 outputs
+    front = card.split("---\n")[1]
+    assert "license: apache-2.0" in front and "path: data/part-*.parquet" in front  # SmolLM2 outputs
     assert "4 conversations" in card and "| rows | 4 |" in card
     assert repr(TEMPLATE) in card
     assert STAND_IN in card and "tiny reward model for FsfairX" in card
@@ -99,3 +103,19 @@ def test_export_refuses_incomplete_or_empty(tmp_path):
     empty.finish({"kept": 0})
     with pytest.raises(ValueError, match="no rows"):
         export(tmp_path / "empty", tmp_path / "out", "x", {})
+
+
+def test_export_again_is_reused_and_a_changed_input_is_noticed(filtered, tmp_path):
+    out = tmp_path / "release"
+    export(filtered, out, "x", {})
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    again = export(filtered, out, "x", {})
+    assert again["records"] == 4
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p in written} == written  # nothing rewritten
+    # The input rewritten under the same config (here: one row fewer) is another input, not a reuse.
+    ds = store.DatasetDir(filtered)
+    rows = ds.records()[:-1]
+    ds.write_shard(0, rows, {"kept": len(rows)})
+    ds.finish({"kept": len(rows)})
+    with pytest.raises(store.RunMismatch, match="input_id"):
+        export(filtered, out, "x", {})

@@ -1,29 +1,28 @@
 """An OpenAI-compatible server (`vllm serve`, TGI, llama.cpp server, the OpenAI API itself).
 
-Standard library only: one POST per prompt (or conversation), `concurrency` at a time, so the
-server's own batching does the rest. `complete` uses /completions (raw text: the pre-query
-template reaches the model untouched); `chat` uses /chat/completions and the server's template.
+The `openai` SDK's async client sends one request per prompt (or conversation), `concurrency` at a
+time, so the server's own batching does the rest; it also does the timeouts and retries (408, 409,
+429, 5xx and connection errors, with backoff or the server's Retry-After). `complete` uses
+/completions (raw text: the pre-query template reaches the model untouched); `chat` uses
+/chat/completions and the server's template.
 
-The API key is read from the environment variable `api_key_env` at each request: it is never
-an attribute, never in `info`, never in an error message.
+The API key is read from the environment variable `api_key_env` at each call: it is never an
+attribute, never in `info`, never in an error message.
 """
 from __future__ import annotations
 
-import json
+import asyncio
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+
+import openai
 
 from .base import Completion, Engine, EngineInfo, Message, Sampling, register_engine
 
-RETRY_STATUS = {408, 409, 429}  # and every 5xx
 
-
-class ServerError(RuntimeError):
-    pass
+class ServerError(ValueError):
+    """One line naming the URL and what to do: the CLIs print it as `error: ...` and exit 2."""
 
 
 @register_engine("openai")
@@ -34,7 +33,9 @@ class OpenAIEngine(Engine):
         base_url: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 600,  # a long response from a busy server can take minutes
-        max_retries: int = 5,
+        # The SDK's default. Its one retry budget covers refused connections too: 2 retries (0.5 s, then 1 s
+        # backoff) give up on a dead port in about 1.5 s, and still ride out a short rate limit or server restart.
+        max_retries: int = 2,
         concurrency: int = 8,
         tokenizer: str | None = None,  # only for render_chat (e.g. deriving a pre-query template)
     ):
@@ -68,70 +69,81 @@ class OpenAIEngine(Engine):
             body["seed"] = sampling.seed + index
         # vLLM's server extensions; sent only when set, so that strict servers (OpenAI) accept
         # the plain requests. skip_special_tokens is left to the server's default (True).
-        if sampling.repetition_penalty != 1.0:
-            body["repetition_penalty"] = sampling.repetition_penalty
+        extra = {"repetition_penalty": sampling.repetition_penalty} if sampling.repetition_penalty != 1.0 else {}
         if sampling.stop_token_ids:
-            body["stop_token_ids"] = list(sampling.stop_token_ids)
-        return body
+            extra["stop_token_ids"] = list(sampling.stop_token_ids)
+        return {**body, "extra_body": extra} if extra else body
 
-    def _post(self, path: str, body: dict) -> dict:
-        url = f"{self.base_url}{path}"
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        data = json.dumps(body).encode()
-        for attempt in range(self.max_retries + 1):
-            retry_after = None
+    async def _send(self, path: str, bodies: list[dict], key: str | None) -> list:
+        # A client per call: an async client belongs to the event loop it first ran on, and each call
+        # runs its own loop. Servers without auth accept any key; "EMPTY" is vLLM's convention.
+        async with openai.AsyncOpenAI(api_key=key or "EMPTY", base_url=self.base_url, timeout=self.timeout,
+                                      max_retries=self.max_retries) as client:
+            create = client.completions.create if path == "/completions" else client.chat.completions.create
+            slots = asyncio.Semaphore(self.concurrency)
+
+            async def one(body):
+                async with slots:
+                    return await create(**body)
+
+            tasks = [asyncio.ensure_future(one(b)) for b in bodies]
             try:
-                req = urllib.request.Request(url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read())
-            except urllib.error.HTTPError as e:
-                message = _server_message(e, key)
-                if e.code < 500 and e.code not in RETRY_STATUS:
-                    raise ServerError(f"{url}: HTTP {e.code}: {message}") from None
-                failure = f"HTTP {e.code}: {message}"
-                retry_after = e.headers.get("Retry-After")
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
-                failure = f"{e.__class__.__name__}: {getattr(e, 'reason', e)}"
-            if attempt < self.max_retries:
-                # Exponential backoff (1, 2, 4, ... s, at most 60), or what the server asks for.
-                wait = float(retry_after) if retry_after and retry_after.isdigit() else min(2 ** attempt, 60)
-                time.sleep(wait)
-        raise ServerError(f"{url}: gave up after {self.max_retries + 1} attempts; last: {failure}")
+                return await asyncio.gather(*tasks)
+            finally:  # after the first failure send nothing more, and let nothing outlive the client
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _run(self, path: str, bodies: list[dict], n: int, text_of, top_of=lambda c: None) -> list[list[Completion]]:
+    def _run(self, path: str, bodies: list[dict], n: int, text_of, top_of) -> list[list[Completion]]:
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            responses = list(pool.map(lambda b: self._post(path, b), bodies))
+        key = os.environ.get(self.api_key_env)
+        try:
+            responses = asyncio.run(self._send(path, bodies, key))
+        except openai.APIError as e:
+            raise self._error(e, path, key) from None
         result = []
         for resp in responses:
-            choices = sorted(resp.get("choices") or [], key=lambda c: c.get("index", 0))
+            choices = sorted(resp.choices or [], key=lambda c: c.index or 0)
             if len(choices) != n:
                 raise ServerError(f"{self.base_url}{path}: asked for n={n} choices, got {len(choices)}")
-            usage = resp.get("usage") or {}
             # The API reports generated tokens per request, not per choice: with n > 1 each
             # choice gets an even share (the total, which stats records, stays exact).
-            total = usage.get("completion_tokens", 0)
-            shares = [total // len(choices) + (k < total % len(choices)) for k in range(len(choices))]
-            result.append([
-                Completion(text_of(c), share, "length" if c.get("finish_reason") == "length" else "stop", top_of(c))
-                for c, share in zip(choices, shares)
-            ])
-            self.stats["prompt_tokens"] += usage.get("prompt_tokens", 0)
+            total = (resp.usage and resp.usage.completion_tokens) or 0
+            shares = [total // n + (k < total % n) for k in range(n)]
+            result.append([Completion(text_of(c), share, "length" if c.finish_reason == "length" else "stop", top_of(c))
+                           for c, share in zip(choices, shares)])
+            self.stats["prompt_tokens"] += (resp.usage and resp.usage.prompt_tokens) or 0
             self.stats["generated_tokens"] += total
         self.stats["seconds"] += time.perf_counter() - t0
         self.stats["calls"] += 1
         return result
+
+    def _error(self, e: openai.APIError, path: str, key: str | None) -> ServerError:
+        url = f"{self.base_url}{path}"
+        if isinstance(e, openai.APITimeoutError):
+            return ServerError(f"{url}: no answer within {self.timeout:g} s, {self.max_retries + 1} attempts; "
+                               "raise timeout or check the server")
+        if isinstance(e, openai.APIConnectionError):
+            # httpx's ConnectError (httpx2's in newer SDKs): refused, unresolvable or unreachable.
+            if type(e.__cause__).__name__ == "ConnectError":
+                return ServerError(f"no server at {self.base_url}; start it or fix base_url")
+            return ServerError(f"{url}: connection failed, {self.max_retries + 1} attempts: {e.__cause__ or e}")
+        body = getattr(e, "body", None)
+        message = body.get("message", body) if isinstance(body, dict) else body or e.message
+        message = " ".join(str(message).split())[:500]  # one line, even for an HTML error page
+        message = message.replace(key, "***") if key else message  # should the server echo the key
+        status = getattr(e, "status_code", "?")
+        if status in (401, 403):
+            message += f"; check {self.api_key_env}" + ("" if key else " (it is not set)")
+        return ServerError(f"{url}: HTTP {status}: {message}")
 
     def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
         bodies = [{**self._body(sampling, i), "prompt": p} for i, p in enumerate(prompts)]
         if sampling.logprobs:  # the legacy completions API: an int, answered as [{token: logprob}]
             for b in bodies:
                 b["logprobs"] = sampling.logprobs
-        return self._run("/completions", bodies, sampling.n, lambda c: c.get("text") or "",
-                         lambda c: (c.get("logprobs") or {}).get("top_logprobs"))
+        return self._run("/completions", bodies, sampling.n, lambda c: c.text or "",
+                         lambda c: c.logprobs.top_logprobs if c.logprobs else None)
 
     def render_chat(self, conversation: Sequence[Message], add_generation_prompt: bool = True) -> str:
         if self.tokenizer is None:
@@ -147,24 +159,10 @@ class OpenAIEngine(Engine):
         if sampling.logprobs:  # chat API: a flag plus top_logprobs (OpenAI allows at most 20)
             for b in bodies:
                 b.update(logprobs=True, top_logprobs=sampling.logprobs)
-        return self._run("/chat/completions", bodies, sampling.n,
-                         lambda c: (c.get("message") or {}).get("content") or "", _chat_top_logprobs)
+        return self._run("/chat/completions", bodies, sampling.n, lambda c: c.message.content or "", _chat_top_logprobs)
 
 
-def _chat_top_logprobs(choice: dict) -> list[dict[str, float]] | None:
-    content = (choice.get("logprobs") or {}).get("content")
-    if not content:
+def _chat_top_logprobs(choice) -> list[dict[str, float]] | None:
+    if not (choice.logprobs and choice.logprobs.content):
         return None
-    return [{t["token"]: t["logprob"] for t in step.get("top_logprobs") or []} for step in content]
-
-
-def _server_message(error: urllib.error.HTTPError, key: str | None) -> str:
-    """The server's own error message, on one line, with the key masked should it echo it."""
-    raw = error.read().decode(errors="replace")
-    try:
-        err = json.loads(raw).get("error", raw)
-        message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-    except (ValueError, AttributeError):
-        message = raw or error.reason
-    message = " ".join(str(message).split())[:500]
-    return message.replace(key, "***") if key else message
+    return [{t.token: t.logprob for t in step.top_logprobs or []} for step in choice.logprobs.content]

@@ -1,0 +1,104 @@
+"""Dataset directories and the tag stage's resume rules, on real Parquet (no model needed)."""
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from synth import store
+from synth.tag import tag_dataset
+
+
+def _complete(path, rows, config=None, stage="responses"):
+    ds = store.DatasetDir(path)
+    ds.begin(stage, config or {"x": 1})
+    ds.write_shard(0, rows, {"kept": len(rows)})
+    ds.finish({"kept": len(rows)})
+    return ds
+
+
+def _rows(n):
+    return [{"id": i, "instruction": ["Tell me about cats.", "Explique la photosynthèse, s'il te plaît.",
+                                      "Wie spät ist es in Berlin?"][i % 3], "response": "ok",
+             "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "ok"}]}
+            for i in range(n)]
+
+
+def test_a_run_that_failed_before_its_first_shard_does_not_block_the_retry(tmp_path):
+    ds = store.DatasetDir(tmp_path / "o")
+    ds.begin("instructions", {"temperature": 5.0})  # say the engine then failed: no shard was written
+    m = ds.begin("instructions", {"temperature": 1.0})  # the corrected retry
+    assert m["config"] == {"temperature": 1.0} and m["status"] == "running"
+    ds.write_shard(0, [{"id": 0}])
+    with pytest.raises(store.RunMismatch, match="temperature"):  # with data on disk, another config is refused
+        ds.begin("instructions", {"temperature": 2.0})
+
+
+def test_unreadable_shard_is_named_removed_and_the_run_is_no_longer_complete(tmp_path, caplog):
+    ds = store.DatasetDir(tmp_path / "o")
+    ds.begin("responses", {"x": 1})
+    for k in range(3):
+        ds.write_shard(k, [{"id": k}])
+    ds.finish({"kept": 3})
+    path = ds.shard_path(1)
+    path.write_bytes(path.read_bytes()[:40])  # truncated, as a full disk or a killed copy leaves it
+    m = ds.begin("responses", {"x": 1})
+    assert m["status"] == "running" and not path.exists() and ds.shards() == [0, 2]
+    assert str(path) in caplog.text and "written again" in caplog.text
+    batches = list(ds.pending(list(range(3)), 1, "t", "r"))
+    assert batches == [(1, [1])]  # exactly the lost shard is redone
+
+
+def test_identity_follows_the_data_not_only_the_config(tmp_path):
+    ds = _complete(tmp_path / "a", _rows(3))
+    before = ds.identity()
+    _complete(tmp_path / "a", _rows(2))  # rewritten in place under the same config
+    assert ds.identity() != before and ds.identity().split(":")[0] == before.split(":")[0]
+    with pytest.raises(store.IncompleteInput):
+        store.DatasetDir(tmp_path / "missing").identity()
+
+
+def test_tag_batch_size_is_what_runs_and_part_of_the_resume_key(tmp_path):
+    src = _complete(tmp_path / "responses", _rows(25))
+    out = tmp_path / "tagged"
+    # language's own cap is 4 records per call here; the user's 10 decides the shards (10, 10, 5).
+    c = tag_dataset(src.path, out, {"language": {"batch_size": 4}}, batch_size=10, plots=False)
+    part = store.DatasetDir(out / "parts" / "language")
+    assert c["records"] == 25 and part.shards() == [0, 1, 2]
+    assert [pq.read_metadata(part.shard_path(k)).num_rows for k in range(3)] == [10, 10, 5]
+    # Kill after shard 0 (its state on disk), then resume with another batch size: refused, never mixed.
+    for k in (1, 2):
+        part.shard_path(k).unlink()
+    m = json.loads((part.path / "manifest.json").read_text())
+    (part.path / "manifest.json").write_text(json.dumps({**m, "status": "running"}))
+    store.DatasetDir(out).shard_path(0).unlink()
+    (out / "manifest.json").write_text(json.dumps({**json.loads((out / "manifest.json").read_text()),
+                                                   "status": "running"}))
+    with pytest.raises(store.RunMismatch, match="batch_size"):
+        tag_dataset(src.path, out, {"language": {"batch_size": 4}}, batch_size=3, plots=False)
+    c = tag_dataset(src.path, out, {"language": {"batch_size": 4}}, batch_size=10, plots=False)
+    tagged = store.DatasetDir(out).records()
+    assert [r["id"] for r in tagged] == list(range(25)) and [r["language"] for r in tagged[:3]] == ["EN", "FR", "DE"]
+
+
+def test_a_complete_tag_join_is_never_rewritten_and_a_killed_join_is_redone(tmp_path, monkeypatch):
+    src = _complete(tmp_path / "responses", _rows(7))
+    out = tmp_path / "tagged"
+    tag_dataset(src.path, out, {"language": {}}, batch_size=4, shard_rows=3, plots=False)
+    joined = store.DatasetDir(out)
+    want = joined.records()
+    stamp = {k: joined.shard_path(k).stat().st_mtime_ns for k in joined.shards()}
+
+    import synth.tag
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a tagger was built for a finished stage")
+    monkeypatch.setattr(synth.tag, "get_tagger", refuse)
+    again = tag_dataset(src.path, out, {"language": {}}, batch_size=4, shard_rows=3, plots=False)
+    assert again["reused"] and {k: joined.shard_path(k).stat().st_mtime_ns for k in joined.shards()} == stamp
+    # A kill during the join leaves some joined shards and a running manifest: the rerun loads no tagger
+    # (its part is complete) and completes the join whole.
+    joined.shard_path(2).unlink()
+    m = joined.manifest()
+    store.atomic_write_text(out / "manifest.json", json.dumps({**m, "status": "running"}))
+    tag_dataset(src.path, out, {"language": {}}, batch_size=4, shard_rows=3, plots=False)
+    assert joined.complete and joined.records() == want
