@@ -81,7 +81,8 @@ def _check_judgments(judgments, columns: Sequence[str] = JUDGMENT_COLUMNS) -> pd
         raise ValueError(f"judgments lack column(s) {missing}; expected columns {', '.join(columns)}")
     for col in ("question_id", "model", "baseline"):
         if df[col].isna().any():
-            raise ValueError(f"judgments row {df.index[df[col].isna()][0]}: `{col}` is missing; give every judgment one")
+            i = df.index[df[col].isna()][0]
+            raise ValueError(f"judgments row {i}: `{col}` is missing; every judgment needs a {col}")
     same = df.index[df["model"] == df["baseline"]]
     if len(same):
         raise ValueError(f"judgments row {same[0]}: model {_show(df.at[same[0], 'model'])} is its own baseline")

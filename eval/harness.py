@@ -1,10 +1,13 @@
-"""lm-evaluation-harness jobs: a thin wrapper around `lm_eval.simple_evaluate` (lm-eval 0.4.x).
+"""lm-evaluation-harness jobs: `lm_eval.simple_evaluate`, written by lm-eval's own `EvaluationTracker` (lm-eval 0.4.x).
 
     from eval.harness import run_harness
-    run_harness("runs/magpie_air/sft/merged", "runs/magpie_air/harness", ["magpie_tiny"],
-                include_path="eval/tasks")
+    run_harness("runs/magpie_air/sft/merged", "runs/magpie_air/eval/lm_eval", ["magpie_paper"])
 
-or from the shell: `python -m eval.harness --model M --output_dir D --tasks magpie_tiny --include_path eval/tasks`.
+The repo's tasks are lm-eval YAML in `eval/tasks/`, always on the task path (`include_path` adds folders):
+`magpie_paper` is MAGPIE Table 3 (MMLU 5-shot, ARC-Challenge 25, HellaSwag 10, TruthfulQA-mc2 0, WinoGrande 5,
+GSM8K 5) plus IFEval 0, as one lm-eval group: one `simple_evaluate`, one model load. Its data comes from the
+Hugging Face hub and IFEval's checkers from the gpu extra. `magpie_tiny` needs neither and runs on CPU.
+lm-eval's own CLI runs the same tasks: `lm-eval run --tasks magpie_paper --include_path eval/tasks ...`.
 
 What the wrapper adds to lm-eval:
 
@@ -12,35 +15,24 @@ What the wrapper adds to lm-eval:
 * the chat template is applied by default (the paper evaluates chat models; few-shot examples then become
   user/assistant turns, lm-eval's `fewshot_as_multiturn`). Pass `apply_chat_template=False` for the plain
   concatenated prompts of the classic Open LLM Leaderboard;
-* one output folder per job: `results.json` (aggregated metrics, our config, lm-eval's own blocks) and
-  `samples_<task>.jsonl` per task, every file written atomically (temp file + rename) and `results.json`
-  last, so a killed run never leaves a results file that looks complete;
-* resume: a folder whose `results.json` has the same config is returned as is, without loading the model;
-  a different config there is an error (one folder, one job);
-* unknown task names fail up front, before a model is loaded, with close matches.
+* resume: the output folder holds one job (the tracker's `results_<date>.json` records it under "job"); a
+  finished job is returned from its files without loading the model, another job there is an error;
+* unknown task names fail before a model is loaded, with close matches.
 
 Backends: "hf" (transformers, any device) and "vllm" (GPU; `pip install -e .[gpu]`). vLLM's
 `tensor_parallel_size`, `data_parallel_size`, `gpu_memory_utilization`, `max_model_len`, ... go in
 `model_args`; so do extra HFLM arguments (`parallelize`, `peft`, `trust_remote_code`, ...). Nothing asks for
 remote code unless `model_args` does.
-
-The paper's downstream tasks (`paper_tasks()`, MAGPIE Table 3) load their data from the Hugging Face hub,
-so they run on a machine with hub access (or a warm `HF_DATASETS_CACHE`); `run_paper_suite` runs each with
-its own shot count. The repo's tiny local tasks (`eval/tasks/`, group `magpie_tiny`) need no hub and run on CPU.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import difflib
 import functools
-import importlib.metadata
 import importlib.util
 import json
 import logging
-import os
 import sys
-import time
 from pathlib import Path
 
 from synth.models import resolve
@@ -48,25 +40,7 @@ from synth.models import resolve
 log = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm")
-TASKS_DIR = Path(__file__).resolve().parent / "tasks"  # the repo's local tasks: pass as include_path
-RESULTS = "results.json"
-
-# MAGPIE (arXiv 2406.08464) Table 3, the Open LLM Leaderboard v1 set with its shot counts, plus IFEval.
-# lm-eval names; MMLU is the group of its 57 subjects. All of them download their data from the hub.
-PAPER_TASKS: dict[str, int] = {
-    "mmlu": 5,
-    "arc_challenge": 25,
-    "hellaswag": 10,
-    "truthfulqa_mc2": 0,
-    "winogrande": 5,
-    "gsm8k": 5,
-    "ifeval": 0,
-}
-
-
-def paper_tasks() -> list[tuple[str, int]]:
-    """The paper's downstream tasks as (lm-eval task name, num_fewshot). They need hub access to run."""
-    return list(PAPER_TASKS.items())
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"  # the repo's lm-eval tasks, always on the task path
 
 
 def run_harness(
@@ -86,12 +60,14 @@ def run_harness(
     seed: int = 0,
     system_instruction: str | None = None,
 ) -> dict:
-    """Evaluate `model` on lm-eval `tasks`; write `output_dir/results.json` and `samples_<task>.jsonl`.
+    """Evaluate `model` on lm-eval `tasks`; lm-eval's tracker writes `output_dir/results_<date>.json` and
+    `samples_<task>_<date>.jsonl`.
 
     model: a `synth.models.resolve` reference (`embedded:<name>`, hub id, local checkpoint path).
-    tasks: lm-eval task, group or tag names (or task YAML paths); `include_path` adds folders of task YAMLs
-        (e.g. `TASKS_DIR` for the repo's `magpie_tiny*` tasks).
-    num_fewshot: overrides the tasks' own shot counts (lm-eval never overrides a task that pins 0); None keeps them.
+    tasks: lm-eval task, group or tag names (or task YAML paths), the repo's `magpie_*` among them; `include_path`
+        adds folders of task YAMLs.
+    num_fewshot: overrides every task's shot count (lm-eval never overrides a task that pins 0); None keeps them,
+        which is what `magpie_paper` needs.
     limit: at most this many documents per task (a float < 1: that fraction). For smoke tests only.
     fewshot_as_multiturn: None means "as apply_chat_template" (lm-eval's CLI default).
     batch_size: an int or "auto"; with vllm prefer "auto" (vLLM schedules its own batches).
@@ -100,15 +76,12 @@ def run_harness(
     seed: python / numpy / torch / few-shot sampler seeds (and vLLM's sampling seed).
     system_instruction: an optional system message (lm-eval merges it with the task's description).
 
-    Returns {task: {metric: value, ...}, ..., "seconds": wall time of the evaluation}. Metric names are
-    lm-eval's, without the ",filter" suffix where a metric has one filter. An existing results.json with
-    the same config is returned without recomputing.
+    Returns {task: {metric: value, ...}, ..., "seconds": lm-eval's time for the job, model load included}.
+    Metric names are lm-eval's, without the ",filter" suffix where a metric has one filter.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    if isinstance(tasks, str):
-        tasks = [tasks]
-    tasks = list(tasks)
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     if not tasks:
         raise ValueError("no tasks given")
     if fewshot_as_multiturn is None:
@@ -116,112 +89,74 @@ def run_harness(
     elif fewshot_as_multiturn and not apply_chat_template:
         raise ValueError("fewshot_as_multiturn=True needs apply_chat_template=True")
     model_args = dict(model_args or {})
-    includes = [str(Path(p).resolve()) for p in _as_list(include_path)]
+    extra = [include_path] if isinstance(include_path, (str, Path)) else list(include_path or [])
 
-    # The job's identity: a results.json written with other values is another job. Batch size, device, the
-    # include_path folders and library versions are recorded in it but do not make a job different.
+    # The job's identity: results written with other values are another job. Batch size, device and the task
+    # folders are recorded by lm-eval but do not make a job different.
     identity = _json_safe({
         "model": model, "backend": backend, "tasks": tasks, "num_fewshot": num_fewshot, "limit": limit,
         "apply_chat_template": apply_chat_template, "fewshot_as_multiturn": fewshot_as_multiturn,
         "system_instruction": system_instruction, "dtype": dtype, "model_args": model_args, "seed": seed,
     })
     out = Path(output_dir)
-    done = _load_existing(out, identity)
+    done = _finished(out, identity)
     if done is not None:
-        summary = {**done["summary"], "seconds": done["seconds"]}
-        print(f"harness: {out / RESULTS} already has this job; not recomputing", file=sys.stderr)
-        print(_summary_line(summary, out), file=sys.stderr)
-        return summary
-
-    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise ImportError("backend 'vllm' needs the vllm package, which is not installed: "
-                          "install the gpu extra with `pip install -e .[gpu]` (or use backend='hf')")
-
-    from lm_eval import simple_evaluate
-
-    task_manager = _task_manager(tuple(includes))
-    _check_tasks(tasks, task_manager, includes)
-
-    pretrained = resolve(model)
-    lm_args = {"pretrained": pretrained, "dtype": dtype}
-    if backend == "hf":
-        if device is None:
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        from synth.engines import dtype_name
-
-        # lm-eval's "auto" would take the checkpoint's bf16 even on a CPU that only emulates it.
-        lm_args["dtype"] = dtype_name(dtype, device)
+        print(f"harness: {done[0]} already has this job; not recomputing", file=sys.stderr)
     else:
-        lm_args.update(tensor_parallel_size=1, data_parallel_size=1, gpu_memory_utilization=0.9, seed=seed)
-        if device is not None:
-            log.warning("vllm picks its GPUs itself (CUDA_VISIBLE_DEVICES); ignoring device=%r", device)
-            device = None
-    lm_args.update(model_args)
+        if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ImportError("backend 'vllm' needs the vllm package, which is not installed: "
+                              "install the gpu extra with `pip install -e .[gpu]` (or use backend='hf')")
+        task_manager = _task_manager(tuple(str(Path(p).resolve()) for p in extra))
+        _check_tasks(tasks, task_manager)
+        lm_args = {"pretrained": resolve(model), "dtype": dtype}
+        if backend == "hf":
+            if device is None:
+                import torch
 
-    print(f"harness: {model} ({backend}) on {', '.join(tasks)} -> {out}", file=sys.stderr)
-    start = time.time()
-    with _quiet("lm_eval"):
-        results = simple_evaluate(
-            model=backend,
-            model_args=lm_args,
-            tasks=tasks,
-            num_fewshot=num_fewshot,
-            batch_size=batch_size,
-            device=device,
-            limit=limit,
-            log_samples=True,
-            system_instruction=system_instruction,
-            apply_chat_template=apply_chat_template,
-            fewshot_as_multiturn=fewshot_as_multiturn,
-            task_manager=task_manager,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
-    seconds = round(time.time() - start, 2)
-    if results is None:  # a non-zero rank of a distributed run: rank 0 writes the files
-        return {}
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            from synth.engines import dtype_name
 
-    samples = results.pop("samples")
-    summary = summarize(results)
-    config = {
-        **identity,
-        "resolved_model": pretrained,
-        "include_path": includes,
-        "batch_size": batch_size,
-        "device": device,
-        "versions": _versions(backend),
-    }
-    lm_eval_config = results.pop("config", {})
-    payload = _json_safe({"config": config, "summary": summary, "seconds": seconds, **results,
-                          "lm_eval_config": lm_eval_config})
+            # lm-eval's "auto" would take the checkpoint's bf16 even on a CPU that only emulates it.
+            lm_args["dtype"] = dtype_name(dtype, device)
+        else:
+            lm_args.update(tensor_parallel_size=1, data_parallel_size=1, gpu_memory_utilization=0.9, seed=seed)
+            if device is not None:
+                log.warning("vllm picks its GPUs itself (CUDA_VISIBLE_DEVICES); ignoring device=%r", device)
+                device = None
+        lm_args.update(model_args)
 
-    out.mkdir(parents=True, exist_ok=True)
-    for task in results["configs"]:
-        lines = "".join(json.dumps(_sample_record(s), default=_default, ensure_ascii=False) + "\n"
-                        for s in samples.get(task, []))
-        _atomic_write(out / f"samples_{_safe_name(task)}.jsonl", lines)
-    _atomic_write(out / RESULTS, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")  # last: marks done
+        from lm_eval import simple_evaluate
+        from lm_eval.loggers import EvaluationTracker
 
-    summary["seconds"] = seconds
-    print(_summary_line(summary, out), file=sys.stderr)
+        # A .json output_path puts the tracker's files in `out` itself (a folder would add a model-name level).
+        tracker = EvaluationTracker(output_path=str(out / "results.json"))
+        print(f"harness: {model} ({backend}) on {', '.join(tasks)} -> {out}", file=sys.stderr)
+        with _quiet("lm_eval"):
+            results = simple_evaluate(
+                model=backend, model_args=lm_args, tasks=tasks, num_fewshot=num_fewshot, batch_size=batch_size,
+                device=device, limit=limit, log_samples=True, evaluation_tracker=tracker,
+                system_instruction=system_instruction, apply_chat_template=apply_chat_template,
+                fewshot_as_multiturn=fewshot_as_multiturn, task_manager=task_manager, random_seed=seed,
+                numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+            )
+            if results is None:  # a non-zero rank of a distributed run: rank 0 writes the files
+                return {}
+            samples = results.pop("samples")
+            results["job"] = identity
+            # The order of lm-eval's CLI: results first (it names the files' date), then each task's samples.
+            tracker.save_results_aggregated(results=results, samples=samples)
+            for task in results["configs"]:
+                tracker.save_results_samples(task_name=task, samples=samples[task])
+        done = _finished(out, identity)
+        if done is None:  # the tracker logs a failed write as a warning and carries on
+            raise OSError(f"lm-eval did not write complete results to {out} (its warning above says why); "
+                          "check that the folder is writable and has space, then run again")
+    path, results = done
+    summary = {**summarize(results), "seconds": round(float(results["total_evaluation_time_seconds"]), 2)}
+    parts = [f"{task}: " + " ".join(f"{m}={v:.4f}" for m, v in metrics.items())
+             for task, metrics in summary.items() if isinstance(metrics, dict)]
+    print(f"harness: {' | '.join(parts)} | {summary['seconds']:.1f} s -> {path}", file=sys.stderr)
     return summary
-
-
-def run_paper_suite(model: str, output_dir, tasks: list[str] | None = None, **kwargs) -> dict:
-    """The paper's tasks, each with its own shot count, each in `output_dir/<task>/` (resumable one by one).
-
-    Needs the hub (or cached datasets). kwargs go to `run_harness` (backend, batch_size, model_args, ...).
-    """
-    chosen = tasks or list(PAPER_TASKS)
-    unknown = [t for t in chosen if t not in PAPER_TASKS]
-    if unknown:
-        raise ValueError(f"not paper tasks: {unknown}; paper tasks: {list(PAPER_TASKS)}")
-    return {task: run_harness(model, Path(output_dir) / task, [task], num_fewshot=PAPER_TASKS[task], **kwargs)
-            for task in chosen}
 
 
 def summarize(results: dict) -> dict[str, dict[str, float]]:
@@ -243,114 +178,66 @@ def summarize(results: dict) -> dict[str, dict[str, float]]:
     return summary
 
 
-def _summary_line(summary: dict, out: Path) -> str:
-    parts = [f"{task}: " + " ".join(f"{m}={v:.4f}" for m, v in metrics.items())
-             for task, metrics in summary.items() if isinstance(metrics, dict)]
-    return f"harness: {' | '.join(parts)} | {summary.get('seconds', 0):.1f} s -> {out / RESULTS}"
+def _finished(out: Path, identity: dict) -> tuple[Path, dict] | None:
+    """(results file, its content) when `out` holds this job complete, None when there is nothing to resume.
 
-
-@functools.lru_cache(maxsize=4)
-def _task_manager(includes: tuple[str, ...]):
-    # Indexing lm-eval's task YAMLs takes about 10 s here; the paper suite runs 7 jobs in a row, and
-    # lm-eval's own CLI also builds one TaskManager for all the tasks it evaluates.
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager(include_path=list(includes) or None)
-
-
-def _check_tasks(tasks: list[str], task_manager, includes: list[str]) -> None:
-    known = set(task_manager.all_tasks)
-    for name in tasks:
-        if name in known or Path(name).is_file():
-            continue
-        close = difflib.get_close_matches(name, task_manager.all_tasks, n=5, cutoff=0.6)
-        hint = f"close matches: {', '.join(close)}; " if close else ""
-        where = f" (searched lm-eval's tasks and {', '.join(includes)})" if includes else ""
-        raise ValueError(f"unknown lm-eval task {name!r}{where}; {hint}tasks outside lm-eval need "
-                         f"include_path / --include_path with their YAML folder (the repo's: {TASKS_DIR})")
-
-
-def _load_existing(out: Path, identity: dict) -> dict | None:
-    path = out / RESULTS
-    if not path.exists():
+    The tracker writes results_<date>.json first and then appends samples_<task>_<date>.jsonl line by line, so
+    a killed run can leave results without all their samples: the job is done only when every task's samples
+    file has one line per evaluated document. A results file cut short is a run to redo."""
+    files = sorted(out.glob("results_*.json"))  # the date in the name is ISO: the last one is the newest
+    if not files:
         return None
+    path = files[-1]
     try:
-        done = json.loads(path.read_text())
-        stored = done["config"]
-        missing = {"summary", "seconds"} - done.keys()
-        if missing:
-            raise KeyError(", ".join(sorted(missing)))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"{path} exists but is not a results file of this harness ({e!r}); "
-                         "use another output_dir or remove it") from e
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    stored = results.get("job") if isinstance(results, dict) else None
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path} was not written by eval.harness (it has no 'job'); use another output_dir")
     diff = [f"{k}: {stored.get(k)!r} there, {v!r} now" for k, v in identity.items() if stored.get(k) != v]
     if diff:
         raise ValueError(f"{out} holds results of a different harness job ({'; '.join(diff)}); "
                          "use another output_dir")
-    return done
+    date = path.stem.removeprefix("results_")
+    for task in results.get("configs", {}):
+        samples = out / f"samples_{task}_{date}.jsonl"
+        lines = sum(1 for _ in samples.open(encoding="utf-8")) if samples.exists() else -1
+        if lines != results["n-samples"][task]["effective"]:
+            return None
+    return path, results
 
 
-def _sample_record(sample: dict) -> dict:
-    """One samples_*.jsonl line, shaped as lm-eval's EvaluationTracker writes it (datasets-loadable)."""
-    from lm_eval.utils import sanitize_list
+@functools.lru_cache(maxsize=4)
+def _task_manager(extra: tuple[str, ...]):
+    # Indexing lm-eval's task YAMLs takes 15-20 s here: a process that runs several jobs (the tests, a
+    # notebook) indexes once, as lm-eval's own CLI does for all the tasks it evaluates.
+    from lm_eval.tasks import TaskManager
 
-    record = dict(sample)
-    record["arguments"] = {f"gen_args_{i}": {f"arg_{j}": a for j, a in enumerate(args)}
-                           for i, args in enumerate(sample["arguments"])}
-    record["resps"] = sanitize_list(sample["resps"])
-    record["filtered_resps"] = sanitize_list(sample["filtered_resps"])
-    record["target"] = str(sample["target"])
-    return record
+    return TaskManager(include_path=list(dict.fromkeys([str(TASKS_DIR), *extra])))
 
 
-def _default(o):
-    from lm_eval.utils import handle_non_serializable
-
-    return handle_non_serializable(o)
+def _check_tasks(tasks: list[str], task_manager) -> None:
+    for name in tasks:
+        if name in task_manager.all_tasks or Path(name).is_file():
+            continue
+        close = difflib.get_close_matches(name, task_manager.all_tasks, n=5, cutoff=0.6)
+        hint = f"close matches: {', '.join(close)}; " if close else ""
+        raise ValueError(f"unknown lm-eval task {name!r}; {hint}list the known ones with `lm-eval ls tasks "
+                         f"--include_path {TASKS_DIR}` (tasks of your own: pass their folder as include_path)")
 
 
 def _json_safe(obj):
-    return json.loads(json.dumps(obj, default=_default, ensure_ascii=False))
+    from lm_eval.utils import handle_non_serializable
+
+    # The identity is compared with what the tracker wrote, which went through the same JSON round trip.
+    return json.loads(json.dumps(obj, default=handle_non_serializable, ensure_ascii=False))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _safe_name(task: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in task)
-
-
-def _as_list(x) -> list:
-    if x is None:
-        return []
-    return [x] if isinstance(x, (str, os.PathLike)) else list(x)
-
-
-def _versions(backend: str) -> dict:
-    versions = {"python": sys.version.split()[0]}
-    for pkg in ("lm_eval", "transformers", "torch", "datasets", *(("vllm",) if backend == "vllm" else ())):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return versions
-
-
-class _DropCustomDatasetHint(logging.Filter):
-    """lm-eval warns, for every task with a `custom_dataset` hook (ours: see eval/tasks/utils.py), that
-    `--metadata` can pass kwargs to it: noise for our tasks, which take none."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Custom kwargs can be passed to `--metadata`" not in record.getMessage()
+def _not_metadata_hint(record: logging.LogRecord) -> bool:
+    # lm-eval warns, for every task with a `custom_dataset` hook (ours: eval/tasks/utils.py), that `--metadata`
+    # can pass kwargs to it: noise for our tasks, which take none.
+    return "Custom kwargs can be passed to `--metadata`" not in record.getMessage()
 
 
 @contextlib.contextmanager
@@ -358,20 +245,19 @@ def _quiet(logger_name: str):
     """lm-eval logs every step at INFO; keep its warnings, drop the rest (its progress bars stay)."""
     logger = logging.getLogger(logger_name)
     task_logger = logging.getLogger(f"{logger_name}.api.task")
-    hint = _DropCustomDatasetHint()
     level = logger.level
     if logger.getEffectiveLevel() < logging.WARNING:
         logger.setLevel(logging.WARNING)
-    task_logger.addFilter(hint)
+    task_logger.addFilter(_not_metadata_hint)
     try:
         yield
     finally:
         logger.setLevel(level)
-        task_logger.removeFilter(hint)
+        task_logger.removeFilter(_not_metadata_hint)
 
 
 def parse_model_args(text: str | None) -> dict:
-    """--model_args as JSON (`{"tensor_parallel_size": 2}`) or lm-eval's `k=v,k=v`."""
+    """--lm_eval_model_args as JSON (`{"tensor_parallel_size": 2}`) or lm-eval's `k=v,k=v`."""
     if not text:
         return {}
     if text.lstrip().startswith("{"):
@@ -379,47 +265,3 @@ def parse_model_args(text: str | None) -> dict:
     from lm_eval.utils import simple_parse_args_string
 
     return simple_parse_args_string(text)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.harness", description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, help="embedded:<name>, hub id or checkpoint path")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--tasks", nargs="+", help="lm-eval task/group names (comma or space separated)")
-    p.add_argument("--paper", action="store_true", help="the paper's tasks with their shot counts (needs the hub)")
-    p.add_argument("--backend", choices=BACKENDS, default="hf")
-    p.add_argument("--include_path", nargs="*", default=None, help=f"folders of task YAMLs, e.g. {TASKS_DIR}")
-    p.add_argument("--num_fewshot", type=int, default=None)
-    p.add_argument("--limit", type=float, default=None)
-    p.add_argument("--batch_size", default=None, help="default: 8 for hf, auto for vllm (it batches itself)")
-    p.add_argument("--no_chat_template", action="store_true", help="plain prompts instead of the chat template")
-    p.add_argument("--fewshot_as_multiturn", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--device", default=None)
-    p.add_argument("--model_args", default=None, help='JSON or k=v,k=v, e.g. "tensor_parallel_size=2"')
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--system_instruction", default=None)
-    a = p.parse_args(argv)
-    if bool(a.tasks) == a.paper:
-        p.error("give --tasks or --paper")
-    limit = None if a.limit is None else (int(a.limit) if a.limit >= 1 else a.limit)
-    batch_size = a.batch_size or ("auto" if a.backend == "vllm" else "8")
-    batch_size = int(batch_size) if batch_size.isdigit() else batch_size
-    kwargs = {"backend": a.backend, "include_path": a.include_path, "limit": limit, "batch_size": batch_size,
-              "apply_chat_template": not a.no_chat_template, "fewshot_as_multiturn": a.fewshot_as_multiturn,
-              "dtype": a.dtype, "device": a.device, "model_args": parse_model_args(a.model_args), "seed": a.seed,
-              "system_instruction": a.system_instruction}
-    try:
-        if a.paper:
-            run_paper_suite(a.model, a.output_dir, **kwargs)
-        else:
-            tasks = [t for arg in a.tasks for t in arg.split(",") if t]
-            run_harness(a.model, a.output_dir, tasks, num_fewshot=a.num_fewshot, **kwargs)
-    except (ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

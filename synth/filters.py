@@ -1,250 +1,60 @@
-"""Filtering tagged conversations into training sets: the paper's presets and a small query language.
+"""Filtering tagged conversations into training sets: the paper's presets, as SQL over the Parquet shards.
 
-A preset is data: conditions (expressions in the language below, applied in order, each one a
-line of the funnel), then a cut to `size` rows. The paper's cut keeps the longest responses and
-comes last (Table 5; the reference's data_filter.ipynb sorts by `len(response)` after the
-conditions). Presets carry the paper's sizes; `size=` scales them for small runs, and a run
-with fewer rows than `size` keeps them all.
+A preset is data: conditions (SQL boolean expressions, applied in order, each one a line of the
+funnel), then a cut to `size` rows. The paper's cut keeps the longest responses and comes last
+(Table 5; the reference's data_filter.ipynb sorts by `len(response)` after the conditions).
+Presets carry the paper's sizes; `size=` scales them for small runs, and a run with fewer rows
+than `size` keeps them all.
 
-    kept, funnel = apply(records, "pro-300k-filtered", size=1000)
-    kept, funnel = apply(records, "instruct_reward > -5 and language == 'EN'")
+    validate("pro-300k-filtered", "language = 'EN'", 1000)   # before any model loads: FilterError or the Preset
+    counts = filter_dataset("runs/x/tagged", "runs/x/filtered", "pro-300k-filtered", size=1000)
+    kept, funnel = apply(records, "instruct_reward > -5 AND language = 'EN'")   # a list of dicts, for tests
     print(format_funnel(funnel))
 
-The language is a Python expression evaluated per record, without `eval`:
-    columns         any record field, plus the derived response_length (characters of all
-                    assistant turns), instruction_length, turns and dedup (see below)
-    comparisons     == != < <= > >= in, not in, is None, is not None; chains like 0 < x <= 5
-    levels          input_quality and difficulty compare by rank: `input_quality >= good`,
-                    `difficulty >= 'very easy'` (bare level names use _ for the space)
-    logic           and, or, not; numbers, strings, lists; len(x), x.endswith(s), x.startswith(s),
-                    x.lower(), x.strip()
-A missing tag (None) fails: comparisons with None are unknown, `and`/`or`/`not` follow SQL's
-three-valued logic, and a row whose condition ends unknown is dropped, as in a SQL WHERE.
-An unknown column is an error that names it.
+A condition is one DuckDB SQL expression over a row (https://duckdb.org/docs/sql/expressions/overview):
+    columns         the input's columns, plus the derived response_length (characters of all assistant
+                    turns), instruction_length, turns and dedup (see DERIVED)
+    levels          input_quality and difficulty compare by rank with quoted level names:
+                    "input_quality >= 'good'", "difficulty IN ('easy', 'very easy')", BETWEEN too;
+                    a value outside the levels (any case or spacing is normalized) counts as missing
+    anything else   SQL's operators and scalar functions: "NOT ends_with(instruction, ':')",
+                    "instruct_reward IS NULL", "length(instruction) > 0"; no subqueries or aggregates
+A missing tag (NULL) fails: SQL's three-valued logic, and a row whose condition ends unknown is
+dropped, as in a WHERE. An unknown column, function or level is an error that names it.
 
 Near-duplicates: the paper's condition is `min_neighbor_distance > 0`, which drops every
 member of an exact-duplicate group (Table 5). The reference release's filter instead keeps
-one member per cluster: `dedup` is true when `min_similar_conversation_id` is None or equals
+one member per cluster: `dedup` is true when `min_similar_conversation_id` is NULL or equals
 the row's own `id`. The Table 5 presets (air-300k-filtered, pro-filter-1..6) and mt-300k use
 `min_neighbor_distance > 0`; pro-300k-filtered-card and pro-300k-filtered-repo use `dedup`;
 the raw presets use neither.
+
+Scale: DuckDB streams the shards once to compute the conditions and the cut key per row (a few
+bytes each), then pyarrow copies the kept rows, reading only the row groups that hold one: the
+paper's 3M rows never sit in memory as Python objects (benchmarks/filter.py).
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
+import functools
+import json
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import store
-from .schema import COLUMNS as SCHEMA, LEVELS, response_length
-
-
+from .schema import COLUMNS as SCHEMA, LEVELS
 
 log = logging.getLogger(__name__)
 
 
 class FilterError(ValueError):
     pass
-
-
-
-def _all3(values) -> bool | None:
-    """Three-valued AND (SQL's): False wins, then unknown (None), then True."""
-    unknown = False
-    for v in values:
-        if v is None:
-            unknown = True
-        elif not v:
-            return False
-    return None if unknown else True
-
-
-def _any3(values) -> bool | None:
-    """Three-valued OR: True wins, then unknown (None), then False."""
-    unknown = False
-    for v in values:
-        if v is None:
-            unknown = True
-        elif v:
-            return True
-    return None if unknown else False
-
-def is_dedup_keeper(r: dict) -> bool:
-    # Reference data_filter.ipynb: keep a row with no similar row, or the cluster's lowest-id row.
-    sim = r.get("min_similar_conversation_id")
-    return sim is None or sim == r.get("id")
-
-
-DERIVED: dict[str, Callable[[dict], Any]] = {
-    "response_length": response_length,
-    "instruction_length": lambda r: None if r.get("instruction") is None else len(r["instruction"]),
-    "turns": lambda r: sum(m.get("role") == "user" for m in r["messages"]) if r.get("messages") else 1,
-    "dedup": is_dedup_keeper,
-}
-
-
-# -- the expression language ------------------------------------------------------------------
-_CMP = {ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b,
-        ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
-        ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
-_STR_METHODS = {"endswith", "startswith", "lower", "strip"}
-
-
-def _rank(column: str, value):
-    if not isinstance(value, str):
-        return None
-    levels = LEVELS[column]
-    v = value.strip().lower()
-    return levels.index(v) if v in levels else None
-
-
-@dataclass
-class Condition:
-    """One compiled expression: `test(record)` is True, False or None (unknown, which fails)."""
-    text: str
-    columns: frozenset[str]
-    test: Callable[[dict], bool | None]
-
-    def __call__(self, r: dict) -> bool:
-        return self.test(r) is True
-
-
-def compile_condition(text: str) -> Condition:
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as e:
-        raise FilterError(f"cannot parse filter expression {text!r}: {e.msg}") from None
-    columns: set[str] = set()
-
-    def fail(node, what):
-        raise FilterError(f"{what} in filter expression {text!r} (at {ast.unparse(node)!r}); "
-                          "see synth/filters.py for the language")
-
-    def level_operand(node, column):
-        # The side opposite an ordinal column: a level name, bare or quoted, or a list of them.
-        if isinstance(node, (ast.List, ast.Tuple)):
-            ranks = tuple(level_operand(e, column) for e in node.elts)
-            return lambda r: ranks
-        if isinstance(node, ast.Name) and node.id not in SCHEMA and node.id not in DERIVED:
-            word = node.id.replace("_", " ")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            word = node.value
-        else:
-            return None
-        rank = _rank(column, word)
-        if rank is None:
-            fail(node, f"{word!r} is not a level of {column} (levels: {', '.join(LEVELS[column])})")
-        return rank
-
-    def build(node) -> Callable[[dict], Any]:
-        if isinstance(node, ast.BoolOp):
-            parts = [build(v) for v in node.values]
-            if isinstance(node.op, ast.And):
-                return lambda r: _all3(p(r) for p in parts)
-            return lambda r: _any3(p(r) for p in parts)
-        if isinstance(node, ast.UnaryOp):
-            inner = build(node.operand)
-            if isinstance(node.op, ast.Not):
-                return lambda r: (lambda v: None if v is None else not v)(inner(r))
-            if isinstance(node.op, ast.USub):
-                return lambda r: (lambda v: None if v is None else -v)(inner(r))
-            fail(node, "unsupported operator")
-        if isinstance(node, ast.Compare):
-            return build_compare(node)
-        if isinstance(node, ast.Name):
-            name = node.id
-            if name in DERIVED:
-                columns.add(name)
-                return DERIVED[name]
-            columns.add(name)  # validated against the records in `apply`
-            return lambda r: r.get(name)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
-            value = node.value
-            return lambda r: value
-        if isinstance(node, (ast.List, ast.Tuple)):
-            items = [build(e) for e in node.elts]
-            return lambda r: tuple(i(r) for i in items)
-        if isinstance(node, ast.Call) and not node.keywords:
-            args = [build(a) for a in node.args]
-            if isinstance(node.func, ast.Name) and node.func.id == "len" and len(args) == 1:
-                return lambda r: (lambda v: None if v is None else len(v))(args[0](r))
-            if isinstance(node.func, ast.Attribute) and node.func.attr in _STR_METHODS:
-                obj, method = build(node.func.value), node.func.attr
-
-                def call(r):
-                    v = obj(r)
-                    if not isinstance(v, str):
-                        return None
-                    return getattr(v, method)(*(a(r) for a in args))
-                return call
-            fail(node, "unsupported function (allowed: len(x), x.endswith(s), x.startswith(s), x.lower(), x.strip())")
-        fail(node, f"unsupported syntax {type(node).__name__}")
-
-    def build_compare(node: ast.Compare):
-        operands = [node.left, *node.comparators]
-        steps = []
-        for op, a, b in zip(node.ops, operands, operands[1:]):
-            ordinal = next((n.id for n in (a, b) if isinstance(n, ast.Name) and n.id in LEVELS), None)
-            if isinstance(op, (ast.Is, ast.IsNot)):
-                if not (isinstance(b, ast.Constant) and b.value is None):
-                    fail(node, "`is` only compares with None")
-                fa, want = build(a), isinstance(op, ast.Is)
-                steps.append(lambda r, fa=fa, want=want: (fa(r) is None) == want)
-                continue
-            if type(op) not in _CMP:
-                fail(node, "unsupported comparison")
-            fn = _CMP[type(op)]
-            if ordinal:
-                columns.add(ordinal)
-                sides = []
-                for n in (a, b):
-                    if isinstance(n, ast.Name) and n.id == ordinal:
-                        sides.append(lambda r, c=ordinal: _rank(c, r.get(c)))
-                    else:
-                        rank = level_operand(n, ordinal)
-                        if rank is None:
-                            fail(n, f"{ordinal} compares with level names only")
-                        sides.append(rank if callable(rank) else (lambda r, k=rank: k))
-                fa, fb = sides
-            else:
-                fa, fb = build(a), build(b)
-
-            def step(r, fa=fa, fb=fb, fn=fn):
-                x, y = fa(r), fb(r)
-                if x is None or y is None or (isinstance(y, tuple) and None in y and x not in y):
-                    return None
-                try:
-                    return fn(x, y)
-                except TypeError:  # e.g. a string tag compared with a number: not a match
-                    return None
-            steps.append(step)
-
-        return lambda r: _all3(s(r) for s in steps)
-
-    test = build(tree.body)
-    return Condition(text=" ".join(text.split()), columns=frozenset(columns), test=test)
-
-
-def check_columns(conditions: Iterable[Condition], records: list[dict]) -> None:
-    """Fail early, naming the column, rather than dropping every row for a typo."""
-    present: set[str] = set()
-    for r in records:
-        present.update(r)
-    for c in conditions:
-        for col in sorted(c.columns):
-            if col in DERIVED or col in present:
-                continue
-            if col in SCHEMA:
-                if records:
-                    raise FilterError(f"no record has column {col!r} (needed by {c.text!r}); run the tagger "
-                                      "that writes it first, or choose a preset without it")
-                continue
-            known = sorted((present or set(SCHEMA)) | set(DERIVED))
-            raise FilterError(f"unknown column {col!r} in filter expression {c.text!r}; "
-                              f"columns: {', '.join(known)}")
 
 
 # -- presets ----------------------------------------------------------------------------------
@@ -258,7 +68,7 @@ class Preset:
     cut: "longest" keeps the `size` longest responses (Table 5); "longest-balanced" keeps
     size/2 longest with difficulty very easy/easy and size/2 longest with medium or harder
     (Pro Filter 6); "random" a seeded sample; "first" the first rows in dataset order;
-    None keeps all (size is then ignored).
+    None keeps all (size is then ignored). Ties go to the earlier row: cuts are deterministic.
     """
     name: str
     conditions: tuple[str, ...]
@@ -272,36 +82,34 @@ class Preset:
 
 
 _T5 = "paper Table 5"
+_GOOD, _AVERAGE = "input_quality >= 'good'", "input_quality >= 'average'"
+_EASY, _MEDIUM = "difficulty >= 'easy'", "difficulty >= 'medium'"
 PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("air-300k-filtered", ("input_quality >= good", "difficulty >= medium", "reward_difference > 0", NEAR_DUP),
+    Preset("air-300k-filtered", (_GOOD, _MEDIUM, "reward_difference > 0", NEAR_DUP),
            source=f"{_T5}: Magpie-Air-300K-Filtered, from Air 3M"),
-    Preset("pro-300k-filtered", ("input_quality >= average", "instruct_reward > -12", NEAR_DUP),
+    Preset("pro-300k-filtered", (_AVERAGE, "instruct_reward > -12", NEAR_DUP),
            source=f"{_T5}: Magpie-Pro-300K-Filtered (= Pro Filter 1), from Pro 1M"),
-    Preset("pro-filter-2", ("input_quality >= good", "difficulty >= easy", "instruct_reward > -12", NEAR_DUP),
-           source=f"{_T5}: Pro Filter 2"),
+    Preset("pro-filter-2", (_GOOD, _EASY, "instruct_reward > -12", NEAR_DUP), source=f"{_T5}: Pro Filter 2"),
     Preset("pro-filter-3", ("instruct_reward > -12", NEAR_DUP), source=f"{_T5}: Pro Filter 3"),
-    Preset("pro-filter-4", ("input_quality >= good", "difficulty >= easy", "reward_difference > 0", NEAR_DUP),
-           source=f"{_T5}: Pro Filter 4"),
+    Preset("pro-filter-4", (_GOOD, _EASY, "reward_difference > 0", NEAR_DUP), source=f"{_T5}: Pro Filter 4"),
     # 338K is what these conditions left of Pro 1M in the paper, not a target: no cut.
-    Preset("pro-filter-5", ("input_quality >= good", "difficulty >= easy", "instruct_reward > -12", NEAR_DUP),
+    Preset("pro-filter-5", (_GOOD, _EASY, "instruct_reward > -12", NEAR_DUP),
            size=None, cut=None, source=f"{_T5}: Pro Filter 5 (338K in the paper, no length cut)"),
     # "50% easy + 50% harder": our reading is very easy/easy vs medium and up, each half the
     # longest of its group; an untagged difficulty belongs to neither, so it is dropped first.
-    Preset("pro-filter-6", ("instruct_reward > -12", NEAR_DUP, "difficulty is not None"), size=200_000,
+    Preset("pro-filter-6", ("instruct_reward > -12", NEAR_DUP, "difficulty IS NOT NULL"), size=200_000,
            cut="longest-balanced", source=f"{_T5}: Pro Filter 6 (200K longest, 50% easy + 50% harder)"),
     # The MT sets start from "300K difficult questions" (paper section 4.5); the filter is not
     # published. Ours: the Air-300K-Filtered quality/difficulty bar without the reward
     # difference (which needs base-model answers), longest responses.
-    Preset("mt-300k", ("difficulty >= medium", "input_quality >= good", NEAR_DUP),
+    Preset("mt-300k", (_MEDIUM, _GOOD, NEAR_DUP),
            source="paper section 4.5 '300K difficult questions'; exact filter unpublished, our choice"),
     Preset("raw-300k", (), cut="random", source="a seeded random 300K of the raw set (paper Table 1 300K-Raw)"),
     Preset("raw-300k-first", (), cut="first", source="dataset card: 300K-Raw is the first 300K raw rows"),
-    Preset("pro-300k-filtered-card", ("input_quality >= average", "instruct_reward >= -10",
-                                      "not instruction.endswith(':')", "dedup"),
+    Preset("pro-300k-filtered-card", (_AVERAGE, "instruct_reward >= -10", "NOT ends_with(instruction, ':')", "dedup"),
            source="Magpie-Pro-300K-Filtered dataset card: reward >= -10, drop instructions ending with ':', "
                   "remove repetition"),
-    Preset("pro-300k-filtered-repo", ("input_quality >= good", "instruct_reward > -10",
-                                      "not instruction.endswith(':')", "dedup"),
+    Preset("pro-300k-filtered-repo", (_GOOD, "instruct_reward > -10", "NOT ends_with(instruction, ':')", "dedup"),
            source="reference repo data_sft/data_filter.ipynb (the notebook's thresholds differ from the card's)"),
 ]}
 PRESETS["pro-filter-1"] = dataclasses.replace(PRESETS["pro-300k-filtered"], name="pro-filter-1")
@@ -331,51 +139,243 @@ def resolve(preset: str | Preset | None = None, expression: str | None = None, s
     return base
 
 
-def _cut(rows: list[int], records: list[dict], p: Preset, seed: int) -> tuple[list[int], str]:
-    """Indices (in input order) kept by the preset's cut, and the funnel label."""
+# -- the language: DuckDB expressions, checked on their parse tree ---------------------------
+_ASSISTANT_CHARS = "list_sum([length(coalesce(m.content, '')) FOR m IN messages IF m.role = 'assistant'])"
+# name -> (SQL, the columns it reads). response_length is what the paper's length cut sorts by: the
+# characters the model wrote, all assistant turns for multi-turn records (as schema.response_length).
+# dedup is the reference release's rule (data_filter.ipynb): keep a row with no similar row, or the
+# cluster's lowest-id row.
+DERIVED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "response_length": (f"CAST(CASE WHEN len(messages) > 0 THEN coalesce({_ASSISTANT_CHARS}, 0) "
+                        "ELSE length(coalesce(response, '')) END AS BIGINT)", ("messages", "response")),
+    "instruction_length": ("length(instruction)", ("instruction",)),
+    "turns": ("CASE WHEN len(messages) > 0 THEN len([1 FOR m IN messages IF m.role = 'user']) ELSE 1 END",
+              ("messages",)),
+    "dedup": ("(min_similar_conversation_id IS NULL OR min_similar_conversation_id = id)",
+              ("id", "min_similar_conversation_id")),
+}
+_COMPARE = {"COMPARISON": ("left", "right"), "BETWEEN": ("input", "lower", "upper")}
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+@functools.cache
+def _parser() -> duckdb.DuckDBPyConnection:
+    return duckdb.connect()
+
+
+@functools.cache
+def _scalar_functions() -> frozenset[str]:
+    rows = _parser().execute("SELECT function_name FROM duckdb_functions() "
+                             "WHERE function_type IN ('scalar', 'macro')").fetchall()
+    return frozenset(r[0].lower() for r in rows)
+
+
+def _compile(text: str, columns: set[str] | None = None) -> str:
+    """`text` as SQL for a WHERE over the `rows` view, after checking it names only `columns` (None: the
+    known schema) and real levels. Level names become ENUM values: DuckDB compares an ENUM with a plain
+    string as text ('excellent' < 'good'), with one of its own values by rank."""
+    try:
+        duckdb.SQLExpression(text)  # exactly one expression: no `;`, FROM, subquery tricks
+    except duckdb.Error as e:
+        msg = " ".join(str(e).split()).removeprefix("Parser Error: ")
+        raise FilterError(f"cannot parse filter expression {text!r}: {msg}; "
+                          "write one SQL condition, e.g. \"instruct_reward > -12\"") from None
+    select = ("SELECT " + text).encode()  # the tree's query_location counts bytes of this
+    tree = json.loads(_parser().execute("SELECT json_serialize_sql(?)", [select.decode()]).fetchone()[0])
+    where = f"in filter expression {text!r}"
+    refs, params, splices = set(), set(), []
+
+    def level_literals(column: str, nodes):
+        for n in nodes:
+            if n.get("class") != "CONSTANT" or n["literal"]["kind"] != "STRING":
+                continue
+            word = " ".join(n["literal"]["text"].lower().split())
+            if word not in LEVELS[column]:
+                raise FilterError(f"{n['literal']['text']!r} is not a level of {column} {where} "
+                                  f"(levels, lowest first: {', '.join(LEVELS[column])})")
+            start = n["query_location"]
+            splices.append((start, start + n["query_location_length"], f"{_sql_str(word)}::{column}_level"))
+
+    def walk(node):
+        if isinstance(node, list):
+            for v in node:
+                walk(v)
+            return
+        if not isinstance(node, dict):
+            return
+        kind = node.get("class")
+        if kind == "SUBQUERY":
+            raise FilterError(f"subquery {where}: a condition looks at one row")
+        if kind == "COLUMN_REF":
+            refs.add(node["column_names"][0])
+        elif kind == "LAMBDA":  # `m -> m.role = 'user'`: m is no column
+            params.update(n.lower() for n in _names(node["lhs"]))
+        elif kind == "FUNCTION" and not node.get("is_operator"):
+            if node["function_name"].lower() not in _scalar_functions():
+                raise FilterError(f"unknown or non-row function {node['function_name']!r} {where} "
+                                  "(scalar DuckDB functions only: no aggregates, windows or table functions)")
+        sides = ([node[k] for k in _COMPARE[kind]] if kind in _COMPARE else
+                 node.get("children", []) if node.get("type") in ("COMPARE_IN", "COMPARE_NOT_IN") else [])
+        level = next((n["column_names"][0].lower() for n in sides if n.get("class") == "COLUMN_REF"
+                      and len(n["column_names"]) == 1 and n["column_names"][0].lower() in LEVELS), None)
+        if level:
+            level_literals(level, sides)
+        for v in node.values():
+            walk(v)
+
+    walk(tree["statements"][0]["node"]["select_list"])
+    _check_columns({r for r in refs if r.lower() not in params}, columns, where)
+    for start, end, new in sorted(splices, reverse=True):
+        select = select[:start] + new.encode() + select[end:]
+    return "(" + select.decode()[len("SELECT "):] + ")"
+
+
+def _names(node) -> list[str]:
+    if isinstance(node, dict):
+        return ([node["column_names"][0]] if node.get("class") == "COLUMN_REF" else
+                [n for v in node.values() for n in _names(v)])
+    return [n for v in node for n in _names(v)] if isinstance(node, list) else []
+
+
+def _available(columns: set[str]) -> set[str]:
+    """The columns a condition may use: the input's, and the derived ones whose inputs are there."""
+    return columns | {d for d, (_, needs) in DERIVED.items() if set(needs) <= columns}
+
+
+def _check_columns(names: set[str], columns: set[str] | None, where: str) -> None:
+    """Fail early, naming the column, rather than dropping every row for a typo."""
+    known = _available(set(SCHEMA))
+    have = known if columns is None else _available({c.lower() for c in columns})
+    for name in sorted(n for n in names if n.lower() not in have):
+        if (low := name.lower()) in known:
+            lacking = " and ".join(repr(c) for c in (DERIVED[low][1] if low in DERIVED else [low]) if c not in have)
+            raise FilterError(f"the input has no column {lacking} (needed by {name!r} {where}); run the tagger "
+                              "that writes it first, or choose a preset without it")
+        raise FilterError(f"unknown column {name!r} {where}; columns: {', '.join(sorted(have))}")
+
+
+def validate(preset: str | Preset | None, expression: str | None = None, size: int | None = None,
+             columns=None) -> Preset:
+    """The Preset to run, after checking everything that can be checked without the data: the preset's
+    name, the size, and each condition's syntax, functions, levels and columns (against `columns`, the
+    input's column names, or else the known schema: synth/schema.py COLUMNS + DERIVED)."""
+    p = resolve(preset, expression, size)
+    if size is not None and int(size) < 1:
+        raise FilterError(f"filter size {size} keeps nothing; give a positive number of rows (or none: "
+                          "the preset's size)")
+    for text in p.conditions:
+        _compile(text, None if columns is None else set(columns))
+    cut_needs = {"response_length"} if p.longest else set()
+    _check_columns(cut_needs | ({"difficulty"} if p.cut == "longest-balanced" else set()),
+                   None if columns is None else set(columns), f"in the {p.cut} cut of preset {p.name!r}")
+    return p
+
+
+# -- the engine -------------------------------------------------------------------------------
+def _connect(source: str, arrow: pa.Table | None = None) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
+    """A connection whose view `rows` is `source` (with `__pos`: the row's place in the input), level
+    columns as ENUMs (anything else NULL) and the derived columns added; and the input's columns."""
+    con = duckdb.connect()
+    if arrow is not None:
+        con.register("src", arrow)
+    columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * EXCLUDE (__pos) FROM {source}").fetchall()]
+    for col, levels in LEVELS.items():
+        con.execute(f"CREATE TYPE {col}_level AS ENUM ({', '.join(map(_sql_str, levels))})")
+    norm = [f"TRY_CAST(lower(trim(CAST({c} AS VARCHAR))) AS {c}_level) AS {c}" for c in LEVELS if c in columns]
+    derived = [f", {sql} AS {name}" for name, (sql, needs) in DERIVED.items()
+               if name not in columns and set(needs) <= set(columns)]
+    replace = f" REPLACE ({', '.join(norm)})" if norm else ""
+    con.execute(f"CREATE TEMP VIEW rows AS SELECT *{replace}{''.join(derived)} FROM {source}")
+    return con, columns
+
+
+def _cut_label(p: Preset, seed: int) -> str:
     n = p.size
-    if p.cut == "random":
-        picked = sorted(random.Random(seed).sample(rows, min(n, len(rows))))
-        return picked, f"random {n:,} (seed {seed})"
-    if p.cut == "first":
-        return rows[:n], f"first {n:,}"
+    return {"random": f"random {n:,} (seed {seed})", "first": f"first {n:,}", "longest": f"{n:,} longest responses",
+            "longest-balanced": f"{n:,} longest: {n // 2:,} very easy/easy + {n - n // 2:,} medium or harder",
+            }.get(p.cut, str(p.cut))
 
-    def longest(ix: list[int], k: int) -> list[int]:
-        # Ties go to the earlier row, so the cut is deterministic.
-        return sorted(sorted(ix, key=lambda i: (-response_length(records[i]), i))[:k])
 
-    if p.cut == "longest":
-        return longest(rows, n), f"{n:,} longest responses"
-    if p.cut == "longest-balanced":
-        easy_rank = LEVELS["difficulty"].index("easy")
-        ranks = {i: _rank("difficulty", records[i].get("difficulty")) for i in rows}
-        easy = [i for i in rows if ranks[i] is not None and ranks[i] <= easy_rank]
-        harder = [i for i in rows if ranks[i] is not None and ranks[i] > easy_rank]
-        # No top-up from the other group when one is short: the mix is the point of Filter 6.
-        return sorted(longest(easy, n // 2) + longest(harder, n - n // 2)), \
-            f"{n:,} longest: {n // 2:,} very easy/easy + {n - n // 2:,} medium or harder"
-    raise FilterError(f"unknown cut {p.cut!r} in preset {p.name!r}")
+def _bind(con, p: Preset, columns: list[str]) -> list[tuple[str, str]]:
+    """(funnel label, SQL) per condition, each bound against the data's types before a row is read."""
+    conds = [(" ".join(t.split()), _compile(t, set(columns))) for t in p.conditions]
+    for text, sql in conds:
+        try:
+            kind = con.execute(f"DESCRIBE SELECT {sql} FROM rows WHERE {sql}").fetchall()[0][1]
+        except duckdb.Error as e:
+            raise FilterError(f"filter expression {text!r} does not fit this input: {str(e).splitlines()[0]}") from None
+        if kind not in ("BOOLEAN", '"NULL"'):
+            raise FilterError(f"filter expression {text!r} gives {kind}, not true/false; compare it, e.g. x > 0")
+    return conds
+
+
+def _select(con, p: Preset, conds: list[tuple[str, str]], seed: int) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """Positions of the kept rows (ascending) and the funnel, from the `rows` view: one scan that stores
+    how many conditions each row passed and its cut key, then the cut over those few bytes per row."""
+    # The first condition a row fails (an unknown result fails, as in WHERE), or len(conds) if none.
+    whens = " ".join(f"WHEN NOT coalesce({sql}, false) THEN {i}" for i, (_, sql) in enumerate(conds))
+    keys = ", response_length" if p.longest else ""
+    keys += ", difficulty <= 'easy'::difficulty_level AS easy" if p.cut == "longest-balanced" else ""
+    con.execute(f"CREATE TEMP TABLE steps AS SELECT __pos, {f'CASE {whens} ELSE {len(conds)} END' if conds else 0} "
+                f"AS __k{keys} FROM rows")
+    hist = dict(con.execute("SELECT __k, count(*) FROM steps GROUP BY __k").fetchall())
+    funnel = [("input", sum(hist.values()))] + [(text, sum(v for k, v in hist.items() if k > i))
+                                               for i, (text, _) in enumerate(conds)]
+    survivors, n = f"FROM steps WHERE __k = {len(conds)}", p.size or 0
+    order = "ORDER BY response_length DESC, __pos"  # ties go to the earlier row
+    query = {None: f"SELECT __pos {survivors}", "random": f"SELECT __pos {survivors}",
+             "first": f"SELECT __pos {survivors} ORDER BY __pos LIMIT {n}",
+             "longest": f"SELECT __pos {survivors} {order} LIMIT {n}",
+             # No top-up from the other group when one is short: the mix is the point of Filter 6.
+             "longest-balanced": f"SELECT __pos FROM (SELECT __pos, easy, row_number() OVER (PARTITION BY easy "
+                                 f"{order}) AS r {survivors} AND easy IS NOT NULL) "
+                                 f"WHERE r <= CASE WHEN easy THEN {n // 2} ELSE {n - n // 2} END"}
+    if p.cut not in query:
+        raise FilterError(f"unknown cut {p.cut!r} in preset {p.name!r}; choose from {', '.join(query)[6:]}")
+    kept = np.sort(con.execute(query[p.cut]).fetchnumpy()["__pos"].astype(np.int64))
+    if p.cut == "random":  # random.sample draws list positions: the same rows as sampling the survivors' list
+        kept = np.sort(kept[random.Random(seed).sample(range(len(kept)), min(n, len(kept)))])
+    return kept, funnel + ([(_cut_label(p, seed), len(kept))] if p.cut else [])
+
+
+def emptied_by(funnel) -> str | None:
+    """The step that removed the last rows, or None when rows are left."""
+    if not funnel or funnel[-1][1] > 0:
+        return None
+    return next((str(s) for (_, before), (s, n) in zip(funnel, funnel[1:]) if before > 0 and n == 0),
+                "input (it has no rows)")
+
+
+def _warn_if_empty(p: Preset, funnel, where: str) -> None:
+    if step := emptied_by(funnel):
+        log.warning("filter %s kept 0 of %d rows of %s: %r removed the last ones", p.name, funnel[0][1], where, step)
+
+
+def _empty_funnel(p: Preset, seed: int) -> list[tuple[str, int]]:
+    return [(s, 0) for s in ["input", *(" ".join(t.split()) for t in p.conditions)]
+            + ([_cut_label(p, seed)] if p.cut else [])]
 
 
 def apply(records: list[dict], preset: str | Preset, size: int | None = None, seed: int = 0,
           expression: str | None = None) -> tuple[list[dict], list[tuple[str, int]]]:
-    """Filter `records` by a preset name, a Preset, or an expression.
+    """Filter `records` (in memory: tests and small sets) by a preset name, a Preset, or an expression.
 
     Returns the kept records (in input order) and the funnel: (step, rows left) from
     ("input", n) through each condition to the cut.
     """
-    p = resolve(preset, expression, size)
-    conditions = [compile_condition(t) for t in p.conditions]
-    check_columns(conditions, records)
-    rows = list(range(len(records)))
-    funnel = [("input", len(rows))]
-    for c in conditions:
-        rows = [i for i in rows if c(records[i])]
-        funnel.append((c.text, len(rows)))
-    if p.cut is not None:
-        rows, label = _cut(rows, records, p, seed)
-        funnel.append((label, len(rows)))
-    return [records[i] for i in rows], funnel
+    p = validate(preset, expression, size)
+    if not records:
+        return [], _empty_funnel(p, seed)
+    table = pa.Table.from_pylist(records)
+    table = table.append_column("__pos", pa.array(np.arange(len(records), dtype=np.int64)))
+    con, columns = _connect("src", table)
+    with con:
+        kept, funnel = _select(con, p, _bind(con, validate(p, columns=columns), columns), seed)
+    _warn_if_empty(p, funnel, f"{len(records)} records")
+    return [records[i] for i in kept], funnel
 
 
 def format_funnel(funnel: list[tuple[str, int]]) -> str:
@@ -389,26 +389,74 @@ def format_funnel(funnel: list[tuple[str, int]]) -> str:
 
 # -- the stage --------------------------------------------------------------------------------
 SHARD_ROWS = 100_000
+_BATCH_ROWS = 8_192  # rows pyarrow decodes at a time while copying the kept ones
+
+
+def _parquet_source(files: list[str]) -> tuple[str, pa.Table]:
+    """SQL for the shards in dataset order, each row with its place in it (`__pos`), and the table of
+    shard offsets it joins (register it as `src`)."""
+    offsets = np.cumsum([0] + [pq.ParquetFile(f).metadata.num_rows for f in files[:-1]])
+    return (f"(SELECT p.* EXCLUDE (filename, file_row_number), f.o + p.file_row_number AS __pos "
+            f"FROM read_parquet([{', '.join(map(_sql_str, files))}], filename=true, file_row_number=true, "
+            "union_by_name=true) p JOIN src f ON p.filename = f.f)"), pa.table({"f": files, "o": offsets})
+
+
+def _copy_rows(ds: store.DatasetDir, files: list[str], keep: np.ndarray) -> None:
+    """Write the rows at positions `keep` (ascending) of `files` as shards of SHARD_ROWS, in input order,
+    with their own columns; only row groups that hold a kept row are read."""
+    rows: list[dict] = []
+    shard, start = 0, 0
+    for f in files:
+        pf = pq.ParquetFile(f)
+        for g in range(pf.metadata.num_row_groups):
+            end = start + pf.metadata.row_group(g).num_rows
+            if np.searchsorted(keep, start) < np.searchsorted(keep, end):
+                for batch in pf.iter_batches(batch_size=_BATCH_ROWS, row_groups=[g]):
+                    lo, hi = np.searchsorted(keep, [start, start + batch.num_rows])
+                    rows += batch.take(pa.array(keep[lo:hi] - start)).to_pylist()
+                    start += batch.num_rows
+                    while len(rows) >= SHARD_ROWS:
+                        ds.write_shard(shard, rows[:SHARD_ROWS], {"kept": SHARD_ROWS})
+                        rows, shard = rows[SHARD_ROWS:], shard + 1
+            start = end
+    if rows or shard == 0:  # an empty result still gets its shard 0 (a marker): the directory is complete
+        ds.write_shard(shard, rows, {"kept": len(rows)})
+
+
+def _result(counts: dict, funnel) -> dict:
+    funnel = [list(step) for step in funnel]  # as the manifest stores it
+    return {**counts, "funnel": funnel, "emptied_by": emptied_by(funnel)}
 
 
 def filter_dataset(in_dir, out_dir, preset: str | None, size: int | None = None, expression: str | None = None,
                    seed: int = 0) -> dict:
     """Write `out_dir` with the rows of `in_dir` (a tagged dataset directory) that `preset`
-    (and `expression`, if given) keep. A complete run of the same config is left as it is."""
+    (and `expression`, if given) keep. A complete run of the same config is left as it is.
+
+    Returns {"input", "kept", "funnel", "emptied_by"}: emptied_by names the step that removed the
+    last rows when none are kept (a WARNING is logged too), else None."""
+    p = validate(preset, expression, size)
     src = store.DatasetDir(in_dir)
     src_manifest = src.require_complete()
-    p = resolve(preset, expression, size)
-    config = {"preset": p.name, "conditions": list(p.conditions), "cut": p.cut, "size": p.size,
-              "seed": seed, "input_config_hash": src_manifest.get("config_hash")}
-    ds = store.DatasetDir(out_dir)
-    m = ds.begin("filter", config, input=str(in_dir), input_stage=src_manifest.get("stage"), source=p.source)
-    if m.get("status") == "complete":
-        return {**m["counts"], "funnel": m.get("funnel")}
-    kept, funnel = apply(src.records(), p, seed=seed)
-    for k in range(0, max(len(kept), 1), SHARD_ROWS):
-        ds.write_shard(k // SHARD_ROWS, kept[k:k + SHARD_ROWS], {"kept": len(kept[k:k + SHARD_ROWS])})
-    counts = {"input": funnel[0][1], "kept": len(kept)}
+    files = [str(src.shard_path(k)) for k in src.shards() if src.shard_path(k).exists()]
+    con, columns = _connect(*_parquet_source(files)) if files else (None, [])
+    try:
+        p = validate(p, columns=columns) if con else p
+        conds = _bind(con, p, columns) if con else []
+        config = {"preset": p.name, "conditions": list(p.conditions), "cut": p.cut, "size": p.size,
+                  "seed": seed, "input_config_hash": src_manifest.get("config_hash")}
+        ds = store.DatasetDir(out_dir)
+        m = ds.begin("filter", config, input=str(in_dir), input_stage=src_manifest.get("stage"), source=p.source)
+        if m.get("status") == "complete":
+            return _result(m["counts"], m.get("funnel") or [])
+        keep, funnel = _select(con, p, conds, seed) if con else (np.zeros(0, np.int64), _empty_funnel(p, seed))
+    finally:
+        if con:
+            con.close()
+    _copy_rows(ds, files, keep)
+    counts = {"input": funnel[0][1], "kept": len(keep)}
     ds.finish(counts, funnel=funnel, preset=p.name, conditions=list(p.conditions))
-    log.info("filter %s: kept %d of %d rows -> %s\n%s", p.name, len(kept), funnel[0][1], out_dir,
+    _warn_if_empty(p, funnel, str(in_dir))
+    log.info("filter %s: kept %d of %d rows -> %s\n%s", p.name, len(keep), funnel[0][1], out_dir,
              format_funnel(funnel))
-    return {**counts, "funnel": [list(step) for step in funnel]}  # as the manifest stores it
+    return _result(counts, funnel)

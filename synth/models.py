@@ -46,18 +46,35 @@ def package_dir(package: str) -> Path:
     return Path(spec.origin).parent
 
 
+def looks_local(model: str) -> bool:
+    """Whether a model reference can only mean a path on this machine. A hub id is `name` or
+    `namespace/name` and starts with a letter or digit (huggingface_hub's validate_repo_id)."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
+
+
 def resolve(model: str) -> str:
     """Turn a model reference into something `from_pretrained` / vLLM can open."""
     if not model.startswith(EMBEDDED_PREFIX):
+        if looks_local(model):
+            path = os.path.expanduser(model)  # from_pretrained does not expand `~`
+            if not os.path.exists(path):
+                # Checked here: transformers would pass the path on to the hub, whose complaint ("Repo id must
+                # be in the form ...") hides the cause. ValueError: what every CLI that resolves a model reports.
+                raise ValueError(f"model path {model} does not exist; give an existing checkpoint directory, "
+                                 f"a hub id (namespace/name) or one of {_embedded_names()}")
+            return path
         return model
     name = model[len(EMBEDDED_PREFIX):]
     if name in EMBEDDED_DIR:
         package, folder = EMBEDDED_DIR[name]
         return str(package_dir(package) / folder)
     if name not in EMBEDDED_GGUF:
-        known = [EMBEDDED_PREFIX + k for k in (*EMBEDDED_GGUF, *EMBEDDED_DIR)]
-        raise ValueError(f"unknown embedded model {model!r}; known: {known}")
+        raise ValueError(f"unknown embedded model {model!r}; known: {_embedded_names()}")
     return str(materialize_gguf(name))
+
+
+def _embedded_names() -> str:
+    return ", ".join(EMBEDDED_PREFIX + k for k in (*EMBEDDED_GGUF, *EMBEDDED_DIR))
 
 
 def materialize_gguf(name: str) -> Path:

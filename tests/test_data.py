@@ -1,5 +1,6 @@
 """SFT dataset loaders (train/data.py): each Table-1 source, from its own schema to TRL `messages`."""
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -141,9 +142,31 @@ def test_wrong_schema_names_the_file_and_the_columns():
         load_sft_dataset("openhermes-1", path=str(fixture("genqa")))
 
 
-def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(KeyError, match="ultrachat"):
-        load_sft_dataset("no-such-set")
+def test_unknown_name_suggests_close_names_and_where_the_list_is():
+    with pytest.raises(ValueError) as e:
+        load_sft_dataset("sharegtp")
+    msg = str(e.value)
+    assert msg.startswith("dataset sharegtp: ") and "did you mean sharegpt?" in msg
+    assert "python -m train.data" in msg and "'" not in msg.split(";")[0]  # not a KeyError's quoted repr
+    with pytest.raises(ValueError, match="no such registered set; \\(`python -m train.data`"):
+        load_sft_dataset("zzz")  # nothing close: no suggestion
+
+
+@pytest.mark.parametrize("ref", ["/no/such/export", "runs/none/export", "./export", "~/no-such-magpie-set",
+                                 "missing.jsonl"])
+def test_missing_local_dataset_is_named_as_a_path(ref):
+    with pytest.raises(FileNotFoundError, match=f"^dataset {re.escape(ref)}: no such directory or file; give a Magpie export"):
+        data.find_source(ref)
+
+
+def test_missing_or_empty_local_copy_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="local copy of 'sharegpt' /no/such.json: no such directory or file"):
+        load_sft_dataset("sharegpt", path="/no/such.json")
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}: a directory without data/\\*.parquet"):
+        data.find_source(str(tmp_path))
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match="x.csv: unsupported file type '.csv'"):
+        data.find_source(str(tmp_path / "x.csv"))
 
 
 def test_max_samples_is_seeded_and_reproducible(tmp_path):

@@ -92,7 +92,8 @@ def test_top_logprobs_over_both_apis_match_the_local_engine(remote, hf):
 def test_alpaca_judge_over_http_agrees_with_local(remote, hf):
     from eval.judges import PairwiseJudge
 
-    items = [{"question": "What is 2+2?", "answer_a": "4", "answer_b": "2+2 is 4, because adding two and two gives four."},
+    items = [{"question": "What is 2+2?", "answer_a": "4",
+              "answer_b": "2+2 is 4, because adding two and two gives four."},
              {"question": "Name a fruit.", "answer_a": "A chair.", "answer_b": "An apple."}]
     over_http = PairwiseJudge(remote, "alpaca_eval", max_tokens=1).judge(items)
     # The server answers one request at a time; left padding in a shared local batch moves the
@@ -170,8 +171,9 @@ def test_cli_prints_one_line_and_exits_2(failure, base_url, tmp_path, monkeypatc
               "--engine", "openai", "--base_url", url, "--pre_query_template", "<|im_start|>user\n",
               "--total_prompts", "2", "--n", "2", "--max_tokens", "4"])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ")
-    assert ("check OPENAI_API_KEY" if failure == "wrong key" else f"no server at {url}") in err
+    line = err[err.find("error: "):]  # the progress bar, left open, comes before it on the same line
+    assert exit_.value.code == 2 and "Traceback" not in err and line.startswith("error: ") and line.count("\n") == 1
+    assert ("check OPENAI_API_KEY" if failure == "wrong key" else f"no server at {url}") in line
     assert "sk-wrong" not in err
 
 

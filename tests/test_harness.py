@@ -1,7 +1,8 @@
-"""eval/harness.py on the real embedded SmolLM2 and the repo's tiny lm-eval tasks (eval/tasks/)."""
+"""eval/harness.py on the real embedded SmolLM2 and the repo's lm-eval tasks (eval/tasks/)."""
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,12 +10,12 @@ import pytest
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from eval import harness
-from eval.harness import paper_tasks, run_harness, summarize
+from eval.harness import run_harness, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ROOT / "eval/tasks"
 MODEL = "embedded:smollm2-135m-instruct"
-KW = {"include_path": str(TASKS), "batch_size": 8}
+KW = {"batch_size": 8}
 
 
 def n_lines(path):
@@ -40,6 +41,23 @@ def tiny_run(tmp_path_factory):
     return out, summary
 
 
+@pytest.fixture
+def no_model(monkeypatch):
+    """Building an lm-eval model raises: a run that would load one fails with "model built"."""
+    from lm_eval.models.huggingface import HFLM
+
+    def boom(*a, **k):
+        raise AssertionError("model built")
+
+    monkeypatch.setattr(HFLM, "__init__", boom)
+
+
+def results_file(out):
+    files = sorted(Path(out).glob("results_*.json"))
+    assert len(files) == 1, files
+    return files[0], json.loads(files[0].read_text())
+
+
 def test_tiny_task_data():
     mc = [json.loads(line) for line in (TASKS / "data/magpie_tiny_mc.jsonl").read_text().splitlines()]
     assert 20 <= len(mc) <= 24
@@ -50,30 +68,34 @@ def test_tiny_task_data():
 
 
 @pytest.mark.slow
-def test_results_json(tiny_run):
+def test_tracker_results_file(tiny_run):
     out, summary = tiny_run
-    res = json.loads((out / "results.json").read_text())
-    assert res["config"]["model"] == MODEL and res["config"]["backend"] == "hf"
-    assert res["config"]["tasks"] == ["magpie_tiny"] and res["config"]["apply_chat_template"] is True
-    assert res["config"]["versions"]["lm_eval"].startswith("0.4.")
+    path, res = results_file(out)
+    assert path.parent == out  # no model-name folder in between
+    assert res["job"]["model"] == MODEL and res["job"]["backend"] == "hf"
+    assert res["job"]["tasks"] == ["magpie_tiny"] and res["job"]["apply_chat_template"] is True
+    assert res["lm_eval_version"].startswith("0.4.") and res["fewshot_as_multiturn"] is True
+    assert res["chat_template"] and "<|im_start|>" in res["chat_template"]
     assert set(res["configs"]) == {"magpie_tiny_mc", "magpie_tiny_arith"}
     assert res["n-samples"]["magpie_tiny_mc"]["effective"] == N_MC
     assert res["n-samples"]["magpie_tiny_arith"]["effective"] == N_ARITH
     assert res["group_subtasks"]["magpie_tiny"] == ["magpie_tiny_mc", "magpie_tiny_arith"]
-    mc, arith = res["summary"]["magpie_tiny_mc"], res["summary"]["magpie_tiny_arith"]
+    assert set(res["task_hashes"]) == {"magpie_tiny_mc", "magpie_tiny_arith"}  # hashed from the samples
+    mc, arith = summarize(res)["magpie_tiny_mc"], summarize(res)["magpie_tiny_arith"]
     assert set(mc) == {"acc", "acc_norm"} and set(arith) == {"exact_match"}
     for v in (*mc.values(), *arith.values()):
         assert 0.0 <= v <= 1.0
     assert mc["acc"] > 0.25  # an aligned chat model beats chance on everyday questions
-    assert summary == {**res["summary"], "seconds": res["seconds"]} and summary["seconds"] > 0
-    assert not list(out.glob(".*.tmp"))
+    assert summary == {**summarize(res), "seconds": round(float(res["total_evaluation_time_seconds"]), 2)}
+    assert summary["seconds"] > 0
 
 
 @pytest.mark.slow
-def test_samples_are_chat_templated(tiny_run):
+def test_tracker_samples_are_chat_templated(tiny_run):
     out, _ = tiny_run
-    mc = [json.loads(line) for line in (out / "samples_magpie_tiny_mc.jsonl").read_text().splitlines()]
-    arith = [json.loads(line) for line in (out / "samples_magpie_tiny_arith.jsonl").read_text().splitlines()]
+    date = results_file(out)[0].stem.removeprefix("results_")
+    mc = [json.loads(line) for line in (out / f"samples_magpie_tiny_mc_{date}.jsonl").read_text().splitlines()]
+    arith = [json.loads(line) for line in (out / f"samples_magpie_tiny_arith_{date}.jsonl").read_text().splitlines()]
     assert len(mc) == N_MC and len(arith) == N_ARITH
     for s in mc:
         assert len(s["arguments"]) == 4  # one loglikelihood request per choice
@@ -89,19 +111,27 @@ def test_samples_are_chat_templated(tiny_run):
 
 
 @pytest.mark.slow
-def test_resume_does_not_recompute(tiny_run, monkeypatch):
+def test_finished_job_loads_no_model(tiny_run, no_model, tmp_path):
     out, summary = tiny_run
-    before = (out / "results.json").stat().st_mtime_ns
+    files = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert run_harness(MODEL, out, ["magpie_tiny"], **KW) == summary
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == files  # nothing written
+    # The same guard catches a job that has to run: here the model would be built.
+    with pytest.raises(AssertionError, match="model built"):
+        run_harness(MODEL, tmp_path / "new", ["magpie_tiny"], **KW)
 
-    def boom(*a, **k):
-        raise AssertionError("recomputed")
 
-    monkeypatch.setattr(harness, "resolve", boom)
-    import lm_eval
-    monkeypatch.setattr(lm_eval, "simple_evaluate", boom)
-    again = run_harness(MODEL, out, ["magpie_tiny"], **KW)
-    assert again == summary
-    assert (out / "results.json").stat().st_mtime_ns == before
+@pytest.mark.slow
+def test_job_with_missing_samples_is_redone(tiny_run, no_model, tmp_path):
+    """The tracker writes the results file before the samples: results whose samples were cut short (a killed
+    run) are not a finished job."""
+    out, _ = tiny_run
+    copy = tmp_path / "job"
+    shutil.copytree(out, copy)
+    samples = next(copy.glob("samples_magpie_tiny_arith_*.jsonl"))
+    samples.write_text("".join(samples.read_text().splitlines(keepends=True)[:3]))
+    with pytest.raises(AssertionError, match="model built"):
+        run_harness(MODEL, copy, ["magpie_tiny"], **KW)
 
 
 @pytest.mark.slow
@@ -114,17 +144,21 @@ def test_config_mismatch_raises(tiny_run):
         run_harness(MODEL, out, ["magpie_tiny"], num_fewshot=1, **KW)
 
 
+def test_results_of_another_writer_are_refused(tmp_path):
+    (tmp_path / "results_2024-01-01T00-00-00.000000.json").write_text(json.dumps({"results": {}}))
+    with pytest.raises(ValueError, match="not written by eval.harness") as e:
+        run_harness(MODEL, tmp_path, ["magpie_tiny"], **KW)
+    assert "use another output_dir" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_unknown_task_is_one_helpful_line(tmp_path):
     with pytest.raises(ValueError) as e:
         run_harness(MODEL, tmp_path / "job", ["magpie_tiny_mcq"], **KW)
     msg = str(e.value)
     assert "\n" not in msg and "'magpie_tiny_mcq'" in msg
-    assert "magpie_tiny_mc" in msg.split("close matches:")[1] and "--include_path" in msg
+    assert "magpie_tiny_mc" in msg.split("close matches:")[1]
+    assert f"lm-eval ls tasks --include_path {TASKS}" in msg and "include_path" in msg.split("(")[-1]
     assert not (tmp_path / "job").exists()
-    # without include_path the repo's tasks are unknown, and the message says where they live
-    with pytest.raises(ValueError, match="include_path") as e:
-        run_harness(MODEL, tmp_path / "job", ["magpie_tiny"])
-    assert str(TASKS) in str(e.value)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
@@ -154,10 +188,33 @@ def test_summarize_keeps_filters_only_where_needed():
     }
 
 
-def test_paper_tasks_are_known_to_lm_eval():
-    from eval.harness import _task_manager
+def test_paper_group_is_table3_with_its_shots():
+    """lm-eval's own TaskManager and group expansion on eval/tasks/magpie_paper.yaml, stopped where a task would
+    download its data (and import its hooks: IFEval's need the gpu extra): each leaf is its YAML config."""
+    from types import SimpleNamespace
 
-    assert dict(paper_tasks()) == {"mmlu": 5, "arc_challenge": 25, "hellaswag": 10, "truthfulqa_mc2": 0,
-                                   "winogrande": 5, "gsm8k": 5, "ifeval": 0}
-    known = set(_task_manager(()).all_tasks)  # lm-eval's own TaskManager, without our include path
-    assert {t for t, _ in paper_tasks()} <= known
+    from lm_eval.api.group import Group
+    from lm_eval.tasks._factory import TaskFactory
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    class Configs(TaskFactory):
+        def _build_task(self, entry, overrides):
+            config = {**load_yaml(entry.yaml_path, resolve_func=False), **(overrides or {})}
+            return SimpleNamespace(task_name=config["task"], config=config)
+
+    def leaves(group):
+        for child in group:
+            yield from leaves(child) if isinstance(child, Group) else [child]
+
+    index = harness._task_manager(()).task_index  # the harness's TaskManager: eval/tasks is on its path
+    paper = Configs().build(index["magpie_paper"], registry=dict(index))
+    assert paper.child_names == ["mmlu", "arc_challenge", "hellaswag", "truthfulqa_mc2", "winogrande", "gsm8k",
+                                 "ifeval"]
+    shots = {t.task_name: t.config["num_fewshot"] for t in leaves(paper)}
+    mmlu = {t: n for t, n in shots.items() if t.startswith("mmlu_")}
+    assert len(mmlu) == 57 and set(mmlu.values()) == {5}
+    assert {t: n for t, n in shots.items() if t not in mmlu} == {
+        "arc_challenge": 25, "hellaswag": 10, "truthfulqa_mc2": 0, "winogrande": 5, "gsm8k": 5, "ifeval": 0}
+    datasets = {t.config["dataset_path"] for t in leaves(paper)}
+    assert datasets == {"cais/mmlu", "allenai/ai2_arc", "Rowan/hellaswag", "truthfulqa/truthful_qa",
+                        "allenai/winogrande", "openai/gsm8k", "google/IFEval"}

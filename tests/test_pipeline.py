@@ -129,3 +129,62 @@ def test_output_dir_of_another_config(tmp_path, capsys):
 def test_responses_need_complete_instructions(tmp_path, capsys):
     msg = _error(capsys, cli(tmp_path / "o", verb="responses"))
     assert "not a complete dataset directory" in msg
+
+
+@pytest.mark.parametrize("flag,value,named", [
+    ("--temperature", "-1", "temperature"), ("--top_p", "2", "top_p"), ("--mix", "foo", "mix"),
+    ("--dtype", "foo", "dtype"), ("--n", "abc", "--n"), ("--response_temperature", "-0.5", "response_temperature"),
+    ("--filter_expression", "instruct_reward >", "instruct_reward >"),
+    ("--filter_expression", "instruct_rewrd > 0", "instruct_rewrd"), ("--filter_preset", "pro-filter-9", "pro-filter-9"),
+])
+def test_a_typo_is_one_line_before_anything_is_written(tmp_path, capsys, flag, value, named):
+    """Checked before a model loads: no output directory, so nothing can refuse the corrected retry."""
+    argv = cli(tmp_path / "o", "--stages", "instructions", "responses", "tag", "filter", flag, value)
+    msg = _error(capsys, argv)
+    assert named in msg and "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_command_line_values_are_blamed_on_the_command_line_and_yaml_keys_on_the_file(tmp_path, capsys):
+    assert _error(capsys, cli(tmp_path / "o", "--top_p", "7")).startswith("error: command line: top_p")
+    cfg = tmp_path / "hot.yaml"
+    cfg.write_text(Path(TINY).read_text().replace("temperature: 1.0", "temperature: -3.0"))
+    assert "temperature: -3.0" in cfg.read_text()
+    msg = _error(capsys, ["instructions", "--config", str(cfg), "--output_dir", str(tmp_path / "o")])
+    assert msg.startswith(f"error: {cfg}: temperature")
+
+
+def test_output_dir_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("not a folder")
+    assert "is a file" in _error(capsys, cli(tmp_path / "f"))
+
+
+@pytest.mark.slow
+def test_resume_with_another_shard_layout_is_refused_and_a_corrupt_shard_is_redone(tmp_path, caplog):
+    """rounds_per_shard decides which rounds shard k holds: a resume under another value is refused (it used
+    to skip or double rounds and say complete). A truncated shard in a complete set is found and redone."""
+    out = tmp_path / "o"
+    fast = ["--total_prompts", "6", "--n", "2", "--max_tokens", "32", "--report_to", "none"]
+    assert main(cli(out, *fast, "--rounds_per_shard", "1", verb="instructions")) == 0
+    ins = out / "instructions"
+    want = records(ins)
+    from synth.store import DatasetDir
+
+    ds = DatasetDir(ins)
+    assert ds.shards() == [0, 1, 2]  # one round per shard (a round that kept nothing leaves a .empty marker)
+    # What a kill after shard 0 leaves on disk:
+    for k in (1, 2):
+        ds.shard_path(k).unlink(missing_ok=True)
+        ds.empty_marker(k).unlink(missing_ok=True)
+    m = manifest(ins)
+    (ins / "manifest.json").write_text(json.dumps({**m, "status": "running"}))
+    with pytest.raises(SystemExit):
+        main(cli(out, *fast, "--rounds_per_shard", "3", verb="instructions"))
+    assert manifest(ins)["status"] == "running"
+    assert main(cli(out, *fast, "--rounds_per_shard", "1", verb="instructions")) == 0
+    assert records(ins) == want
+    shard = next(ds.shard_path(k) for k in ds.shards() if ds.shard_path(k).exists())
+    shard.write_bytes(shard.read_bytes()[:100])
+    assert main(cli(out, *fast, "--rounds_per_shard", "1", verb="instructions")) == 0
+    assert str(shard) in caplog.text and manifest(ins)["status"] == "complete"
+    assert records(ins) == want  # the same rounds, the same seeds: the same records

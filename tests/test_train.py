@@ -92,3 +92,121 @@ def test_trained_model_stops_at_end_of_turn(trained_sft, smol_tokenizer):
     assert eot in (eos if isinstance(eos, list) else [eos])
     tok_cfg = json.loads((trained_sft / "merged" / "tokenizer_config.json").read_text())
     assert tok_cfg["eos_token"] == "<|im_end|>"
+
+
+# -- bad input: one `error:` line that names it, exit code 2, before any model is loaded -----------------------
+TINY_SFT = ROOT / "recipes/configs/sft/tiny.yaml"
+
+
+@pytest.fixture
+def convs_file(tmp_path):
+    f = tmp_path / "convs.jsonl"
+    f.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CONVS))
+    return f
+
+
+def sft_error(capsys, *argv, config=TINY_SFT) -> str:
+    """Run `python -m train.sft` in this process; return its one error line."""
+    from train.sft import main
+
+    rc = main(["--config", str(config), *argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--dataset", "/no/such/export"], "error: dataset /no/such/export: no such directory or file; give a Magpie"),
+    (["--dataset", "sharegpt", "--dataset_path", "/no/such.json"],
+     "error: local copy of 'sharegpt' /no/such.json: no such directory or file"),
+    (["--dataset", "sharegtp"], "error: dataset sharegtp: no such registered set; did you mean sharegpt? "
+                                "(`python -m train.data` lists them"),
+])
+def test_bad_dataset_is_one_error_line(capsys, argv, expected):
+    assert sft_error(capsys, *argv).startswith(expected)
+
+
+def test_bad_dtype_lists_the_valid_ones(capsys, convs_file, tmp_path):
+    line = sft_error(capsys, "--dataset", str(convs_file), "--dtype", "foo")
+    assert line.startswith("error: command line --dtype: invalid choice: 'foo'")
+    assert all(d in line for d in ("auto", "bfloat16", "float16", "float32"))
+    # The same value in a YAML file: argparse does not check a default against its choices.
+    config = tmp_path / "bad.yaml"
+    config.write_text(TINY_SFT.read_text().replace("dtype: auto", "dtype: foo"))
+    line = sft_error(capsys, "--dataset", str(convs_file), config=config)
+    assert line == "error: dtype foo: choose one of auto, bfloat16, float16, float32"
+
+
+def test_output_dir_that_is_a_file(capsys, convs_file):
+    for out in (convs_file, convs_file / "sft"):
+        assert sft_error(capsys, "--dataset", str(convs_file), "--output_dir", str(out)) == \
+            f"error: output_dir {out}: {convs_file} is a file; choose a new or existing directory"
+
+
+def test_missing_model_path_is_named(capsys, convs_file):
+    line = sft_error(capsys, "--dataset", str(convs_file), "--model_name_or_path", "/no/such/dir")
+    assert line.startswith("error: model path /no/such/dir does not exist; give an existing checkpoint directory")
+
+
+def test_model_references(tmp_path):
+    from synth import models
+
+    for hub_id in ("meta-llama/Meta-Llama-3-8B", "gpt2", "Qwen/Qwen2.5-0.5B-Instruct"):
+        assert models.resolve(hub_id) == hub_id  # passed on to transformers / vLLM untouched
+    assert models.resolve(str(tmp_path)) == str(tmp_path)
+    for path in ("/no/such/dir", "./no-such-dir", "../no-such-dir", "~/no-such-model", "runs/x/sft/merged"):
+        with pytest.raises(ValueError, match=f"^model path {path} does not exist"):
+            models.resolve(path)
+    with pytest.raises(ValueError, match="unknown embedded model 'embedded:nope'; known: embedded:smollm2"):
+        models.resolve("embedded:nope")
+
+
+def test_a_bad_value_is_blamed_on_where_it_came_from(capsys, convs_file, tmp_path):
+    line = sft_error(capsys, "--dataset", str(convs_file), "--num_train_epochs", "abc")
+    assert line == "error: command line --num_train_epochs: invalid float value: 'abc'"
+    assert str(TINY_SFT) not in line
+    line = sft_error(capsys, "--dataset", str(convs_file), "--nosuchflag", "1")
+    assert line.startswith("error: command line: unknown option --nosuchflag")
+    config = tmp_path / "bad.yaml"
+    config.write_text(TINY_SFT.read_text().replace("num_train_epochs: 2", "num_train_epochs: abc"))
+    line = sft_error(capsys, "--dataset", str(convs_file), config=config)
+    assert line == f"error: config {config}: num_train_epochs: invalid float value: 'abc'"
+    assert sft_error(capsys, config=tmp_path / "none.yaml") == f"error: config {tmp_path / 'none.yaml'}: no such file"
+
+
+def test_cli_bad_input_exits_2_with_one_line():
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "train.sft", "--config", str(TINY_SFT), "--dataset", "sharegtp"],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert errors == [errors[0]] and "sharegtp" in errors[0] and "sharegpt" in errors[0]
+
+
+def test_failed_run_is_recorded_as_failed_on_wandb(convs_file, tmp_path, monkeypatch):
+    """The trainer opens the W&B run; a failure inside training must close it with exit code 1, which wandb
+    writes to the offline run's log."""
+    import trl
+    import wandb
+
+    from train.sft import main
+
+    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_PROJECT": "test",
+                       "WANDB_RUN_GROUP": "test", "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(key, value)
+
+    def boom(self, *args, **kwargs):
+        assert wandb.run is not None  # the run is open: the failure happens inside it
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(trl.SFTTrainer, "training_step", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["--config", str(TINY_SFT), "--dataset", str(convs_file), "--output_dir", str(tmp_path / "sft"),
+              "--report_to", "wandb", "--max_steps", "1", "--max_length", "64", "--save_strategy", "no"])
+    assert wandb.run is None
+    (log,) = (tmp_path / "wandb").glob("offline-run-*/logs/debug.log")
+    assert "got exitcode: 1" in log.read_text()

@@ -3,6 +3,7 @@
     ds = load_sft_dataset("ultrachat")                          # the hub set (needs network)
     ds = load_sft_dataset("sharegpt", path="sg.json")            # a local copy in the hub schema
     ds = load_sft_dataset("runs/air-300k/export")                # a Magpie export dir of ours (data/*.parquet)
+    python -m train.data                                          # lists the registered sets
 
 Every loader returns a `datasets.Dataset` with two columns: `messages` (a list of
 {"role": "system"|"user"|"assistant", "content": str}, what TRL's SFTTrainer takes as it is) and
@@ -17,7 +18,9 @@ YAML) on huggingface.co in 2025; the cited page is in each comment.
 """
 from __future__ import annotations
 
+import difflib
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,8 +84,10 @@ def dataset_names() -> list[str]:
 
 def get_spec(name: str) -> DatasetSpec:
     if name not in _REGISTRY:
-        raise KeyError(f"no SFT dataset named {name!r}; known: {', '.join(dataset_names())} "
-                       "(or pass a local path: a Magpie export dir or a .json/.jsonl/.parquet file)")
+        close = difflib.get_close_matches(name, dataset_names(), n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ValueError(f"dataset {name}: no such registered set; {hint}(`python -m train.data` lists them; "
+                         "a local path works too: a Magpie export directory or a .json/.jsonl/.parquet file)")
     return _REGISTRY[name]
 
 
@@ -296,23 +301,53 @@ def to_messages(raw: datasets.Dataset, name: str, where: str = "") -> tuple[data
     return out, drops
 
 
-def _local_files(path: Path) -> list[Path]:
+DATA_SUFFIXES = {".parquet": "parquet", ".json": "json", ".jsonl": "json"}
+
+
+def local_files(path: str | Path, what: str = "dataset") -> list[Path]:
+    """The data files of a local dataset (a file, or a folder with data/*.parquet or *.parquet/*.jsonl/*.json);
+    errors name `what` and the path."""
+    given, path = path, Path(path).expanduser()  # errors show the path as the user wrote it
     if path.is_file():
+        if path.suffix not in DATA_SUFFIXES:
+            raise ValueError(f"{what} {given}: unsupported file type {path.suffix!r}; use .parquet, .json or .jsonl")
         return [path]
     if path.is_dir():
         for d in (path / "data", path):
             files = sorted(f for ext in ("*.parquet", "*.jsonl", "*.json") for f in d.glob(ext))
             if files:
                 return files
-    raise FileNotFoundError(f"{path}: no such file, or a directory without data/*.parquet or "
-                            "*.parquet/*.jsonl/*.json files")
+        raise FileNotFoundError(f"{what} {given}: a directory without data/*.parquet or *.parquet/*.jsonl/*.json "
+                                "files; give a Magpie export directory or one of those files")
+    raise FileNotFoundError(f"{what} {given}: no such directory or file; give a Magpie export directory or a "
+                            ".json/.jsonl/.parquet file")
+
+
+def _looks_like_path(ref: str) -> bool:
+    # Registered names are bare words ("sharegpt", "openhermes-2.5"): a separator, a leading "." or "~",
+    # or a data-file suffix means the user meant a file on this machine.
+    return any(sep in ref for sep in ("/", os.sep)) or ref.startswith((".", "~")) or Path(ref).suffix in DATA_SUFFIXES
+
+
+def find_source(name_or_path: str, path: str | None = None) -> tuple[DatasetSpec, list[Path] | None]:
+    """The loader and, for local data, the files a dataset reference names (see `load_sft_dataset`).
+    Reads no data, so a caller can check its inputs before loading a model; errors say what to pass."""
+    if name_or_path in _REGISTRY:
+        spec = _REGISTRY[name_or_path]
+        if path is not None:
+            return spec, local_files(path, what=f"local copy of {spec.name!r}")
+        if spec.hub_id is None:
+            raise ValueError(f"{spec.name!r} has no hub copy; pass path= to a local file or directory")
+        return spec, None
+    if Path(name_or_path).expanduser().exists():
+        return _REGISTRY["messages"], local_files(name_or_path)
+    if _looks_like_path(name_or_path):
+        local_files(name_or_path)  # raises: no such directory or file
+    return get_spec(name_or_path), None  # raises, with the close names
 
 
 def _read_local(f: Path) -> datasets.Dataset:
-    fmt = {".parquet": "parquet", ".json": "json", ".jsonl": "json"}.get(f.suffix)
-    if fmt is None:
-        raise ValueError(f"{f}: unsupported file type {f.suffix!r}; use .parquet, .json or .jsonl")
-    return datasets.load_dataset(fmt, data_files=str(f), split="train")
+    return datasets.load_dataset(DATA_SUFFIXES[f.suffix], data_files=str(f), split="train")
 
 
 def load_sft_dataset(name_or_path: str, path: str | None = None, split: str | None = None,
@@ -326,26 +361,19 @@ def load_sft_dataset(name_or_path: str, path: str | None = None, split: str | No
         Ignored for local files.
     max_samples: keep a seeded random subset of this many conversations (after validation).
     """
-    if name_or_path in _REGISTRY:
-        name = name_or_path
-    elif Path(name_or_path).exists():
-        name, path = "messages", name_or_path
-    else:
-        get_spec(name_or_path)  # raises with the known names
-    spec = get_spec(name)
+    spec, files = find_source(name_or_path, path)
+    name = spec.name
 
     drops: Counter = Counter()
-    if path is not None:
+    if files is not None:
         parts = []
-        for f in _local_files(Path(path)):
+        for f in files:
             part, d = to_messages(_read_local(f), name, where=str(f))
             parts.append(part)
             drops += d
         ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-        origin = str(path)
+        origin = str(path or name_or_path)
     else:
-        if spec.hub_id is None:
-            raise ValueError(f"{name!r} has no hub copy; pass path= to a local file or directory")
         raw = datasets.load_dataset(spec.hub_id, spec.config, split=split or spec.split, **spec.hub_kwargs)
         ds, drops = to_messages(raw, name, where=spec.hub_id)
         origin = f"{spec.hub_id} [{split or spec.split}]"
@@ -356,3 +384,11 @@ def load_sft_dataset(name_or_path: str, path: str | None = None, split: str | No
     if max_samples is not None and max_samples < len(ds):
         ds = ds.shuffle(seed=seed).select(range(max_samples)).flatten_indices()
     return ds
+
+
+if __name__ == "__main__":
+    # `python -m train.data`: the registered sets, where the error for an unknown name points.
+    for n in dataset_names():
+        s = _REGISTRY[n]
+        where = f"{s.hub_id} [{s.split}]" if s.hub_id else "local files only (a path)"
+        print(f"{n:26} {s.paper_size or '-':>6}  {where}")

@@ -34,9 +34,59 @@ class DataArguments:
 
 
 def parse(argv=None):
+    """The three configs from `--config x.yaml` and `--key value` overrides. A bad value raises ValueError
+    naming where it came from: `command line --key` or `config x.yaml` (argparse would print its usage and exit)."""
+    import argparse
+
     from trl import ModelConfig, SFTConfig, TrlParser
 
-    return TrlParser((DataArguments, SFTConfig, ModelConfig)).parse_args_and_config(args=argv)
+    class Parser(TrlParser):
+        def error(self, message):
+            raise argparse.ArgumentError(None, message)
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+    try:
+        return Parser((DataArguments, SFTConfig, ModelConfig)).parse_args_and_config(args=argv)
+    except argparse.ArgumentError as e:
+        # A YAML value becomes an argparse default, so argparse reports both kinds as "argument --key: ...".
+        msg = str(e)
+        if not msg.startswith("argument "):
+            raise ValueError(f"command line: {msg}") from None
+        flags, _, what = msg.removeprefix("argument ").partition(": ")
+        given = [f for f in flags.split("/") if any(a == f or a.startswith(f + "=") for a in argv)]
+        where = f"command line {given[0]}" if given or not config else f"config {config}: {flags.split('/')[0][2:]}"
+        raise ValueError(f"{where}: {what}") from None
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"config {e.filename}: no such file") from None
+    except ValueError as e:
+        msg = str(e)
+        if msg.startswith("Some specified arguments are not used"):  # HfArgumentParser: unknown --keys in argv
+            unknown = [a for a in argv if a.startswith("--") and a in msg]
+            raise ValueError(f"command line: unknown option {' '.join(unknown) or msg.split(': ', 1)[-1]} "
+                             "(`python -m train.sft --help` lists them)") from None
+        if msg.startswith("Unknown arguments from config file"):
+            raise ValueError(f"config {config}: {msg.split('. Please')[0]}; remove or rename them") from None
+        raise
+
+
+def check_inputs(data_args: DataArguments, training_args, model_args) -> None:
+    """Fail in a second on what can be checked without a model: the dataset, the dtype, the output folder
+    (the model path is checked by `models.resolve`). Raises ValueError / FileNotFoundError that name the input."""
+    from trl import ModelConfig
+
+    from .data import find_source
+
+    find_source(data_args.dataset, data_args.dataset_path)
+    # argparse checks the choices of a command-line --dtype only; a YAML value arrives unchecked.
+    dtypes = ModelConfig.__dataclass_fields__["dtype"].metadata["choices"]
+    if model_args.dtype is not None and model_args.dtype not in dtypes:
+        raise ValueError(f"dtype {model_args.dtype}: choose one of {', '.join(dtypes)}")
+    out = Path(training_args.output_dir).expanduser().absolute()
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ValueError(f"output_dir {training_args.output_dir}: {blocker} is a file; "
+                         "choose a new or existing directory")
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:
@@ -46,6 +96,28 @@ def end_of_turn_ids(tokenizer) -> list[int]:
 
 
 def train(data_args: DataArguments, training_args, model_args) -> dict:
+    """Check the inputs, then fine-tune. The W&B run the trainer opens is closed here with the run's real
+    outcome: left open, wandb would record exit code 0 at interpreter exit (a failed run in a process that
+    carries on, as under pytest) and the next train() in the process would log into it."""
+    check_inputs(data_args, training_args, model_args)
+    wandb = sys.modules.get("wandb")  # the trainer imports it; no run can be open if nothing has
+    before = wandb.run if wandb else None
+    try:
+        out = _train(data_args, training_args, model_args)
+    except BaseException:
+        _finish_wandb_run(before, exit_code=1)
+        raise
+    _finish_wandb_run(before, exit_code=0)
+    return out
+
+
+def _finish_wandb_run(before, exit_code: int) -> None:
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None and wandb.run is not before:  # not a caller's own run
+        wandb.run.finish(exit_code=exit_code)
+
+
+def _train(data_args: DataArguments, training_args, model_args) -> dict:
     import torch
     from transformers import AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
