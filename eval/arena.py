@@ -23,7 +23,8 @@ covariates: length (m - b) / (m + b) of the two answers' token counts, and for h
 rounds refit on all battles resampled (pooled); the score is the median of the rounds' win rates against
 the baseline, the interval their 5% and 95% quantiles. The covariates are centred on the battles scored
 together, so a model scored alone is controlled against its own average style: pass the judgments of every
-model of a leaderboard at once (as arena-hard-auto does) for the correction to compare models.
+model of a leaderboard at once (as arena-hard-auto does) for the correction to compare models. The 2024 code's
+own `--style-control` (an L2-penalised fit on raw markdown counts) is not reproduced.
 
 Arena-Hard judges each model only against the baseline (a star design). There the Bradley-Terry MLE win
 rate of a model is its own win rate over its battles, so v0.1 is computed in that closed form (the tests
@@ -36,11 +37,11 @@ from __future__ import annotations
 
 import functools
 import re
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 BASELINE = "gpt-4-0314"  # v0.1 show_result.py --baseline
 V2_BASELINES = {"hard_prompt": "o3-mini-2025-01-31", "coding": "o3-mini-2025-01-31", "math": "o3-mini-2025-01-31",
@@ -119,8 +120,8 @@ def _battles(df: pd.DataFrame, weight: int) -> pd.DataFrame:
     if not isinstance(weight, (int, np.integer)) or weight < 1:
         raise ValueError(f"weight must be a positive integer (Arena-Hard: {WEIGHT}), not {weight!r}")
     parsed = df[df["score"].notna()]
-    return parsed.loc[parsed.index.repeat(np.where(parsed["strong"], weight, 1))].drop(columns="strong").reset_index(
-        drop=True)
+    repeat = np.where(parsed["strong"], weight, 1)
+    return parsed.loc[parsed.index.repeat(repeat)].drop(columns="strong").reset_index(drop=True)
 
 
 def position_consistency(judgments) -> dict[str, float]:
@@ -152,7 +153,7 @@ def _v01(code, s, k, rng, num_rounds):
     boot = _logit(np.stack([rates(i) for i in rng.integers(0, len(s), (num_rounds, len(s)))]))
     # get_bootstrap_result pools every model's battles; show_result takes the percentiles of the Elo ratings
     # (linear in the log-odds), then turns them into win rates.
-    lower, upper = (1.0 / (1.0 + np.exp(-np.nanpercentile(boot, q, axis=0))) for q in (2.5, 97.5))
+    lower, upper = (expit(np.nanpercentile(boot, q, axis=0)) for q in (2.5, 97.5))
     return rates(np.arange(len(s))), lower, upper
 
 
@@ -165,19 +166,18 @@ def _v20(code, s, k, rng, num_rounds):
 
 
 def _fit_bt(x: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Coefficients of the unpenalised logistic fit of scores s in [0, 1] on x (bt_loss: cross-entropy summed
-    over battles): each battle as a win with weight s and a loss with weight 1 - s."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    if s.min() == s.max() != 0.5:  # one class only: every model's rating diverges the same way
-        return np.full(x.shape[1], np.inf if s[0] else -np.inf)
-    n = len(s)
-    y, w = np.r_[np.ones(n), np.zeros(n)], np.r_[s, 1.0 - s]
-    with warnings.catch_warnings():  # a model that wins a whole resample diverges; its rate is 1.0 either way
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        lr = LogisticRegression(fit_intercept=False, C=np.inf, tol=1e-10, max_iter=10_000)
-        return lr.fit(np.vstack([x, x])[w > 0], y[w > 0], sample_weight=w[w > 0]).coef_[0]
+    """Coefficients of the unpenalised, intercept-free logistic fit of battle scores s in [0, 1] on x: bt_loss's
+    summed cross-entropy, minimised by Newton's method (the repo runs 50 L-BFGS steps from 0.5, which stopped
+    up to 0.05 points of win rate short of the optimum on 3 models x 60 random questions; this converges)."""
+    beta = np.zeros(x.shape[1])
+    for _ in range(100):
+        p = expit(x @ beta)
+        # lstsq: a column without battles in a resample (or a diverging rating) leaves the Hessian singular.
+        step = np.linalg.lstsq((x * (p * (1 - p))[:, None]).T @ x, x.T @ (s - p), rcond=None)[0]
+        beta += step
+        if np.abs(step).max() < 1e-10:
+            break
+    return beta
 
 
 def _style_features(battles, baseline, control_features, metadata) -> np.ndarray:
@@ -216,7 +216,7 @@ def _style_controlled(code, s, k, rng, num_rounds, features):
     boot = np.full((num_rounds, k), np.nan)
     for r, i in enumerate(rng.integers(0, len(s), (num_rounds, len(s)))):  # bootstrap_pairwise_model's draws
         present = np.bincount(code[i], minlength=k) > 0
-        boot[r, present] = 1.0 / (1.0 + np.exp(-_fit_bt(x[i], s[i])[:k][present]))
+        boot[r, present] = expit(_fit_bt(x[i], s[i])[:k][present])
     return tuple(np.nanquantile(boot, q, axis=0) for q in (0.5, 0.05, 0.95))
 
 
@@ -342,7 +342,7 @@ def answer_metadata(text: str, tokenizer=None) -> dict:
     Compare answers only with metadata from one tokenizer (style control checks it).
     """
     if not isinstance(text, str):
-        raise ValueError(f"answer_metadata needs the answer text, not {type(text).__name__}")
+        raise TypeError(f"answer_metadata needs the answer text, not {type(text).__name__}")
     enc = _tiktoken() if tokenizer is None else None
     if enc is not None:
         name, n_tokens = "o200k_base", len(enc.encode(text, disallowed_special=()))

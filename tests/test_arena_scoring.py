@@ -1,321 +1,448 @@
-"""Arena-Hard v0.1 scoring (eval/arena.py): battles, Bradley-Terry fit, win rate and bootstrap interval."""
+"""Arena-Hard scoring (eval/arena.py) against arena-hard-auto's show_result.py, recomputed here step by step.
+
+The references below follow show_result.py of lmarena-ai/arena-hard-auto: the v0.1 one (commit 0489bf3:
+get_battles_from_row, compute_mle_elo with sklearn, get_bootstrap_result, percentiles 2.5 / 97.5,
+predict_win_rate) and the v2.0 one (commit 404392d: load_judgments' label_to_score and explode, per-model
+bootstrap means, quantiles 0.05 / 0.95, and print_leaderboard_with_style_features for style control). The only
+change is the random draws, which use arena_hard_score's documented seeded Generator instead of a global seed.
+"""
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from eval.arena import (
     BASELINE,
-    _quantile,
+    LABELS,
+    V2_BASELINES,
+    answer_metadata,
     arena_hard_score,
     battles_from_judgments,
-    bradley_terry,
     format_score,
-    win_rate_vs,
+    position_consistency,
 )
 
-# The model's outcome written as the judge's label in each game: game 1 shows the baseline as A,
-# game 2 shows it as B (Arena-Hard's gen_judgment swaps the answers for the second game).
+O3, GEMINI = V2_BASELINES["hard_prompt"], V2_BASELINES["creative_writing"]
+# The model's outcome as the judge's label in each game: game 1 shows the baseline as A, game 2 as B.
 LABEL = {("strong_win", 1): "B>>A", ("win", 1): "B>A", ("tie", 1): "A=B", ("loss", 1): "A>B",
-         ("strong_loss", 1): "A>>B",
-         ("strong_win", 2): "A>>B", ("win", 2): "A>B", ("tie", 2): "A=B", ("loss", 2): "B>A",
-         ("strong_loss", 2): "B>>A"}
+         ("strong_loss", 1): "A>>B", ("strong_win", 2): "A>>B", ("win", 2): "A>B", ("tie", 2): "A=B",
+         ("loss", 2): "B>A", ("strong_loss", 2): "B>>A"}
 
 
 def judgments(model="m", baseline=BASELINE, **counts):
-    """Judgment rows with the given number of each outcome (strong_win, win, tie, loss, strong_loss,
-    unparsed), spread over both games: row i is question i // 2, game 1 + i % 2."""
-    outcomes = [o for o in ("strong_win", "win", "tie", "loss", "strong_loss", "unparsed") for _ in
-                range(counts.pop(o, 0))]
+    """Judgment rows with the given number of each outcome (strong_win, win, tie, loss, strong_loss, unparsed),
+    spread over both games: row i is question i // 2, game 1 + i % 2."""
+    kinds = ("strong_win", "win", "tie", "loss", "strong_loss", "unparsed")
+    outcomes = [o for o in kinds for _ in range(counts.pop(o, 0))]
     assert not counts, f"unknown outcome(s) {counts}"
-    rows = []
-    for i, outcome in enumerate(outcomes):
-        game = 1 + i % 2
-        rows.append({"question_id": f"q{i // 2}", "model": model, "baseline": baseline, "game": game,
-                     "verdict": None if outcome == "unparsed" else LABEL[outcome, game]})
-    return rows
+    return [{"question_id": f"q{i // 2}", "model": model, "baseline": baseline, "game": 1 + i % 2,
+             "verdict": None if o == "unparsed" else LABEL[o, 1 + i % 2]} for i, o in enumerate(outcomes)]
 
 
-def mm_bradley_terry(battles, anchor, iters=100_000, tol=1e-14):
-    """Hunter's (2004) MM algorithm for Bradley-Terry with a tie as half a win each way, on the Elo scale."""
-    models = sorted(set(battles["model_a"]) | set(battles["model_b"]))
-    k = {m: i for i, m in enumerate(models)}
-    n = np.zeros((len(models), len(models)))
-    wins = np.zeros(len(models))
-    for a, b, w in zip(battles["model_a"], battles["model_b"], battles["winner"]):
-        n[k[a], k[b]] += 1
-        n[k[b], k[a]] += 1
-        s = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5}[w]
-        wins[k[a]] += s
-        wins[k[b]] += 1 - s
-    gamma = np.ones(len(models))
-    for _ in range(iters):
-        new = wins / (n / (gamma[:, None] + gamma[None, :])).sum(axis=1)
-        new /= new[k[anchor]]
-        if np.max(np.abs(new - gamma)) < tol:
-            break
-        gamma = new
-    return pd.Series(1000 + 400 * np.log10(gamma), index=models)
+MIRROR = {"A>>B": "B<<A", "A>B": "B<A", "A=B": "B=A", "B>A": "A<B", "B>>A": "A<<B"}
 
 
-def battle_rows(a, b, a_wins, b_wins, ties):
-    return ([{"model_a": a, "model_b": b, "winner": "model_a"}] * a_wins
-            + [{"model_a": a, "model_b": b, "winner": "model_b"}] * b_wins
-            + [{"model_a": a, "model_b": b, "winner": "tie"}] * ties)
+def random_records(models, n_questions, seed, mirrored=False, category="hard_prompt"):
+    """arena-hard judgment-file rows (uid, model, category, games: [game 1, game 2]) with random verdicts, each
+    model leaning its own way; `mirrored` spells half the labels the other way round (A<B for B>A, ...)."""
+    rng = np.random.default_rng(seed)
+    outcomes = ("strong_win", "win", "tie", "loss", "strong_loss")
+    records = []
+    for k, model in enumerate(models):
+        lean = np.roll([0.1, 0.3, 0.3, 0.2, 0.1], k)
+        for q in range(n_questions):
+            labels = [LABEL[rng.choice(outcomes, p=lean), g] for g in (1, 2)]
+            labels = [MIRROR[x] if mirrored and rng.random() < 0.5 else x for x in labels]
+            records.append({"uid": f"q{q}", "model": model, "category": category,
+                            "games": [{"score": x} for x in labels]})
+    return records
+
+
+def as_rows(records, baseline, games=(1, 2)):
+    """Our judgment rows from arena-hard records, the games of each question in the order given (that order
+    is the battles' order, which the bootstrap draws index into)."""
+    return [{"question_id": r["uid"], "model": r["model"], "baseline": baseline, "game": g, "category": r["category"],
+             "verdict": None if r["games"][g - 1] is None else r["games"][g - 1]["score"]}
+            for r in records for g in games]
 
 
 # ------------------------------------------------------------------------------------------------
-# Bradley-Terry fit
+# show_result.py's methods, written out
 
 
-def test_two_players_reproduce_the_empirical_win_rate():
-    # 30 weak wins, 50 weak losses, 20 ties: win rate (30 + 20 / 2) / 100 = 0.4 exactly.
-    battles = battles_from_judgments(judgments(win=30, loss=50, tie=20))
-    assert len(battles) == 100
-    ratings = bradley_terry(battles)
-    assert ratings[BASELINE] == 1000
-    assert ratings["m"] == pytest.approx(1000 + 400 * math.log10(0.4 / 0.6), abs=1e-3)  # 929.56
-    assert win_rate_vs(ratings)["m"] == pytest.approx(0.4, abs=1e-4)
-    assert win_rate_vs(ratings)[BASELINE] == 0.5
-    assert arena_hard_score(judgments(win=30, loss=50, tie=20)).loc["m", "score"] == pytest.approx(40.0, abs=1e-2)
-
-
-def test_three_players_match_an_independent_mm_solver():
-    # Every pair plays, in both orientations for one pair, so the comparison graph is strongly connected.
-    rows = (battle_rows(BASELINE, "x", 20, 12, 5) + battle_rows("y", BASELINE, 25, 10, 3)
-            + battle_rows("x", "y", 7, 15, 4) + battle_rows("y", "x", 3, 9, 2))
+def show_result_v01(records, baseline, num_rounds, seed, weight=3):
+    """v0.1: battles (model_a = baseline, winner read through the swap), Bradley-Terry by logistic regression,
+    pooled bootstrap, 2.5 / 97.5 percentiles of the Elo ratings, win rates vs the baseline in percent."""
+    a_wins = {"A>B": ("model_a", 1), "A>>B": ("model_a", weight), "A=B": ("tie", 1), "B>A": ("model_b", 1),
+              "B>>A": ("model_b", weight)}
+    rows = []
+    for r in records:
+        for g, game in enumerate(r["games"]):
+            if game is None or game["score"] not in a_wins:
+                continue
+            winner, w = a_wins[game["score"]]
+            if g == 1:  # game 2: the model is assistant A
+                winner = {"model_a": "model_b", "model_b": "model_a"}.get(winner, winner)
+            rows += [{"question_id": r["uid"], "model_a": baseline, "model_b": r["model"], "winner": winner}] * w
     battles = pd.DataFrame(rows)
-    got = bradley_terry(battles)
-    want = mm_bradley_terry(battles, BASELINE)
-    assert list(got.index) == ["y", BASELINE, "x"]  # highest first
+
+    def compute_mle_elo(df):
+        models = pd.concat([df["model_a"], df["model_b"]]).unique()
+        models = pd.Series(np.arange(len(models)), index=models)
+        df = pd.concat([df, df], ignore_index=True)
+        x = np.zeros([len(df), len(models)])
+        x[np.arange(len(df)), models[df["model_a"]]] = math.log(10)
+        x[np.arange(len(df)), models[df["model_b"]]] = -math.log(10)
+        y = np.zeros(len(df))
+        y[(df["winner"] == "model_a").to_numpy()] = 1.0
+        tie = (df["winner"] == "tie").to_numpy().copy()
+        tie[len(tie) // 2:] = False  # one tie: one A win + one B win
+        y[tie] = 1.0
+        lr = LogisticRegression(fit_intercept=False, C=np.inf, tol=1e-8).fit(x, y)  # the repo: penalty=None
+        elo = 400 * lr.coef_[0] + 1000
+        return pd.Series(elo + 1000 - elo[models[baseline]], index=models.index)
+
+    def win_rate(elo):  # predict_win_rate vs the baseline (rated 1000)
+        return 100 / (1 + 10 ** ((1000 - elo) / 400))
+
+    point = compute_mle_elo(battles)
+    draws = np.random.default_rng(seed).integers(0, len(battles), (num_rounds, len(battles)))
+    boot = pd.DataFrame([compute_mle_elo(battles.iloc[i]) for i in draws])
+    return pd.DataFrame({m: {"score": win_rate(point[m]), "ci_lower": win_rate(np.percentile(boot[m], 2.5)),
+                             "ci_upper": win_rate(np.percentile(boot[m], 97.5))}
+                         for m in point.index if m != baseline}).T
+
+
+LABEL_TO_SCORE = {"A>B": [1], "A>>B": [1] * 3, "A=B": [0.5], "A<<B": [0] * 3, "A<B": [0], "B>A": [0], "B>>A": [0] * 3,
+                  "B=A": [0.5], "B<<A": [1] * 3, "B<A": [1]}
+
+
+def v20_battles(records):
+    data = pd.DataFrame(records)
+    null = data["games"].map(lambda x: x[0] is None or x[1] is None or x[0]["score"] is None or x[1]["score"] is None)
+    data = data[~null].reset_index(drop=True)
+    data["scores"] = data["games"].map(lambda x: LABEL_TO_SCORE[x[1]["score"]]
+                                       + [1 - s for s in LABEL_TO_SCORE[x[0]["score"]]])
+    return data[["uid", "model", "category", "scores"]].explode("scores").reset_index(drop=True)
+
+
+def show_result_v20(records, num_rounds, seed):
+    """v2.0 without style control: each model's battles resampled on their own, the mean of the rounds'
+    means, and their 5% / 95% quantiles, in percent."""
+    battles = v20_battles(records)
+    rng = np.random.default_rng(seed)
+    rounds = []
+    for model, group in battles.groupby("model"):
+        s = group["scores"].astype(float).to_numpy()
+        rounds += [{"model": model, "scores": s[i].mean()} for i in rng.integers(0, len(s), (num_rounds, len(s)))]
+    boot = pd.DataFrame(rounds).groupby("model")["scores"]
+    return 100 * pd.DataFrame({"score": boot.mean(), "ci_lower": boot.quantile(0.05), "ci_upper": boot.quantile(0.95)})
+
+
+def show_result_style(records, metadata, baseline, control_features, num_rounds, seed):
+    """v2.0 style control: style covariates of model vs baseline, standardised; one-hot models with the baseline
+    at -1; a logistic fit per resample of all battles; median and 5% / 95% quantiles of the win rates."""
+    battles = v20_battles(records)
+
+    def counts(meta):
+        return [v if isinstance(v, int) else sum(v.values()) for v in meta.values()]
+
+    m = np.array([counts(metadata[a][u]) for a, u in zip(battles["model"], battles["uid"])], float)
+    b = np.array([counts(metadata[baseline][u]) for u in battles["uid"]], float)
+    f = np.zeros_like(m)
+    f[:, 0] = (m[:, 0] - b[:, 0]) / (m[:, 0] + b[:, 0])
+    md, bd = m[:, 1:] / (m[:, :1] + 1), b[:, 1:] / (b[:, :1] + 1)
+    f[:, 1:] = (md - bd) / (md + bd + 1)
+    f = (f - f.mean(axis=0)) / f.std(axis=0, ddof=1)
+    f = f[:, {("length",): [0], ("markdown",): [1, 2, 3]}.get(tuple(control_features), [0, 1, 2, 3])]
+    models = sorted(set(battles["model"]) | {baseline})
+    onehot = np.zeros((len(battles), len(models)))
+    onehot[np.arange(len(battles)), [models.index(x) for x in battles["model"]]] = 1
+    onehot[:, models.index(baseline)] = -1
+    x, y = np.hstack([onehot, f]), battles["scores"].astype(float).to_numpy()
+    rows = []
+    for i in np.random.default_rng(seed).integers(0, len(y), (num_rounds, len(y))):
+        xi, yi = np.vstack([x[i], x[i]]), np.r_[np.ones(len(i)), np.zeros(len(i))]
+        w = np.r_[y[i], 1 - y[i]]
+        coef = LogisticRegression(fit_intercept=False, C=np.inf, tol=1e-10, max_iter=10_000).fit(
+            xi[w > 0], yi[w > 0], sample_weight=w[w > 0]).coef_[0]
+        rows.append({mm: 1 / (1 + np.exp(coef[models.index(baseline)] - coef[k])) for k, mm in enumerate(models)})
+    table = pd.DataFrame(rows).drop(columns=baseline)
+    return 100 * pd.DataFrame({"score": table.quantile(0.5), "ci_lower": table.quantile(0.05),
+                               "ci_upper": table.quantile(0.95)})
+
+
+def random_metadata(models, n_questions, seed):
+    rng = np.random.default_rng(seed)
+    return {m: {f"q{q}": {"token_len": int(rng.integers(40, 700)),
+                          "header_count": {"h1": 0, "h2": int(rng.integers(0, 4))},
+                          "list_count": {"ordered": int(rng.integers(0, 6)), "unordered": int(rng.integers(0, 5))},
+                          "bold_count": {"**": int(rng.integers(0, 6)), "__": 0}} for q in range(n_questions)}
+            for m in models}
+
+
+# ------------------------------------------------------------------------------------------------
+# the score equals show_result's
+
+
+def test_v01_equals_show_result_bradley_terry_and_its_95_percent_bootstrap():
+    records = random_records(["m1", "m2", "m3"], 30, seed=5)
+    records[3]["games"][1] = {"score": None}  # unparsed: v0.1 skips that game alone
+    want = show_result_v01(records, BASELINE, num_rounds=20, seed=7)
+    got = arena_hard_score(as_rows(records, BASELINE), num_rounds=20, seed=7)
     for model in want.index:
-        assert got[model] == pytest.approx(want[model], abs=1e-3), model
-    # Not a two-player answer in disguise: x's rating is not its raw rate against the baseline alone.
-    raw = (12 + 2.5) / 37
-    assert abs(win_rate_vs(got)["x"] - raw) > 0.01
-    # Any player can be the anchor; only the offset changes.
-    shifted = bradley_terry(battles, anchor="x")
-    assert shifted["x"] == 1000
-    assert (shifted - got[shifted.index]).std() == pytest.approx(0, abs=1e-3)
+        for col in ("score", "ci_lower", "ci_upper"):
+            assert got.loc[model, col] == pytest.approx(want.loc[model, col], abs=1e-5), (model, col)
+    assert set(got["interval"]) == {0.95}
+    # and the numbers mean something: the three leans differ, and the intervals are a few points wide
+    assert got["score"].max() - got["score"].min() > 10
+    assert ((got["ci_upper"] - got["ci_lower"]) > 3).all()
 
 
-def test_several_models_against_one_baseline_each_get_their_own_rate():
-    # Arena-Hard's leaderboard fits all models at once; each only meets the baseline, so each score is
-    # its own (weighted) win rate: m1 (3*4 + 6 + 10/2) / (12 + 6 + 10 + 7) = 23/35, m2 (2 + 1) / 10 = 0.3.
-    rows = judgments("m1", strong_win=4, win=6, tie=10, loss=7) + judgments("m2", win=2, tie=2, loss=6)
-    table = arena_hard_score(rows, num_rounds=20)
-    assert list(table["model"]) == ["m1", "m2"]
-    assert table.loc["m1", "score"] == pytest.approx(100 * 23 / 35, abs=1e-2)
-    assert table.loc["m2", "score"] == pytest.approx(30.0, abs=1e-2)
-    assert table.loc["m1", "n_battles"] == 12 + 6 + 10 + 7
-    assert BASELINE not in table.index
+def test_v20_equals_show_result_bootstrap_means_with_5_and_95_percent_quantiles():
+    records = random_records(["m1", "m2"], 60, seed=2, mirrored=True)  # A<B ... as well as B>A ...
+    records[0]["games"][0] = {"score": None}  # one game unparsed: show_result drops the whole question
+    want = show_result_v20(records, num_rounds=100, seed=3)
+    # load_judgments lists game 2's battles before game 1's: the rows in that order give the same draws.
+    got = arena_hard_score(as_rows(records, O3, games=(2, 1)), version="v2.0", num_rounds=100, seed=3)
+    for model in want.index:
+        for col in ("score", "ci_lower", "ci_upper"):
+            assert got.loc[model, col] == pytest.approx(want.loc[model, col], abs=1e-9), (model, col)
+    assert got.loc["m1", "n_unparsed"] == 1 and got.loc["m1", "n_judgments"] == 120
+    # the dropped question's other game is no battle: 59 questions' battles remain
+    assert got.loc["m1", "n_battles"] == len(v20_battles(records).query("model == 'm1'"))
+    assert set(got["interval"]) == {0.9} and set(got["baseline"]) == {O3}
+
+
+@pytest.mark.parametrize("control_features", [["length", "markdown"], ["length"], ["markdown"]])
+def test_style_control_equals_show_result_fit(control_features):
+    models = ["m1", "m2"]
+    records = random_records(models, 25, seed=4)
+    metadata = random_metadata(models + [O3], 25, seed=6)
+    want = show_result_style(records, metadata, O3, control_features, num_rounds=12, seed=1)
+    got = arena_hard_score(as_rows(records, O3, games=(2, 1)), version="v2.0", num_rounds=12, seed=1,
+                           control_features=control_features, metadata=metadata)
+    for model in models:
+        for col in ("score", "ci_lower", "ci_upper"):
+            assert got.loc[model, col] == pytest.approx(want.loc[model, col], abs=1e-5), (model, col)
+    plain = arena_hard_score(as_rows(records, O3, games=(2, 1)), version="v2.0", num_rounds=12, seed=1)
+    assert abs(got.loc["m1", "score"] - plain.loc["m1", "score"]) > 0.1  # the covariates did something
+
+
+def test_style_control_takes_away_a_win_that_only_length_bought():
+    # The judge prefers the longer answer and nothing else: either model wins 5 of 6 questions where its answer
+    # is longer than the baseline's (250 vs 100 tokens) and 1 of 5 where it is shorter (60 tokens). "verbose" is
+    # longer on 36 questions (shorter on 10), "terse" on 12 (shorter on 30).
+    rows, metadata = [], {"verbose": {}, "terse": {}, O3: {}}
+    for model, n_long, n_short in (("verbose", 36, 10), ("terse", 12, 30)):
+        for q in range(n_long + n_short):
+            longer = q < n_long
+            win = q % 6 != 5 if longer else (q - n_long) % 5 == 0
+            metadata[model][q] = {"token_len": 250 if longer else 60, "header_count": {}, "list_count": {},
+                                  "bold_count": {}}
+            metadata[O3][q] = {"token_len": 100, "header_count": {}, "list_count": {}, "bold_count": {}}
+            for game in (1, 2):
+                rows.append({"question_id": q, "model": model, "baseline": O3, "game": game, "category": "hard_prompt",
+                             "verdict": LABEL["win" if win else "loss", game]})
+    raw = arena_hard_score(rows, version="v2.0")
+    styled = arena_hard_score(rows, version="v2.0", control_features=["length"], metadata=metadata)
+    assert raw.loc["verbose", "score"] > 65 and raw.loc["terse", "score"] < 40
+    # Controlled for length both are the same judge-preference at the leaderboard's average length: equal, and
+    # verbose's score falls by more than 10 points toward 50.
+    assert abs(styled.loc["verbose", "score"] - styled.loc["terse", "score"]) < 1
+    assert styled.loc["verbose", "score"] < raw.loc["verbose", "score"] - 10
+    assert abs(styled.loc["verbose", "score"] - 50) < 10
+    # Markdown alone cannot explain it (no answer has any: the covariates are constant and left out).
+    md = arena_hard_score(rows, version="v2.0", control_features=["markdown"], metadata=metadata)
+    assert md.loc["verbose", "score"] == pytest.approx(raw.loc["verbose", "score"], abs=2)
+
+
+def test_style_control_needs_every_answers_metadata_from_one_tokenizer():
+    rows = as_rows(random_records(["m"], 3, seed=0), O3)
+    meta = {"m": {f"q{q}": answer_metadata("a b c", "whitespace") for q in range(3)},
+            O3: {f"q{q}": answer_metadata("d e", "whitespace") for q in range(2)}}
+    with pytest.raises(ValueError, match=r"metadata for 'o3-mini-2025-01-31''s answer to question 'q2' is missing"):
+        arena_hard_score(rows, version="v2.0", control_features=["length"], metadata=meta)
+    meta[O3]["q2"] = {k: v for k, v in answer_metadata("d e").items() if k != "tokenizer"}  # arena-hard's own files
+    meta[O3]["q2"]["tokenizer"] = "o200k_base"
+    with pytest.raises(ValueError, match=r"different tokenizers \['o200k_base', 'whitespace'\]"):
+        arena_hard_score(rows, version="v2.0", control_features=["length"], metadata=meta)
+    with pytest.raises(ValueError, match="style control needs metadata"):
+        arena_hard_score(rows, version="v2.0", control_features=["length"])
+    with pytest.raises(ValueError, match=r"unknown control feature\(s\) \['style'\]; choose from length, markdown"):
+        arena_hard_score(rows, version="v2.0", control_features=["style"], metadata=meta)
+
+
+# ------------------------------------------------------------------------------------------------
+# v2.0 categories
+
+
+def test_v20_scores_each_category_against_its_own_baseline():
+    hard = [{**r, "category": "hard_prompt"} for r in judgments("m", O3, win=6, loss=2)]
+    creative = [{**r, "category": "creative_writing"} for r in judgments("m", GEMINI, win=1, loss=7)]
+    rows = hard + creative
+    default = arena_hard_score(rows, version="v2.0").loc["m"]
+    assert (default["category"], default["baseline"], default["n_judgments"]) == ("hard_prompt", O3, 8)
+    assert default["score"] == pytest.approx(75.0, abs=5)
+    cw = arena_hard_score(rows, version="v2.0", category="creative_writing").loc["m"]
+    assert (cw["baseline"], cw["n_judgments"]) == (GEMINI, 8) and cw["score"] == pytest.approx(12.5, abs=5)
+    with pytest.raises(ValueError, match=r"baseline 'gemini-2.0-flash-001', but the score is against 'o3-mini"):
+        arena_hard_score([{**r, "category": "hard_prompt"} for r in creative], version="v2.0")
+    with pytest.raises(ValueError, match=r"no judgment in category 'math'; the judgments have \['creative_writing'"):
+        arena_hard_score(rows, version="v2.0", category="math")
+    with pytest.raises(ValueError, match=r"lack column\(s\) \['category'\]"):
+        arena_hard_score(judgments("m", O3, win=2), version="v2.0")
+    # A local reference model as the baseline of every category:
+    local = [{**r, "category": "creative_writing"} for r in judgments("m", "smol", win=3, loss=1)]
+    assert arena_hard_score(local, baseline="smol", version="v2.0", category="creative_writing").loc[
+        "m", "baseline"] == "smol"
 
 
 # ------------------------------------------------------------------------------------------------
 # judgments -> battles
 
 
-@pytest.mark.parametrize("game,label,winner,count", [
-    (1, "A>>B", "model_a", 3), (1, "A>B", "model_a", 1), (1, "A=B", "tie", 1), (1, "B>A", "model_b", 1),
-    (1, "B>>A", "model_b", 3),
-    (2, "A>>B", "model_b", 3), (2, "A>B", "model_b", 1), (2, "A=B", "tie", 1), (2, "B>A", "model_a", 1),
-    (2, "B>>A", "model_a", 3),
-])
-def test_each_label_in_each_game_gives_its_battles(game, label, winner, count):
-    row = {"question_id": 7, "model": "m", "baseline": BASELINE, "game": game, "verdict": label}
-    battles = battles_from_judgments([row])
-    # model_a is always the baseline, model_b the model: only the winner is read through the swap.
-    assert list(battles["model_a"]) == [BASELINE] * count
-    assert list(battles["model_b"]) == ["m"] * count
-    assert list(battles["winner"]) == [winner] * count
+@pytest.mark.parametrize("label", LABELS)
+@pytest.mark.parametrize("game", [1, 2])
+def test_each_label_in_each_game_gives_the_models_score(label, game):
+    battles = battles_from_judgments([{"question_id": 7, "model": "m", "baseline": BASELINE, "game": game,
+                                       "verdict": label}])
+    a_score = {"A": 1.0, "B": 0.0}[label[0]] if "=" not in label else 0.5
+    if "<" in label:
+        a_score = 1.0 - a_score
+    want = a_score if game == 2 else 1.0 - a_score  # the model is assistant A only in game 2
+    assert list(battles["score"]) == [want] * (3 if label.count(">") + label.count("<") == 2 else 1)
 
 
-def test_game_orientation_both_wins_for_the_model():
-    rows = [{"question_id": 1, "model": "m", "baseline": BASELINE, "game": 1, "verdict": "B>A"},
-            {"question_id": 1, "model": "m", "baseline": BASELINE, "game": 2, "verdict": "A>B"},
-            {"question_id": 2, "model": "m", "baseline": BASELINE, "game": 1, "verdict": "A>B"},
-            {"question_id": 2, "model": "m", "baseline": BASELINE, "game": 2, "verdict": "B>A"}]
-    battles = battles_from_judgments(rows)
-    assert list(battles["winner"]) == ["model_b", "model_b", "model_a", "model_a"]
-    extra = {"question_id": 3, "model": "m", "baseline": BASELINE, "game": 1, "verdict": "B>A"}
-    table = arena_hard_score(rows + [extra], num_rounds=10)
-    # wins: q1 g1, q1 g2, q3 g1; losses: q2 g1, q2 g2 -> 3 / 5
-    assert (table.loc["m", "n_win"], table.loc["m", "n_loss"]) == (3, 2)
-    assert table.loc["m", "score"] == pytest.approx(60.0, abs=1e-2)
+def test_strong_verdicts_count_three_times_and_the_counts_are_reported():
+    # 10 strong wins + 10 weak losses: 30 battles won of 40 -> 75.0; the same weak -> 50.0; weight=1 -> 50.0
+    assert arena_hard_score(judgments(strong_win=10, loss=10), num_rounds=10).loc["m", "score"] == pytest.approx(75.0)
+    assert arena_hard_score(judgments(win=10, loss=10), num_rounds=10).loc["m", "score"] == pytest.approx(50.0)
+    assert arena_hard_score(judgments(strong_win=10, loss=10), num_rounds=10, weight=1).loc[
+        "m", "score"] == pytest.approx(50.0)
+    row = arena_hard_score(judgments(strong_win=2, win=3, tie=4, loss=5, strong_loss=6, unparsed=1)).loc["m"]
+    assert row[["n_strong_win", "n_win", "n_tie", "n_loss", "n_strong_loss"]].tolist() == [2, 3, 4, 5, 6]
+    assert (row["n_battles"], row["n_judgments"], row["n_unparsed"]) == (3 * 2 + 3 + 4 + 5 + 3 * 6, 21, 1)
 
 
-def test_strong_verdict_counts_three_times():
-    strong = battles_from_judgments(judgments(strong_win=1))
-    weak = battles_from_judgments(judgments(win=1))
-    assert (len(strong), len(weak)) == (3, 1)
-    # 10 strong wins + 10 weak losses: 30 battles won of 40 -> 75.0; all weak -> 50.0
-    assert arena_hard_score(judgments(strong_win=10, loss=10), num_rounds=10).loc["m", "score"] == \
-        pytest.approx(75.0, abs=1e-2)
-    assert arena_hard_score(judgments(win=10, loss=10), num_rounds=10).loc["m", "score"] == \
-        pytest.approx(50.0, abs=1e-2)
-    # ... and 10 strong losses + 10 weak wins: 10 of 40 -> 25.0; weight=1 turns the strong ones weak
-    assert arena_hard_score(judgments(strong_loss=10, win=10), num_rounds=10).loc["m", "score"] == \
-        pytest.approx(25.0, abs=1e-2)
-    assert arena_hard_score(judgments(strong_loss=10, win=10), num_rounds=10, weight=1).loc["m", "score"] == \
-        pytest.approx(50.0, abs=1e-2)
-    table = arena_hard_score(judgments(strong_win=2, win=3, tie=4, loss=5, strong_loss=6), num_rounds=10)
-    assert table.loc["m", ["n_strong_win", "n_win", "n_tie", "n_loss", "n_strong_loss"]].tolist() == [2, 3, 4, 5, 6]
-    assert table.loc["m", "n_battles"] == 3 * 2 + 3 + 4 + 5 + 3 * 6
-
-
-# ------------------------------------------------------------------------------------------------
-# bootstrap
-
-
-def test_bootstrap_is_seeded_contains_the_score_and_narrows_with_more_judgments():
+def test_bootstrap_is_seeded_and_narrows_with_more_judgments():
     small = judgments(strong_win=5, win=25, tie=20, loss=35, strong_loss=15)  # 100 judgments
     a = arena_hard_score(small, seed=3)
     pd.testing.assert_frame_equal(a, arena_hard_score(pd.DataFrame(small), seed=3))
-    assert (a.loc["m", "ci_lower"], a.loc["m", "ci_upper"]) != tuple(arena_hard_score(small, seed=4).loc[
-        "m", ["ci_lower", "ci_upper"]])
-    for seed in range(3):
-        row = arena_hard_score(small, seed=seed).loc["m"]
-        assert row["ci_lower"] < row["score"] < row["ci_upper"]
-        assert row["ci_minus"] == pytest.approx(row["score"] - row["ci_lower"])
-        assert row["ci_plus"] == pytest.approx(row["ci_upper"] - row["score"])
-    # Same proportions from 10x the judgments (questions renamed so that none repeats): the interval
-    # should shrink by about sqrt(10) ~ 3.2; demand at least a factor 2.
+    assert a.loc["m", "ci_lower"] != arena_hard_score(small, seed=4).loc["m", "ci_lower"]
+    assert a.loc["m", "ci_lower"] < a.loc["m", "score"] < a.loc["m", "ci_upper"]
     big = [{**r, "question_id": f"{r['question_id']}-{k}"} for k in range(10) for r in small]
     b = arena_hard_score(big, seed=3)
-    assert b.loc["m", "score"] == pytest.approx(a.loc["m", "score"], abs=1e-6)
-    width_small = a.loc["m", "ci_upper"] - a.loc["m", "ci_lower"]
-    width_big = b.loc["m", "ci_upper"] - b.loc["m", "ci_lower"]
-    assert width_big < width_small / 2, (width_small, width_big)
-    assert width_small > 5  # about 15 points for 100 judgments, so the comparison means something
-
-
-def test_interval_is_the_2_5_and_97_5_percentile_of_the_bootstrap_ratings():
-    # One model against the baseline: each round's rating is the log-odds of its resampled win rate, so
-    # the rounds can be redone here without a regression (draws as documented in arena_hard_score).
-    rows = judgments(strong_win=3, win=20, tie=15, loss=30, strong_loss=7)
-    battles = battles_from_judgments(rows)
-    score = battles["winner"].map({"model_b": 1.0, "model_a": 0.0, "tie": 0.5}).to_numpy()
-    rng = np.random.default_rng(11)
-    rates = [score[rng.integers(0, len(score), len(score))].mean() for _ in range(100)]
-    ratings = [1000 + 400 * math.log10(p / (1 - p)) for p in rates]
-    lower, upper = (100 / (1 + 10 ** ((1000 - np.percentile(ratings, q)) / 400)) for q in (2.5, 97.5))
-    row = arena_hard_score(rows, seed=11).loc["m"]
-    assert row["ci_lower"] == pytest.approx(lower, abs=1e-3)
-    assert row["ci_upper"] == pytest.approx(upper, abs=1e-3)
-    assert row["score"] == pytest.approx(100 * score.mean(), abs=1e-3)
-
-
-def test_quantile_is_numpy_percentile_on_finite_values_and_keeps_infinities():
-    x = np.random.default_rng(0).normal(1000, 50, 100)
-    for q in (0.025, 0.5, 0.975):
-        assert _quantile(x, q) == pytest.approx(np.percentile(x, 100 * q))
-    with_inf = np.concatenate([np.full(97, 1100.0), np.full(3, np.inf), [np.nan]])
-    assert _quantile(with_inf, 0.975) == math.inf
-    assert _quantile(with_inf, 0.025) == 1100.0
-    assert math.isnan(_quantile(np.array([np.nan]), 0.5))
-
-
-def test_format_score():
-    assert format_score({"score": 15.83, "ci_lower": 14.12, "ci_upper": 17.74}) == "15.8 (-1.7, +1.9)"
-    assert format_score(pd.Series({"score": 100.0, "ci_lower": 100.0, "ci_upper": 100.0})) == "100.0 (-0.0, +0.0)"
-    assert format_score({"score": float("nan"), "ci_lower": float("nan"), "ci_upper": float("nan")}) == "n/a"
-    row = arena_hard_score(judgments(win=30, loss=50, tie=20), seed=0).loc["m"]
-    assert format_score(row).startswith("40.0 (-")
+    assert b.loc["m", "score"] == pytest.approx(a.loc["m", "score"])
+    assert b.loc["m", "ci_upper"] - b.loc["m", "ci_lower"] < (a.loc["m", "ci_upper"] - a.loc["m", "ci_lower"]) / 2
 
 
 # ------------------------------------------------------------------------------------------------
 # unparsed, degenerate and bad input
 
 
-def test_unparsed_verdicts_are_counted_and_skipped():
-    rows = judgments(win=30, loss=50, tie=20, unparsed=7)
-    rows[-1]["verdict"] = float("nan")  # NaN, as a DataFrame stores a missing value, is unparsed too
-    battles = battles_from_judgments(rows)
-    assert len(battles) == 100
-    assert battles.attrs["n_unparsed"] == {"m": 7}
-    assert battles.attrs["n_judgments"] == {"m": 107}
-    row = arena_hard_score(pd.DataFrame(rows), num_rounds=10).loc["m"]
-    assert (row["n_judgments"], row["n_unparsed"], row["n_battles"]) == (107, 7, 100)
-    assert row["score"] == pytest.approx(40.0, abs=1e-2)
-
-
-@pytest.mark.parametrize("outcome,score,sign", [("win", 100.0, 1), ("strong_loss", 0.0, -1)])
-def test_a_model_that_wins_or_loses_everything_gets_100_or_0(outcome, score, sign):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no ConvergenceWarning, no overflow: the divergence is detected
-        table = arena_hard_score(judgments(**{outcome: 12}, unparsed=2) + judgments("ok", win=3, loss=3))
-    row = table.loc["m"]
-    assert row["rating"] == sign * math.inf
-    assert (row["score"], row["ci_lower"], row["ci_upper"]) == (score, score, score)
-    assert "diverges" in row["note"] and row["n_unparsed"] == 2
-    assert table.loc["ok", "score"] == pytest.approx(50.0, abs=1e-2) and table.loc["ok", "note"] == ""
-    assert format_score(row) == f"{score:.1f} (-0.0, +0.0)"
-
-
-def test_one_loss_in_many_wins_is_finite_with_the_upper_bound_at_100():
-    row = arena_hard_score(judgments(win=59, loss=1)).loc["m"]
-    assert row["score"] == pytest.approx(100 * 59 / 60, abs=1e-2)
-    # Bootstrap rounds that miss the single loss diverge; the 97.5% bound is then 100.
-    assert row["ci_upper"] == 100.0 and row["ci_lower"] < row["score"]
-
-
-def test_divergence_in_a_general_graph_follows_fords_condition():
-    rows = (battle_rows(BASELINE, "x", 3, 2, 1)  # x and the baseline beat each other: finite
-            + battle_rows("top", BASELINE, 2, 0, 0) + battle_rows("top", "x", 1, 0, 0)  # beats all: +inf
-            + battle_rows("x", "bottom", 4, 0, 0)  # loses all: -inf
-            + battle_rows("top", "loose", 1, 0, 0))  # only lost to an infinite player: not identified
-    ratings = bradley_terry(pd.DataFrame(rows))
-    assert ratings["top"] == math.inf and ratings["bottom"] == -math.inf and math.isnan(ratings["loose"])
-    assert ratings["x"] == pytest.approx(1000 + 400 * math.log10(2.5 / 3.5), abs=1e-3)
-    rates = win_rate_vs(ratings)
-    assert (rates["top"], rates["bottom"]) == (1.0, 0.0)
-
-
-def test_a_model_without_parseable_judgments_gets_nan_not_an_exception():
-    table = arena_hard_score(judgments("lost", unparsed=4) + judgments("m", win=3, loss=1), num_rounds=10)
-    row = table.loc["lost"]
-    assert math.isnan(row["score"]) and math.isnan(row["ci_lower"]) and row["n_unparsed"] == 4
-    assert row["n_judgments"] == 4 and row["n_battles"] == 0 and "no parseable" in row["note"]
-    assert list(table["model"]) == ["m", "lost"]  # NaN last
-    assert format_score(row) == "n/a"
-    alone = arena_hard_score(judgments("lost", unparsed=2))
-    assert math.isnan(alone.loc["lost", "score"]) and alone.loc["lost", "n_unparsed"] == 2
+@pytest.mark.parametrize("version", ["v0.1", "v2.0"])
+def test_a_model_that_wins_everything_scores_100_and_one_without_verdicts_nan(version):
+    rows = judgments("m", win=12) + judgments("ok", win=3, loss=3) + judgments("lost", unparsed=4)
+    if version == "v2.0":
+        rows = [{**r, "category": "hard_prompt", "baseline": O3} for r in rows]
+    table = arena_hard_score(rows, version=version)
+    assert table.loc["m", ["score", "ci_lower", "ci_upper"]].tolist() == [100.0, 100.0, 100.0]
+    assert table.loc["m", "note"] == "won every parseable battle"
+    assert format_score(table.loc["m"]) == "100.0 (-0.0, +0.0)"
+    assert table.loc["ok", "score"] == pytest.approx(50.0, abs=5) and table.loc["ok", "note"] == ""
+    lost = table.loc["lost"]
+    assert math.isnan(lost["score"]) and math.isnan(lost["ci_lower"]) and "no parseable" in lost["note"]
+    assert (lost["n_unparsed"], lost["n_battles"]) == (4, 0) and format_score(lost) == "n/a"
+    assert list(table["model"]) == ["m", "ok", "lost"]  # best first, NaN last
     assert arena_hard_score([]).empty
 
 
-def test_bad_input_names_the_bad_value_and_what_is_expected():
+def test_bad_input_names_the_bad_value_and_what_to_do():
     rows = judgments(win=2)
     rows[1]["verdict"] = "A>>>B"
     with pytest.raises(ValueError, match=r"row 1: unknown verdict label 'A>>>B'; expected one of A>>B, A>B"):
-        battles_from_judgments(rows)
-    with pytest.raises(ValueError, match=r"unknown verdict label '\[\[A>B\]\]'"):  # labels, not judge text
-        arena_hard_score([{**judgments(win=1)[0], "verdict": "[[A>B]]"}])
+        arena_hard_score(rows)
+    with pytest.raises(ValueError, match=r"unknown verdict label '\[\[A>B\]\]'"):  # labels, not the judge's text
+        battles_from_judgments([{**judgments(win=1)[0], "verdict": "[[A>B]]"}])
     with pytest.raises(ValueError, match=r"lack column\(s\) \['verdict'\]; expected columns question_id"):
         arena_hard_score(pd.DataFrame(judgments(win=2)).drop(columns="verdict"))
-    with pytest.raises(ValueError, match=r"unknown game 3; expected 1"):
-        battles_from_judgments([{**judgments(win=1)[0], "game": 3}])
-    with pytest.raises(ValueError, match=r"baseline 'gpt-4-turbo'.*against 'gpt-4-0314'"):
+    with pytest.raises(ValueError, match=r"row 0: unknown game 3; expected 1"):
+        arena_hard_score([{**judgments(win=1)[0], "game": 3}])
+    with pytest.raises(ValueError, match=r"baseline 'gpt-4-turbo', but the score is against 'gpt-4-0314'"):
         arena_hard_score(judgments(win=2, baseline="gpt-4-turbo"))
     with pytest.raises(ValueError, match=r"judged more than once"):
-        battles_from_judgments(judgments(win=2) + judgments(win=1))
-    with pytest.raises(ValueError, match=r"unknown winner 'a'; expected one of model_a, model_b, tie"):
-        bradley_terry(pd.DataFrame([{"model_a": BASELINE, "model_b": "m", "winner": "a"}]))
-    with pytest.raises(ValueError, match=r"anchor 'nobody' is in no battle"):
-        bradley_terry(battles_from_judgments(judgments(win=1, loss=1)), anchor="nobody")
+        arena_hard_score(judgments(win=2) + judgments(win=1))
+    with pytest.raises(ValueError, match=r"unknown Arena-Hard version 'v3'; choose one of v0.1, v2.0"):
+        arena_hard_score(judgments(win=2), version="v3")
+    with pytest.raises(ValueError, match=r"category 'hard_prompt' applies to version v2.0"):
+        arena_hard_score(judgments(win=2), category="hard_prompt")
+
+
+def test_format_score():
+    assert format_score({"score": 15.83, "ci_lower": 14.12, "ci_upper": 17.74}) == "15.8 (-1.7, +1.9)"
+    assert format_score({"score": 50.0, "ci_lower": 50.5, "ci_upper": 52.0}) == "50.0 (+0.5, +2.0)"
+    assert format_score({"score": float("nan"), "ci_lower": float("nan"), "ci_upper": float("nan")}) == "n/a"
 
 
 def test_position_consistency_undoes_the_swap():
-    from eval.arena import position_consistency
+    def games(q, v1, v2):
+        return [{"question_id": q, "model": "m", "baseline": BASELINE, "game": 1, "verdict": v1},
+                {"question_id": q, "model": "m", "baseline": BASELINE, "game": 2, "verdict": v2}]
 
-    def games(q, v1, v2, model="m"):
-        return [{"question_id": q, "model": model, "baseline": "gpt-4-0314", "game": 1, "verdict": v1},
-                {"question_id": q, "model": model, "baseline": "gpt-4-0314", "game": 2, "verdict": v2}]
-
-    rows = (games(1, "B>A", "A>>B")  # model wins both games (B in game 1, A in game 2): consistent
+    rows = (games(1, "B>A", "A>>B")  # the model wins both games (B in game 1, A in game 2): consistent
             + games(2, "A>B", "A>B")  # "A" both times: a position, not an answer, won
             + games(3, "A=B", "A=B")  # a tie twice: consistent
             + games(4, "B>A", None))  # one game unparsed: left out
     assert position_consistency(rows) == {"m": pytest.approx(2 / 3)}
     assert math.isnan(position_consistency(games(1, None, "A>B"))["m"])
+
+
+# ------------------------------------------------------------------------------------------------
+# answer metadata
+
+
+MARKDOWN = """# Title
+## Part one
+Some **bold** text, some __underlined bold__ and a **second** one.
+### Steps
+1. first
+2. second
+- apple
+  * nested
++ plus
+```python
+# a comment, not a header
+- not a list
+**not bold**
+```
+#not a header (no space)
+"""
+
+
+def test_answer_metadata_counts_markdown_outside_code_blocks():
+    meta = answer_metadata(MARKDOWN, tokenizer="whitespace")
+    assert meta["header_count"] == {"h1": 1, "h2": 1, "h3": 1, "h4": 0, "h5": 0, "h6": 0}
+    assert meta["list_count"] == {"ordered": 2, "unordered": 3}
+    assert meta["bold_count"] == {"**": 2, "__": 1}
+    assert (meta["token_len"], meta["tokenizer"]) == (len(MARKDOWN.split()), "whitespace")
+    assert list(meta)[:4] == ["token_len", "header_count", "list_count", "bold_count"]  # arena-hard's order
+
+    class Words:  # any tokenizer with encode(), e.g. the answer model's
+        name_or_path = "words"
+
+        def encode(self, text, add_special_tokens=True):
+            return text.split() + (["<s>"] if add_special_tokens else [])
+
+    words = answer_metadata("a b c", Words())
+    assert (words["token_len"], words["tokenizer"]) == (3, "words")
+    default = answer_metadata(MARKDOWN)  # tiktoken's o200k_base where it can be loaded, else whitespace words
+    assert default["tokenizer"] in ("o200k_base", "whitespace")
+    if default["tokenizer"] == "o200k_base":
+        import tiktoken
+
+        assert default["token_len"] == len(tiktoken.get_encoding("o200k_base").encode(MARKDOWN))
+    with pytest.raises(TypeError, match="needs the answer text, not NoneType"):
+        answer_metadata(None)
