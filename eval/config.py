@@ -90,9 +90,10 @@ class BenchArgs:
 
 @dataclass
 class HarnessArgs:
-    lm_eval_tasks: list[str] = field(default_factory=lambda: ["paper"], metadata={
-        "help": "lm-eval task or group names, or [paper]: paper Table 3's tasks with their shot counts, plus ifeval"})
-    lm_eval_include_path: str | None = field(default=None, metadata={"help": "folder of extra lm-eval YAML tasks"})
+    lm_eval_tasks: list[str] = field(default_factory=lambda: ["magpie_paper"], metadata={
+        "help": "lm-eval task or group names; magpie_paper (eval/tasks/): Table 3 with its shots, plus ifeval"})
+    lm_eval_include_path: str | None = field(default=None, metadata={
+        "help": "folder of extra lm-eval YAML tasks (eval/tasks/ is always included)"})
     lm_eval_num_fewshot: int | None = field(default=None, metadata={"help": "default: each task's own"})
     lm_eval_limit: float | None = field(default=None, metadata={"help": "examples per task (smoke runs)"})
     lm_eval_batch_size: str = field(default="auto", metadata={"help": "lm-eval batch size (auto on GPU)"})

@@ -149,7 +149,7 @@ def run_harness(
                 tracker.save_results_samples(task_name=task, samples=samples[task])
         done = _finished(out, identity)
         if done is None:  # the tracker logs a failed write as a warning and carries on
-            raise OSError(f"lm-eval did not write complete results to {out} (its warning above says why); "
+            raise OSError(f"lm-eval's tracker did not write complete results to {out} (see its warning above); "
                           "check that the folder is writable and has space, then run again")
     path, results = done
     summary = {**summarize(results), "seconds": round(float(results["total_evaluation_time_seconds"]), 2)}
@@ -193,7 +193,7 @@ def _finished(out: Path, identity: dict) -> tuple[Path, dict] | None:
     except json.JSONDecodeError:
         return None
     stored = results.get("job") if isinstance(results, dict) else None
-    if not isinstance(stored, dict):
+    if stored is None:
         raise ValueError(f"{path} was not written by eval.harness (it has no 'job'); use another output_dir")
     diff = [f"{k}: {stored.get(k)!r} there, {v!r} now" for k, v in identity.items() if stored.get(k) != v]
     if diff:

@@ -3,7 +3,7 @@
     <output_dir>/alpaca_eval/{prompts,answers,judgments}/   dataset directories (resumable)
     <output_dir>/alpaca_eval/annotations.json               alpaca_eval's annotation format
     <output_dir>/arena_hard/{prompts,answers,judgments}/
-    <output_dir>/lm_eval/results.json                       lm-eval's results and samples
+    <output_dir>/lm_eval/results_<date>.json                lm-eval's results and samples (its tracker's files)
     <output_dir>/results.json                               every score, written last
 
 Answers go through the same stage as MAGPIE's step 2 (`synth.responses`), with each benchmark's
@@ -251,20 +251,15 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
 
     # 4. lm-eval harness.
     if "lm_eval" in eargs.benchmarks:
-        from .harness import parse_model_args, run_harness, run_paper_suite
+        from .harness import parse_model_args, run_harness
 
         backend = hargs.lm_eval_backend or ("vllm" if margs.engine == "vllm" else "hf")
-        hkw = dict(backend=backend, include_path=hargs.lm_eval_include_path, limit=hargs.lm_eval_limit,
-                   batch_size=hargs.lm_eval_batch_size, apply_chat_template=hargs.lm_eval_apply_chat_template,
-                   dtype=margs.dtype, device=None if margs.device == "auto" else margs.device, seed=eargs.seed,
-                   model_args=parse_model_args(hargs.lm_eval_model_args))
-        if hargs.lm_eval_tasks == ["paper"]:  # paper Table 3: each task with its own shot count
-            per_task = run_paper_suite(margs.model, out / "lm_eval", **hkw)
-            h = {t: m for r in per_task.values() for t, m in r.items() if isinstance(m, dict)}
-            h["seconds"] = round(sum(r.get("seconds", 0) for r in per_task.values()), 1)
-        else:
-            h = run_harness(margs.model, out / "lm_eval", hargs.lm_eval_tasks, num_fewshot=hargs.lm_eval_num_fewshot,
-                            **hkw)
+        h = run_harness(margs.model, out / "lm_eval", hargs.lm_eval_tasks, backend=backend,
+                        include_path=hargs.lm_eval_include_path, num_fewshot=hargs.lm_eval_num_fewshot,
+                        limit=hargs.lm_eval_limit, batch_size=hargs.lm_eval_batch_size,
+                        apply_chat_template=hargs.lm_eval_apply_chat_template, dtype=margs.dtype,
+                        device=None if margs.device == "auto" else margs.device, seed=eargs.seed,
+                        model_args=parse_model_args(hargs.lm_eval_model_args))
         result["benchmarks"]["lm_eval"] = h
         log({f"lm_eval/{t}/{m}": v for t, ms in h.items() if isinstance(ms, dict)
              for m, v in ms.items() if isinstance(v, (int, float))})
