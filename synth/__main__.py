@@ -34,25 +34,35 @@ def _die(msg: str, code: int = 2):
     sys.exit(code)
 
 
+class LazyEngine:
+    """The generator, built on first use: a stage whose output is already complete never loads it."""
+
+    def __init__(self, margs):
+        self.margs, self.loaded = margs, None
+
+    def __getattr__(self, name):
+        if self.loaded is None:
+            from .engines import get_engine
+
+            self.loaded = get_engine(self.margs.engine, **self.margs.engine_kwargs())
+        return getattr(self.loaded, name)
+
+
 class Context:
-    """What a stage function needs: the parsed config and the generator engine, loaded on first use."""
+    """What a stage function needs: the parsed config and the generator engine (lazy)."""
 
     def __init__(self, margs, iargs, rargs, mtargs, targs, fargs, eargs, run):
         self.margs, self.iargs, self.rargs, self.mtargs = margs, iargs, rargs, mtargs
         self.targs, self.fargs, self.eargs, self.run = targs, fargs, eargs, run
-        self._engine = None
+        self._engine = LazyEngine(margs)
 
     def engine(self):
-        if self._engine is None:
-            from .engines import get_engine
-
-            self._engine = get_engine(self.margs.engine, **self.margs.engine_kwargs())
         return self._engine
 
     def close_engine(self):  # free the generator before another model loads (one model at a time)
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
+        if self._engine.loaded is not None:
+            self._engine.loaded.close()
+            self._engine = LazyEngine(self.margs)
 
 
 def _instructions(c: Context, src, out):

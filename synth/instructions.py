@@ -90,12 +90,15 @@ def resolve_template(engine, margs: ModelArgs, iargs: InstructionArgs) -> tuple[
 
 
 def generate_instructions(engine, margs: ModelArgs, iargs: InstructionArgs, rargs: RunArgs, out_dir) -> dict:
-    """Write `out_dir` (a dataset directory) with the instructions; resumes what is there."""
+    """Write `out_dir` (a dataset directory) with the instructions; resumes what is there. A finished run of
+    this config is reused without touching `engine` (which may be lazy: nothing loads then)."""
+    ds = store.DatasetDir(out_dir)
+    config = stage_config(margs, iargs)
+    if (done := ds.reusable(config)) is not None:
+        return {**done["counts"], "reused": True}
     tpl, stops = resolve_template(engine, margs, iargs)
     do_clean = tpl.sanitize if iargs.sanitize is None else iargs.sanitize
     stop_ids = templates.stop_token_ids(engine.tokenizer, stops) if engine.tokenizer is not None else []
-    ds = store.DatasetDir(out_dir)
-    config = stage_config(margs, iargs)
     ds.begin("instructions", config, model=margs.model, engine=engine.info.name,
              template=tpl.to_dict(), stop=stops, stop_token_ids=stop_ids)
     rounds = plan(iargs)

@@ -26,7 +26,10 @@ def followup_prompt(engine, tpl: templates.Template, messages: list[dict], syste
 
 def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_args, in_dir, out_dir,
                        seed: int = 0) -> dict:
-    src = store.DatasetDir(in_dir)
+    src, ds = store.DatasetDir(in_dir), store.DatasetDir(out_dir)
+    config = {**stage_config(margs, mt, response_args), "input_id": src.identity(), "seed": seed}
+    if (done := ds.reusable(config)) is not None:  # the engine is not touched: a lazy one never loads
+        return {**done["counts"], "reused": True}
     conversations = src.records()
     tpl = templates.from_tokenizer(engine.tokenizer, margs.model)
     if not tpl.mt_append_template:
@@ -34,8 +37,6 @@ def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_arg
     stops = list(tpl.stop_strings) + ["\n"]  # the reference samples follow-ups with the newline stop
     stop_ids = templates.stop_token_ids(engine.tokenizer, stops)
     answer = response_sampling(engine, response_args, margs.model)
-    ds = store.DatasetDir(out_dir)
-    config = {**stage_config(margs, mt, response_args), "input_id": src.identity(), "seed": seed}
     ds.begin("multiturn", config, model=margs.model, engine=engine.info.name, input=str(in_dir),
              mt_append_template=tpl.mt_append_template, stop=stops)
     B = mt.mt_batch_size

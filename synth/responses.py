@@ -29,11 +29,12 @@ def responses_config(margs: ModelArgs, rargs: ResponseArgs, in_dir) -> dict:
 
 
 def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, out_dir) -> dict:
-    src = store.DatasetDir(in_dir)
+    src, ds = store.DatasetDir(in_dir), store.DatasetDir(out_dir)
     config = responses_config(margs, rargs, in_dir)
+    if (done := ds.reusable(config)) is not None:  # the engine is not touched: a lazy one never loads
+        return {**done["counts"], "reused": True}
     instructions = src.records()
     sampling = response_sampling(engine, rargs, margs.model)
-    ds = store.DatasetDir(out_dir)
     ds.begin("responses", config, model=margs.model, engine=engine.info.name, input=str(in_dir),
              sampling=sampling.to_dict())
     t0, generated = time.perf_counter(), 0

@@ -69,10 +69,20 @@ def test_killed_run_resumes_without_loss_or_duplicates(full_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_complete_run_is_reused(full_run, capsys):
-    before = (full_run / "responses" / "manifest.json").read_text()
+def test_complete_run_is_reused_without_loading_a_model(full_run, capsys, monkeypatch):
+    import synth.engines
+    import synth.engines.base
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a model was loaded for a finished stage")
+    monkeypatch.setattr(synth.engines, "get_engine", refuse)
+    monkeypatch.setattr(synth.engines.base, "get_engine", refuse)
+    shards = {p: p.stat().st_mtime_ns for p in full_run.glob("*/data/*")}
+    before = manifest(full_run / "responses")
     assert main(cli(full_run, "--report_to", "none")) == 0
-    assert json.loads((full_run / "responses" / "manifest.json").read_text())["counts"] == json.loads(before)["counts"]
+    assert manifest(full_run / "responses")["counts"] == before["counts"]
+    assert {p: p.stat().st_mtime_ns for p in full_run.glob("*/data/*")} == shards  # nothing rewritten
+    assert capsys.readouterr().out.count("already complete") == 2
 
 
 def _error(capsys, argv):
