@@ -155,7 +155,7 @@ def test_unknown_name_suggests_close_names_and_where_the_list_is():
 @pytest.mark.parametrize("ref", ["/no/such/export", "runs/none/export", "./export", "~/no-such-magpie-set",
                                  "missing.jsonl"])
 def test_missing_local_dataset_is_named_as_a_path(ref):
-    with pytest.raises(FileNotFoundError, match=f"^dataset {re.escape(ref)}: no such directory or file; give a Magpie export"):
+    with pytest.raises(FileNotFoundError, match=f"^dataset {re.escape(ref)}: no such directory or file; give a Magpie"):
         data.find_source(ref)
 
 

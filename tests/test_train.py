@@ -1,5 +1,8 @@
 """SFT with TRL on the real embedded SmolLM2: loss masks, packing, the EOS, a few real steps."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -120,8 +123,8 @@ def sft_error(capsys, *argv, config=TINY_SFT) -> str:
     (["--dataset", "/no/such/export"], "error: dataset /no/such/export: no such directory or file; give a Magpie"),
     (["--dataset", "sharegpt", "--dataset_path", "/no/such.json"],
      "error: local copy of 'sharegpt' /no/such.json: no such directory or file"),
-    (["--dataset", "sharegtp"], "error: dataset sharegtp: no such registered set; did you mean sharegpt? "
-                                "(`python -m train.data` lists them"),
+    (["--dataset", "sharegtp"], ("error: dataset sharegtp: no such registered set; did you mean sharegpt? "
+                                 "(`python -m train.data` lists them")),
 ])
 def test_bad_dataset_is_one_error_line(capsys, argv, expected):
     assert sft_error(capsys, *argv).startswith(expected)
@@ -176,12 +179,9 @@ def test_a_bad_value_is_blamed_on_where_it_came_from(capsys, convs_file, tmp_pat
 
 
 def test_cli_bad_input_exits_2_with_one_line():
-    import os
-    import subprocess
-    import sys
-
     proc = subprocess.run([sys.executable, "-m", "train.sft", "--config", str(TINY_SFT), "--dataset", "sharegtp"],
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          check=False)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert errors == [errors[0]] and "sharegtp" in errors[0] and "sharegpt" in errors[0]

@@ -3,7 +3,7 @@
     ds = load_sft_dataset("ultrachat")                          # the hub set (needs network)
     ds = load_sft_dataset("sharegpt", path="sg.json")            # a local copy in the hub schema
     ds = load_sft_dataset("runs/air-300k/export")                # a Magpie export dir of ours (data/*.parquet)
-    python -m train.data                                          # lists the registered sets
+    python -m train.data                                         # lists the registered sets
 
 Every loader returns a `datasets.Dataset` with two columns: `messages` (a list of
 {"role": "system"|"user"|"assistant", "content": str}, what TRL's SFTTrainer takes as it is) and

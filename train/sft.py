@@ -54,8 +54,9 @@ def parse(argv=None):
         if not msg.startswith("argument "):
             raise ValueError(f"command line: {msg}") from None
         flags, _, what = msg.removeprefix("argument ").partition(": ")
-        given = [f for f in flags.split("/") if any(a == f or a.startswith(f + "=") for a in argv)]
-        where = f"command line {given[0]}" if given or not config else f"config {config}: {flags.split('/')[0][2:]}"
+        on_command_line = any(a == f or a.startswith(f + "=") for f in flags.split("/") for a in argv)
+        key = flags.split("/")[0]
+        where = f"command line {key}" if on_command_line or not config else f"config {config}: {key[2:]}"
         raise ValueError(f"{where}: {what}") from None
     except FileNotFoundError as e:
         raise FileNotFoundError(f"config {e.filename}: no such file") from None
