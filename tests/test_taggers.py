@@ -103,17 +103,19 @@ LABELS = {"task_category": TASK_CATEGORIES, "difficulty": DIFFICULTY_LEVELS, "in
 
 @pytest.mark.parametrize("name", ["task_category", "difficulty", "input_quality"])
 def test_judge_on_real_model(hf_engine, name):
-    t = get_tagger(name, engine=hf_engine, judge_model=TINY, judge_engine="hf", max_tokens=96)
+    # The tiny profile's judge mode (judge_prefill: label).
+    t = get_tagger(name, engine=hf_engine, judge_model=TINY, judge_engine="hf", max_tokens=96, prefill="label")
     out = t.tag(RECORDS)
-    assert len(out) == len(RECORDS)
-    for o in out:
-        assert set(o) == set(t.fields)
-        assert o[name] is None or o[name] in LABELS[name]
+    assert len(out) == len(RECORDS) and all(set(o) == set(t.fields) for o in out)
+    labelled = [o[name] for o in out if o[name] is not None]
+    assert set(labelled) <= set(LABELS[name])
+    # Every record is accounted for: labelled, unreadable, or a label outside the set (counted, never fatal).
+    assert len(labelled) + t.stats.get("parse_failures", 0) + t.stats.get("unknown_labels", 0) == len(RECORDS)
     if name == "task_category":
         for o in out:
             assert o["other_task_category"] is None or set(o["other_task_category"]) <= set(TASK_CATEGORIES)
-    failed = sum(all(v is None for v in o.values()) for o in out)
-    assert 0 <= t.stats["parse_failures"] <= failed
+    else:  # measured: SmolLM2 names a difficulty and a quality level for each of these 4; its categories miss
+        assert len(labelled) == len(RECORDS)
     assert "SmolLM2" in t.info()["stand_in"] and t.info()["judge_model"] == TINY
 
 

@@ -77,7 +77,9 @@ def test_packed_examples_do_not_attend_to_each_other(hf_engine):
 @pytest.mark.slow
 def test_few_steps_write_a_model_that_loads_and_generates(trained_sft):
     summary = json.loads((trained_sft / "train_summary.json").read_text())
-    assert summary["steps"] == 2 and summary["first_loss"] > 0 and summary["last_loss"] > 0
+    assert summary["steps"] == 2
+    # The summary reads TRL's own log: its run loss is the mean of the two logged step losses (logged to 4 places).
+    assert summary["train_loss"] == pytest.approx((summary["first_loss"] + summary["last_loss"]) / 2, abs=2e-4)
     assert (trained_sft / "adapter_model.safetensors").exists()
     from synth.engines import Sampling, get_engine
 
