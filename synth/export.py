@@ -108,12 +108,11 @@ def _table(head: tuple[str, ...], rows: list[tuple]) -> str:
 
 
 def _dist(records: list[dict], field: str, order: tuple[str, ...] = ()) -> str:
-    c = Counter("untagged" if r.get(field) is None else str(r[field]) for r in records)
-    keys = [k for k in order if k in c] + sorted((k for k in c if k not in order and k != "untagged"),
-                                                 key=lambda k: -c[k])
-    keys += ["untagged"] if "untagged" in c else []
+    from .stats import category_counts
+
     n = len(records) or 1
-    return _table((field, "rows", "share"), [(k, c[k], f"{100 * c[k] / n:.1f}%") for k in keys])
+    return _table((field, "rows", "share"),
+                  [(k, c, f"{100 * c / n:.1f}%") for k, c in category_counts(records, field, order)])
 
 
 def _numeric(records: list[dict], fields: tuple[str, ...]) -> str:

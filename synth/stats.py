@@ -11,11 +11,12 @@ from collections import Counter
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only: runs on headless machines and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .schema import LEVELS, TASK_CATEGORIES, response_length  # noqa: E402
+from .schema import CATEGORICAL, LEVELS, TASK_CATEGORIES, response_length  # noqa: E402
 
 UNTAGGED = "untagged"
 TOP_LANGUAGES = 15
@@ -184,12 +185,8 @@ def plot_all(records: list[dict], out_dir, funnel=None) -> list[Path]:
 def _hist_rows(vals: list[float], bins: int = 30) -> list[list[float]]:
     if not vals:
         return []
-    lo, hi = min(vals), max(vals)
-    width = (hi - lo) / bins or 1.0
-    counts = [0] * bins
-    for v in vals:
-        counts[min(int((v - lo) / width), bins - 1)] += 1
-    return [[lo + i * width, lo + (i + 1) * width, c] for i, c in enumerate(counts)]
+    counts, edges = np.histogram(vals, bins=bins)
+    return [[float(a), float(b), int(c)] for a, b, c in zip(edges[:-1], edges[1:], counts)]
 
 
 def wandb_tables(records: list[dict], funnel=None) -> dict:
@@ -198,8 +195,7 @@ def wandb_tables(records: list[dict], funnel=None) -> dict:
     import wandb
 
     out = {}
-    for field, order in (("task_category", TASK_CATEGORIES), ("difficulty", LEVELS["difficulty"]),
-                         ("input_quality", LEVELS["input_quality"]), ("language", ()), ("llama_guard_2", ("safe",))):
+    for field, order in CATEGORICAL.items():
         out[f"tags/{field}"] = wandb.Table(columns=[field, "rows"],
                                            data=[[k, n] for k, n in category_counts(records, field, order)])
     for field in ("instruct_reward", "min_neighbor_distance"):

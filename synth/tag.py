@@ -8,7 +8,6 @@ tagger's fields; its manifest holds coverage, parse failures and tag distributio
 """
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from pathlib import Path
@@ -95,8 +94,9 @@ def summarize(tagged: list[dict], parts: dict) -> dict:
         counts["stats"][name] = m.get("counts", {})
         for f in m["fields"]:
             counts["coverage"][f] = sum(r.get(f) is not None for r in tagged)
-    for f in CATEGORICAL:
+    from .stats import category_counts
+
+    for f, order in CATEGORICAL.items():
         if any(f in r for r in tagged):
-            counts["distributions"][f] = dict(collections.Counter(
-                str(r.get(f)) if r.get(f) is not None else "untagged" for r in tagged).most_common())
+            counts["distributions"][f] = dict(category_counts(tagged, f, order))
     return counts
