@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -218,6 +219,9 @@ def _plan(verb: str, c: Context) -> list[str]:
     root = Path(c.run.output_dir)
     if root.exists() and not root.is_dir():
         raise ValueError(f"output_dir {root} is a file; choose a directory")
+    base = next(p for p in (root, *root.parents) if p.exists())  # what the run will create its folders in
+    if not base.is_dir() or not os.access(base, os.W_OK):
+        raise ValueError(f"output_dir {root}: cannot create it in {base}; choose another output_dir")
     return stages
 
 

@@ -198,3 +198,9 @@ def test_resume_with_another_shard_layout_is_refused_and_a_corrupt_shard_is_redo
     assert main(cli(out, *fast, "--rounds_per_shard", "1", verb="instructions")) == 0
     assert str(shard) in caplog.text and manifest(ins)["status"] == "complete"
     assert records(ins) == want  # the same rounds, the same seeds: the same records
+
+
+def test_an_unwritable_output_dir_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("a file, so nothing can be created below it")
+    msg = _error(capsys, cli(tmp_path / "f" / "run", "--stages", "instructions", "--report_to", "none"))
+    assert str(tmp_path / "f") in msg and "choose another output_dir" in msg

@@ -102,3 +102,28 @@ def test_a_complete_tag_join_is_never_rewritten_and_a_killed_join_is_redone(tmp_
     store.atomic_write_text(out / "manifest.json", json.dumps({**m, "status": "running"}))
     tag_dataset(src.path, out, {"language": {}}, batch_size=4, shard_rows=3, plots=False)
     assert joined.complete and joined.records() == want
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "manifest.json"
+    target.mkdir()  # the rename onto a directory fails, as a write on a full or read-only disk would
+    with pytest.raises(OSError):
+        store.atomic_write_text(target, "{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+    ds = store.DatasetDir(tmp_path / "d")
+    ds.begin("x", {})
+    ds.shard_path(0).mkdir()
+    with pytest.raises(OSError):
+        ds.write_shard(0, [{"id": 1}])
+    assert not list(ds.data.glob(".*.tmp"))
+
+
+def test_a_failed_stage_is_a_failed_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    from synth import tracking
+
+    with pytest.raises(RuntimeError):
+        with tracking.stage_run("responses", {"x": 1}, tmp_path, "wandb", "magpie-repro-tests", "t"):
+            raise RuntimeError("the engine died")
+    logs = list(tmp_path.glob("wandb/offline-run-*/logs/debug.log"))
+    assert logs and "got exitcode: 1" in logs[0].read_text()
