@@ -7,9 +7,13 @@ id, instruction (~200 chars), response (~1500 chars), messages (list<struct<role
 one in ten rows with two turns), pre_query_template, gen_input_configs and the tags with
 plausible distributions and some NULLs. Then runs `filter_dataset` with the pro-300k-filtered and
 air-300k-filtered presets (size 300K), each in a fresh process so that `peak_rss_mb`
-is that run's own peak (VmHWM). `old` is the AST interpreter that loaded every row as a dict (synth/filters.py
-at --old_rev, imported from a temporary copy); it runs at --old_rows (default: --rows), since at 1M
-rows it needs more memory than a 24 GiB machine shared with other jobs should give it.
+is that run's own peak (VmHWM). `old` is the AST interpreter that loaded every row as a dict
+(synth/filters.py at --old_rev, imported from a temporary copy); its memory grows with the input
+(measured 6.5 GB at 1M rows), so --old_rows can run it on a smaller set.
+
+Measured on 2 shared cores (load 3-6), 1M rows: new 39 s / 2.1 GB (pro), 32 s / 1.9 GB (air); old
+53 s / 6.5 GB, 50 s / 6.2 GB. 3M rows, new: 50 s / 2.3 GB, 39 s / 2.1 GB; old not run (~18 GB by
+its 0.3M and 1M points).
 """
 from __future__ import annotations
 
@@ -73,7 +77,7 @@ def build(path: Path, n: int, shard_rows: int, seed: int = 0) -> None:
             [pa.array(roles), pa.array(contents)], names=["role", "content"]))
 
         def nulls(a, share):
-            return pa.array(a, mask=rng.random(m) < share)
+            return pa.array(a, mask=rng.random(len(a)) < share)
 
         sim = np.where(rng.random(m) < 0.15, np.maximum(ids - rng.integers(0, 3, m), 0), -1)
         table = pa.table({
@@ -157,7 +161,7 @@ def main():
         for preset in args.presets:
             cmd = [sys.executable, __file__, "--_one", which, str(data), preset, "--size", str(args.size),
                    "--old_rev", args.old_rev]
-            run = subprocess.run(cmd, capture_output=True, text=True)
+            run = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if run.returncode:
                 results.append({"which": which, "preset": preset, "rows": n, "failed": run.returncode,
                                 "stderr_tail": run.stderr[-500:]})

@@ -266,6 +266,9 @@ def _run(verb: str, c: Context) -> int:
 
             print(format_funnel(counts["funnel"]))
         print(_summary(name, n, stage.unit, dt, out, counts))
+        if counts.get("emptied_by"):
+            print(f"WARNING: the filter kept 0 of {counts['input']:,} rows: {counts['emptied_by']!r} removed the "
+                  "last ones; loosen it (python -m synth presets) or check the tags", file=sys.stderr)
     return 0
 
 

@@ -3,22 +3,16 @@
 A preset is data: conditions (SQL boolean expressions, applied in order, each one a line of the
 funnel), then a cut to `size` rows. The paper's cut keeps the longest responses and comes last
 (Table 5; the reference's data_filter.ipynb sorts by `len(response)` after the conditions).
-Presets carry the paper's sizes; `size=` scales them for small runs, and a run with fewer rows
-than `size` keeps them all.
+Presets carry the paper's sizes; `size=` scales them for small runs; fewer rows than `size` are all kept.
 
-    validate("pro-300k-filtered", "language = 'EN'", 1000)   # before any model loads: FilterError or the Preset
+    validate("pro-300k-filtered", "language = 'EN'", 1000)  # before any model loads: the Preset, or FilterError
     counts = filter_dataset("runs/x/tagged", "runs/x/filtered", "pro-300k-filtered", size=1000)
-    kept, funnel = apply(records, "instruct_reward > -5 AND language = 'EN'")   # a list of dicts, for tests
-    print(format_funnel(funnel))
+    kept, funnel = apply(records, "instruct_reward > -5 AND language = 'EN'")  # a list of dicts (tests)
 
-A condition is one DuckDB SQL expression over a row (https://duckdb.org/docs/sql/expressions/overview):
-    columns         the input's columns, plus the derived response_length (characters of all assistant
-                    turns), instruction_length, turns and dedup (see DERIVED)
-    levels          input_quality and difficulty compare by rank with quoted level names:
-                    "input_quality >= 'good'", "difficulty IN ('easy', 'very easy')", BETWEEN too;
-                    a value outside the levels (any case or spacing is normalized) counts as missing
-    anything else   SQL's operators and scalar functions: "NOT ends_with(instruction, ':')",
-                    "instruct_reward IS NULL", "length(instruction) > 0"; no subqueries or aggregates
+A condition is one DuckDB SQL expression over a row, e.g. "NOT ends_with(instruction, ':')", over the
+input's columns plus the derived response_length (characters of all assistant turns), instruction_length,
+turns and dedup (DERIVED). input_quality and difficulty compare by rank with quoted level names
+("input_quality >= 'good'", IN, BETWEEN); a value outside the levels, in any case, counts as missing.
 A missing tag (NULL) fails: SQL's three-valued logic, and a row whose condition ends unknown is
 dropped, as in a WHERE. An unknown column, function or level is an error that names it.
 
@@ -29,14 +23,14 @@ the row's own `id`. The Table 5 presets (air-300k-filtered, pro-filter-1..6) and
 `min_neighbor_distance > 0`; pro-300k-filtered-card and pro-300k-filtered-repo use `dedup`;
 the raw presets use neither.
 
-Scale: DuckDB streams the shards once to compute the conditions and the cut key per row (a few
-bytes each), then pyarrow copies the kept rows, reading only the row groups that hold one: the
-paper's 3M rows never sit in memory as Python objects (benchmarks/filter.py).
+Scale: DuckDB streams the shards once for the conditions and the cut key (a few bytes a row), then
+pyarrow copies the kept rows: 3M rows never sit in memory as Python objects (benchmarks/filter.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import random
@@ -48,7 +42,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import store
-from .schema import COLUMNS as SCHEMA, LEVELS
+from .schema import COLUMNS as SCHEMA
+from .schema import LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +70,6 @@ class Preset:
     size: int | None = 300_000
     cut: str | None = "longest"
     source: str = ""
-
-    @property
-    def longest(self) -> bool:
-        return bool(self.cut and self.cut.startswith("longest"))
 
 
 _T5 = "paper Table 5"
@@ -146,8 +137,8 @@ _ASSISTANT_CHARS = "list_sum([length(coalesce(m.content, '')) FOR m IN messages 
 # dedup is the reference release's rule (data_filter.ipynb): keep a row with no similar row, or the
 # cluster's lowest-id row.
 DERIVED: dict[str, tuple[str, tuple[str, ...]]] = {
-    "response_length": (f"CAST(CASE WHEN len(messages) > 0 THEN coalesce({_ASSISTANT_CHARS}, 0) "
-                        "ELSE length(coalesce(response, '')) END AS BIGINT)", ("messages", "response")),
+    "response_length": ((f"CAST(CASE WHEN len(messages) > 0 THEN coalesce({_ASSISTANT_CHARS}, 0) "
+                         "ELSE length(coalesce(response, '')) END AS BIGINT)"), ("messages", "response")),
     "instruction_length": ("length(instruction)", ("instruction",)),
     "turns": ("CASE WHEN len(messages) > 0 THEN len([1 FOR m IN messages IF m.role = 'user']) ELSE 1 END",
               ("messages",)),
@@ -162,99 +153,76 @@ def _sql_str(s: str) -> str:
 
 
 @functools.cache
-def _parser() -> duckdb.DuckDBPyConnection:
-    return duckdb.connect()
-
-
-@functools.cache
 def _scalar_functions() -> frozenset[str]:
-    rows = _parser().execute("SELECT function_name FROM duckdb_functions() "
-                             "WHERE function_type IN ('scalar', 'macro')").fetchall()
-    return frozenset(r[0].lower() for r in rows)
+    rows = duckdb.execute("SELECT function_name FROM duckdb_functions() WHERE function_type IN ('scalar', 'macro')")
+    return frozenset(r[0].lower() for r in rows.fetchall())
+
+
+def _nodes(tree):
+    """Every node of a DuckDB parse tree (json_serialize_sql), depth first."""
+    if isinstance(tree, dict):
+        yield tree
+    for v in tree.values() if isinstance(tree, dict) else tree if isinstance(tree, list) else ():
+        yield from _nodes(v)
 
 
 def _compile(text: str, columns: set[str] | None = None) -> str:
-    """`text` as SQL for a WHERE over the `rows` view, after checking it names only `columns` (None: the
-    known schema) and real levels. Level names become ENUM values: DuckDB compares an ENUM with a plain
-    string as text ('excellent' < 'good'), with one of its own values by rank."""
+    """`text` as SQL over the `rows` view, after checking that it names only `columns` (None: the known
+    schema), row functions and real levels. Level names become ENUM values: DuckDB compares an ENUM with
+    a plain string as text ('excellent' < 'good'), with one of its own values by rank."""
     try:
-        duckdb.SQLExpression(text)  # exactly one expression: no `;`, FROM, subquery tricks
+        duckdb.SQLExpression(text)  # exactly one expression: no `;`, FROM, ... tricks
     except duckdb.Error as e:
-        msg = " ".join(str(e).split()).removeprefix("Parser Error: ")
-        raise FilterError(f"cannot parse filter expression {text!r}: {msg}; "
+        raise FilterError(f"cannot parse filter expression {text!r}: {' '.join(str(e).split())}; "
                           "write one SQL condition, e.g. \"instruct_reward > -12\"") from None
     select = ("SELECT " + text).encode()  # the tree's query_location counts bytes of this
-    tree = json.loads(_parser().execute("SELECT json_serialize_sql(?)", [select.decode()]).fetchone()[0])
+    tree = json.loads(duckdb.execute("SELECT json_serialize_sql(?)", [select.decode()]).fetchone()[0])
+    nodes, splices = list(_nodes(tree["statements"][0]["node"]["select_list"])), []
     where = f"in filter expression {text!r}"
-    refs, params, splices = set(), set(), []
-
-    def level_literals(column: str, nodes):
-        for n in nodes:
-            if n.get("class") != "CONSTANT" or n["literal"]["kind"] != "STRING":
-                continue
-            word = " ".join(n["literal"]["text"].lower().split())
-            if word not in LEVELS[column]:
-                raise FilterError(f"{n['literal']['text']!r} is not a level of {column} {where} "
-                                  f"(levels, lowest first: {', '.join(LEVELS[column])})")
-            start = n["query_location"]
-            splices.append((start, start + n["query_location_length"], f"{_sql_str(word)}::{column}_level"))
-
-    def walk(node):
-        if isinstance(node, list):
-            for v in node:
-                walk(v)
-            return
-        if not isinstance(node, dict):
-            return
+    params = {n["column_names"][0].lower() for lam in nodes if lam.get("class") == "LAMBDA"  # `lambda m: ...`
+              for n in _nodes(lam["lhs"]) if n.get("class") == "COLUMN_REF"}
+    for node in nodes:
         kind = node.get("class")
         if kind == "SUBQUERY":
             raise FilterError(f"subquery {where}: a condition looks at one row")
-        if kind == "COLUMN_REF":
-            refs.add(node["column_names"][0])
-        elif kind == "LAMBDA":  # `m -> m.role = 'user'`: m is no column
-            params.update(n.lower() for n in _names(node["lhs"]))
-        elif kind == "FUNCTION" and not node.get("is_operator"):
-            if node["function_name"].lower() not in _scalar_functions():
-                raise FilterError(f"unknown or non-row function {node['function_name']!r} {where} "
-                                  "(scalar DuckDB functions only: no aggregates, windows or table functions)")
-        sides = ([node[k] for k in _COMPARE[kind]] if kind in _COMPARE else
-                 node.get("children", []) if node.get("type") in ("COMPARE_IN", "COMPARE_NOT_IN") else [])
+        if kind == "FUNCTION" and not node["is_operator"] and node["function_name"].lower() not in _scalar_functions():
+            raise FilterError(f"unknown or non-row function {node['function_name']!r} {where} "
+                              "(scalar DuckDB functions only: no aggregates, windows or table functions)")
+        sides = ([node[k] for k in _COMPARE[kind]] if kind in _COMPARE else node["children"]
+                 if node.get("type") in ("COMPARE_IN", "COMPARE_NOT_IN") else [])
         level = next((n["column_names"][0].lower() for n in sides if n.get("class") == "COLUMN_REF"
                       and len(n["column_names"]) == 1 and n["column_names"][0].lower() in LEVELS), None)
-        if level:
-            level_literals(level, sides)
-        for v in node.values():
-            walk(v)
-
-    walk(tree["statements"][0]["node"]["select_list"])
+        for n in sides if level else []:
+            if n.get("class") == "CONSTANT" and n["literal"]["kind"] == "STRING":
+                word = n["literal"]["text"].strip().lower()  # as the data: lower(trim(x))
+                if word not in LEVELS[level]:
+                    raise FilterError(f"{n['literal']['text']!r} is not a level of {level} {where} "
+                                      f"(levels, lowest first: {', '.join(LEVELS[level])})")
+                start = n["query_location"]
+                splices.append((start, start + n["query_location_length"], f"{_sql_str(word)}::{level}_level"))
+    refs = {n["column_names"][0] for n in nodes if n.get("class") == "COLUMN_REF"}
     _check_columns({r for r in refs if r.lower() not in params}, columns, where)
     for start, end, new in sorted(splices, reverse=True):
         select = select[:start] + new.encode() + select[end:]
     return "(" + select.decode()[len("SELECT "):] + ")"
 
 
-def _names(node) -> list[str]:
-    if isinstance(node, dict):
-        return ([node["column_names"][0]] if node.get("class") == "COLUMN_REF" else
-                [n for v in node.values() for n in _names(v)])
-    return [n for v in node for n in _names(v)] if isinstance(node, list) else []
-
-
-def _available(columns: set[str]) -> set[str]:
-    """The columns a condition may use: the input's, and the derived ones whose inputs are there."""
-    return columns | {d for d, (_, needs) in DERIVED.items() if set(needs) <= columns}
-
-
 def _check_columns(names: set[str], columns: set[str] | None, where: str) -> None:
-    """Fail early, naming the column, rather than dropping every row for a typo."""
-    known = _available(set(SCHEMA))
-    have = known if columns is None else _available({c.lower() for c in columns})
+    """Fail early, naming the column, rather than dropping every row for a typo. Usable: the input's
+    columns (None: the known schema) and the derived ones whose inputs are there."""
+    def usable(cols: set[str]) -> set[str]:
+        return cols | {d for d, (_, needs) in DERIVED.items() if set(needs) <= cols}
+    known = usable(set(SCHEMA))
+    have = known if columns is None else usable({c.lower() for c in columns})
     for name in sorted(n for n in names if n.lower() not in have):
         if (low := name.lower()) in known:
             lacking = " and ".join(repr(c) for c in (DERIVED[low][1] if low in DERIVED else [low]) if c not in have)
             raise FilterError(f"the input has no column {lacking} (needed by {name!r} {where}); run the tagger "
                               "that writes it first, or choose a preset without it")
         raise FilterError(f"unknown column {name!r} {where}; columns: {', '.join(sorted(have))}")
+
+
+_CUTS = (None, "longest", "longest-balanced", "random", "first")
 
 
 def validate(preset: str | Preset | None, expression: str | None = None, size: int | None = None,
@@ -264,13 +232,14 @@ def validate(preset: str | Preset | None, expression: str | None = None, size: i
     input's column names, or else the known schema: synth/schema.py COLUMNS + DERIVED)."""
     p = resolve(preset, expression, size)
     if size is not None and int(size) < 1:
-        raise FilterError(f"filter size {size} keeps nothing; give a positive number of rows (or none: "
-                          "the preset's size)")
+        raise FilterError(f"filter size {size} keeps nothing; give a positive number of rows, or none for the preset's")
+    if p.cut not in _CUTS:
+        raise FilterError(f"unknown cut {p.cut!r} in preset {p.name!r}; choose from {', '.join(map(str, _CUTS))}")
     for text in p.conditions:
         _compile(text, None if columns is None else set(columns))
-    cut_needs = {"response_length"} if p.longest else set()
-    _check_columns(cut_needs | ({"difficulty"} if p.cut == "longest-balanced" else set()),
-                   None if columns is None else set(columns), f"in the {p.cut} cut of preset {p.name!r}")
+    cut_needs = {"longest": {"response_length"}, "longest-balanced": {"response_length", "difficulty"}}
+    _check_columns(cut_needs.get(p.cut, set()), None if columns is None else set(columns),
+                   f"in the {p.cut} cut of preset {p.name!r}")
     return p
 
 
@@ -295,8 +264,7 @@ def _connect(source: str, arrow: pa.Table | None = None) -> tuple[duckdb.DuckDBP
 def _cut_label(p: Preset, seed: int) -> str:
     n = p.size
     return {"random": f"random {n:,} (seed {seed})", "first": f"first {n:,}", "longest": f"{n:,} longest responses",
-            "longest-balanced": f"{n:,} longest: {n // 2:,} very easy/easy + {n - n // 2:,} medium or harder",
-            }.get(p.cut, str(p.cut))
+            "longest-balanced": f"{n:,} longest: {n // 2:,} very easy/easy + {n - n // 2:,} medium or harder"}[p.cut]
 
 
 def _bind(con, p: Preset, columns: list[str]) -> list[tuple[str, str]]:
@@ -317,8 +285,8 @@ def _select(con, p: Preset, conds: list[tuple[str, str]], seed: int) -> tuple[np
     how many conditions each row passed and its cut key, then the cut over those few bytes per row."""
     # The first condition a row fails (an unknown result fails, as in WHERE), or len(conds) if none.
     whens = " ".join(f"WHEN NOT coalesce({sql}, false) THEN {i}" for i, (_, sql) in enumerate(conds))
-    keys = ", response_length" if p.longest else ""
-    keys += ", difficulty <= 'easy'::difficulty_level AS easy" if p.cut == "longest-balanced" else ""
+    keys = {"longest": ", response_length",
+            "longest-balanced": ", response_length, difficulty <= 'easy'::difficulty_level AS easy"}.get(p.cut, "")
     con.execute(f"CREATE TEMP TABLE steps AS SELECT __pos, {f'CASE {whens} ELSE {len(conds)} END' if conds else 0} "
                 f"AS __k{keys} FROM rows")
     hist = dict(con.execute("SELECT __k, count(*) FROM steps GROUP BY __k").fetchall())
@@ -333,25 +301,19 @@ def _select(con, p: Preset, conds: list[tuple[str, str]], seed: int) -> tuple[np
              "longest-balanced": f"SELECT __pos FROM (SELECT __pos, easy, row_number() OVER (PARTITION BY easy "
                                  f"{order}) AS r {survivors} AND easy IS NOT NULL) "
                                  f"WHERE r <= CASE WHEN easy THEN {n // 2} ELSE {n - n // 2} END"}
-    if p.cut not in query:
-        raise FilterError(f"unknown cut {p.cut!r} in preset {p.name!r}; choose from {', '.join(query)[6:]}")
     kept = np.sort(con.execute(query[p.cut]).fetchnumpy()["__pos"].astype(np.int64))
     if p.cut == "random":  # random.sample draws list positions: the same rows as sampling the survivors' list
         kept = np.sort(kept[random.Random(seed).sample(range(len(kept)), min(n, len(kept)))])
     return kept, funnel + ([(_cut_label(p, seed), len(kept))] if p.cut else [])
 
 
-def emptied_by(funnel) -> str | None:
-    """The step that removed the last rows, or None when rows are left."""
+def _emptied_by(p: Preset, funnel, where: str) -> str | None:
+    """The step that removed the last rows (and a WARNING saying so), or None when rows are left."""
     if not funnel or funnel[-1][1] > 0:
         return None
-    return next((str(s) for (_, before), (s, n) in zip(funnel, funnel[1:]) if before > 0 and n == 0),
-                "input (it has no rows)")
-
-
-def _warn_if_empty(p: Preset, funnel, where: str) -> None:
-    if step := emptied_by(funnel):
-        log.warning("filter %s kept 0 of %d rows of %s: %r removed the last ones", p.name, funnel[0][1], where, step)
+    step = next((s for (_, before), (s, n) in itertools.pairwise(funnel) if before > 0 and n == 0), "input (no rows)")
+    log.warning("filter %s kept 0 of %d rows of %s: %r removed the last ones", p.name, funnel[0][1], where, step)
+    return step
 
 
 def _empty_funnel(p: Preset, seed: int) -> list[tuple[str, int]]:
@@ -361,11 +323,8 @@ def _empty_funnel(p: Preset, seed: int) -> list[tuple[str, int]]:
 
 def apply(records: list[dict], preset: str | Preset, size: int | None = None, seed: int = 0,
           expression: str | None = None) -> tuple[list[dict], list[tuple[str, int]]]:
-    """Filter `records` (in memory: tests and small sets) by a preset name, a Preset, or an expression.
-
-    Returns the kept records (in input order) and the funnel: (step, rows left) from
-    ("input", n) through each condition to the cut.
-    """
+    """Filter `records` (in memory: tests, small sets) by a preset name, a Preset, or an expression: the kept
+    records (in input order) and the funnel, (step, rows left) from ("input", n) through each condition to the cut."""
     p = validate(preset, expression, size)
     if not records:
         return [], _empty_funnel(p, seed)
@@ -374,7 +333,7 @@ def apply(records: list[dict], preset: str | Preset, size: int | None = None, se
     con, columns = _connect("src", table)
     with con:
         kept, funnel = _select(con, p, _bind(con, validate(p, columns=columns), columns), seed)
-    _warn_if_empty(p, funnel, f"{len(records)} records")
+    _emptied_by(p, funnel, f"{len(records)} records")
     return [records[i] for i in kept], funnel
 
 
@@ -389,12 +348,11 @@ def format_funnel(funnel: list[tuple[str, int]]) -> str:
 
 # -- the stage --------------------------------------------------------------------------------
 SHARD_ROWS = 100_000
-_BATCH_ROWS = 8_192  # rows pyarrow decodes at a time while copying the kept ones
+_BATCH_ROWS = 32_768  # rows pyarrow decodes at a time to copy the kept ones: ~100 MB at ~3 KB a row
 
 
 def _parquet_source(files: list[str]) -> tuple[str, pa.Table]:
-    """SQL for the shards in dataset order, each row with its place in it (`__pos`), and the table of
-    shard offsets it joins (register it as `src`)."""
+    """SQL for the shards' rows with their place in the dataset (`__pos`), and the shard offsets it joins."""
     offsets = np.cumsum([0] + [pq.ParquetFile(f).metadata.num_rows for f in files[:-1]])
     return (f"(SELECT p.* EXCLUDE (filename, file_row_number), f.o + p.file_row_number AS __pos "
             f"FROM read_parquet([{', '.join(map(_sql_str, files))}], filename=true, file_row_number=true, "
@@ -403,9 +361,15 @@ def _parquet_source(files: list[str]) -> tuple[str, pa.Table]:
 
 def _copy_rows(ds: store.DatasetDir, files: list[str], keep: np.ndarray) -> None:
     """Write the rows at positions `keep` (ascending) of `files` as shards of SHARD_ROWS, in input order,
-    with their own columns; only row groups that hold a kept row are read."""
-    rows: list[dict] = []
-    shard, start = 0, 0
+    with their own columns and types (Arrow all the way); only row groups that hold a kept row are read."""
+    parts, shard, start = [], 0, 0
+
+    def flush(n: int):
+        nonlocal parts, shard
+        table = pa.concat_tables(parts, promote_options="default")  # a column null in one shard, typed in another
+        ds.write_shard(shard, table.slice(0, n), {"kept": min(n, table.num_rows)})
+        parts, shard = [table.slice(n)], shard + 1
+
     for f in files:
         pf = pq.ParquetFile(f)
         for g in range(pf.metadata.num_row_groups):
@@ -413,19 +377,22 @@ def _copy_rows(ds: store.DatasetDir, files: list[str], keep: np.ndarray) -> None
             if np.searchsorted(keep, start) < np.searchsorted(keep, end):
                 for batch in pf.iter_batches(batch_size=_BATCH_ROWS, row_groups=[g]):
                     lo, hi = np.searchsorted(keep, [start, start + batch.num_rows])
-                    rows += batch.take(pa.array(keep[lo:hi] - start)).to_pylist()
+                    parts.append(pa.Table.from_batches([batch.take(pa.array(keep[lo:hi] - start))]))
                     start += batch.num_rows
-                    while len(rows) >= SHARD_ROWS:
-                        ds.write_shard(shard, rows[:SHARD_ROWS], {"kept": SHARD_ROWS})
-                        rows, shard = rows[SHARD_ROWS:], shard + 1
+                    while sum(t.num_rows for t in parts) >= SHARD_ROWS:
+                        flush(SHARD_ROWS)
             start = end
-    if rows or shard == 0:  # an empty result still gets its shard 0 (a marker): the directory is complete
-        ds.write_shard(shard, rows, {"kept": len(rows)})
+    left = sum(t.num_rows for t in parts)
+    if left or shard == 0:  # an empty result still gets its shard 0 (a marker): the directory is complete
+        if parts:
+            flush(left)
+        else:
+            ds.write_shard(0, [], {"kept": 0})
 
 
-def _result(counts: dict, funnel) -> dict:
+def _result(p: Preset, counts: dict, funnel, where: str) -> dict:
     funnel = [list(step) for step in funnel]  # as the manifest stores it
-    return {**counts, "funnel": funnel, "emptied_by": emptied_by(funnel)}
+    return {**counts, "funnel": funnel, "emptied_by": _emptied_by(p, funnel, where)}
 
 
 def filter_dataset(in_dir, out_dir, preset: str | None, size: int | None = None, expression: str | None = None,
@@ -440,23 +407,17 @@ def filter_dataset(in_dir, out_dir, preset: str | None, size: int | None = None,
     src_manifest = src.require_complete()
     files = [str(src.shard_path(k)) for k in src.shards() if src.shard_path(k).exists()]
     con, columns = _connect(*_parquet_source(files)) if files else (None, [])
-    try:
-        p = validate(p, columns=columns) if con else p
-        conds = _bind(con, p, columns) if con else []
-        config = {"preset": p.name, "conditions": list(p.conditions), "cut": p.cut, "size": p.size,
-                  "seed": seed, "input_config_hash": src_manifest.get("config_hash")}
-        ds = store.DatasetDir(out_dir)
-        m = ds.begin("filter", config, input=str(in_dir), input_stage=src_manifest.get("stage"), source=p.source)
-        if m.get("status") == "complete":
-            return _result(m["counts"], m.get("funnel") or [])
-        keep, funnel = _select(con, p, conds, seed) if con else (np.zeros(0, np.int64), _empty_funnel(p, seed))
-    finally:
-        if con:
-            con.close()
+    conds = _bind(con, validate(p, columns=columns), columns) if con else []
+    config = {"preset": p.name, "conditions": list(p.conditions), "cut": p.cut, "size": p.size,
+              "seed": seed, "input_id": src.identity()}
+    ds = store.DatasetDir(out_dir)
+    m = ds.begin("filter", config, input=str(in_dir), input_stage=src_manifest.get("stage"), source=p.source)
+    if m.get("status") == "complete":
+        return _result(p, m["counts"], m.get("funnel") or [], str(in_dir))
+    keep, funnel = _select(con, p, conds, seed) if con else (np.zeros(0, np.int64), _empty_funnel(p, seed))
     _copy_rows(ds, files, keep)
     counts = {"input": funnel[0][1], "kept": len(keep)}
     ds.finish(counts, funnel=funnel, preset=p.name, conditions=list(p.conditions))
-    _warn_if_empty(p, funnel, str(in_dir))
     log.info("filter %s: kept %d of %d rows -> %s\n%s", p.name, len(keep), funnel[0][1], out_dir,
              format_funnel(funnel))
-    return _result(counts, funnel)
+    return _result(p, counts, funnel, str(in_dir))

@@ -169,12 +169,13 @@ class DatasetDir:
         return sorted(int(p.name.split(".")[0].split("-")[1])
                       for pat in ("part-*.parquet", "part-*.empty") for p in self.data.glob(pat))
 
-    def write_shard(self, k: int, records: list[dict], meta: dict | None = None) -> None:
+    def write_shard(self, k: int, records: list[dict] | pa.Table, meta: dict | None = None) -> None:
+        """Write shard k whole: records as dicts, or an Arrow table (kept as it is: its column types too)."""
         meta_json = json.dumps(meta or {}, default=str)
-        if not records:
+        table = records if isinstance(records, pa.Table) else pa.Table.from_pylist(records) if records else None
+        if table is None or table.num_rows == 0:
             atomic_write_text(self.empty_marker(k), meta_json)
             return
-        table = pa.Table.from_pylist(records)
         table = table.replace_schema_metadata({_META_KEY: meta_json.encode()})
         final = self.shard_path(k)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")

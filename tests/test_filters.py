@@ -170,7 +170,7 @@ def test_expressions():
     records = [row(0, instruct_reward=-3.0, language="EN"), row(1, instruct_reward=-7.0, language="EN"),
                row(2, instruct_reward=-1.0, language="ZH"), row(3, instruct_reward=None, language="EN"),
                row(4, difficulty="very easy", min_similar_conversation_id=0)]
-    ids = lambda expr, **kw: [r["id"] for r in apply(records, expr, **kw)[0]]  # noqa: E731
+    ids = lambda expr, **kw: [r["id"] for r in apply(records, expr, **kw)[0]]
     assert ids("instruct_reward > -5 AND language = 'EN'") == [0, 4]
     assert ids("NOT instruct_reward > -5") == [1]  # NULL stays unknown under NOT: dropped
     assert ids("instruct_reward IS NULL") == [3]
@@ -288,8 +288,8 @@ def test_filter_stage_writes_manifest_and_skips_when_complete(tmp_path):
 
 def test_filter_stage_validates_before_writing(tmp_path):
     src = _tagged_dir(tmp_path / "tagged", [row(i) for i in range(3)])
-    for bad in [dict(preset="pro-filter-9"), dict(preset=None, expression="instruct_rewrd > 0"),
-                dict(preset=None, expression="language > 5"), dict(preset="pro-filter-3", size=0)]:
+    for bad in [{"preset": "pro-filter-9"}, {"preset": None, "expression": "instruct_rewrd > 0"},
+                {"preset": None, "expression": "language > 5"}, {"preset": "pro-filter-3", "size": 0}]:
         with pytest.raises(FilterError):
             filter_dataset(src, tmp_path / "out", **bad)
         assert not (tmp_path / "out").exists()
