@@ -188,10 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         return _list_presets()
     try:
         parsed = cfg.parse(rest)
-    except (ValueError, TypeError) as e:  # bad YAML, unknown key, bad value: one line, no usage dump
-        _die(str(e).splitlines()[0])
-    except FileNotFoundError as e:
-        _die(f"config file not found: {e.filename}")
+    except ValueError as e:  # bad YAML, unknown key, bad value: one line that says where, no usage dump
+        _die(str(e))
     c = Context(*parsed)
     try:
         if verb == "taggers":

@@ -213,29 +213,44 @@ def stage_config(*parts) -> dict:
 
 
 def parse(argv: list[str] | None = None, classes: tuple = ALL):
-    """One instance of each of `classes`, from `--config x.yaml` plus overrides. Errors are one line that
-    blames the command line when they name a key given there, else the YAML file."""
+    """One instance of each of `classes` (the synth dataclasses, or train's TRL ones) from `--config x.yaml` plus
+    `--key value` overrides. Any bad input raises one ValueError line that says where the value came from:
+    `command line --key: ...` or `config x.yaml: key: ...` (argparse would print its usage and exit)."""
+    import argparse
+
     import yaml
     from trl import TrlParser
 
-    parser = TrlParser(classes)
+    class Parser(TrlParser):
+        def error(self, message):
+            raise argparse.ArgumentError(None, message)
 
-    def error(message):  # argparse would print a 40-line usage dump and exit
-        raise ValueError(message)
-    parser.error = error
     argv = list(argv or [])
-    path = next((a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
-                 for i, a in enumerate(argv) if a.split("=", 1)[0] == "--config"), None)
+    config = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
     given = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")} - {"config"}
     try:
-        return parser.parse_args_and_config(args=argv)
+        return Parser(classes).parse_args_and_config(args=argv)
+    except argparse.ArgumentError as e:
+        # A YAML value becomes an argparse default, so argparse reports both kinds as "argument --key: ...".
+        flags, _, what = str(e).removeprefix("argument ").partition(": ")
+        key = flags.split("/")[0]
+        where = f"command line {key}" if key[2:] in given or not config else f"config {config}: {key[2:]}"
+        raise ValueError(f"{where}: {what}" if what else f"command line: {e}") from None
+    except FileNotFoundError as e:
+        raise ValueError(f"config {e.filename}: no such file") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+        raise ValueError(f"config {config}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
     except (ValueError, TypeError) as e:
         msg = str(e).splitlines()[0]
+        if msg.startswith("Some specified arguments are not used"):  # HfArgumentParser: unknown --keys
+            unknown = [a for a in argv if a.startswith("--") and a in msg]
+            raise ValueError(f"command line: unknown option {' '.join(unknown) or msg.split(': ', 1)[-1]} "
+                             "(--help lists them)") from None
+        if msg.startswith("Unknown arguments from config file"):
+            raise ValueError(f"config {config}: {msg.split('. Please')[0]}; remove or rename them") from None
+        # A dataclass's own check (__post_init__) names its key: blame the command line if the key was given there.
         named = {w.strip("'\"{}:,-") for w in msg.split()}
-        blame = "command line" if path is None or given & named else path
-        raise ValueError(f"{blame}: {msg}") from None
+        raise ValueError(f"{'command line' if given & named or not config else f'config {config}'}: {msg}") from None
 
 
 def field_help() -> str:

@@ -123,7 +123,7 @@ def test_missing_model(tmp_path, capsys):
 
 
 def test_unknown_engine_and_embedded_name(tmp_path, capsys):
-    assert "unknown engine" in _error(capsys, cli(tmp_path / "o", "--engine", "tgi"))
+    assert "engine must be one of vllm, hf, openai" in _error(capsys, cli(tmp_path / "o", "--engine", "tgi"))
     assert "unknown embedded model" in _error(capsys, cli(tmp_path / "o", "--model", "embedded:gpt-5"))
 
 
@@ -157,11 +157,12 @@ def test_a_typo_is_one_line_before_anything_is_written(tmp_path, capsys, flag, v
 
 def test_command_line_values_are_blamed_on_the_command_line_and_yaml_keys_on_the_file(tmp_path, capsys):
     assert _error(capsys, cli(tmp_path / "o", "--top_p", "7")).startswith("error: command line: top_p")
+    assert _error(capsys, cli(tmp_path / "o", "--n", "x")) == "error: command line --n: invalid int value: 'x'"
     cfg = tmp_path / "hot.yaml"
     cfg.write_text(Path(TINY).read_text().replace("temperature: 1.0", "temperature: -3.0"))
     assert "temperature: -3.0" in cfg.read_text()
     msg = _error(capsys, ["instructions", "--config", str(cfg), "--output_dir", str(tmp_path / "o")])
-    assert msg.startswith(f"error: {cfg}: temperature")
+    assert msg.startswith(f"error: config {cfg}: temperature")
 
 
 def test_output_dir_that_is_a_file(tmp_path, capsys):

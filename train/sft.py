@@ -34,41 +34,13 @@ class DataArguments:
 
 
 def parse(argv=None):
-    """The three configs from `--config x.yaml` and `--key value` overrides. A bad value raises ValueError
-    naming where it came from: `command line --key` or `config x.yaml` (argparse would print its usage and exit)."""
-    import argparse
+    """The three configs from `--config x.yaml` and `--key value` overrides (synth.config.parse: one line that
+    says whether a bad value came from the command line or the YAML)."""
+    from trl import ModelConfig, SFTConfig
 
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from synth.config import parse as parse_config
 
-    class Parser(TrlParser):
-        def error(self, message):
-            raise argparse.ArgumentError(None, message)
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
-    try:
-        return Parser((DataArguments, SFTConfig, ModelConfig)).parse_args_and_config(args=argv)
-    except argparse.ArgumentError as e:
-        # A YAML value becomes an argparse default, so argparse reports both kinds as "argument --key: ...".
-        msg = str(e)
-        if not msg.startswith("argument "):
-            raise ValueError(f"command line: {msg}") from None
-        flags, _, what = msg.removeprefix("argument ").partition(": ")
-        on_command_line = any(a == f or a.startswith(f + "=") for f in flags.split("/") for a in argv)
-        key = flags.split("/")[0]
-        where = f"command line {key}" if on_command_line or not config else f"config {config}: {key[2:]}"
-        raise ValueError(f"{where}: {what}") from None
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"config {e.filename}: no such file") from None
-    except ValueError as e:
-        msg = str(e)
-        if msg.startswith("Some specified arguments are not used"):  # HfArgumentParser: unknown --keys in argv
-            unknown = [a for a in argv if a.startswith("--") and a in msg]
-            raise ValueError(f"command line: unknown option {' '.join(unknown) or msg.split(': ', 1)[-1]} "
-                             "(`python -m train.sft --help` lists them)") from None
-        if msg.startswith("Unknown arguments from config file"):
-            raise ValueError(f"config {config}: {msg.split('. Please')[0]}; remove or rename them") from None
-        raise
+    return parse_config(list(sys.argv[1:] if argv is None else argv), (DataArguments, SFTConfig, ModelConfig))
 
 
 def check_inputs(data_args: DataArguments, training_args, model_args) -> None:
