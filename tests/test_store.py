@@ -127,3 +127,20 @@ def test_a_failed_stage_is_a_failed_wandb_run(tmp_path, monkeypatch):
             raise RuntimeError("the engine died")
     logs = list(tmp_path.glob("wandb/offline-run-*/logs/debug.log"))
     assert logs and "got exitcode: 1" in logs[0].read_text()
+
+
+def test_every_shard_layout_key_is_part_of_the_resume_key():
+    """A key that decides which items shard k holds must change the config hash, or a resume under another
+    value would skip or double items while the manifest says complete."""
+    from dataclasses import fields
+
+    from synth import config
+
+    layout = {f.name for c in config.ALL for f in fields(c) if f.name.endswith(("batch_size", "rounds_per_shard"))}
+    assert {"rounds_per_shard", "response_batch_size", "mt_batch_size", "tag_batch_size"} <= layout
+    assert not layout & config.NON_SEMANTIC
+    args = [c() for c in config.ALL[:-1]] + [config.RunArgs()]
+    base = store.config_hash(config.stage_config(*args))
+    for key in sorted(layout - {"hf_batch_size"}):  # hf_batch_size only groups rows inside one generate call
+        changed = [type(a)(**{**vars(a), key: getattr(a, key) + 1}) if hasattr(a, key) else a for a in args]
+        assert store.config_hash(config.stage_config(*changed)) != base, key
