@@ -11,13 +11,15 @@ takes its `messages` column as it is. Nothing is uploaded unless `push_to_hub` n
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections import Counter
 from pathlib import Path
 
+from huggingface_hub import DatasetCard, DatasetCardData
+
 from . import store
 from .schema import CATEGORICAL, COLUMNS, TAGS, response_length
+from .stats import category_counts, numbers
 
 SHARD_ROWS = 50_000
 _SHAREGPT_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
@@ -100,121 +102,52 @@ def license_for(model: str | None) -> tuple[str, str]:
     return "other", f"the license of {model or 'the generator model'} (check its model card)"
 
 
-# -- the card ---------------------------------------------------------------------------------
-def _table(head: tuple[str, ...], rows: list[tuple]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+# -- the card: values here, prose and tables in dataset_card.md ----------------------------------
+_CARD = Path(__file__).with_name("dataset_card.md")
+# The Hub's size buckets are decades from 1K (datasets/utils/resources/size_categories.json lists them), so a
+# row count's digits past the third pick one; neither datasets nor huggingface_hub maps a count to its bucket.
+_SIZES = ("n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M")
+_NUMERIC = {**{f: f for f in ("instruct_reward", "reward_difference", "min_neighbor_distance", "repeat_count")},
+            "instruction_chars": lambda r: len(r.get("instruction") or ""), "response_chars": response_length}
 
 
-def _dist(records: list[dict], field: str, order: tuple[str, ...] = ()) -> str:
-    from .stats import category_counts
-
-    n = len(records) or 1
-    return _table((field, "rows", "share"),
-                  [(k, c, f"{100 * c / n:.1f}%") for k, c in category_counts(records, field, order)])
-
-
-def _numeric(records: list[dict], fields: tuple[str, ...]) -> str:
-    rows = []
-    for f in fields:
-        v = [r[f] for r in records if isinstance(r.get(f), (int, float)) and not math.isnan(r[f])]
-        if v:
-            q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
-            rows.append((f, len(v), len(records) - len(v), f"{min(v):.3g}", f"{q[0]:.3g}", f"{q[1]:.3g}",
-                         f"{q[2]:.3g}", f"{max(v):.3g}", f"{statistics.fmean(v):.3g}"))
-        else:
-            rows.append((f, 0, len(records), "", "", "", "", "", ""))
-    return _table(("field", "tagged", "untagged", "min", "p25", "median", "p75", "max", "mean"), rows)
-
-
-def _size_category(n: int) -> str:
-    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
-                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
-        if n < bound:
-            return label
-    return "10M<n<100M"
+def _summary(records: list[dict], field) -> tuple[int, int, list[float]]:
+    """(tagged, untagged, [min, p25, median, p75, max, mean]); the list is empty when nothing is tagged."""
+    v, missing = numbers(records, field)
+    if not v:
+        return 0, missing, []
+    q = statistics.quantiles(v, n=4) if len(v) > 1 else v * 3
+    return len(v), missing, [min(v), *q, max(v), statistics.fmean(v)]
 
 
 def render_card(name: str, records: list[dict], chain: list[dict], card_info: dict) -> str:
-    first = records[0] if records else {}
+    n, first = len(records), records[0] if records else {}
     gin, gres = first.get("gen_input_configs") or {}, first.get("gen_response_configs") or {}
     by_stage = {m.get("stage"): m for m in reversed(chain)}  # nearest manifest of each stage wins
-    model = (card_info.get("source_model") or gin.get("input_generator")
-             or (by_stage.get("instructions") or {}).get("model") or "unknown")
-    response_model = gres.get("output_generator") or (by_stage.get("responses") or {}).get("model") or model
-    template = card_info.get("pre_query_template") or first.get("pre_query_template") or \
-        ((by_stage.get("instructions") or {}).get("template") or {}).get("pre_query_template")
-    lic, lic_sentence = (card_info["license"], card_info["license"]) if card_info.get("license") \
-        else license_for(model)
-    langs = sorted({str(r["language"]).lower() for r in records if r.get("language")})
-    turns = Counter(sum(m["role"] == "user" for m in _messages(r)) for r in records)
-    filt = card_info.get("filter") or by_stage.get("filter") or {}
-    funnel = filt.get("funnel")
-    notes = _stand_ins(chain, card_info)
-
-    from huggingface_hub import DatasetCardData
-
+    ins = by_stage.get("instructions") or {}
+    model = card_info.get("source_model") or gin.get("input_generator") or ins.get("model") or "unknown"
+    lic, lic_sentence = (card_info["license"],) * 2 if card_info.get("license") else license_for(model)
     front = DatasetCardData(
-        license=lic, language=langs or None, task_categories=["text-generation"],
-        size_categories=[_size_category(len(records))], tags=["synthetic", "magpie", "instruction-tuning"],
+        license=lic, language=sorted({str(r["language"]).lower() for r in records if r.get("language")}) or None,
+        task_categories=["text-generation"], size_categories=[_SIZES[min(max(len(str(n)) - 3, 0), len(_SIZES) - 1)]],
+        tags=["synthetic", "magpie", "instruction-tuning"],
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/part-*.parquet"}]}])
-    out = [f"---\n{front.to_yaml()}\n---", f"# {card_info.get('title', name)}", ""]
-    out.append(card_info.get("description") or
-               f"{len(records):,} conversations synthesized with MAGPIE (Xu et al. 2024, arXiv 2406.08464): "
-               f"instructions sampled from {model} given only its pre-query template, answered by "
-               f"{response_model} through its chat template.")
-    out += ["", "## License", "",
-            f"The outputs of a model fall under that model's license: this set follows {lic_sentence}. "
-            "Check it before use."]
-    if notes:
-        out += ["", "## Stand-ins for the paper's models", "",
-                "This run did not use every model of the paper. What replaced them:", ""]
-        out += [f"- {n}" for n in notes]
-    out += ["", "## Source", "", _table(("", ""), [
-        ("instruction model", model), ("response model", response_model),
-        ("engine", gin.get("engine") or (by_stage.get("instructions") or {}).get("engine", "")),
-        ("rows", f"{len(records):,}"), ("turns", ", ".join(f"{k}: {v:,}" for k, v in sorted(turns.items())))])]
-    if template is not None:
-        out += ["", "### Pre-query template", "", "The only input to step 1 (Python repr, so newlines show):",
-                "", "```", repr(template), "```"]
     cells = Counter(((r.get("gen_input_configs") or {}).get("temperature"),
                      (r.get("gen_input_configs") or {}).get("top_p")) for r in records)
-    out += ["", "### Sampling", "", "Instructions (step 1), rows per cell:", "",
-            _table(("temperature", "top_p", "rows"), [(t, p, n) for (t, p), n in sorted(cells.items(), key=str)])]
-    if gres:
-        keep = {k: v for k, v in gres.items() if k in ("temperature", "top_p", "max_tokens", "repetition_penalty")}
-        out += ["", f"Responses (step 2): `{json.dumps(keep)}`"]
-    out += ["", "## Filters", ""]
-    if filt:
-        out += [f"Preset `{filt.get('preset', 'custom')}`" + (f" ({filt['source']})" if filt.get("source") else "")
-                + ": conditions in order, then the cut.", ""]
-        if funnel:
-            total = funnel[0][1] or 1
-            out.append(_table(("step", "rows left", "of input"),
-                              [(s, f"{n:,}", f"{100 * n / total:.1f}%") for s, n in funnel]))
-    else:
-        out.append("None: the raw set.")
-    out += ["", "## Tag distributions", ""]
-    for field, order in CATEGORICAL.items():
-        out += [f"### {field}", "", _dist(records, field, order), ""]
-    out += ["### Numeric tags and lengths (characters)", "",
-            _numeric([{**r, "instruction_chars": len(r.get("instruction") or ""),
-                       "response_chars": response_length(r)} for r in records],
-                     ("instruct_reward", "reward_difference", "min_neighbor_distance", "repeat_count",
-                      "instruction_chars", "response_chars")), ""]
-    out += ["## Use", "", "```python", "from datasets import load_dataset",
-            f'ds = load_dataset("parquet", data_dir="{card_info.get("data_dir", "data")}", split="train")',
-            "# `messages` is TRL's conversational format: SFTTrainer(train_dataset=ds, ...)", "```", "",
-            "`sharegpt.jsonl` holds the same rows as ShareGPT `conversations` (from: human/gpt/system).", ""]
-    for extra in card_info.get("notes", []):
-        out.append(f"- {extra}")
-    out += ["", "## Citation", "", "```bibtex", "@article{xu2024magpie,",
-            "  title={Magpie: Alignment Data Synthesis from Scratch by Prompting Aligned LLMs with Nothing},",
-            "  author={Xu, Zhangchen and Jiang, Fengqing and Niu, Luyao and Deng, Yuntian and Poovendran, Radha "
-            "and Choi, Yejin and Lin, Bill Yuchen},", "  journal={arXiv preprint arXiv:2406.08464},", "  year={2024}",
-            "}", "```", ""]
-    return "\n".join(out)
+    sampling = {k: v for k, v in gres.items() if k in ("temperature", "top_p", "max_tokens", "repetition_penalty")}
+    card = DatasetCard.from_template(
+        front, template_path=str(_CARD), name=name, info=card_info, n=n, model=model,
+        response_model=gres.get("output_generator") or (by_stage.get("responses") or {}).get("model") or model,
+        engine=gin.get("engine") or ins.get("engine", ""), license_sentence=lic_sentence,
+        pre_query_template=card_info.get("pre_query_template") or first.get("pre_query_template")
+        or (ins.get("template") or {}).get("pre_query_template"),
+        stand_ins=_stand_ins(chain, card_info), cells=sorted(cells.items(), key=str),
+        turns=sorted(Counter(sum(m["role"] == "user" for m in _messages(r)) for r in records).items()),
+        response_sampling=json.dumps(sampling) if gres else None,
+        filter_info=card_info.get("filter") or by_stage.get("filter") or {},
+        dists={f: category_counts(records, f, order) for f, order in CATEGORICAL.items()},
+        numeric={f: _summary(records, get) for f, get in _NUMERIC.items()})
+    return str(card)
 
 
 # -- the stage --------------------------------------------------------------------------------
@@ -243,11 +176,9 @@ def export(in_dir, out_dir, name: str, card_info: dict | None = None, push_to_hu
     pushed = None
     if push_to_hub:  # only on request: an upload is public and permanent enough to need intent
         import datasets
-        from huggingface_hub import HfApi
 
-        ds = datasets.load_dataset("parquet", data_dir=str(out.data), split="train")
-        ds.push_to_hub(push_to_hub)
-        HfApi().upload_file(path_or_fileobj=str(out.path / "README.md"), path_in_repo="README.md",
-                            repo_id=push_to_hub, repo_type="dataset")
+        datasets.load_dataset("parquet", data_dir=str(out.data), split="train").push_to_hub(push_to_hub)
+        # After the data, whose push writes a card of its own; ours replaces it once the Hub accepts its front matter.
+        DatasetCard.load(out.path / "README.md").push_to_hub(push_to_hub)
         pushed = push_to_hub
     return {**m["counts"], "shards": m["shards"], "out_dir": str(out.path), "pushed_to": pushed}
