@@ -5,6 +5,9 @@
              --output_dir runs/magpie_air/eval
   table  paper Table 1 beside the measured results: table.md, table.csv, table.png
          python -m eval table runs/*/eval [--output DIR] [--only-measured]
+  arena  Arena-Hard leaderboard: the models of several evaluations scored together, as show_result.py does
+         python -m eval arena runs/a/eval runs/b/eval [--version v0.1|v2.0] \
+             [--control-features length markdown] [--output DIR]
   keys   every config key of `run` with its default's source
 
 An interrupted `run` resumes when started again with the same config.
@@ -32,10 +35,8 @@ def _run(rest: list[str]) -> int:
 
     try:
         margs, eargs, jargs, bargs, hargs = parse(rest, ALL)
-    except (ValueError, TypeError) as e:
-        _die(f"config: {str(e).splitlines()[0]}")
-    except FileNotFoundError as e:
-        _die(f"config file not found: {e.filename}")
+    except ValueError as e:  # one line that says where the bad value came from
+        _die(str(e))
     out = Path(eargs.output_dir)
     cfg = {"profile": eargs.profile, **stage_config(margs, eargs, jargs, bargs, hargs)}
     group = eargs.wandb_group or (out.parent.name if out.name == "eval" else out.name)
@@ -59,7 +60,9 @@ def summary_line(r: dict, out: Path) -> str:
         h = b["arena_hard"]
         pc = h.get("position_consistency")
         pc = f", judge agrees with itself across orders on {pc:.0%}" if isinstance(pc, float) and pc == pc else ""
-        parts.append(f"Arena-Hard {h['display']} ({h.get('n_unparsed', 0)} unparsed{pc})")
+        shown = "; ".join(f"{c} {x['display']}" for c, x in h["categories"].items()) if "categories" in h \
+            else h["display"]
+        parts.append(f"Arena-Hard {shown} ({h.get('n_unparsed', 0)} unparsed{pc})")
     if "lm_eval" in b:
         h = b["lm_eval"]
         n_tasks = len([t for t, m in h.items() if isinstance(m, dict)])
@@ -90,6 +93,33 @@ def _table(rest: list[str]) -> int:
     return 0
 
 
+def _arena(rest: list[str]) -> int:
+    from synth import store
+
+    from .arena import CONTROL_FEATURES, VERSIONS
+    from .leaderboard import leaderboard, text, write
+
+    ap = argparse.ArgumentParser(prog="python -m eval arena", description="Arena-Hard leaderboard of evaluations "
+                                 "that share a judge and a baseline, scored together (arena-hard-auto show_result.py)")
+    ap.add_argument("evals", nargs="+", help="evaluation folders of `python -m eval run` (or their arena_hard/)")
+    ap.add_argument("--version", choices=VERSIONS, help="v0.1 (the paper's) or v2.0 (per category); "
+                    "default: the one the runs were evaluated with")
+    ap.add_argument("--control-features", "-f", nargs="+", default=[], choices=CONTROL_FEATURES,
+                    help="style control, as show_result.py --control-features")
+    ap.add_argument("--num-rounds", type=int, default=100, help="bootstrap rounds (show_result.py: 100)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output", default="runs/arena_leaderboard", help="folder for leaderboard.{md,csv,json}")
+    a = ap.parse_args(rest)
+    try:
+        rows, info = leaderboard(a.evals, a.version, a.control_features, a.num_rounds, a.seed)
+        files = write(rows, info, a.output)
+    except (FileNotFoundError, ValueError, store.IncompleteInput) as e:
+        _die(str(e).splitlines()[0])
+    print(text(rows, info))
+    print(f"[arena] {len(info['runs'])} evaluations, {rows['model'].nunique()} models -> {', '.join(files.values())}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -101,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         return _run(rest)
     if verb == "table":
         return _table(rest)
+    if verb == "arena":
+        return _arena(rest)
     if verb == "keys":
         from .config import ALL
 
         print("\n".join(f"  --{f.name}: {f.metadata.get('help', '')}" for c in ALL for f in fields(c)))
         return 0
-    _die(f"unknown verb {verb!r}; choose run, table or keys")
+    _die(f"unknown verb {verb!r}; choose run, table, arena or keys")
 
 
 if __name__ == "__main__":

@@ -68,10 +68,19 @@ class BenchArgs:
     alpaca_max_tokens: int = field(default=4096, metadata={"help": "answer length cap (paper: 4096 for responses)"})
     alpaca_repetition_penalty: float = field(default=1.2, metadata={"help": "paper: greedy with repetition penalty 1.2"})
     alpaca_limit: int | None = field(default=None, metadata={"help": "first N prompts only (smoke runs)"})
-    arena_questions: str = field(default="hub", metadata={"help": "hub (Arena-Hard v0.1, 500), tiny, or a .jsonl"})
+    arena_questions: str = field(default="hub", metadata={
+        "help": "hub (arena_version v0.1: 500 questions, v2.0: 750), tiny (eval/data: 16, v2.0: 8), or a .jsonl"})
     arena_max_tokens: int = field(default=4096, metadata={"help": "Arena-Hard gen_answer config: 4096, temperature 0"})
     arena_limit: int | None = field(default=None, metadata={"help": "first N questions only (smoke runs)"})
     arena_bootstrap_rounds: int = field(default=100, metadata={"help": "Arena-Hard show_result: 100"})
+    arena_version: str = field(default="v0.1", metadata={
+        "help": "v0.1 (the paper's: 500 questions vs gpt-4-0314, show_result.py of 2024) or v2.0 (arena-hard-auto "
+                "2025-04: 750 questions, one score per category, hard_prompt vs o3-mini-2025-01-31 and "
+                "creative_writing vs gemini-2.0-flash-001)"})
+    arena_control_features: list[str] = field(default_factory=list, metadata={
+        "help": "style control as arena-hard-auto's show_result.py --control-features: any of length, markdown. "
+                "It corrects for the style of the models scored together: `eval run` scores one model (against its "
+                "own average style); compare models with python -m eval arena -f length markdown"})
     reference: str = field(default="hub", metadata={
         "help": "hub: gpt4_turbo (AlpacaEval 2) and gpt-4-0314 (Arena-Hard) answers; generate: answers of reference_model"})
     reference_model: str | None = field(default=None, metadata={"help": "reference: generate: the model that answers"})
@@ -82,6 +91,14 @@ class BenchArgs:
 
     def __post_init__(self):
         require_positive(self, "alpaca_max_tokens", "arena_max_tokens", "arena_bootstrap_rounds", "answer_batch_size")
+        from .arena import CONTROL_FEATURES, VERSIONS
+
+        if self.arena_version not in VERSIONS:
+            raise ValueError(f"arena_version must be one of {', '.join(VERSIONS)}, got {self.arena_version!r}")
+        bad = [f for f in self.arena_control_features if f not in CONTROL_FEATURES]
+        if bad or isinstance(self.arena_control_features, str):
+            raise ValueError(f"arena_control_features must be a list of {', '.join(CONTROL_FEATURES)}, "
+                             f"got {self.arena_control_features!r}")
         if self.reference not in ("hub", "generate"):
             raise ValueError(f"reference must be hub or generate, got {self.reference!r}")
         if self.reference == "generate" and not self.reference_model:

@@ -3,6 +3,9 @@
     <output_dir>/alpaca_eval/{prompts,answers,judgments}/   dataset directories (resumable)
     <output_dir>/alpaca_eval/annotations.json               alpaca_eval's annotation format
     <output_dir>/arena_hard/{prompts,answers,judgments}/
+    <output_dir>/arena_hard/scores.json                     one row per category (v2.0), the style numbers
+    <output_dir>/arena_hard/answer_metadata.json            {model: {question_id: metadata}}, as arena-hard's
+                                                            model_answer files carry it (model and baseline)
     <output_dir>/lm_eval/results_<date>.json                lm-eval's results and samples (its tracker's files)
     <output_dir>/results.json                               every score, written last
 
@@ -173,10 +176,46 @@ def alpaca_annotations(prompts, refs, answers, judgments, model_name, ref_name, 
     return rows
 
 
-def arena_judgments(judgments, model_name, baseline) -> list[dict]:
-    # Identical answers were not sent to the judge: they count as the tie it would have to give.
-    return [{"question_id": j["id"], "model": model_name, "baseline": baseline, "game": j["game"],
-             "verdict": "A=B" if j["identical"] else j["verdict"]} for j in judgments]
+def score_arena(prompts, refs, answers, judgments, name, ref_name, root: Path, judge: str, bargs: BenchArgs,
+                seed: int) -> dict:
+    """Arena-Hard's scores (eval/arena.py) of one model: root/scores.json, one row per category for v2.0 with the
+    style numbers of the model and its baseline, and root/answer_metadata.json, the answers' style metadata as
+    arena-hard's model_answer files carry it. `python -m eval arena` reads both to score models together."""
+    from . import leaderboard
+    from .arena import format_score, position_consistency
+
+    version, control = bargs.arena_version, list(bargs.arena_control_features)
+    cats = dict.fromkeys(p.get("category") or "" for p in prompts)
+    hub = bargs.reference == "hub"
+    baselines = {c: benchmarks.arena_baseline(version, c or None) if hub else ref_name for c in cats}
+    by_baseline: dict[str, dict] = {}
+    for p in prompts:
+        by_baseline.setdefault(baselines[p.get("category") or ""], {})[p["id"]] = refs[p["id"]]
+    meta = leaderboard.metadata({i: r["response"] for i, r in answers.items()}, by_baseline, name)
+    atomic_write_text(root / "answer_metadata.json", json.dumps(meta))
+    if name in baselines.values():
+        # The baseline against itself: Arena-Hard lists it at 50.0 (-0.0 / +0.0) by definition.
+        cat = {p["id"]: p.get("category") or "" for p in prompts}
+        rows = [{"model": name, "score": 50.0, "ci_lower": 50.0, "ci_upper": 50.0, "n_unparsed": 0,
+                 "n_judgments": sum(version == "v0.1" or cat[j["id"]] == c for j in judgments),
+                 "note": "the model is the baseline", "version": version, "category": c or None, "baseline": name}
+                for c in (cats if version == "v2.0" else [""])]
+    else:
+        games = leaderboard.games(prompts, judgments, name, baselines)
+        pc = position_consistency(games)[name]
+        table = leaderboard.score(games, meta, version, control, bargs.arena_bootstrap_rounds, seed)
+        rows = [{**r, "position_consistency": pc} for r in table.to_dict("records")]
+    style = {m: leaderboard.style(x) for m, x in meta.items()}
+    atomic_write_text(root / "scores.json", json.dumps({"model": name, "judge": judge, "version": version,
+                                                        "control": control, "baselines": baselines, "style": style,
+                                                        "rows": rows}, indent=2, default=str))
+    head = next((r for r in rows if r.get("category") == "hard_prompt"), rows[0])  # show_result's default category
+    out = {**head, "display": format_score(head), "judge": judge, "avg_tokens": style[name]["avg_tokens"]}
+    if version == "v2.0":
+        out["categories"] = {r.get("category"): {k: r.get(k) for k in ("score", "ci_lower", "ci_upper", "baseline",
+                                                                        "n_judgments", "n_unparsed")}
+                             | {"display": format_score(r)} for r in rows}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +232,7 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     _check_judge_access(judged, jargs)
     sources = {"alpaca_eval": (bargs.alpaca_prompts, bargs.alpaca_limit),
                "arena_hard": (bargs.arena_questions, bargs.arena_limit)}
-    sets = {b: benchmarks.load(b, *sources[b]) for b in judged}
+    sets = {b: benchmarks.load(b, *sources[b], version=bargs.arena_version) for b in judged}
     if bargs.reference == "hub":
         missing = [b for b in judged if sets[b][1] is None]
         if missing:
@@ -233,9 +272,12 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     for b in judged:
         if bargs.reference == "hub":
             refs[b] = sets[b][1]
-            ref_names[b] = benchmarks.ALPACA_REFERENCE_NAME if b == "alpaca_eval" else benchmarks.ARENA_BASELINE_NAME
+            ref_names[b] = benchmarks.ALPACA_REFERENCE_NAME if b == "alpaca_eval" else ", ".join(dict.fromkeys(
+                benchmarks.arena_baseline(bargs.arena_version, p.get("category")) for p in sets[b][0]))
         else:
-            root = Path(bargs.references_dir) / b / _slug(bargs.reference_model)
+            # v2.0 asks other questions: its references live beside v0.1's, not over them.
+            kind = b if b == "alpaca_eval" or bargs.arena_version == "v0.1" else f"{b}_{bargs.arena_version}"
+            root = Path(bargs.references_dir) / kind / _slug(bargs.reference_model)
             recs = answer_set(reference_engine, rmargs, sets[b][0], root, batch_size=bargs.answer_batch_size,
                               **_decoding(b, bargs))
             refs[b] = {i: r["response"] for i, r in recs.items()}
@@ -309,19 +351,8 @@ def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jar
         judgments = judge_set(judge, b, _pairs(b, prompts, refs, answers, eargs.seed), root, config,
                               jargs.judge_batch_size)
         annotator = f"{jargs.judge_engine}:{jargs.judge_model}"
-        if b == "arena_hard" and name == ref_name:
-            # The baseline against itself: Arena-Hard lists it at 50.0 (0.0, 0.0) by definition.
-            return {"model": name, "score": 50.0, "ci_lower": 50.0, "ci_upper": 50.0, "n_judgments": len(judgments),
-                    "n_unparsed": 0, "note": "the model is the baseline", "display": "50.0 (-0.0, +0.0)",
-                    "judge": annotator}
         if b == "arena_hard":
-            from .arena import arena_hard_score, format_score, position_consistency
-
-            games = arena_judgments(judgments, name, ref_name)
-            table = arena_hard_score(games, baseline=ref_name, num_rounds=bargs.arena_bootstrap_rounds, seed=eargs.seed)
-            row = {**table.loc[name].to_dict(), "position_consistency": position_consistency(games)[name]}
-            atomic_write_text(root / "scores.json", json.dumps(row, indent=2, default=str))
-            return {**row, "display": format_score(row), "judge": annotator}
+            return score_arena(prompts, refs, answers, judgments, name, ref_name, root, annotator, bargs, eargs.seed)
         ann = alpaca_annotations(prompts, refs, answers, judgments, name, ref_name, annotator)
     from .alpaca import length_controlled_winrate, load_gamed
 

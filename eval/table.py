@@ -53,6 +53,8 @@ def measured(result: dict) -> dict:
     """The three Table 1 numbers (and their error bars) of one results.json."""
     b = result.get("benchmarks", {})
     ae, ah = b.get("alpaca_eval", {}), b.get("arena_hard", {})
+    if ah.get("version", "v0.1") != "v0.1" or ah.get("control"):  # not the paper's v0.1 score: no delta to it
+        ah = {}
     return {"lc": ae.get("length_controlled_winrate"), "wr": ae.get("win_rate"), "se": ae.get("standard_error"),
             "arena": ah.get("score"), "arena_ci": (ah.get("ci_lower"), ah.get("ci_upper")),
             "lm_eval": {t: m for t, m in b.get("lm_eval", {}).items() if isinstance(m, dict)}}

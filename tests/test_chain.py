@@ -92,8 +92,11 @@ def test_paper_preset_funnel_on_tiny_tags(chain, tmp_path, capsys):
     shutil.copytree(chain / "tagged", tmp_path / "tagged")
     assert main(["filter", "--config", TINY, "--output_dir", str(tmp_path), "--filter_preset", "air-300k-filtered",
                  "--report_to", "none"]) == 0
-    out = capsys.readouterr().out
-    assert "input_quality >= good" in out and "reward_difference > 0" in out
+    captured = capsys.readouterr()
+    assert "input_quality >= 'good'" in captured.out and "reward_difference > 0" in captured.out
+    funnel = json.loads((tmp_path / "filtered" / "manifest.json").read_text())["funnel"]
+    if funnel[-1][1] == 0:  # SmolLM2's tags rarely pass the paper's bar: the run says so loudly
+        assert "WARNING: the filter kept 0" in captured.err
 
 
 @pytest.mark.slow
