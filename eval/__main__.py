@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -59,7 +60,8 @@ def summary_line(r: dict, out: Path) -> str:
     if "arena_hard" in b:
         h = b["arena_hard"]
         pc = h.get("position_consistency")
-        pc = f", judge agrees with itself across orders on {pc:.0%}" if isinstance(pc, float) and pc == pc else ""
+        agrees = isinstance(pc, float) and not math.isnan(pc)
+        pc = f", judge agrees with itself across orders on {pc:.0%}" if agrees else ""
         shown = "; ".join(f"{c} {x['display']}" for c, x in h["categories"].items()) if "categories" in h \
             else h["display"]
         parts.append(f"Arena-Hard {shown} ({h.get('n_unparsed', 0)} unparsed{pc})")
@@ -120,25 +122,23 @@ def _arena(rest: list[str]) -> int:
     return 0
 
 
+def _keys(_rest: list[str]) -> int:
+    from .config import ALL
+
+    print("\n".join(f"  --{f.name}: {f.metadata.get('help', '')}" for c in ALL for f in fields(c)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    verb, rest = argv[0], argv[1:]
-    if verb == "run":
-        return _run(rest)
-    if verb == "table":
-        return _table(rest)
-    if verb == "arena":
-        return _arena(rest)
-    if verb == "keys":
-        from .config import ALL
-
-        print("\n".join(f"  --{f.name}: {f.metadata.get('help', '')}" for c in ALL for f in fields(c)))
-        return 0
-    _die(f"unknown verb {verb!r}; choose run, table, arena or keys")
+    verbs = {"run": _run, "table": _table, "arena": _arena, "keys": _keys}
+    if argv[0] not in verbs:
+        _die(f"unknown verb {argv[0]!r}; choose run, table, arena or keys")
+    return verbs[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

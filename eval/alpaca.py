@@ -52,18 +52,8 @@ def _glm():
 def _require_columns(df: pd.DataFrame, columns, what: str, hint: str = "") -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(
-            f"{what} needs column(s) {missing} that the table lacks (it has {list(df.columns)})" + (f"; {hint}" if hint else "")
-        )
-
-
-def _plain(value):
-    """numpy scalars -> Python numbers, so that the results serialise to JSON as they are."""
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
+        raise ValueError(f"{what} needs column(s) {missing} that the table lacks (it has {list(df.columns)})"
+                         + (f"; {hint}" if hint else ""))
 
 
 def win_rate(annotations: pd.DataFrame) -> dict:
@@ -72,8 +62,7 @@ def win_rate(annotations: pd.DataFrame) -> dict:
     Returns alpaca_eval's `get_winrate` numbers (win_rate and standard_error in percent, n_wins, n_wins_base,
     n_draws, n_total, discrete_win_rate) plus `n_unparsed`, the number of NaN preferences.
     """
-    if not isinstance(annotations, pd.DataFrame):
-        annotations = pd.DataFrame(annotations)
+    annotations = pd.DataFrame(annotations)
     _require_columns(annotations, ["preference"], "win_rate")
     get_winrate = _glm().get_winrate  # the very function alpaca_eval's LC starts from
 
@@ -81,7 +70,8 @@ def win_rate(annotations: pd.DataFrame) -> dict:
     # judge answers) leave every count and the mean, i.e. they are neither losses nor ties, and n_total is the
     # number of parsed rows (values outside [1, 2] are dropped the same way, silently). A weighted preference
     # counts in n_wins when > 1.5 but enters win_rate with its weight; discrete_win_rate rounds it first.
-    out = {k: _plain(v) for k, v in get_winrate(annotations[["preference"]]).items()}
+    # numpy scalars -> Python numbers, so that the results serialise to JSON as they are.
+    out = {k: v.item() if isinstance(v, np.generic) else v for k, v in get_winrate(annotations[["preference"]]).items()}
     out["n_unparsed"] = int(pd.Series(annotations["preference"], dtype=float).isna().sum())
     return out
 
@@ -90,10 +80,7 @@ def _generators(annotations: pd.DataFrame) -> tuple[str | None, str | None]:
     """(model, baseline) names; alpaca_eval fits one GLM per (model, baseline) pair."""
     names = []
     for col in ("generator_2", "generator_1"):
-        if col not in annotations.columns:
-            names.append(None)
-            continue
-        values = annotations[col].dropna().unique()
+        values = annotations[col].dropna().unique() if col in annotations.columns else []
         if len(values) > 1:
             raise ValueError(f"{col} has {len(values)} distinct values {list(values)[:5]}: score one model "
                              "against one baseline per call")
@@ -101,13 +88,7 @@ def _generators(annotations: pd.DataFrame) -> tuple[str | None, str | None]:
     return names[0], names[1]
 
 
-def _formula_terms(formula: str) -> list[str]:
-    # Same split alpaca_eval uses to name the (all-zero) weights when a model is scored against itself.
-    return [t.strip() for t in formula.split("-")[0].split("+")]
-
-
 def _instruction_difficulty(gamed: pd.DataFrame) -> pd.Series:
-    """Per-instruction difficulty keyed by the instruction's `index` value."""
     first = gamed.drop_duplicates("index")
     difficulty = pd.Series(first["instruction_difficulty"].to_numpy(), index=first["index"].to_numpy())
     # alpaca_eval looks the difficulty up by the *row label* of the de-duplicated table, which equals the `index`
@@ -120,10 +101,9 @@ def _instruction_difficulty(gamed: pd.DataFrame) -> pd.Series:
     return difficulty
 
 
-def _check_gamed(gamed: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def _check_gamed(gamed: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     _require_columns(gamed, GAMED_COLUMNS, "the gamed table (df_gamed.csv)",
                      hint=f"load it with load_gamed() or hf_hub_download('{GAMED_REPO_ID}', '{GAMED_FILENAME}')")
-    notes = []
     gamed = gamed.drop(columns=["model"], errors="ignore").reset_index(drop=True)
     if gamed["not_gamed_baseline"].dtype != bool:
         raise ValueError("gamed table: not_gamed_baseline must be boolean (False for the gamed baselines), "
@@ -138,7 +118,7 @@ def _check_gamed(gamed: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     if bad.any():
         notes.append(f"dropped {int(bad.sum())} gamed rows with missing features")
         gamed = gamed[~bad].reset_index(drop=True)
-    return gamed, notes
+    return gamed
 
 
 def _model_features(annotations: pd.DataFrame, difficulty: pd.Series | None) -> tuple[pd.DataFrame, float]:
@@ -174,22 +154,6 @@ def _model_features(annotations: pd.DataFrame, difficulty: pd.Series | None) -> 
     return df, std
 
 
-def _n_distinct_targets(feats: pd.DataFrame, parsed: np.ndarray, gamed: pd.DataFrame | None) -> int:
-    """Distinct preference values the GLM would be trained on (the gamed rows included when there are any)."""
-    targets = feats["preference"][parsed]
-    if gamed is not None:
-        targets = pd.concat([gamed["preference"].dropna(), targets])
-    return targets.nunique()
-
-
-def _n_splits(wanted: int, n_groups: int) -> int:
-    # alpaca_eval's GroupKFold needs at least as many groups (rows) as folds; below 2 rows there is no CV at all
-    # and fit_LogisticRegressionCV's n_splits=0 branch fits a plain LogisticRegression(C=100).
-    if n_groups >= wanted:
-        return wanted
-    return n_groups if n_groups >= 2 else 0
-
-
 def length_controlled_winrate(annotations: pd.DataFrame, gamed: pd.DataFrame | None = None) -> dict:
     """AlpacaEval 2's length-controlled win rate (LC), in percent, plus everything `win_rate` returns.
 
@@ -213,9 +177,7 @@ def length_controlled_winrate(annotations: pd.DataFrame, gamed: pd.DataFrame | N
     itself gets alpaca_eval's 50% by construction. With only a handful of rows the cross-validated L1 penalty
     shrinks every weight to 0, so the LC of a tiny run sits at (or near) 50% whatever the raw win rate.
     """
-    if not isinstance(annotations, pd.DataFrame):
-        annotations = pd.DataFrame(annotations)
-    annotations = annotations.reset_index(drop=True)
+    annotations = pd.DataFrame(annotations).reset_index(drop=True)
     required = ["preference", "output_1", "output_2"] + (["index"] if gamed is not None else [])
     _require_columns(annotations, required, "length_controlled_winrate",
                      hint="with a gamed table, `index` is each instruction's position (0..804) in the AlpacaEval "
@@ -230,15 +192,13 @@ def length_controlled_winrate(annotations: pd.DataFrame, gamed: pd.DataFrame | N
     if model_name is not None and model_name == baseline_name:
         # alpaca_eval does not fit anything here: a model against itself is 0.5 on every row by construction.
         preds = np.full(len(annotations), 0.5)
-        weights = {t: 0.0 for t in _formula_terms(info["formula"])}
+        # The split alpaca_eval uses to name the (all-zero) weights when a model is scored against itself.
+        weights = {t.strip(): 0.0 for t in info["formula"].split("-")[0].split("+")}
         notes.append("model == baseline: every prediction is 0.5 by construction (alpaca_eval's rule), no GLM fit")
     else:
         if gamed is not None:
-            gamed, gamed_notes = _check_gamed(gamed)
-            notes += gamed_notes
-            feats, std = _model_features(annotations, _instruction_difficulty(gamed))
-        else:
-            feats, std = _model_features(annotations, None)
+            gamed = _check_gamed(gamed, notes)
+        feats, std = _model_features(annotations, None if gamed is None else _instruction_difficulty(gamed))
         # Rows alpaca_eval's win rate drops (NaN, or outside [1, 2]) stay out of the fit too. alpaca_eval's GLM
         # drops only the NaN ones; out-of-range values would enter its loss as probabilities outside [0, 1].
         parsed = feats["preference"].between(0, 1).to_numpy()
@@ -254,7 +214,8 @@ def length_controlled_winrate(annotations: pd.DataFrame, gamed: pd.DataFrame | N
             # zero. With nothing to control for, the raw win rate is the length-controlled one.
             preds, weights = None, {}
             notes.append("length difference has zero variance: LC = WR, lc_standard_error = WR's standard_error")
-        elif _n_distinct_targets(feats, parsed, gamed) == 1:
+        elif pd.concat([None if gamed is None else gamed["preference"].dropna(),
+                        feats["preference"][parsed]]).nunique() == 1:  # the values the GLM would be trained on
             # One outcome everywhere (all wins, all losses or all ties) leaves the GLM nothing to explain; the fit
             # is then an artefact of the solver: alpaca_eval's liblinear fit drops the zero-weighted duplicated
             # rows and returns 50% for a model that lost every comparison. The raw win rate is the honest answer.
@@ -265,16 +226,13 @@ def length_controlled_winrate(annotations: pd.DataFrame, gamed: pd.DataFrame | N
             preds, weights = _fit_glm(glm, info, feats, parsed, gamed, notes)
 
     if preds is None:
-        metrics["length_controlled_winrate"] = metrics["win_rate"]
-        metrics["lc_standard_error"] = metrics["standard_error"]
+        lc, lc_se = metrics["win_rate"], metrics["standard_error"]
     else:
-        metrics["length_controlled_winrate"] = float(np.mean(preds) * 100)
-        metrics["lc_standard_error"] = float(pd.Series(preds).sem() * 100)
-    metrics["lc_method"] = method if gamed is not None else LC_MINIMAL_LABEL
-    metrics["glm_weights"] = {str(k): float(v) for k, v in weights.items()}
-    metrics["lc_note"] = "; ".join(notes) or None
-
-    lc, wr = metrics["length_controlled_winrate"], metrics["win_rate"]
+        lc, lc_se = float(np.mean(preds) * 100), float(pd.Series(preds).sem() * 100)
+    metrics.update(length_controlled_winrate=lc, lc_standard_error=lc_se,
+                   lc_method=method if gamed is not None else LC_MINIMAL_LABEL,
+                   glm_weights={str(k): float(v) for k, v in weights.items()}, lc_note="; ".join(notes) or None)
+    wr = metrics["win_rate"]
     if np.isfinite(lc) and np.isfinite(wr) and glm.get_is_extreme_changes(wr, lc):
         # alpaca_eval's own sanity check: an LC far from WR often means the GLM fit failed.
         log.warning("length-controlled win rate %.1f%% is far from the raw %.1f%%; the GLM fit may have failed",
@@ -305,12 +263,13 @@ def _fit_glm(glm, info: dict, feats: pd.DataFrame, parsed: np.ndarray, gamed: pd
         sample_weight = sample_weight[keep]
 
     kwargs = dict(info["kwargs"])
-    n_splits = _n_splits(kwargs.get("n_splits", 5), len(x_train))
-    if n_splits != kwargs.get("n_splits", 5):
-        wanted = kwargs.get("n_splits", 5)
-        notes.append(f"{len(x_train)} training rows: " + (f"{n_splits}-fold CV instead of {wanted}" if n_splits
+    wanted, n = kwargs.get("n_splits", 5), len(x_train)
+    # alpaca_eval's GroupKFold needs at least as many groups (rows) as folds; below 2 rows there is no CV at all
+    # and fit_LogisticRegressionCV's n_splits=0 branch fits a plain LogisticRegression(C=100).
+    kwargs["n_splits"] = n_splits = wanted if n >= wanted else n if n >= 2 else 0
+    if n_splits != wanted:
+        notes.append(f"{n} training rows: " + (f"{n_splits}-fold CV instead of {wanted}" if n_splits
                      else f"no CV (LogisticRegression, C=100) instead of {wanted}-fold"))
-    kwargs["n_splits"] = n_splits
 
     import sklearn
 

@@ -24,8 +24,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-DATA = ROOT / "data"
+DATA = Path(__file__).resolve().parent / "data"
 
 ALPACA_REPO, ALPACA_FILE = "tatsu-lab/alpaca_eval", "alpaca_eval_gpt4_baseline.json"
 ALPACA_REFERENCE_NAME = "gpt4_turbo"  # AlpacaEval 2's baseline
@@ -71,14 +70,6 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        raise FileNotFoundError(f"prompt file {path} does not exist")
-    if path.suffix == ".json":
-        return json.loads(path.read_text())
-    return _read_jsonl(path)
-
-
 def _instruction(row: dict, path) -> str:
     # AlpacaEval rows carry `instruction`; Arena-Hard rows `prompt` (current) or `turns` (v0.1 files).
     for key in ("instruction", "prompt"):
@@ -108,10 +99,15 @@ def load(benchmark: str, source: str, limit: int | None = None,
     if benchmark not in TINY:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose alpaca_eval or arena_hard")
     v2 = benchmark == "arena_hard" and version == "v2.0"
-    if source == "hub":
-        return _load_hub_arena(version, limit) if benchmark == "arena_hard" else _load_hub_alpaca(limit)
-    path = (TINY_ARENA_V2 if v2 else TINY[benchmark]) if source == "tiny" else Path(source)
-    rows = _read_rows(path)
+    if source == "hub" and benchmark == "arena_hard":
+        return _load_hub_arena(version, limit)
+    if source == "hub":  # AlpacaEval's own file, which carries the gpt4_turbo reference outputs
+        path = _hub_file(ALPACA_REPO, ALPACA_FILE, "the AlpacaEval 2 set")
+    else:
+        path = (TINY_ARENA_V2 if v2 else TINY[benchmark]) if source == "tiny" else Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"prompt file {path} does not exist")
+    rows = json.loads(path.read_text()) if path.suffix == ".json" else _read_jsonl(path)
     prompts = _prompts(rows, path, limit)
     uncategorised = [p["id"] for p in prompts if not p.get("category")]
     if v2 and uncategorised:  # v2.0 scores each category against its own baseline
@@ -119,13 +115,6 @@ def load(benchmark: str, source: str, limit: int | None = None,
     # A local AlpacaEval-format file may carry its reference outputs (alpaca_eval's own format).
     refs = {p["id"]: r["output"] for p, r in zip(prompts, rows) if isinstance(r.get("output"), str)}
     return prompts, (refs if len(refs) == len(prompts) else None)
-
-
-def _load_hub_alpaca(limit: int | None):
-    path = _hub_file(ALPACA_REPO, ALPACA_FILE, "the AlpacaEval 2 set")
-    rows = json.loads(path.read_text())
-    prompts = _prompts(rows, path, limit)
-    return prompts, {p["id"]: r["output"] for p, r in zip(prompts, rows)}
 
 
 def _load_hub_arena(version: str, limit: int | None):

@@ -33,6 +33,7 @@ import importlib.util
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 from synth.models import resolve
@@ -43,35 +44,20 @@ BACKENDS = ("hf", "vllm")
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"  # the repo's lm-eval tasks, always on the task path
 
 
-def run_harness(
-    model: str,
-    output_dir,
-    tasks: list[str],
-    backend: str = "hf",
-    include_path: str | list | None = None,
-    num_fewshot: int | None = None,
-    limit: float | None = None,  # an int: that many documents; a float < 1: that fraction
-    batch_size: int | str = 8,
-    apply_chat_template: bool = True,
-    fewshot_as_multiturn: bool | None = None,
-    dtype: str = "bfloat16",
-    device: str | None = None,
-    model_args: dict | None = None,
-    seed: int = 0,
-    system_instruction: str | None = None,
-) -> dict:
+def run_harness(model: str, output_dir, tasks: list[str], backend: str = "hf", include_path: str | list | None = None,
+                num_fewshot: int | None = None, limit: float | None = None, batch_size: int | str = 8,
+                apply_chat_template: bool = True, fewshot_as_multiturn: bool | None = None, dtype: str = "bfloat16",
+                device: str | None = None, model_args: dict | None = None, seed: int = 0,
+                system_instruction: str | None = None) -> dict:
     """Evaluate `model` on lm-eval `tasks`; lm-eval's tracker writes `output_dir/results_<date>.json` and
     `samples_<task>_<date>.jsonl`.
 
-    model: a `synth.models.resolve` reference (`embedded:<name>`, hub id, local checkpoint path).
-    tasks: lm-eval task, group or tag names (or task YAML paths), the repo's `magpie_*` among them; `include_path`
-        adds folders of task YAMLs.
+    tasks: lm-eval task, group or tag names (or task YAML paths), the repo's `magpie_*` among them.
     num_fewshot: overrides every task's shot count (lm-eval never overrides a task that pins 0); None keeps them,
         which is what `magpie_paper` needs.
-    limit: at most this many documents per task (a float < 1: that fraction). For smoke tests only.
+    limit: an int: that many documents per task; a float < 1: that fraction (smoke tests).
     fewshot_as_multiturn: None means "as apply_chat_template" (lm-eval's CLI default).
     batch_size: an int or "auto"; with vllm prefer "auto" (vLLM schedules its own batches).
-    dtype / device: passed to the backend; device defaults to cuda when available, else cpu (hf only).
     model_args: extra backend arguments, merged over ours (`pretrained`, `dtype`, and vLLM's parallelism).
     seed: python / numpy / torch / few-shot sampler seeds (and vLLM's sampling seed).
     system_instruction: an optional system message (lm-eval merges it with the task's description).
@@ -163,15 +149,9 @@ def summarize(results: dict) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} from lm-eval's results block (group rows too, when they aggregate)."""
     summary = {}
     for task, row in results.get("results", {}).items():
-        metrics = {}
-        for key, value in row.items():
-            metric, sep, filt = key.partition(",")
-            if not sep or metric.endswith("_stderr") or not isinstance(value, (int, float)):
-                continue
-            metrics[(metric, filt)] = float(value)
-        per_metric = {}
-        for metric, _ in metrics:
-            per_metric[metric] = per_metric.get(metric, 0) + 1
+        metrics = {tuple(key.split(",", 1)): float(value) for key, value in row.items()
+                   if "," in key and not key.split(",")[0].endswith("_stderr") and isinstance(value, (int, float))}
+        per_metric = Counter(metric for metric, _ in metrics)
         compact = {(m if per_metric[m] == 1 else f"{m},{f}"): v for (m, f), v in metrics.items()}
         if compact:
             summary[task] = compact
@@ -243,8 +223,7 @@ def _not_metadata_hint(record: logging.LogRecord) -> bool:
 @contextlib.contextmanager
 def _quiet(logger_name: str):
     """lm-eval logs every step at INFO; keep its warnings, drop the rest (its progress bars stay)."""
-    logger = logging.getLogger(logger_name)
-    task_logger = logging.getLogger(f"{logger_name}.api.task")
+    logger, task_logger = logging.getLogger(logger_name), logging.getLogger(f"{logger_name}.api.task")
     level = logger.level
     if logger.getEffectiveLevel() < logging.WARNING:
         logger.setLevel(logging.WARNING)

@@ -78,11 +78,8 @@ def parse_arena_verdict(text: str | None) -> str | None:
         return None
     for pattern in _ARENA_PATTERNS:
         found = {m.strip() for m in pattern.findall(text)}
-        if len(found) == 1:
-            label = found.pop()
-            return label if label in ARENA_LABELS else None
-        if len(found) > 1:
-            return None
+        if found:
+            return found.pop() if len(found) == 1 and found <= set(ARENA_LABELS) else None
     return None
 
 
@@ -100,12 +97,8 @@ def alpaca_preference(top_logprobs: dict[str, float] | None, text: str | None) -
 
 def parse_alpaca_verdict(text: str | None) -> int | None:
     """1 when the judge named `m` (the first output shown), 2 for `M`, None for anything else."""
-    if not isinstance(text, str):
-        return None
-    token = text.strip().strip("\"'`*.:").split()
-    if not token:
-        return None
-    return {"m": 1, "M": 2}.get(token[0].strip("\"'`*.:"))
+    token = text.strip().strip("\"'`*.:").split() if isinstance(text, str) else []
+    return {"m": 1, "M": 2}.get(token[0].strip("\"'`*.:")) if token else None
 
 
 def _alpaca_messages() -> list[dict]:
@@ -181,10 +174,9 @@ class PairwiseJudge:
         return self._engine
 
     def _conversation(self, item: dict) -> list[dict]:
-        if self.benchmark == "alpaca_eval":
-            values = {"instruction": item["question"], "output_1": item["answer_a"], "output_2": item["answer_b"]}
-        else:
-            values = {"QUESTION": item["question"], "ANSWER_A": item["answer_a"], "ANSWER_B": item["answer_b"]}
+        keys = ("instruction", "output_1", "output_2") if self.benchmark == "alpaca_eval" else \
+            ("QUESTION", "ANSWER_A", "ANSWER_B")
+        values = dict(zip(keys, (item["question"], item["answer_a"], item["answer_b"])))
         return [{**m, "content": _fill(m["content"], values)} for m in self.messages]
 
     def judge(self, items: list[dict]) -> list[dict]:

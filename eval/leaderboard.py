@@ -1,8 +1,5 @@
 """Arena-Hard leaderboard: the models of several evaluations scored together, as arena-hard-auto's show_result.py
-scores every judgment file of its data folder in one call.
-
-    python -m eval arena runs/a/eval runs/b/eval ... [--version v0.1|v2.0] [--control-features length markdown]
-                         [--output DIR]
+scores every judgment file of its data folder in one call (`python -m eval arena`).
 
 Scoring together matters for style control: its covariates are centred on the battles scored at once, so only
 a joint fit compares the models' styles (eval/arena.py). Each folder holds what `eval run` wrote under
@@ -13,8 +10,6 @@ share the judge and the baseline; output: leaderboard.md, leaderboard.csv, leade
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -25,6 +20,7 @@ from synth import store
 from synth.store import atomic_write_text
 
 from .arena import answer_metadata, arena_hard_score, format_score
+from .table import csv_text, md_table
 
 _CSV = ("category", "model", "score", "ci_lower", "ci_upper", "ci_minus", "ci_plus", "avg_tokens", "n_judgments",
         "n_unparsed", "n_battles", "baseline", "version", "control", "interval", "run")
@@ -51,15 +47,10 @@ def style(meta: dict) -> dict:
     """Mean length and markdown counts of one model's answers (show_result's "average #tokens")."""
     rows = list(meta.values())
     n = max(len(rows), 1)
-
-    def mean(f):
-        return round(sum(map(f, rows)) / n, 2)
-
-    return {"answers": len(rows), "avg_tokens": mean(lambda m: m["token_len"]),
-            "avg_headers": mean(lambda m: sum(m["header_count"].values())),
-            "avg_list_items": mean(lambda m: sum(m["list_count"].values())),
-            "avg_bold": mean(lambda m: sum(m["bold_count"].values())),
-            "tokenizer": rows[0].get("tokenizer") if rows else None}
+    out = {"answers": len(rows), "avg_tokens": round(sum(m["token_len"] for m in rows) / n, 2)}
+    for key, counts in (("avg_headers", "header_count"), ("avg_list_items", "list_count"), ("avg_bold", "bold_count")):
+        out[key] = round(sum(sum(m[counts].values()) for m in rows) / n, 2)
+    return {**out, "tokenizer": rows[0].get("tokenizer") if rows else None}
 
 
 def score(judgments: list[dict], meta: dict, version: str = "v0.1", control_features=(), num_rounds: int = 100,
@@ -165,8 +156,7 @@ def leaderboard(paths, version: str | None = None, control_features=(), num_roun
     table = score(judgments, meta, version, control_features, num_rounds, seed)
     table["run"] = table["model"].map(where)
     blocks = []
-    for category in dict.fromkeys(table["category"]):  # None for v0.1
-        t = table[table["category"].isna() if category is None else table["category"] == category]
+    for category, t in _blocks(table):  # category None for v0.1
         name = t["baseline"].iloc[0]
         qids = [j["question_id"] for j in judgments if category is None or j["category"] == category]
         # show_result lists the baseline at 50.0 (-0.0 / +0.0)
@@ -219,11 +209,10 @@ def _num(x) -> str:
 def markdown(rows: pd.DataFrame, info: dict) -> str:
     out = []
     for category, t in _blocks(rows):
-        out += [f"### {_title(info, category, t)}", "", "| model | score | CI | average #tokens | battles |",
-                "|---|---|---|---|---|"]
-        out += [f"| {r['model']} | {format_score(r)} | {r['interval']:.0%} | {_num(r['avg_tokens'])} | "
-                f"{_num(r.get('n_battles'))} |" for _, r in t.iterrows()]
-        out.append("")
+        out += [f"### {_title(info, category, t)}", "", *md_table(
+            ["model", "score", "CI", "average #tokens", "battles"],
+            [[r["model"], format_score(r), f"{r['interval']:.0%}", _num(r["avg_tokens"]), _num(r.get("n_battles"))]
+             for _, r in t.iterrows()]), ""]
     if info["control"]:
         out.append("Style control (arena-hard-auto show_result.py --control-features): the scores are those of a "
                    "Bradley-Terry fit with the style covariates of the models listed here, scored together.")
@@ -240,18 +229,10 @@ def records(rows: pd.DataFrame) -> list[dict]:
     return [{k: plain(k, v) for k, v in r.items()} for r in rows.to_dict("records")]
 
 
-def to_csv(rows: pd.DataFrame) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=_CSV, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(records(rows))
-    return buf.getvalue()
-
-
 def write(rows: pd.DataFrame, info: dict, out_dir) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "leaderboard.md", markdown(rows, info))
-    atomic_write_text(out / "leaderboard.csv", to_csv(rows))
+    atomic_write_text(out / "leaderboard.csv", csv_text(records(rows), _CSV))
     atomic_write_text(out / "leaderboard.json", json.dumps({**info, "rows": records(rows)}, indent=1))
     return {k: str(out / f"leaderboard.{k}") for k in ("md", "csv", "json")}

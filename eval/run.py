@@ -16,6 +16,7 @@ Every step resumes: a killed evaluation started again redoes only the missing sh
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -43,8 +44,7 @@ def trained_model(path: str) -> str:
 def default_name(model: str) -> str:
     p = Path(model)
     if p.exists():  # runs/<recipe>/sft[/merged] or runs/baselines/<set>/sft -> the recipe or the set
-        parts = [x for x in p.resolve().parts if x not in ("merged", "sft")]
-        return parts[-1]
+        return [x for x in p.resolve().parts if x not in ("merged", "sft")][-1]
     return model.split(":")[-1].split("/")[-1]
 
 
@@ -55,13 +55,8 @@ def detect_dataset(model: str) -> str | None:
     row itself; a Magpie export directory `runs/<recipe>/export` becomes `<recipe>-<filter preset>`.
     """
     p = Path(model)
-    for d in (p, p.parent):
-        summary = d / "train_summary.json"
-        if summary.exists():
-            dataset = json.loads(summary.read_text()).get("dataset")
-            break
-    else:
-        return None
+    summary = next((f for f in (p / "train_summary.json", p.parent / "train_summary.json") if f.exists()), None)
+    dataset = summary and json.loads(summary.read_text()).get("dataset")
     if not dataset:
         return None
     dp = Path(dataset)
@@ -70,10 +65,6 @@ def detect_dataset(model: str) -> str | None:
         preset = filt.get("config", {}).get("preset")
         return f"{dp.parent.name}-{preset}" if preset else dp.parent.name
     return dataset
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,8 +79,7 @@ def answer_set(get_engine, margs: ModelArgs, prompts: list[dict], root: Path, *,
     from synth.responses import generate_responses, responses_config
 
     pdir = store.DatasetDir(root / "prompts")
-    pcfg = {"prompts_hash": store.config_hash({"prompts": prompts})}
-    pdir.begin("prompts", pcfg)
+    pdir.begin("prompts", {"prompts_hash": store.config_hash({"prompts": prompts})})
     if not pdir.complete:
         pdir.write_shard(0, prompts)
         pdir.finish({"prompts": len(prompts)})
@@ -121,15 +111,10 @@ def _pairs(bench: str, prompts, refs, answers, seed: int) -> list[dict]:
     switched = alpaca_switched([p["instruction"] for p in prompts], seed) if bench == "alpaca_eval" else []
     for n, p in enumerate(prompts):
         ref, ans = refs[p["id"]], answers[p["id"]]["response"]
-        if bench == "alpaca_eval":
-            swapped = switched[n]
+        for game, swapped in [(1, switched[n])] if bench == "alpaca_eval" else [(1, False), (2, True)]:
             a, b = (ans, ref) if swapped else (ref, ans)
-            items.append({"id": p["id"], "game": 1, "swapped": swapped, "question": p["instruction"],
+            items.append({"id": p["id"], "game": game, "swapped": swapped, "question": p["instruction"],
                           "answer_a": a, "answer_b": b})
-        else:
-            for game, (a, b) in ((1, (ref, ans)), (2, (ans, ref))):
-                items.append({"id": p["id"], "game": game, "swapped": game == 2, "question": p["instruction"],
-                              "answer_a": a, "answer_b": b})
     return items
 
 
@@ -163,13 +148,8 @@ def alpaca_annotations(prompts, refs, answers, judgments, model_name, ref_name, 
     rows = []
     for p in prompts:
         j = by_id[p["id"]]
-        if j["identical"]:
-            pref = 1.5
-        elif j["verdict"] is None:
-            pref = math.nan
-        else:
-            v = float(j["verdict"])
-            pref = 3.0 - v if j["swapped"] else v
+        v = math.nan if j["verdict"] is None else float(j["verdict"])
+        pref = 1.5 if j["identical"] else (3.0 - v if j["swapped"] else v)
         rows.append({"instruction": p["instruction"], "output_1": refs[p["id"]],
                      "output_2": answers[p["id"]]["response"], "generator_1": ref_name, "generator_2": model_name,
                      "preference": pref, "index": p["index"], "annotator": annotator, "raw_judgment": j["judgment"]})
@@ -185,17 +165,17 @@ def score_arena(prompts, refs, answers, judgments, name, ref_name, root: Path, j
     from .arena import format_score, position_consistency
 
     version, control = bargs.arena_version, list(bargs.arena_control_features)
-    cats = dict.fromkeys(p.get("category") or "" for p in prompts)
+    cat = {p["id"]: p.get("category") or "" for p in prompts}
+    cats = dict.fromkeys(cat.values())
     hub = bargs.reference == "hub"
     baselines = {c: benchmarks.arena_baseline(version, c or None) if hub else ref_name for c in cats}
     by_baseline: dict[str, dict] = {}
-    for p in prompts:
-        by_baseline.setdefault(baselines[p.get("category") or ""], {})[p["id"]] = refs[p["id"]]
+    for i, c in cat.items():
+        by_baseline.setdefault(baselines[c], {})[i] = refs[i]
     meta = leaderboard.metadata({i: r["response"] for i, r in answers.items()}, by_baseline, name)
     atomic_write_text(root / "answer_metadata.json", json.dumps(meta))
     if name in baselines.values():
         # The baseline against itself: Arena-Hard lists it at 50.0 (-0.0 / +0.0) by definition.
-        cat = {p["id"]: p.get("category") or "" for p in prompts}
         rows = [{"model": name, "score": 50.0, "ci_lower": 50.0, "ci_upper": 50.0, "n_unparsed": 0,
                  "n_judgments": sum(version == "v0.1" or cat[j["id"]] == c for j in judgments),
                  "note": "the model is the baseline", "version": version, "category": c or None, "baseline": name}
@@ -240,34 +220,24 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
                              "set reference: generate with a reference_model")
 
     # 1. The model's answers: one engine for every set, loaded only if some answers are missing.
-    answers, engine = {}, []
+    from synth.engines import get_engine, shared_engine
 
-    def model_engine():
-        if not engine:
-            from synth.engines import get_engine
-
-            engine.append(get_engine(margs.engine, **margs.engine_kwargs()))
-        return engine[0]
-
+    model_engine = functools.cache(lambda: get_engine(margs.engine, **margs.engine_kwargs()))
     try:
-        for b in judged:
-            answers[b] = answer_set(model_engine, margs, sets[b][0], out / b, batch_size=bargs.answer_batch_size,
-                                    **_decoding(b, bargs))
+        answers = {b: answer_set(model_engine, margs, sets[b][0], out / b, batch_size=bargs.answer_batch_size,
+                                 **_decoding(b, bargs)) for b in judged}
     finally:
-        if engine:  # free the accelerator for the reference model and the judge
-            engine[0].close()
+        if model_engine.cache_info().currsize:  # free the accelerator for the reference model and the judge
+            model_engine().close()
 
     # 2. References: the benchmark's own, or a local model's answers shared by every evaluated model.
     refs, ref_names = {}, {}
     if bargs.reference == "generate":
-        from synth.engines import shared_engine
-
         rmargs = ModelArgs(model=bargs.reference_model, engine=bargs.reference_engine, dtype=margs.dtype,
                            device=margs.device, hf_batch_size=margs.hf_batch_size)
         kw = {k: v for k, v in rmargs.engine_kwargs().items() if k != "model"}
-
-        def reference_engine():
-            return shared_engine(rmargs.engine, rmargs.model, **kw)
+        reference_engine = functools.partial(shared_engine, rmargs.engine, rmargs.model, **kw)
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", bargs.reference_model).strip("_")
 
     for b in judged:
         if bargs.reference == "hub":
@@ -277,9 +247,8 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
         else:
             # v2.0 asks other questions: its references live beside v0.1's, not over them.
             kind = b if b == "alpaca_eval" or bargs.arena_version == "v0.1" else f"{b}_{bargs.arena_version}"
-            root = Path(bargs.references_dir) / kind / _slug(bargs.reference_model)
-            recs = answer_set(reference_engine, rmargs, sets[b][0], root, batch_size=bargs.answer_batch_size,
-                              **_decoding(b, bargs))
+            recs = answer_set(reference_engine, rmargs, sets[b][0], Path(bargs.references_dir) / kind / slug,
+                              batch_size=bargs.answer_batch_size, **_decoding(b, bargs))
             refs[b] = {i: r["response"] for i, r in recs.items()}
             ref_names[b] = default_name(bargs.reference_model)
 
@@ -287,7 +256,9 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     for b in judged:
         prompts = sets[b][0]
         res = _judge_and_score(b, prompts, refs[b], answers[b], name, ref_names[b], out / b, eargs, jargs, bargs)
-        res.update(prompts=len(prompts), reference=ref_names[b], avg_answer_chars=_avg_chars(answers[b]))
+        # Length is what AlpacaEval's LC corrects for: show it beside every score.
+        chars = round(sum(len(r["response"]) for r in answers[b].values()) / max(len(answers[b]), 1), 1)
+        res.update(prompts=len(prompts), reference=ref_names[b], avg_answer_chars=chars)
         result["benchmarks"][b] = res
         log({f"{b}/{k}": v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
@@ -325,14 +296,7 @@ def _check_judge_access(judged: list[str], jargs: JudgeArgs) -> None:
                          "meta-llama/Meta-Llama-3-70B-Instruct --alpaca_annotator engine")
 
 
-def _avg_chars(answers: dict) -> float:
-    # Length is what AlpacaEval's LC corrects for: show it beside every score.
-    return round(sum(len(r["response"]) for r in answers.values()) / max(len(answers), 1), 1)
-
-
 def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jargs, bargs) -> dict:
-    import pandas as pd
-
     if b == "alpaca_eval" and jargs.alpaca_annotator != "engine":
         ann = _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, jargs.alpaca_annotator, eargs.seed,
                                     root / "alpaca_eval_annotator_cache.json")
@@ -361,7 +325,7 @@ def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jar
     # the gpt4_turbo references: only then does alpaca_eval's own LC GLM apply.
     full_ae2 = bargs.reference == "hub" and bargs.alpaca_prompts == "hub" and not bargs.alpaca_limit
     gamed = load_gamed() if full_ae2 else None
-    metrics = length_controlled_winrate(pd.DataFrame(ann), gamed=gamed)
+    metrics = length_controlled_winrate(ann, gamed=gamed)
     return {**{k: v for k, v in metrics.items() if not isinstance(v, dict)}, "judge": annotator}
 
 

@@ -1,11 +1,9 @@
 """Paper Table 1, reproduced: the paper's numbers (eval/data/paper_table1.yaml) beside ours.
 
-    python -m eval table runs/*/eval runs/baselines/*/eval --output runs/paper_table
-
-reads each evaluation's `results.json`, places it on its paper row (the `row` it was given, else
-the SFT set it was trained on, else its model id), and writes table.md, table.csv and table.png
-(plus a W&B table when W&B is on). Rows keep the paper's order; a measured model that matches no
-paper row is listed after them. Deltas are ours minus the paper's.
+`python -m eval table` reads each evaluation's `results.json`, places it on its paper row (the `row` it was given,
+else the SFT set it was trained on, else its model id), and writes table.md, table.csv and table.png (plus a W&B
+table when W&B is on). Rows keep the paper's order; a measured model that matches no paper row is listed after them.
+Deltas are ours minus the paper's.
 """
 from __future__ import annotations
 
@@ -43,10 +41,7 @@ def load_results(paths) -> list[dict]:
 def row_of(result: dict, rows: list[dict]) -> str | None:
     ids = {r["id"]: r["id"] for r in rows}
     ids.update({a: r["id"] for r in rows for a in r.get("aliases", [])})
-    for key in (result.get("row"), result.get("dataset"), result.get("model")):
-        if key in ids:
-            return ids[key]
-    return None
+    return next((ids[k] for k in (result.get("row"), result.get("dataset"), result.get("model")) if k in ids), None)
 
 
 def measured(result: dict) -> dict:
@@ -68,32 +63,23 @@ def build(results: list[dict], only_measured: bool = False) -> list[dict]:
     for r in results:
         rid = row_of(r, rows)
         (placed.setdefault(rid, []) if rid else extra).append(r)
-    lines = []
-    for row in rows:
-        found = placed.get(row["id"], [])
-        if only_measured and not found:
-            continue
-        for r in found or [None]:
-            lines.append(_line(row, r))
-    lines += [_line(None, r) for r in extra]
-    return lines
+    lines = [_line(row, r) for row in rows if row["id"] in placed or not only_measured
+             for r in placed.get(row["id"], [None])]
+    return lines + [_line(None, r) for r in extra]
 
 
 def _line(row: dict | None, result: dict | None) -> dict:
-    line = {"id": row["id"] if row else None, "label": row["label"] if row else result["model_name"],
-            "size": row.get("size", "") if row else "", "group": row.get("group", "") if row else "measured",
-            "measured_model": result["model_name"] if result else "", "profile": result.get("profile") if result else ""}
-    ours = measured(result) if result else {}
+    paper, ours = row or {}, measured(result) if result else {}
+    line = {"id": paper.get("id"), "label": row["label"] if row else result["model_name"],
+            "size": paper.get("size", ""), "group": paper.get("group", "") if row else "measured",
+            "measured_model": result["model_name"] if result else "",
+            "profile": result.get("profile") if result else ""}
     for key, _ in METRICS:
-        paper = row.get(key) if row else None
-        mine = ours.get(key)
-        line[f"paper_{key}"], line[f"ours_{key}"] = paper, mine
-        line[f"delta_{key}"] = mine - paper if _num(mine) and _num(paper) else None
-    line["paper_sd"] = row.get("sd") if row else None
-    line["ours_se"] = ours.get("se")
-    line["ours_arena_ci"] = ours.get("arena_ci")
-    line["lm_eval"] = ours.get("lm_eval", {})
-    return line
+        p, mine = paper.get(key), ours.get(key)
+        line.update({f"paper_{key}": p, f"ours_{key}": mine,
+                     f"delta_{key}": mine - p if _num(mine) and _num(p) else None})
+    return {**line, "paper_sd": paper.get("sd"), "ours_se": ours.get("se"), "ours_arena_ci": ours.get("arena_ci"),
+            "lm_eval": ours.get("lm_eval", {})}
 
 
 def _num(x) -> bool:
@@ -101,9 +87,7 @@ def _num(x) -> bool:
 
 
 def _f(x, signed=False) -> str:
-    if not _num(x):
-        return "–"
-    return f"{x:+.2f}" if signed else f"{x:.2f}"
+    return format(x, "+.2f" if signed else ".2f") if _num(x) else "–"
 
 
 def _arena(x, ci) -> str:
@@ -113,20 +97,26 @@ def _arena(x, ci) -> str:
     return f"{x:.1f} ({lo - x:+.1f}/{hi - x:+.1f})" if _num(lo) and _num(hi) else f"{x:.1f}"
 
 
+def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def csv_text(rows: list[dict], columns) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
 def markdown(lines: list[dict]) -> str:
-    _, source = paper_rows()
+    rows, source = paper_rows()
     head = ["Model", "Size", "Measured", "LC paper", "LC ours", "Δ LC", "WR paper", "WR ours", "Δ WR",
             "SD paper", "SE ours", "Arena paper", "Arena ours (95% CI)", "Δ Arena"]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for ln in lines:
-        out.append("| " + " | ".join([
-            ln["label"], ln["size"], ln["measured_model"] or "–",
-            _f(ln["paper_lc"]), _f(ln["ours_lc"]), _f(ln["delta_lc"], True),
-            _f(ln["paper_wr"]), _f(ln["ours_wr"]), _f(ln["delta_wr"], True),
-            _f(ln["paper_sd"]), _f(ln["ours_se"]),
-            _arena(ln["paper_arena"], None),
-            _arena(ln["ours_arena"], ln["ours_arena_ci"]), _f(ln["delta_arena"], True),
-        ]) + " |")
+    cols = [(f"{w}_{k}", w == "delta") for k in ("lc", "wr") for w in ("paper", "ours", "delta")]
+    out = md_table(head, [[ln["label"], ln["size"], ln["measured_model"] or "–", *(_f(ln[c], d) for c, d in cols),
+                           _f(ln["paper_sd"]), _f(ln["ours_se"]), _arena(ln["paper_arena"], None),
+                           _arena(ln["ours_arena"], ln["ours_arena_ci"]), _f(ln["delta_arena"], True)] for ln in lines])
     notes = [(f"Paper numbers: {source}. AE2 = AlpacaEval 2 (LC: length-controlled win rate, WR: win rate, "
               "both % against GPT-4-Turbo; SD as the paper reports it, SE: our standard error); Arena-Hard: "
               "% win rate against GPT-4-0314 with its bootstrap 95% CI. Δ = ours − paper.")]
@@ -137,18 +127,14 @@ def markdown(lines: list[dict]) -> str:
                      "the paper's claims, and the deltas are not comparable.")
     lm = [ln for ln in lines if ln["lm_eval"]]
     if lm:
-        out += ["", "lm-eval harness:", ""]
         tasks = sorted({t for ln in lm for t in ln["lm_eval"]})
-        out += ["| Model | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
-        for ln in lm:
-            cells = [_lm_cell(ln["lm_eval"].get(t, {})) for t in tasks]
-            out.append(f"| {ln['measured_model']} | " + " | ".join(cells) + " |")
-        rows, _ = paper_rows()
+        body = [[ln["measured_model"], *(_lm_cell(ln["lm_eval"].get(t, {})) for t in tasks)] for ln in lm]
         for row in rows:  # the paper's downstream numbers (Table 3), where it has them for these tasks
             paper = row.get("downstream", {})
             if any(t in paper for t in tasks):
-                cells = [f"{paper[t]:.2f} %" if t in paper else "–" for t in tasks]
-                out.append(f"| paper: {row['label']} (Table 3) | " + " | ".join(cells) + " |")
+                body.append([f"paper: {row['label']} (Table 3)", *(f"{paper[t]:.2f} %" if t in paper else "–"
+                                                                   for t in tasks)])
+        out += ["", "lm-eval harness:", "", *md_table(["Model", *tasks], body)]
     return "\n".join(out + [""] + notes) + "\n"
 
 
@@ -161,13 +147,9 @@ def _lm_cell(metrics: dict) -> str:
 
 
 def to_csv(lines: list[dict]) -> str:
-    cols = ["id", "label", "size", "group", "measured_model", "profile"] + \
-        [f"{w}_{k}" for k, _ in METRICS for w in ("paper", "ours", "delta")] + ["paper_sd", "ours_se"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(lines)
-    return buf.getvalue()
+    metrics = [f"{w}_{k}" for k, _ in METRICS for w in ("paper", "ours", "delta")]
+    return csv_text(lines, ["id", "label", "size", "group", "measured_model", "profile", *metrics,
+                            "paper_sd", "ours_se"])
 
 
 def plot(lines: list[dict], path: Path) -> Path:
