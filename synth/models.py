@@ -30,8 +30,7 @@ EMBEDDED_PREFIX = "embedded:"
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("MAGPIE_CACHE") or Path(__file__).resolve().parent.parent / ".cache"
-    return Path(root)
+    return Path(os.environ.get("MAGPIE_CACHE") or Path(__file__).resolve().parent.parent / ".cache")
 
 
 def package_dir(package: str) -> Path:

@@ -1,7 +1,7 @@
 """Plots of a tagged dataset: tag histograms, reward and distance distributions, lengths, the funnel.
 
-One function per plot, each writing a PNG and returning its path; `plot_all` draws every one.
-`wandb_tables` gives the same numbers as W&B tables. A missing tag counts as "untagged", so a
+`PLOTS` maps a name to a function that writes one PNG and returns its path; `plot_all` draws every
+one. `wandb_tables` gives the same numbers as W&B tables. A missing tag counts as "untagged", so a
 partly tagged run plots without special cases.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 matplotlib.use("Agg")  # files only: runs on headless machines and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .schema import CATEGORICAL, LEVELS, TASK_CATEGORIES, response_length  # noqa: E402
+from .schema import CATEGORICAL, DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES, response_length  # noqa: E402
 
 UNTAGGED = "untagged"
 TOP_LANGUAGES = 15
@@ -37,10 +37,8 @@ def category_counts(records: list[dict], field: str, order: tuple[str, ...] = ()
     keys = [k for k in order if zeros or k in c] + sorted((k for k in c if k not in order and k != UNTAGGED),
                                                  key=lambda k: (-c[k], k))
     if top is not None and len(keys) > top:
-        rest = sum(c[k] for k in keys[top:])
-        keys = keys[:top]
-        c["other"] = rest
-        keys.append("other")
+        c["other"] = sum(c[k] for k in keys[top:])
+        keys = keys[:top] + ["other"]
     if UNTAGGED in c:
         keys.append(UNTAGGED)
     return [(k, c[k]) for k in keys]
@@ -63,33 +61,36 @@ def _save(fig, path) -> Path:
     return path
 
 
-def _bars(pairs, title: str, path, horizontal: bool = True) -> Path:
+def _barh(ax, labels: list[str], counts: list[int], total: int, color) -> None:
+    y = list(range(len(labels)))[::-1]  # first label on top
+    ax.barh(y, counts, color=color)
+    ax.set_yticks(y, labels)
+    for yi, n in zip(y, counts):
+        ax.text(n, yi, f" {n:,} ({100 * n / total:.1f}%)", va="center", fontsize=8)
+    ax.set_xlim(0, max(counts + [1]) * 1.3)
+
+
+def _bars(pairs, title: str, path) -> Path:
     labels, counts = [p[0] for p in pairs], [p[1] for p in pairs]
     total = sum(counts) or 1
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.35 * max(len(labels), 3)) if horizontal else (7, 4))
-    colors = ["#bbbbbb" if lab == UNTAGGED else "#4c72b0" for lab in labels]
-    if horizontal:
-        y = list(range(len(labels)))[::-1]  # first label on top
-        ax.barh(y, counts, color=colors)
-        ax.set_yticks(y, labels)
-        for yi, n in zip(y, counts):
-            ax.text(n, yi, f" {n:,} ({100 * n / total:.1f}%)", va="center", fontsize=8)
-        ax.set_xlabel("rows")
-        ax.set_xlim(0, max(counts + [1]) * 1.3)
-    else:
-        ax.bar(labels, counts, color=colors)
-        ax.set_ylabel("rows")
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.35 * max(len(labels), 3)))
+    _barh(ax, labels, counts, total, ["#bbbbbb" if lab == UNTAGGED else "#4c72b0" for lab in labels])
+    ax.set_xlabel("rows")
     ax.set_title(f"{title} (n={total:,})")
     return _save(fig, path)
+
+
+def _draw_hist(ax, vals: list[float], median_format: str) -> None:
+    ax.hist(vals, bins=min(50, max(5, len(set(vals)))), color="#4c72b0", edgecolor="white")
+    med = sorted(vals)[len(vals) // 2]
+    ax.axvline(med, color="#dd8452", linestyle="--", label=f"median {med:{median_format}}")
 
 
 def _hist(records, field, title: str, path, xlabel: str, note: str = "", marks: dict | None = None) -> Path:
     vals, missing = numbers(records, field)
     fig, ax = plt.subplots(figsize=(7, 4))
     if vals:
-        ax.hist(vals, bins=min(50, max(5, len(set(vals)))), color="#4c72b0", edgecolor="white")
-        med = sorted(vals)[len(vals) // 2]
-        ax.axvline(med, color="#dd8452", linestyle="--", label=f"median {med:.3g}")
+        _draw_hist(ax, vals, ".3g")
         for label, x in (marks or {}).items():
             ax.axvline(x, color="#555555", linestyle=":", label=label)
         ax.legend()
@@ -102,25 +103,11 @@ def _hist(records, field, title: str, path, xlabel: str, note: str = "", marks: 
 
 
 # -- one function per plot --------------------------------------------------------------------
-def plot_task_category(records, path) -> Path:
-    return _bars(category_counts(records, "task_category", TASK_CATEGORIES, zeros=True), "task_category", path)
+def _categorical(field: str, order: tuple[str, ...] = (), top: int | None = None, zeros: bool = False):
+    def plot(records, path) -> Path:
+        return _bars(category_counts(records, field, order, top, zeros), field, path)
 
-
-def plot_difficulty(records, path) -> Path:
-    return _bars(category_counts(records, "difficulty", LEVELS["difficulty"], zeros=True), "difficulty", path)
-
-
-def plot_input_quality(records, path) -> Path:
-    return _bars(category_counts(records, "input_quality", LEVELS["input_quality"], zeros=True), "input_quality",
-                 path)
-
-
-def plot_language(records, path) -> Path:
-    return _bars(category_counts(records, "language", top=TOP_LANGUAGES), "language", path)
-
-
-def plot_llama_guard_2(records, path) -> Path:
-    return _bars(category_counts(records, "llama_guard_2", ("safe",)), "llama_guard_2", path)
+    return plot
 
 
 def plot_instruct_reward(records, path) -> Path:
@@ -136,15 +123,17 @@ def plot_min_neighbor_distance(records, path) -> Path:
                  "squared L2 to the nearest other instruction", note=f", at 0: {zeros:,}")
 
 
+def instruction_length(r: dict) -> int:
+    return len(r.get("instruction") or "")
+
+
 def plot_lengths(records, path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, (name, fn) in zip(axes, (("instruction", lambda r: len(r.get("instruction") or "")),
+    for ax, (name, fn) in zip(axes, (("instruction", instruction_length),
                                      ("response (all assistant turns)", response_length))):
         vals, _ = numbers(records, fn)
         if vals:
-            ax.hist(vals, bins=min(50, max(5, len(set(vals)))), color="#4c72b0", edgecolor="white")
-            ax.axvline(sorted(vals)[len(vals) // 2], color="#dd8452", linestyle="--",
-                       label=f"median {sorted(vals)[len(vals) // 2]:,.0f}")
+            _draw_hist(ax, vals, ",.0f")
             ax.legend()
         ax.set_title(f"{name} length (n={len(vals):,})")
         ax.set_xlabel("characters")
@@ -153,24 +142,21 @@ def plot_lengths(records, path) -> Path:
 
 
 def plot_funnel(funnel: list[tuple[str, int]], path) -> Path:
-    steps = [(s, n) for s, n in funnel]
-    total = steps[0][1] if steps and steps[0][1] else 1
+    steps, counts = [s for s, _ in funnel], [n for _, n in funnel]
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.45 * max(len(steps), 2)))
-    y = list(range(len(steps)))[::-1]
-    ax.barh(y, [n for _, n in steps], color="#55a868")
-    ax.set_yticks(y, [s for s, _ in steps])
-    for yi, (_, n) in zip(y, steps):
-        ax.text(n, yi, f" {n:,} ({100 * n / total:.1f}%)", va="center", fontsize=8)
-    ax.set_xlim(0, max([n for _, n in steps] + [1]) * 1.3)
+    _barh(ax, steps, counts, counts[0] if counts and counts[0] else 1, "#55a868")
     ax.set_xlabel("rows left")
     ax.set_title("filter funnel (conditions in order, then the cut)")
     return _save(fig, path)
 
 
 PLOTS = {
-    "task_category": plot_task_category, "difficulty": plot_difficulty, "input_quality": plot_input_quality,
-    "language": plot_language, "llama_guard_2": plot_llama_guard_2, "instruct_reward": plot_instruct_reward,
-    "min_neighbor_distance": plot_min_neighbor_distance, "lengths": plot_lengths,
+    "task_category": _categorical("task_category", TASK_CATEGORIES, zeros=True),
+    "difficulty": _categorical("difficulty", DIFFICULTY_LEVELS, zeros=True),
+    "input_quality": _categorical("input_quality", QUALITY_LEVELS, zeros=True),
+    "language": _categorical("language", top=TOP_LANGUAGES), "llama_guard_2": _categorical("llama_guard_2", ("safe",)),
+    "instruct_reward": plot_instruct_reward, "min_neighbor_distance": plot_min_neighbor_distance,
+    "lengths": plot_lengths,
 }
 
 
@@ -198,13 +184,11 @@ def wandb_tables(records: list[dict], funnel=None) -> dict:
     for field, order in CATEGORICAL.items():
         out[f"tags/{field}"] = wandb.Table(columns=[field, "rows"],
                                            data=[[k, n] for k, n in category_counts(records, field, order)])
-    for field in ("instruct_reward", "min_neighbor_distance"):
-        vals, missing = numbers(records, field)
-        out[f"tags/{field}"] = wandb.Table(columns=["bin_start", "bin_end", "rows"], data=_hist_rows(vals))
-    for name, fn in (("instruction_length", lambda r: len(r.get("instruction") or "")),
-                     ("response_length", response_length)):
-        out[f"lengths/{name}"] = wandb.Table(columns=["bin_start", "bin_end", "rows"],
-                                             data=_hist_rows(numbers(records, fn)[0]))
+    for name, field in (("tags/instruct_reward", "instruct_reward"),
+                        ("tags/min_neighbor_distance", "min_neighbor_distance"),
+                        ("lengths/instruction_length", instruction_length),
+                        ("lengths/response_length", response_length)):
+        out[name] = wandb.Table(columns=["bin_start", "bin_end", "rows"], data=_hist_rows(numbers(records, field)[0]))
     if funnel:
         out["filter/funnel"] = wandb.Table(columns=["step", "rows"], data=[[s, n] for s, n in funnel])
     return out

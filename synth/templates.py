@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 
-U1, A1, U2, SYS = "MAGPIEuserONE", "MAGPIEassistantONE", "MAGPIEuserTWO", "MAGPIEsystemONE"
+U1, A1, U2 = "MAGPIEuserONE", "MAGPIEassistantONE", "MAGPIEuserTWO"
 
 
 class NoChatTemplate(ValueError):
@@ -97,14 +97,10 @@ def _after(text: str, marker: str) -> str:
     return text[text.index(marker) + len(marker):]
 
 
-def _common_prefix(a: str, b: str) -> str:
-    return os.path.commonprefix([a, b])
-
-
-def _whole_tag(prefix: str) -> str:
-    """Keep a common prefix only up to the end of a complete tag and the whitespace after it
+def _common_tags(a: str, b: str) -> str:
+    """The common prefix of a and b up to the end of a complete tag and the whitespace after it
     (`<|end|>\n`, not `<|end|>\n<|`, which Phi-3's `<|user|>` and `<|endoftext|>` share)."""
-    m = re.match(r"^(.*[>\]]\s*)", prefix, re.S)
+    m = re.match(r"^(.*[>\]]\s*)", os.path.commonprefix([a, b]), re.S)
     return m.group(1) if m else ""
 
 
@@ -112,20 +108,10 @@ def _whole_tag(prefix: str) -> str:
 _TAG = re.compile(r"<[^<>\s]+>|\[/?[A-Z_]+\]")
 
 
-def _tags(*texts: str) -> list[str]:
-    return [t for text in texts for t in _TAG.findall(text)]
-
-
 def find_override(model_id: str | None, chat_template: str) -> Override | None:
-    for o in OVERRIDES:
-        if model_id and re.search(o.model, model_id, re.I):
-            return o
-    if model_id:  # a known id that matched nothing: trust its template
-        return None
-    for o in OVERRIDES:
-        if o.template and re.search(o.template, chat_template):
-            return o
-    return None
+    if model_id:  # a known id that matches no override: trust its template
+        return next((o for o in OVERRIDES if re.search(o.model, model_id, re.I)), None)
+    return next((o for o in OVERRIDES if o.template and re.search(o.template, chat_template)), None)
 
 
 def derive(chat_template: str | None, bos_token: str | None = None, eos_token: str | None = None,
@@ -140,12 +126,9 @@ def derive(chat_template: str | None, bos_token: str | None = None, eos_token: s
             f"model {model_id or '(unnamed)'} has no chat template; pass --pre-query-template "
             "(and --stop-strings) or choose a chat model"
         )
-    one = _render(chat_template, [{"role": "user", "content": U1}], False, bos_token, eos_token)
-    gen = _render(chat_template, [{"role": "user", "content": U1}], True, bos_token, eos_token)
-    two = _render(chat_template, [{"role": "user", "content": U1}, {"role": "assistant", "content": A1}],
-                  False, bos_token, eos_token)
-    three = _render(chat_template, [{"role": "user", "content": U1}, {"role": "assistant", "content": A1},
-                                    {"role": "user", "content": U2}], False, bos_token, eos_token)
+    u1, a1, u2 = {"role": "user", "content": U1}, {"role": "assistant", "content": A1}, {"role": "user", "content": U2}
+    one, gen = (_render(chat_template, [u1], g, bos_token, eos_token) for g in (False, True))
+    two, three = (_render(chat_template, c, False, bos_token, eos_token) for c in ([u1, a1], [u1, a1, u2]))
     for text, what in ((one, "a user turn"), (two, "an assistant turn"), (three, "a second user turn")):
         if U1 not in text:
             raise NoChatTemplate(f"chat template of {model_id or 'this model'} does not render {what} "
@@ -156,15 +139,15 @@ def derive(chat_template: str | None, bos_token: str | None = None, eos_token: s
     assistant_end = _after(two, A1)
     between = three[three.index(A1) + len(A1): three.index(U2)]
     # What follows the assistant's end-of-turn marker up to the next user content.
-    end_marker = _whole_tag(_common_prefix(between, assistant_end)) if assistant_end else ""
+    end_marker = _common_tags(between, assistant_end) if assistant_end else ""
     mt_append = between[len(end_marker):]
     gen_suffix = _after(gen, U1)
-    assistant_header = gen_suffix[len(_whole_tag(_common_prefix(gen_suffix, user_end))):] if gen_suffix != user_end else ""
+    assistant_header = gen_suffix[len(_common_tags(gen_suffix, user_end)):] if gen_suffix != user_end else ""
 
     # Stop at anything that ends a turn or starts one (the reference's stop_tokens per family:
     # for Llama-3 <|eot_id|>, <|start_header_id|>, <|end_header_id|>, <|end_of_text|>).
-    stops = _tags(user_end, assistant_end, mt_append, assistant_header) + [eos_token or "", bos_token or ""]
-    stops = tuple(dict.fromkeys(s for s in stops if s))
+    stops = [t for text in (user_end, assistant_end, mt_append, assistant_header) for t in _TAG.findall(text)]
+    stops = tuple(dict.fromkeys(s for s in stops + [eos_token or "", bos_token or ""] if s))
 
     o = find_override(model_id, chat_template)
     notes = []
@@ -203,9 +186,5 @@ def from_tokenizer(tokenizer, model_id: str | None = None) -> Template:
 
 def stop_token_ids(tokenizer, stop_strings) -> list[int]:
     """Ids of the stop strings that are single tokens of the vocabulary (fast to stop on)."""
-    ids = []
-    for s in stop_strings:
-        enc = tokenizer(s, add_special_tokens=False)["input_ids"]
-        if len(enc) == 1 and tokenizer.decode(enc) == s:
-            ids.append(enc[0])
-    return sorted(set(ids))
+    encoded = ((s, tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stop_strings)
+    return sorted({enc[0] for s, enc in encoded if len(enc) == 1 and tokenizer.decode(enc) == s})

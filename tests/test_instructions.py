@@ -36,8 +36,8 @@ def test_plan_rounds_cover_total_once():
 
 
 def test_unknown_mix_and_bad_counts():
-    with pytest.raises(ValueError, match="unknown mix"):
-        mix_cells(InstructionArgs(mix="air-4m"))
+    with pytest.raises(ValueError, match="mix must be one of single, air-3m, pro-1m; got 'air-4m'"):
+        InstructionArgs(mix="air-4m")  # refused when the config is read, before a model loads
     for bad in (dict(total_prompts=0), dict(n=-1), dict(max_tokens=0)):
         with pytest.raises(ValueError, match="positive"):
             InstructionArgs(**bad)

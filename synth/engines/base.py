@@ -49,10 +49,6 @@ class Sampling:
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(int(i) for i in self.stop_token_ids))
 
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
     def replace(self, **kw) -> Sampling:
         return dataclasses.replace(self, **kw)
 
@@ -126,7 +122,6 @@ _REGISTRY: dict[str, Callable[..., Engine]] = {}
 def register_engine(name: str):
     def deco(cls):
         _REGISTRY[name] = cls
-        cls.registry_name = name
         return cls
 
     return deco
@@ -134,12 +129,10 @@ def register_engine(name: str):
 
 def get_engine(name: str, **kwargs) -> Engine:
     """Build an engine by registry name. Engines whose library is missing say what to install."""
-    from . import hf, openai  # noqa: F401  (register themselves; light imports)
+    from . import hf, openai, vllm  # noqa: F401  (they register themselves; each imports its library lazily)
 
-    if name == "vllm":
-        from . import vllm  # noqa: F401  (imports vllm lazily, errors with the extra to install)
     if name not in _REGISTRY:
-        raise ValueError(f"unknown engine {name!r}; choose one of {sorted(set(_REGISTRY) | {'vllm'})}")
+        raise ValueError(f"unknown engine {name!r}; choose one of {sorted(_REGISTRY)}")
     return _REGISTRY[name](**kwargs)
 
 

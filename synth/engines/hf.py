@@ -14,6 +14,12 @@ def torch_dtype(dtype: str, device: str):
     return getattr(torch, dtype_name(dtype, device))
 
 
+def torch_device(device: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
 @register_engine("hf")
 class HFEngine(Engine):
     def __init__(
@@ -22,13 +28,11 @@ class HFEngine(Engine):
         dtype: str = "auto",
         device: str = "auto",
         batch_size: int = 32,
-        gguf_file: str | None = None,
         revision: str | None = None,
         trust_remote_code: bool = False,
         attn_implementation: str | None = None,
         tokenizer=None,
     ):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from .. import models
@@ -36,11 +40,8 @@ class HFEngine(Engine):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         path = models.resolve(model)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch_device(device)
         kw = dict(revision=revision, trust_remote_code=trust_remote_code)
-        if gguf_file:
-            kw["gguf_file"] = gguf_file
         try:
             self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path, **kw)
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -58,15 +59,6 @@ class HFEngine(Engine):
         self.info = EngineInfo("hf", model, {"path": path, "dtype": str(self.model.dtype), "device": device})
         self.stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "calls": 0}
 
-    def _eos_ids(self, sampling: Sampling) -> list[int]:
-        # As vLLM: the model's own EOS always ends a sequence, plus the caller's stop ids.
-        eos = self.model.generation_config.eos_token_id
-        eos = [eos] if isinstance(eos, int) else list(eos or [])
-        return sorted(set(eos) | set(sampling.stop_token_ids))
-
-    def _stop_texts(self, sampling: Sampling, eos_ids: list[int]) -> list[str]:
-        return list(sampling.stop) + [self.tokenizer.convert_ids_to_tokens(i) for i in eos_ids]
-
     def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
         import torch
 
@@ -78,15 +70,17 @@ class HFEngine(Engine):
         rows = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
         rows.sort(key=lambda r: len(encoded[r[0]]))
         out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
-        eos_ids = self._eos_ids(sampling)
-        stop_texts = self._stop_texts(sampling, eos_ids)
+        # As vLLM: the model's own EOS always ends a sequence, plus the caller's stop ids.
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = sorted(set([eos] if isinstance(eos, int) else eos or []) | set(sampling.stop_token_ids))
+        stop_texts = list(sampling.stop) + [self.tokenizer.convert_ids_to_tokens(i) for i in eos_ids]
         gen_kw = dict(
             max_new_tokens=sampling.max_tokens,
             eos_token_id=eos_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             repetition_penalty=sampling.repetition_penalty if sampling.repetition_penalty != 1.0 else None,
         )
-        if sampling.greedy:
+        if sampling.temperature == 0:  # greedy
             gen_kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             gen_kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
@@ -118,9 +112,7 @@ class HFEngine(Engine):
                 raw = self.tokenizer.decode(toks[:n_tok], skip_special_tokens=False)
                 text, stopped = cut_at_stop(raw, stop_texts)
                 finished = stopped or n_tok < sampling.max_tokens
-                top = None
-                if logits is not None:
-                    top = [self._top(logits[r, k], sampling.logprobs) for k in range(n_tok)]
+                top = None if logits is None else [self._top(logits[r, k], sampling.logprobs) for k in range(n_tok)]
                 out[i][j] = Completion(text, n_tok, "stop" if finished else "length", top)
                 self.stats["generated_tokens"] += n_tok
         self.stats["seconds"] += time.perf_counter() - t0

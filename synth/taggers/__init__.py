@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..engines import shared_engine
+
 _REGISTRY: dict[str, Callable[..., "Tagger"]] = {}
 
 
@@ -46,6 +48,13 @@ def register_tagger(name: str):
     return deco
 
 
+def tagger_engine(engine, name: str, model: str, batch_size: int, **engine_kwargs):
+    """`engine` when given, else the process's shared engine for `model` (hf batches as the tagger does)."""
+    if name == "hf":
+        engine_kwargs.setdefault("batch_size", batch_size)
+    return engine if engine is not None else shared_engine(name, model, **engine_kwargs)
+
+
 def tagger_names() -> list[str]:
     _load_all()
     return sorted(_REGISTRY)
@@ -65,10 +74,5 @@ def get_tagger(name: str, **kwargs) -> Tagger:
 def _load_all() -> None:
     import importlib
 
-    for mod in ("judge", "reward", "guard", "language", "neighbors"):
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as e:  # a module not written yet, or its optional library missing
-            if e.name and e.name.startswith(__name__):
-                continue
-            raise
+    for mod in ("judge", "reward", "guard", "language", "neighbors"):  # each registers its taggers
+        importlib.import_module(f"{__name__}.{mod}")

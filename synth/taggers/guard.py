@@ -17,8 +17,7 @@ from __future__ import annotations
 import re
 
 from ..engines import Sampling
-from . import Tagger, register_tagger
-from ..engines import shared_engine
+from . import Tagger, register_tagger, tagger_engine
 
 PAPER_GUARD = "meta-llama/Meta-Llama-Guard-2-8B"
 STAND_IN_NOTE = (
@@ -59,11 +58,7 @@ class LlamaGuardTagger(Tagger):
         super().__init__()
         self.guard_model, self.guard_engine, self.batch_size = guard_model, guard_engine, batch_size
         self.stand_in = guard_model.startswith("embedded:")
-        if engine is None:
-            if guard_engine == "hf":
-                engine_kwargs.setdefault("batch_size", batch_size)
-            engine = shared_engine(guard_engine, guard_model, **engine_kwargs)
-        self.engine = engine
+        self.engine = tagger_engine(engine, guard_engine, guard_model, batch_size, **engine_kwargs)
         self.sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
         self.stats = {"unsafe": 0, "unreadable": 0}
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import ast
 import json
 import re
+from typing import ClassVar
 
-from ..engines import Sampling, shared_engine
+from ..engines import Sampling
 from ..schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
-from . import Tagger, register_tagger
-
+from . import Tagger, register_tagger, tagger_engine
 
 PAPER_JUDGE = "meta-llama/Meta-Llama-3-8B-Instruct"
 STAND_IN_NOTE = "SmolLM2-135M-Instruct judges in place of Llama-3-8B-Instruct; its labels are noisy."
@@ -124,8 +124,7 @@ def _decode_first_object(s: str) -> dict | None:
 def _salvage_keys(s: str, keys: tuple[str, ...]) -> dict | None:
     found = {}
     for key in keys:
-        m = re.search(
-            rf"""["']?{re.escape(key)}["']?\s*:\s*(?:"([^"]*)"|'([^']*)'|\[([^\]]*)\])""", s)
+        m = re.search(rf"""["']?{re.escape(key)}["']?\s*:\s*(?:"([^"]*)"|'([^']*)'|\[([^\]]*)\])""", s)
         if m is None:
             continue
         if m.group(3) is not None:
@@ -185,14 +184,12 @@ def _text(value) -> str | None:
 PREFILLS = ("json", "label")
 
 
-def is_smollm2(model: str) -> bool:
-    return "smollm2" in model.lower()
-
-
 class JudgeTagger(Tagger):
     prompt: str = ""
     label_key: str = ""  # the JSON key whose absence makes the whole reply a parse failure
     label_field: str = ""  # the field holding the canonical label
+    labels: tuple[str, ...] = ()
+    texts: ClassVar[dict[str, str]] = {}  # field -> JSON key of a free-text field, kept as written
     keys: tuple[str, ...] = ()
 
     def __init__(
@@ -210,11 +207,7 @@ class JudgeTagger(Tagger):
             raise ValueError(f"judge prefill must be one of {PREFILLS}, got {prefill!r}")
         self.judge_model, self.judge_engine, self.batch_size = judge_model, judge_engine, batch_size
         self.prefill = prefill
-        if engine is None:
-            if judge_engine == "hf":
-                engine_kwargs.setdefault("batch_size", batch_size)
-            engine = shared_engine(judge_engine, judge_model, **engine_kwargs)
-        self.engine = engine
+        self.engine = tagger_engine(engine, judge_engine, judge_model, batch_size, **engine_kwargs)
         stop = ("}",) if prefill == "json" else ('"', "\n")
         self.sampling = Sampling(temperature=0.0, max_tokens=max_tokens, stop=stop)
         self.stats = {"parse_failures": 0, "unknown_labels": 0}
@@ -244,12 +237,13 @@ class JudgeTagger(Tagger):
         return out
 
     def read(self, obj: dict) -> dict:
-        raise NotImplementedError
+        out = {field: _text(obj.get(key)) for field, key in self.texts.items()}
+        return out | {self.label_field: canonical_label(obj.get(self.label_key), self.labels)}
 
     def info(self) -> dict:
         info = {"judge_model": self.judge_model, "judge_engine": self.judge_engine,
                 "max_tokens": self.sampling.max_tokens, "prefill": self.prefill, "stop": list(self.sampling.stop)}
-        if is_smollm2(self.judge_model):
+        if "smollm2" in self.judge_model.lower():
             info["stand_in"] = STAND_IN_NOTE
         return info
 
@@ -274,19 +268,13 @@ class TaskCategoryTagger(JudgeTagger):
 class DifficultyTagger(JudgeTagger):
     fields = ("intent", "knowledge", "difficulty")
     prompt, label_key, label_field = DIFFICULTY_PROMPT, "difficulty", "difficulty"
+    labels, texts = DIFFICULTY_LEVELS, {"intent": "intent", "knowledge": "knowledge"}
     keys = ("intent", "knowledge", "difficulty")
-
-    def read(self, obj: dict) -> dict:
-        return {"intent": _text(obj.get("intent")), "knowledge": _text(obj.get("knowledge")),
-                "difficulty": canonical_label(obj.get("difficulty"), DIFFICULTY_LEVELS)}
 
 
 @register_tagger("input_quality")
 class InputQualityTagger(JudgeTagger):
     fields = ("quality_explanation", "input_quality")
     prompt, label_key, label_field = QUALITY_PROMPT, "input_quality", "input_quality"
+    labels, texts = QUALITY_LEVELS, {"quality_explanation": "explanation"}
     keys = ("explanation", "input_quality")
-
-    def read(self, obj: dict) -> dict:
-        return {"quality_explanation": _text(obj.get("explanation")),
-                "input_quality": canonical_label(obj.get("input_quality"), QUALITY_LEVELS)}

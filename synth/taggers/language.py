@@ -6,19 +6,16 @@ lingua's enum name, `IsoCode639_1.EN.name`. Empty or undetectable text gets None
 """
 from __future__ import annotations
 
+import functools
+
 from . import Tagger, register_tagger
 
-_DETECTOR = None
 
-
+@functools.cache  # built once per process: the all-language detector holds large n-gram models
 def detector():
-    # Built once per process: the all-language detector holds large n-gram models.
-    global _DETECTOR
-    if _DETECTOR is None:
-        from lingua import LanguageDetectorBuilder
+    from lingua import LanguageDetectorBuilder
 
-        _DETECTOR = LanguageDetectorBuilder.from_all_languages().build()
-    return _DETECTOR
+    return LanguageDetectorBuilder.from_all_languages().build()
 
 
 def detect_language(text: str) -> str | None:

@@ -16,17 +16,11 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
+from synth.engines.hf import torch_device
 from synth.models import resolve
 from synth.taggers import Tagger, register_tagger
 
 TINY_EMBEDDER = "embedded:all-minilm-l6-v2"
-
-
-def embed(texts: list[str], model, batch_size: int = 256) -> np.ndarray:
-    """Unit-length float32 embeddings (one row per text) from a loaded SentenceTransformer."""
-    emb = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                       convert_to_numpy=True, show_progress_bar=len(texts) > 10 * batch_size)
-    return np.ascontiguousarray(emb, dtype=np.float32)
 
 
 def nearest_neighbors(emb: np.ndarray, ids: list[int], k: int = 500, repeat_threshold: float = 0.05,
@@ -79,15 +73,12 @@ class NeighborTagger(Tagger):
                  k: int = 500, repeat_threshold: float = 0.05,  # reference gen_dis.py defaults
                  search_batch_size: int = 1024, encode_batch_size: int = 256, device: str = "auto"):
         super().__init__()
-        import torch
         from sentence_transformers import SentenceTransformer
 
         self.embedding_model, self.k, self.repeat_threshold = embedding_model, k, repeat_threshold
         self.search_batch_size, self.encode_batch_size = search_batch_size, encode_batch_size
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
-            self.model = SentenceTransformer(resolve(embedding_model), device=device)
+            self.model = SentenceTransformer(resolve(embedding_model), device=torch_device(device))
         except OSError as e:
             raise OSError(f"cannot load embedding model {embedding_model!r} ({e}); pass a local path, "
                           f"or use {TINY_EMBEDDER!r} which needs no hub access") from e
@@ -99,7 +90,9 @@ class NeighborTagger(Tagger):
         out: list[dict] = [dict.fromkeys(self.fields) for _ in records]
         if not keep:
             return out
-        emb = embed([records[i]["instruction"] for i in keep], self.model, self.encode_batch_size)
+        bs = self.encode_batch_size
+        emb = self.model.encode([records[i]["instruction"] for i in keep], batch_size=bs, normalize_embeddings=True,
+                                show_progress_bar=len(keep) > 10 * bs)  # unit vectors, float32, one row per text
         tags = nearest_neighbors(emb, [records[i]["id"] for i in keep], self.k,
                                  self.repeat_threshold, self.search_batch_size)
         for i, t in zip(keep, tags):

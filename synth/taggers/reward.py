@@ -13,19 +13,16 @@ step, so the prompt and stops below are ours. It is a separate tagger because it
 model (the base generator); it reuses a record's `instruct_reward` when the same reward model
 wrote it.
 
-Tiny profile: no reward model can be downloaded, so `reward_model:
-embedded:smollm2-135m-instruct` selects a stand-in scorer: the mean log-probability per token
-of the response (and its end-of-turn token) given the chat-templated instruction, under
-SmolLM2-135M-Instruct. It is a real score from a real model, but a likelihood, not a preference:
-fluent text scores high whether or not it answers well, and repetition is rewarded.
+Tiny profile: no reward model can be downloaded, so `reward_model: embedded:smollm2-135m-instruct`
+selects `MeanLogProbScorer`. It is a real score from a real model, but a likelihood, not a
+preference: fluent text scores high whether or not it answers well, and repetition is rewarded.
 """
 from __future__ import annotations
 
 import math
 
-from ..engines import Sampling
-from . import Tagger, register_tagger
-from ..engines import shared_engine
+from ..engines import Sampling, shared_engine
+from . import Tagger, register_tagger, tagger_engine
 
 PAPER_RM = "sfairXC/FsfairX-LLaMA3-RM-v0.1"
 PAPER_BASE = "meta-llama/Meta-Llama-3-8B"
@@ -38,8 +35,13 @@ STAND_IN_NOTE = (
 )
 
 
-def _pairs_chat(instruction: str, response: str) -> list[dict]:
-    return [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}]
+def _right_padded(seqs: list[list[int]], pad: int, device):
+    """input_ids and attention_mask of `seqs`, padded on the right with `pad`."""
+    import torch
+
+    width = max(map(len, seqs))
+    return (torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device),
+            torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device))
 
 
 class SequenceClassifierScorer:
@@ -47,15 +49,12 @@ class SequenceClassifierScorer:
 
     def __init__(self, model: str, batch_size: int = 16, dtype: str = "bfloat16", device: str = "auto",
                  trust_remote_code: bool = False, max_length: int | None = None):
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from .. import models
-        from ..engines.hf import torch_dtype
+        from ..engines.hf import torch_device, torch_dtype
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        path = models.resolve(model)
+        device, path = torch_device(device), models.resolve(model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             self.model = AutoModelForSequenceClassification.from_pretrained(
@@ -72,32 +71,28 @@ class SequenceClassifierScorer:
         tok = self.tokenizer
         # The rendered template already holds BOS: add no second one (the reference strips it from
         # the text for the same reason).
-        ids = [tok(tok.apply_chat_template(_pairs_chat(i, r), tokenize=False), add_special_tokens=False)
-               ["input_ids"][: self.max_length] for i, r in pairs]
+        chats = ([{"role": "user", "content": i}, {"role": "assistant", "content": r}] for i, r in pairs)
+        ids = [tok(tok.apply_chat_template(c, tokenize=False), add_special_tokens=False)["input_ids"][: self.max_length]
+               for c in chats]
+        # The model pools the last token that is not padding, found through pad_token_id; with
+        # Llama-3's eos (<|eot_id|>) as pad that would be the token before the chat's final
+        # <|eot_id|>. So pad with a special id that occurs in none of these sequences.
+        candidates = [tok.pad_token_id, *tok.all_special_ids, tok.eos_token_id]
         scores: list[float] = []
         for start in range(0, len(ids), self.batch_size):
             batch = ids[start:start + self.batch_size]
-            # The model pools the last token that is not padding, found through pad_token_id; with
-            # Llama-3's eos (<|eot_id|>) as pad that would be the token before the chat's final
-            # <|eot_id|>. So pad with a special id that occurs in none of these sequences.
-            pad = self._pad_id_absent_from(batch)
+            used = set().union(*batch)
+            pad = next((c for c in candidates if c is not None and c not in used), None)
             if pad is None:  # every candidate occurs: score one by one, no padding; -1 matches no token
                 scores.extend(self._forward([one], pad=-1)[0] for one in batch)
                 continue
             scores.extend(self._forward(batch, pad))
         return scores
 
-    def _pad_id_absent_from(self, batch: list[list[int]]) -> int | None:
-        used = set().union(*batch)
-        candidates = [self.tokenizer.pad_token_id, *self.tokenizer.all_special_ids, self.tokenizer.eos_token_id]
-        return next((c for c in candidates if c is not None and c not in used), None)
-
     def _forward(self, batch: list[list[int]], pad: int) -> list[float]:
         import torch
 
-        width = max(len(x) for x in batch)
-        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in batch], device=self.device)
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in batch], device=self.device)
+        input_ids, mask = _right_padded(batch, pad, self.device)
         self.model.config.pad_token_id = pad
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, attention_mask=mask)
@@ -132,13 +127,9 @@ class MeanLogProbScorer:
             rows.append((p, r))
         order = sorted(range(len(rows)), key=lambda k: sum(map(len, rows[k])))
         scores: list[float] = [math.nan] * len(rows)
-        device = self.model.device
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            seqs = [rows[k][0] + rows[k][1] for k in idx]
-            width = max(map(len, seqs))
-            input_ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs], device=device)
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+            input_ids, mask = _right_padded([rows[k][0] + rows[k][1] for k in idx], 0, self.model.device)
             with torch.inference_mode():
                 logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
@@ -162,33 +153,8 @@ def get_scorer(reward_model: str, batch_size: int = 16, engine=None, **rm_kwargs
     return _SCORERS[key]
 
 
-def _finite(x: float) -> float | None:
-    return x if isinstance(x, float) and math.isfinite(x) else None
-
-
-class _RewardTagger(Tagger):
-    def __init__(self, reward_model: str, batch_size: int, dtype: str, device: str,
-                 trust_remote_code: bool, max_length: int | None, engine):
-        super().__init__()
-        self.reward_model, self.batch_size = reward_model, batch_size
-        self.scorer = get_scorer(reward_model, batch_size=batch_size, engine=engine, dtype=dtype,
-                                 device=device, trust_remote_code=trust_remote_code, max_length=max_length)
-        self.stats = {"unscored": 0}
-
-    def _score(self, pairs: list[tuple[str, str]]) -> list[float | None]:
-        scores = [_finite(s) for s in self.scorer.score(pairs)]
-        self.count("unscored", sum(s is None for s in scores))
-        return scores
-
-    def info(self) -> dict:
-        info = {"reward_model": self.scorer.label}
-        if self.reward_model == STAND_IN:
-            info["stand_in"] = STAND_IN_NOTE
-        return info
-
-
 @register_tagger("instruct_reward")
-class InstructRewardTagger(_RewardTagger):
+class InstructRewardTagger(Tagger):
     fields = ("instruct_reward", "reward_model")
 
     def __init__(
@@ -201,11 +167,26 @@ class InstructRewardTagger(_RewardTagger):
         max_length: int | None = None,  # tokens kept per chat; None keeps all (the reference)
         engine=None,  # stand-in only: the hf engine whose model scores
     ):
-        super().__init__(reward_model, batch_size, dtype, device, trust_remote_code, max_length, engine)
+        super().__init__()
+        self.reward_model, self.batch_size = reward_model, batch_size
+        self.scorer = get_scorer(reward_model, batch_size=batch_size, engine=engine, dtype=dtype,
+                                 device=device, trust_remote_code=trust_remote_code, max_length=max_length)
+        self.stats = {"unscored": 0}
 
     def tag(self, records: list[dict]) -> list[dict]:
         scores = self._score([(r["instruction"], r["response"]) for r in records])
         return [{"instruct_reward": s, "reward_model": self.scorer.label} for s in scores]
+
+    def _score(self, pairs: list[tuple[str, str]]) -> list[float | None]:
+        scores = [s if isinstance(s, float) and math.isfinite(s) else None for s in self.scorer.score(pairs)]
+        self.count("unscored", sum(s is None for s in scores))
+        return scores
+
+    def info(self) -> dict:
+        info = {"reward_model": self.scorer.label}
+        if self.reward_model == STAND_IN:
+            info["stand_in"] = STAND_IN_NOTE
+        return info
 
 
 # URIAL-style prompt (ours): a plain-text conversation with two example exchanges; the base model
@@ -236,7 +217,7 @@ URIAL_STOPS = ("### User:", "\n### User", "\n\n\n\n")  # the next turn, or a mod
 
 
 @register_tagger("reward_difference")
-class RewardDifferenceTagger(_RewardTagger):
+class RewardDifferenceTagger(InstructRewardTagger):
     fields = ("base_response", "base_reward", "reward_difference")
 
     def __init__(
@@ -253,10 +234,7 @@ class RewardDifferenceTagger(_RewardTagger):
         engine=None,  # the base model's engine, if already built (the stand-in scorer uses it too)
         **engine_kwargs,
     ):
-        if engine is None:
-            if base_engine == "hf":
-                engine_kwargs.setdefault("batch_size", batch_size)
-            engine = shared_engine(base_engine, base_model, **engine_kwargs)
+        engine = tagger_engine(engine, base_engine, base_model, batch_size, **engine_kwargs)
         super().__init__(reward_model, batch_size, dtype, device, trust_remote_code, max_length,
                          engine if reward_model == STAND_IN and base_model == STAND_IN else None)
         self.base_model, self.base_engine, self.engine = base_model, base_engine, engine
