@@ -48,6 +48,11 @@ class LazyEngine:
             self.loaded = get_engine(self.margs.engine, **self.margs.engine_kwargs())
         return getattr(self.loaded, name)
 
+    def close(self):  # free the generator before another model loads (one model at a time)
+        if self.loaded is not None:
+            self.loaded.close()
+            self.loaded = None
+
 
 class Context:
     """What a stage function needs: the parsed config and the generator engine (lazy)."""
@@ -55,39 +60,31 @@ class Context:
     def __init__(self, margs, iargs, rargs, mtargs, targs, fargs, eargs, run):
         self.margs, self.iargs, self.rargs, self.mtargs = margs, iargs, rargs, mtargs
         self.targs, self.fargs, self.eargs, self.run = targs, fargs, eargs, run
-        self._engine = LazyEngine(margs)
-
-    def engine(self):
-        return self._engine
-
-    def close_engine(self):  # free the generator before another model loads (one model at a time)
-        if self._engine.loaded is not None:
-            self._engine.loaded.close()
-            self._engine = LazyEngine(self.margs)
+        self.engine = LazyEngine(margs)
 
 
 def _instructions(c: Context, src, out):
     from .instructions import generate_instructions
 
-    return generate_instructions(c.engine(), c.margs, c.iargs, c.run, out)
+    return generate_instructions(c.engine, c.margs, c.iargs, c.run, out)
 
 
 def _responses(c: Context, src, out):
     from .responses import generate_responses
 
-    return generate_responses(c.engine(), c.margs, c.rargs, src, out)
+    return generate_responses(c.engine, c.margs, c.rargs, src, out)
 
 
 def _multiturn(c: Context, src, out):
     from .multiturn import generate_multiturn
 
-    return generate_multiturn(c.engine(), c.margs, c.mtargs, c.rargs, src, out, seed=c.iargs.seed)
+    return generate_multiturn(c.engine, c.margs, c.mtargs, c.rargs, src, out, seed=c.iargs.seed)
 
 
 def _tag(c: Context, src, out):
     from .tag import tag_dataset
 
-    c.close_engine()
+    c.engine.close()
     return tag_dataset(src, out, tagger_kwargs(c.targs), batch_size=c.targs.tag_batch_size)
 
 
@@ -242,7 +239,7 @@ def _run(verb: str, c: Context) -> int:
     if verb == "template":
         from . import instructions as ins
 
-        tpl, stops = ins.resolve_template(c.engine(), c.margs, c.iargs)
+        tpl, stops = ins.resolve_template(c.engine, c.margs, c.iargs)
         print(json.dumps({**tpl.to_dict(), "instruction_stops": stops}, indent=2))
         return 0
     group = c.run.wandb_group or root.name

@@ -110,15 +110,8 @@ class DatasetDir:
         """The manifest of a finished run of exactly `config` whose shards all read back, else None: a stage
         that gets one returns its counts without loading a model or writing anything."""
         m = self.manifest()
-        if not m or m.get("status") != "complete" or config_hash(m.get("config", {})) != config_hash(config):
-            return None
-        for k in self.shards():
-            path = self.shard_path(k)
-            try:
-                path.exists() and pq.read_metadata(path)
-            except Exception:  # begin() names it and removes it; the stage redoes it
-                return None
-        return m
+        ok = m and m.get("status") == "complete" and config_hash(m.get("config", {})) == config_hash(config)
+        return m if ok and not self.unreadable() else None
 
     def finish(self, counts: dict, **info) -> dict:
         m = self.manifest() or {}
@@ -142,19 +135,24 @@ class DatasetDir:
         m = self.require_complete()
         return f"{m['config_hash']}:{m.get('fingerprint', '')}"
 
-    def drop_unreadable(self) -> list[Path]:
-        """Remove shards that cannot be read back (a truncated or corrupted file), naming each; resume then
-        writes them again. Only the Parquet footer is read, so this is cheap at any size."""
-        bad = []
+    def unreadable(self) -> dict[Path, str]:
+        """Shards that cannot be read back (a truncated or corrupted file) and why. Only the Parquet footer
+        is read, so this is cheap at any size."""
+        bad = {}
         for k in self.shards():
             path = self.shard_path(k) if self.shard_path(k).exists() else self.empty_marker(k)
             try:
                 pq.read_metadata(path) if path.suffix == ".parquet" else json.loads(path.read_text() or "{}")
             except Exception as e:  # pyarrow raises ArrowInvalid / OSError; a marker JSONDecodeError
-                log.warning("%s is unreadable (%s); it will be written again", path, str(e).splitlines()[0][:120])
-                path.unlink()
-                bad.append(path)
+                bad[path] = str(e).splitlines()[0][:120]
         return bad
+
+    def drop_unreadable(self) -> list[Path]:
+        """Remove unreadable shards, naming each: resume then writes them again."""
+        for path, why in (bad := self.unreadable()).items():
+            log.warning("%s is unreadable (%s); it will be written again", path, why)
+            path.unlink()
+        return list(bad)
 
     # -- shards ---------------------------------------------------------------------------
     def shard_path(self, k: int) -> Path:
