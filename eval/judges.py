@@ -14,8 +14,8 @@ annotator instead (eval/run.py). The two outputs are shown in alpaca_eval's own 
 Arena-Hard v0.1 (judge GPT-4-Turbo-1106, temperature 0, 4096 tokens): the judge sees the question
 and answers A and B, writes its reasoning and ends with one of five labels, `[[A>>B]]`, `[[A>B]]`,
 `[[A=B]]`, `[[B>A]]`, `[[B>>A]]`. Each question is judged twice, the baseline first (game 1) and
-second (game 2), to cancel position bias. The system prompt below is ours; the official one can be
-given as a YAML file (`system_prompt`, `prompt_template` with {QUESTION} {ANSWER_A} {ANSWER_B}).
+second (game 2), to cancel position bias. The prompt (eval/data/arena_judge_prompt.yaml) is ours; the official
+one can be given as a YAML file (`system_prompt`, `prompt_template` with {QUESTION} {ANSWER_A} {ANSWER_B}).
 
 `prefill: label` (tiny Arena-Hard judges): the reply is prefilled up to the verdict, so the judge
 only has to name it; SmolLM2-135M cannot be trusted to write an analysis and then a label. (The
@@ -39,34 +39,7 @@ ARENA_LABELS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
 # the label found, and two different labels in one judgment make it unreadable.
 _ARENA_PATTERNS = (re.compile(r"\[\[([AB<>=]+)\]\]"), re.compile(r"\[([AB<>=]+)\]"))
 
-ARENA_SYSTEM_PROMPT = """You are an impartial judge of AI assistants. You will see a user prompt and the answers of two assistants, A and B. Decide which answer serves the user better.
-
-Work in this order:
-1. Write your own answer to the prompt first, so that you have something to compare against.
-2. Check both answers against yours. Point out and correct any mistakes or inaccurate information.
-3. Judge whether each answer is helpful (it does what the prompt asks; where the prompt is ambiguous, asking for clarification beats guessing), relevant (every part belongs to the question) and concise (clear, without padding).
-4. Where it matters, weigh creativity and novelty, and note important information that an answer leaves out.
-
-Finish with exactly one verdict label, on its own:
-- A is much better: [[A>>B]]
-- A is slightly better: [[A>B]]
-- about the same: [[A=B]]
-- B is slightly better: [[B>A]]
-- B is much better: [[B>>A]]
-
-For example: "My final verdict is: [[A=B]]"."""
-
-ARENA_PROMPT_TEMPLATE = """User prompt:
-{QUESTION}
-
-[Assistant A's answer begins]
-{ANSWER_A}
-[Assistant A's answer ends]
-
-[Assistant B's answer begins]
-{ANSWER_B}
-[Assistant B's answer ends]"""
-
+ARENA_PROMPT = Path(__file__).resolve().parent / "data" / "arena_judge_prompt.yaml"
 ARENA_PREFILL = "My final verdict is: [["
 ALPACA_PROMPT = ("alpaca_eval", "evaluators_configs/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt")
 PREFILLS = ("none", "label")
@@ -149,21 +122,18 @@ class PairwiseJudge:
             raise ValueError(f"no pairwise judge for {benchmark!r}")
         self._engine, self.benchmark, self.prefill = engine, benchmark, prefill
         self.names = names or (engine.info.name, engine.info.model)
-        self.prompt_source = "ours"
         if benchmark == "alpaca_eval":
             # One token and its top-5 log-probabilities (weighted_alpaca_eval_gpt4_turbo's settings).
             self.messages = _alpaca_messages()
             self.prompt_source = "alpaca_eval:" + ALPACA_PROMPT[1]
             self.sampling = Sampling(temperature=0.0, max_tokens=1, logprobs=top_logprobs)
             return
-        system, template = ARENA_SYSTEM_PROMPT, ARENA_PROMPT_TEMPLATE
-        if prompt_file:
-            cfg = yaml.safe_load(Path(prompt_file).read_text())
-            if not isinstance(cfg, dict) or not {"system_prompt", "prompt_template"} <= set(cfg):
-                raise ValueError(f"{prompt_file}: needs the keys system_prompt and prompt_template")
-            system, template = cfg["system_prompt"], cfg["prompt_template"]
-            self.prompt_source = str(prompt_file)
-        self.messages = [{"role": "system", "content": system}, {"role": "user", "content": template}]
+        cfg = yaml.safe_load(Path(prompt_file or ARENA_PROMPT).read_text())
+        if not isinstance(cfg, dict) or not {"system_prompt", "prompt_template"} <= set(cfg):
+            raise ValueError(f"{prompt_file}: needs the keys system_prompt and prompt_template")
+        self.prompt_source = str(prompt_file) if prompt_file else "ours"
+        self.messages = [{"role": "system", "content": cfg["system_prompt"]},
+                         {"role": "user", "content": cfg["prompt_template"]}]
         stop = ("]]",) if prefill == "label" else ()
         self.sampling = Sampling(temperature=0.0, max_tokens=max_tokens, stop=stop)
 

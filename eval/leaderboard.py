@@ -3,10 +3,7 @@ scores every judgment file of its data folder in one call (`python -m eval arena
 
 Scoring together matters for style control: its covariates are centred on the battles scored at once, so only
 a joint fit compares the models' styles (eval/arena.py). Each folder holds what `eval run` wrote under
-arena_hard/: prompts/ (question ids and categories), judgments/ (two games per question; the judge in the
-manifest), answer_metadata.json (the style metadata of the model's and the baseline's answers, as arena-hard
-stores it in model_answer files) and scores.json (the model's name and each category's baseline). The runs must
-share the judge and the baseline; output: leaderboard.md, leaderboard.csv, leaderboard.json.
+arena_hard/ (eval/run.py); the runs must share the judge and the baseline.
 """
 from __future__ import annotations
 
@@ -19,7 +16,7 @@ import pandas as pd
 from synth import store
 from synth.store import atomic_write_text
 
-from .arena import answer_metadata, arena_hard_score, format_score
+from .arena import arena_hard_score, format_score
 from .table import csv_text, md_table
 
 _CSV = ("category", "model", "score", "ci_lower", "ci_upper", "ci_minus", "ci_plus", "avg_tokens", "n_judgments",
@@ -27,20 +24,12 @@ _CSV = ("category", "model", "score", "ci_lower", "ci_upper", "ci_minus", "ci_pl
 
 
 def games(prompts, judgments, model: str, baselines: dict[str, str]) -> list[dict]:
-    """arena_hard_score's judgments from one evaluation's records; `baselines` maps a question's category ("" for
-    none) to the model it was judged against. Identical answers were not sent to the judge: they count as the
-    tie it would have to give."""
+    """arena_hard_score's judgments from one evaluation's records; `baselines`: {question category or "": baseline}.
+    Identical answers were not sent to the judge: they count as the tie it would have to give."""
     category = {p["id"]: p.get("category") or "" for p in prompts}
     return [{"question_id": j["id"], "model": model, "baseline": baselines[category[j["id"]]], "game": j["game"],
              "verdict": "A=B" if j["identical"] else j["verdict"], "category": category[j["id"]]}
             for j in judgments]
-
-
-def metadata(answers: dict[str, str], baseline_answers: dict[str, dict[str, str]], model: str) -> dict:
-    """{model: {question_id: answer_metadata}} for the model and each baseline, one tokenizer for all."""
-    out = {name: {i: answer_metadata(t) for i, t in texts.items()} for name, texts in baseline_answers.items()}
-    out[model] = {i: answer_metadata(t) for i, t in answers.items()}
-    return out
 
 
 def style(meta: dict) -> dict:
@@ -101,11 +90,6 @@ def read_run(path) -> dict:
             "metadata": json.loads((root / "answer_metadata.json").read_text())}
 
 
-def _differ(a: dict, b: dict) -> str:
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    return ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in keys[:2])
-
-
 def check_shared(runs: list[dict]) -> None:
     """One judge, one baseline per category and the same baseline answers across runs; a ValueError of one
     line that says which differs. (Answers are compared through their metadata: length and markdown counts.)"""
@@ -117,7 +101,9 @@ def check_shared(runs: list[dict]) -> None:
                              "lists each model once (give one of them another --model_name when evaluating)")
         seen[r["model"]] = r["path"]
         if r["judge"] != first["judge"]:
-            diff = _differ(r["judge"] or {}, first["judge"] or {})
+            a, b = r["judge"] or {}, first["judge"] or {}
+            keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            diff = ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in keys[:2])
             raise ValueError(f"{r['path']} and {first['path']} have different judges ({diff}); Arena-Hard scores "
                              "models judged by one judge")
         for cat in set(r["baselines"]) & set(first["baselines"]):

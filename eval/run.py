@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -49,11 +50,9 @@ def default_name(model: str) -> str:
 
 
 def detect_dataset(model: str) -> str | None:
-    """The SFT set a trained model learnt from, as a name the paper table knows, or None.
-
-    train_summary.json records the `dataset` argument: a registered set id (sharegpt, ...) is the
-    row itself; a Magpie export directory `runs/<recipe>/export` becomes `<recipe>-<filter preset>`.
-    """
+    """The SFT set a trained model learnt from, as a name the paper table knows, or None. train_summary.json
+    records the `dataset` argument: a registered set id (sharegpt, ...) is the row itself; a Magpie export
+    directory `runs/<recipe>/export` becomes `<recipe>-<filter preset>`."""
     p = Path(model)
     summary = next((f for f in (p / "train_summary.json", p.parent / "train_summary.json") if f.exists()), None)
     dataset = summary and json.loads(summary.read_text()).get("dataset")
@@ -72,10 +71,8 @@ def detect_dataset(model: str) -> str | None:
 
 def answer_set(get_engine, margs: ModelArgs, prompts: list[dict], root: Path, *, max_tokens: int,
                repetition_penalty: float, batch_size: int) -> dict[str, dict]:
-    """Greedy answers to `prompts` -> {id: record with `response`}; root/{prompts,answers}.
-
-    `get_engine()` is called only when answers are missing: a finished set with the same config is
-    read back without loading the model."""
+    """Greedy answers to `prompts` -> {id: record with `response`}; root/{prompts,answers}. `get_engine()` is
+    called only when answers are missing: a finished set with the same config is read back without the model."""
     from synth.responses import generate_responses, responses_config
 
     pdir = store.DatasetDir(root / "prompts")
@@ -91,12 +88,6 @@ def answer_set(get_engine, margs: ModelArgs, prompts: list[dict], root: Path, *,
     if not done:  # a mismatching finished set is refused by generate_responses with a clear message
         generate_responses(get_engine(), margs, rargs, pdir.path, adir.path)
     return {r["id"]: r for r in adir.records()}
-
-
-def _decoding(bench: str, bargs: BenchArgs) -> dict:
-    if bench == "alpaca_eval":
-        return {"max_tokens": bargs.alpaca_max_tokens, "repetition_penalty": bargs.alpaca_repetition_penalty}
-    return {"max_tokens": bargs.arena_max_tokens, "repetition_penalty": 1.0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,21 +149,20 @@ def alpaca_annotations(prompts, refs, answers, judgments, model_name, ref_name, 
 
 def score_arena(prompts, refs, answers, judgments, name, ref_name, root: Path, judge: str, bargs: BenchArgs,
                 seed: int) -> dict:
-    """Arena-Hard's scores (eval/arena.py) of one model: root/scores.json, one row per category for v2.0 with the
-    style numbers of the model and its baseline, and root/answer_metadata.json, the answers' style metadata as
-    arena-hard's model_answer files carry it. `python -m eval arena` reads both to score models together."""
+    """Arena-Hard's scores (eval/arena.py) of one model: root/scores.json and root/answer_metadata.json, which
+    `python -m eval arena` reads to score models together."""
     from . import leaderboard
-    from .arena import format_score, position_consistency
+    from .arena import answer_metadata, format_score, position_consistency
 
     version, control = bargs.arena_version, list(bargs.arena_control_features)
     cat = {p["id"]: p.get("category") or "" for p in prompts}
     cats = dict.fromkeys(cat.values())
-    hub = bargs.reference == "hub"
-    baselines = {c: benchmarks.arena_baseline(version, c or None) if hub else ref_name for c in cats}
-    by_baseline: dict[str, dict] = {}
+    baselines = {c: benchmarks.arena_baseline(version, c or None) if bargs.reference == "hub" else ref_name
+                 for c in cats}
+    meta: dict[str, dict] = {}  # {model: {question_id: answer_metadata}}, one tokenizer for all
     for i, c in cat.items():
-        by_baseline.setdefault(baselines[c], {})[i] = refs[i]
-    meta = leaderboard.metadata({i: r["response"] for i, r in answers.items()}, by_baseline, name)
+        meta.setdefault(baselines[c], {})[i] = answer_metadata(refs[i])
+    meta[name] = {i: answer_metadata(r["response"]) for i, r in answers.items()}
     atomic_write_text(root / "answer_metadata.json", json.dumps(meta))
     if name in baselines.values():
         # The baseline against itself: Arena-Hard lists it at 50.0 (-0.0 / +0.0) by definition.
@@ -198,8 +188,6 @@ def score_arena(prompts, refs, answers, judgments, name, ref_name, root: Path, j
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-
 def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchArgs, hargs: HarnessArgs,
              log=lambda *_a, **_k: None) -> dict:
     t0 = time.perf_counter()
@@ -209,10 +197,20 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     result = {"model": margs.model, "model_name": name, "profile": eargs.profile,
               "dataset": detect_dataset(margs.model), "row": eargs.row, "benchmarks": {}}
     judged = [b for b in eargs.benchmarks if b in JUDGED]
-    _check_judge_access(judged, jargs)
+    # Fail before any answer is generated when the API judge has no key: finding out after hours of
+    # generation would waste them (the answers would be kept, but the run would stop there).
+    via_api = (jargs.judge_engine == "openai" and not jargs.judge_base_url and bool(judged)) or \
+        ("alpaca_eval" in judged and jargs.alpaca_annotator != "engine")
+    if via_api and not os.environ.get("OPENAI_API_KEY"):
+        raise ValueError("the judge is the OpenAI API (paper: gpt-4-1106-preview) and OPENAI_API_KEY is not set; "
+                         "export it, or judge locally: --judge_engine vllm --judge_model "
+                         "meta-llama/Meta-Llama-3-70B-Instruct --alpaca_annotator engine")
     sources = {"alpaca_eval": (bargs.alpaca_prompts, bargs.alpaca_limit),
                "arena_hard": (bargs.arena_questions, bargs.arena_limit)}
     sets = {b: benchmarks.load(b, *sources[b], version=bargs.arena_version) for b in judged}
+    decoding = {"alpaca_eval": {"max_tokens": bargs.alpaca_max_tokens,
+                                "repetition_penalty": bargs.alpaca_repetition_penalty},
+                "arena_hard": {"max_tokens": bargs.arena_max_tokens, "repetition_penalty": 1.0}}
     if bargs.reference == "hub":
         missing = [b for b in judged if sets[b][1] is None]
         if missing:
@@ -225,7 +223,7 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     model_engine = functools.cache(lambda: get_engine(margs.engine, **margs.engine_kwargs()))
     try:
         answers = {b: answer_set(model_engine, margs, sets[b][0], out / b, batch_size=bargs.answer_batch_size,
-                                 **_decoding(b, bargs)) for b in judged}
+                                 **decoding[b]) for b in judged}
     finally:
         if model_engine.cache_info().currsize:  # free the accelerator for the reference model and the judge
             model_engine().close()
@@ -248,7 +246,7 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
             # v2.0 asks other questions: its references live beside v0.1's, not over them.
             kind = b if b == "alpaca_eval" or bargs.arena_version == "v0.1" else f"{b}_{bargs.arena_version}"
             recs = answer_set(reference_engine, rmargs, sets[b][0], Path(bargs.references_dir) / kind / slug,
-                              batch_size=bargs.answer_batch_size, **_decoding(b, bargs))
+                              batch_size=bargs.answer_batch_size, **decoding[b])
             refs[b] = {i: r["response"] for i, r in recs.items()}
             ref_names[b] = default_name(bargs.reference_model)
 
@@ -283,19 +281,6 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     return result
 
 
-def _check_judge_access(judged: list[str], jargs: JudgeArgs) -> None:
-    """Fail before any answer is generated when the API judge has no key: finding out after hours
-    of generation would waste them (the answers would be kept, but the run would stop there)."""
-    import os
-
-    via_api = (jargs.judge_engine == "openai" and not jargs.judge_base_url and bool(judged)) or \
-        ("alpaca_eval" in judged and jargs.alpaca_annotator != "engine")
-    if via_api and not os.environ.get("OPENAI_API_KEY"):
-        raise ValueError("the judge is the OpenAI API (paper: gpt-4-1106-preview) and OPENAI_API_KEY is not set; "
-                         "export it, or judge locally: --judge_engine vllm --judge_model "
-                         "meta-llama/Meta-Llama-3-70B-Instruct --alpaca_annotator engine")
-
-
 def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jargs, bargs) -> dict:
     if b == "alpaca_eval" and jargs.alpaca_annotator != "engine":
         ann = _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, jargs.alpaca_annotator, eargs.seed,
@@ -324,8 +309,7 @@ def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jar
     # The gamed rows (and instruction difficulties) belong to the 805 AlpacaEval 2 instructions and
     # the gpt4_turbo references: only then does alpaca_eval's own LC GLM apply.
     full_ae2 = bargs.reference == "hub" and bargs.alpaca_prompts == "hub" and not bargs.alpaca_limit
-    gamed = load_gamed() if full_ae2 else None
-    metrics = length_controlled_winrate(ann, gamed=gamed)
+    metrics = length_controlled_winrate(ann, gamed=load_gamed() if full_ae2 else None)
     return {**{k: v for k, v in metrics.items() if not isinstance(v, dict)}, "judge": annotator}
 
 
