@@ -1,30 +1,25 @@
 """Filtering tagged conversations into training sets: the paper's presets, as SQL over the Parquet shards.
 
-A preset is data: conditions (SQL boolean expressions, applied in order, each one a line of the
-funnel), then a cut to `size` rows. The paper's cut keeps the longest responses and comes last
-(Table 5; the reference's data_filter.ipynb sorts by `len(response)` after the conditions).
-Presets carry the paper's sizes; `size=` scales them for small runs; fewer rows than `size` are all kept.
+A preset is data: conditions (SQL boolean expressions, applied in order, each one a line of the funnel), then
+a cut to `size` rows. The paper's cut keeps the longest responses and comes last (Table 5; the reference's
+data_filter.ipynb sorts by `len(response)` after the conditions). Presets carry the paper's sizes; `size=`
+scales them for small runs; fewer rows than `size` are all kept.
 
     validate("pro-300k-filtered", "language = 'EN'", 1000)  # before any model loads: the Preset, or FilterError
     counts = filter_dataset("runs/x/tagged", "runs/x/filtered", "pro-300k-filtered", size=1000)
     kept, funnel = apply(records, "instruct_reward > -5 AND language = 'EN'")  # a list of dicts (tests)
 
-A condition is one DuckDB SQL expression over a row, e.g. "NOT ends_with(instruction, ':')", over the
-input's columns plus the derived response_length (characters of all assistant turns), instruction_length,
-turns and dedup (DERIVED). input_quality and difficulty compare by rank with quoted level names
-("input_quality >= 'good'", IN, BETWEEN); a value outside the levels, in any case, counts as missing.
-A missing tag (NULL) fails: SQL's three-valued logic, and a row whose condition ends unknown is
-dropped, as in a WHERE. An unknown column, function or level is an error that names it.
+A condition is one DuckDB SQL expression over a row's columns and DERIVED, e.g. "NOT ends_with(instruction,
+':')". input_quality and difficulty compare by rank with quoted level names ("input_quality >= 'good'", IN,
+BETWEEN); a value outside the levels, in any case, counts as missing. A missing tag (NULL) fails, as in a
+WHERE. An unknown column, function or level is an error that names it.
 
-Near-duplicates: the paper's condition is `min_neighbor_distance > 0`, which drops every
-member of an exact-duplicate group (Table 5). The reference release's filter instead keeps
-one member per cluster: `dedup` is true when `min_similar_conversation_id` is NULL or equals
-the row's own `id`. The Table 5 presets (air-300k-filtered, pro-filter-1..6) and mt-300k use
-`min_neighbor_distance > 0`; pro-300k-filtered-card and pro-300k-filtered-repo use `dedup`;
-the raw presets use neither.
+Near-duplicates: the paper's `min_neighbor_distance > 0` drops every member of an exact-duplicate group
+(Table 5, our Table 5 presets and mt-300k); the reference release keeps one member per cluster (`dedup`, the
+-card and -repo presets). The raw presets use neither.
 
-Scale: DuckDB streams the shards once for the conditions and the cut key (a few bytes a row), then
-pyarrow copies the kept rows: 3M rows never sit in memory as Python objects (benchmarks/filter.py).
+Scale: DuckDB streams the shards once for the conditions and the cut key (a few bytes a row), then pyarrow
+copies the kept rows: 3M rows never sit in memory as Python objects (benchmarks/filter.py).
 """
 from __future__ import annotations
 
@@ -34,7 +29,6 @@ import itertools
 import json
 import logging
 import random
-from dataclasses import dataclass
 
 import duckdb
 import numpy as np
@@ -56,15 +50,12 @@ class FilterError(ValueError):
 NEAR_DUP = "min_neighbor_distance > 0"  # Table 5: applied in every filtered set
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Preset:
-    """Conditions applied in order, then a cut to `size` rows.
-
-    cut: "longest" keeps the `size` longest responses (Table 5); "longest-balanced" keeps
-    size/2 longest with difficulty very easy/easy and size/2 longest with medium or harder
-    (Pro Filter 6); "random" a seeded sample; "first" the first rows in dataset order;
-    None keeps all (size is then ignored). Ties go to the earlier row: cuts are deterministic.
-    """
+    """Conditions applied in order, then a cut to `size` rows. cut: "longest" keeps the `size` longest responses
+    (Table 5); "longest-balanced" the size/2 longest with difficulty very easy/easy and the size/2 longest with
+    medium or harder (Pro Filter 6); "random" a seeded sample; "first" the first rows in dataset order; None
+    keeps all (size is then ignored). Ties go to the earlier row: cuts are deterministic."""
     name: str
     conditions: tuple[str, ...]
     size: int | None = 300_000
@@ -86,13 +77,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     # 338K is what these conditions left of Pro 1M in the paper, not a target: no cut.
     Preset("pro-filter-5", (_GOOD, _EASY, "instruct_reward > -12", NEAR_DUP),
            size=None, cut=None, source=f"{_T5}: Pro Filter 5 (338K in the paper, no length cut)"),
-    # "50% easy + 50% harder": our reading is very easy/easy vs medium and up, each half the
-    # longest of its group; an untagged difficulty belongs to neither, so it is dropped first.
+    # "50% easy + 50% harder": our reading is very easy/easy vs medium and up, each half the longest of its
+    # group; an untagged difficulty belongs to neither, so it is dropped first.
     Preset("pro-filter-6", ("instruct_reward > -12", NEAR_DUP, "difficulty IS NOT NULL"), size=200_000,
            cut="longest-balanced", source=f"{_T5}: Pro Filter 6 (200K longest, 50% easy + 50% harder)"),
-    # The MT sets start from "300K difficult questions" (paper section 4.5); the filter is not
-    # published. Ours: the Air-300K-Filtered quality/difficulty bar without the reward
-    # difference (which needs base-model answers), longest responses.
+    # The MT sets start from "300K difficult questions" (paper section 4.5); the filter is not published. Ours:
+    # the Air-300K-Filtered quality/difficulty bar without the reward difference (it needs base-model answers).
     Preset("mt-300k", (_MEDIUM, _GOOD, NEAR_DUP),
            source="paper section 4.5 '300K difficult questions'; exact filter unpublished, our choice"),
     Preset("raw-300k", (), cut="random", source="a seeded random 300K of the raw set (paper Table 1 300K-Raw)"),
@@ -110,32 +100,26 @@ def resolve(preset: str | Preset | None = None, expression: str | None = None, s
     """A preset by name, an expression, or a preset plus an extra expression (applied before the cut)."""
     if isinstance(preset, str) and preset not in PRESETS:
         looks_like_name = "-" in preset and preset.replace("-", "").isalnum()  # "pro-filter-9", not "x > -1"
-        if expression is None and not looks_like_name:
-            preset, expression = None, preset  # `apply(records, "instruct_reward > -5")`
-        else:
+        if expression is not None or looks_like_name:
             raise FilterError(f"unknown filter preset {preset!r}; choose from {', '.join(sorted(PRESETS))} "
                               "or pass an expression")
-    if preset is None:
-        if expression is None:
-            raise FilterError("give a filter preset or an expression")
-        base = Preset("expression", (), size=None, cut=None, source="user expression")
-    else:
-        base = PRESETS[preset] if isinstance(preset, str) else preset
+        preset, expression = None, preset  # `apply(records, "instruct_reward > -5")`
+    if preset is None and expression is None:
+        raise FilterError("give a filter preset or an expression")
+    base = (Preset("expression", (), size=None, cut=None, source="user expression") if preset is None
+            else PRESETS[preset] if isinstance(preset, str) else preset)
     if expression is not None:
         base = dataclasses.replace(base, conditions=base.conditions + (expression,))
-    if size is not None and base.cut is None and base.name == "expression":
-        base = dataclasses.replace(base, cut="longest")  # an expression with a size: the paper's cut
-    if size is not None and base.cut is not None:
-        base = dataclasses.replace(base, size=int(size))
+    if size is not None and (base.cut is not None or base.name == "expression"):  # an expression: the paper's cut
+        base = dataclasses.replace(base, size=int(size), cut=base.cut or "longest")
     return base
 
 
 # -- the language: DuckDB expressions, checked on their parse tree ---------------------------
 _ASSISTANT_CHARS = "list_sum([length(coalesce(m.content, '')) FOR m IN messages IF m.role = 'assistant'])"
-# name -> (SQL, the columns it reads). response_length is what the paper's length cut sorts by: the
-# characters the model wrote, all assistant turns for multi-turn records (as schema.response_length).
-# dedup is the reference release's rule (data_filter.ipynb): keep a row with no similar row, or the
-# cluster's lowest-id row.
+# name -> (SQL, the columns it reads). response_length is what the paper's length cut sorts by: the characters
+# the model wrote, all assistant turns for multi-turn records (as schema.response_length). dedup is the reference
+# release's rule (data_filter.ipynb): keep a row with no similar row, or the cluster's lowest-id row.
 DERIVED: dict[str, tuple[str, tuple[str, ...]]] = {
     "response_length": ((f"CAST(CASE WHEN len(messages) > 0 THEN coalesce({_ASSISTANT_CHARS}, 0) "
                          "ELSE length(coalesce(response, '')) END AS BIGINT)"), ("messages", "response")),
@@ -208,9 +192,8 @@ def _compile(text: str, columns: set[str] | None = None) -> str:
 
 
 def _check_columns(names: set[str], columns: set[str] | None, where: str) -> None:
-    """Fail early, naming the column, rather than dropping every row for a typo. Usable: the input's
-    columns (None: the known schema) and the derived ones whose inputs are there."""
-    def usable(cols: set[str]) -> set[str]:
+    """Fail early, naming the column, rather than dropping every row for a typo."""
+    def usable(cols: set[str]) -> set[str]:  # the columns, and the derived ones whose inputs are there
         return cols | {d for d, (_, needs) in DERIVED.items() if set(needs) <= cols}
     known = usable(set(SCHEMA))
     have = known if columns is None else usable({c.lower() for c in columns})
@@ -227,29 +210,38 @@ _CUTS = (None, "longest", "longest-balanced", "random", "first")
 
 def validate(preset: str | Preset | None, expression: str | None = None, size: int | None = None,
              columns=None) -> Preset:
-    """The Preset to run, after checking everything that can be checked without the data: the preset's
-    name, the size, and each condition's syntax, functions, levels and columns (against `columns`, the
-    input's column names, or else the known schema: synth/schema.py COLUMNS + DERIVED)."""
+    """The Preset to run, after every check that needs no data; `columns`: the input's (default: the known
+    schema, synth/schema.py COLUMNS + DERIVED)."""
     p = resolve(preset, expression, size)
     if size is not None and int(size) < 1:
         raise FilterError(f"filter size {size} keeps nothing; give a positive number of rows, or none for the preset's")
     if p.cut not in _CUTS:
         raise FilterError(f"unknown cut {p.cut!r} in preset {p.name!r}; choose from {', '.join(map(str, _CUTS))}")
-    for text in p.conditions:
-        _compile(text, None if columns is None else set(columns))
-    cut_needs = {"longest": {"response_length"}, "longest-balanced": {"response_length", "difficulty"}}
-    _check_columns(cut_needs.get(p.cut, set()), None if columns is None else set(columns),
-                   f"in the {p.cut} cut of preset {p.name!r}")
+    _conditions(p, columns)
     return p
 
 
+def _conditions(p: Preset, columns=None) -> list[str]:
+    """Each condition as SQL, after checking it and the columns the cut reads against `columns`."""
+    columns = None if columns is None else set(columns)
+    conds = [_compile(text, columns) for text in p.conditions]
+    cut_needs = {"longest": {"response_length"}, "longest-balanced": {"response_length", "difficulty"}}
+    _check_columns(cut_needs.get(p.cut, set()), columns, f"in the {p.cut} cut of preset {p.name!r}")
+    return conds
+
+
 # -- the engine -------------------------------------------------------------------------------
-def _connect(source: str, arrow: pa.Table | None = None) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
-    """A connection whose view `rows` is `source` (with `__pos`: the row's place in the input), level
-    columns as ENUMs (anything else NULL) and the derived columns added; and the input's columns."""
-    con = duckdb.connect()
-    if arrow is not None:
-        con.register("src", arrow)
+def _open(p: Preset, files: list[str] | None = None, table: pa.Table | None = None):
+    """A connection whose view `rows` is `files` or `table` (with `__pos`, the row's place in the input), levels
+    as ENUMs (anything else NULL) and DERIVED added; and the conditions' SQL, bound before a row is read."""
+    con, source = duckdb.connect(), "src"
+    if files:  # a row's place in the dataset: its shard's offset + its row number in the shard
+        offsets = np.cumsum([0] + [pq.ParquetFile(f).metadata.num_rows for f in files[:-1]])
+        table = pa.table({"f": files, "o": offsets})
+        source = (f"(SELECT p.* EXCLUDE (filename, file_row_number), f.o + p.file_row_number AS __pos "
+                  f"FROM read_parquet([{', '.join(map(_sql_str, files))}], filename=true, file_row_number=true, "
+                  "union_by_name=true) p JOIN src f ON p.filename = f.f)")
+    con.register("src", table)
     columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * EXCLUDE (__pos) FROM {source}").fetchall()]
     for col, levels in LEVELS.items():
         con.execute(f"CREATE TYPE {col}_level AS ENUM ({', '.join(map(_sql_str, levels))})")
@@ -258,53 +250,48 @@ def _connect(source: str, arrow: pa.Table | None = None) -> tuple[duckdb.DuckDBP
                if name not in columns and set(needs) <= set(columns)]
     replace = f" REPLACE ({', '.join(norm)})" if norm else ""
     con.execute(f"CREATE TEMP VIEW rows AS SELECT *{replace}{''.join(derived)} FROM {source}")
-    return con, columns
-
-
-def _cut_label(p: Preset, seed: int) -> str:
-    n = p.size
-    return {"random": f"random {n:,} (seed {seed})", "first": f"first {n:,}", "longest": f"{n:,} longest responses",
-            "longest-balanced": f"{n:,} longest: {n // 2:,} very easy/easy + {n - n // 2:,} medium or harder"}[p.cut]
-
-
-def _bind(con, p: Preset, columns: list[str]) -> list[tuple[str, str]]:
-    """(funnel label, SQL) per condition, each bound against the data's types before a row is read."""
-    conds = [(" ".join(t.split()), _compile(t, set(columns))) for t in p.conditions]
-    for text, sql in conds:
+    conds = _conditions(p, columns)
+    for text, sql in zip((" ".join(t.split()) for t in p.conditions), conds):
         try:
             kind = con.execute(f"DESCRIBE SELECT {sql} FROM rows WHERE {sql}").fetchall()[0][1]
         except duckdb.Error as e:
             raise FilterError(f"filter expression {text!r} does not fit this input: {str(e).splitlines()[0]}") from None
         if kind not in ("BOOLEAN", '"NULL"'):
             raise FilterError(f"filter expression {text!r} gives {kind}, not true/false; compare it, e.g. x > 0")
-    return conds
+    return con, conds
 
 
-def _select(con, p: Preset, conds: list[tuple[str, str]], seed: int) -> tuple[np.ndarray, list[tuple[str, int]]]:
-    """Positions of the kept rows (ascending) and the funnel, from the `rows` view: one scan that stores
-    how many conditions each row passed and its cut key, then the cut over those few bytes per row."""
+def _select(con, p: Preset, conds: list[str], seed: int) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """Positions of the kept rows (ascending) and the funnel, from one scan of `rows` that stores the first
+    condition each row fails and its cut key; the cut then reads those few bytes a row. No `con`: no rows."""
+    steps, n = ["input", *(" ".join(t.split()) for t in p.conditions)], p.size or 0
+    if p.cut:
+        steps.append({"random": f"random {n:,} (seed {seed})", "first": f"first {n:,}",
+                      "longest": f"{n:,} longest responses",
+                      "longest-balanced": f"{n:,} longest: {n // 2:,} very easy/easy + {n - n // 2:,} medium or harder"
+                      }[p.cut])
+    if con is None:
+        return np.zeros(0, np.int64), [(s, 0) for s in steps]
     # The first condition a row fails (an unknown result fails, as in WHERE), or len(conds) if none.
-    whens = " ".join(f"WHEN NOT coalesce({sql}, false) THEN {i}" for i, (_, sql) in enumerate(conds))
+    whens = " ".join(f"WHEN NOT coalesce({sql}, false) THEN {i}" for i, sql in enumerate(conds))
     keys = {"longest": ", response_length",
             "longest-balanced": ", response_length, difficulty <= 'easy'::difficulty_level AS easy"}.get(p.cut, "")
     con.execute(f"CREATE TEMP TABLE steps AS SELECT __pos, {f'CASE {whens} ELSE {len(conds)} END' if conds else 0} "
                 f"AS __k{keys} FROM rows")
     hist = dict(con.execute("SELECT __k, count(*) FROM steps GROUP BY __k").fetchall())
-    funnel = [("input", sum(hist.values()))] + [(text, sum(v for k, v in hist.items() if k > i))
-                                               for i, (text, _) in enumerate(conds)]
-    survivors, n = f"FROM steps WHERE __k = {len(conds)}", p.size or 0
+    left = [sum(v for k, v in hist.items() if k >= i) for i in range(len(conds) + 1)]  # the input, then each step
+    survivors = f"FROM steps WHERE __k = {len(conds)}"
     order = "ORDER BY response_length DESC, __pos"  # ties go to the earlier row
-    query = {None: f"SELECT __pos {survivors}", "random": f"SELECT __pos {survivors}",
-             "first": f"SELECT __pos {survivors} ORDER BY __pos LIMIT {n}",
+    query = {"first": f"SELECT __pos {survivors} ORDER BY __pos LIMIT {n}",
              "longest": f"SELECT __pos {survivors} {order} LIMIT {n}",
              # No top-up from the other group when one is short: the mix is the point of Filter 6.
              "longest-balanced": f"SELECT __pos FROM (SELECT __pos, easy, row_number() OVER (PARTITION BY easy "
                                  f"{order}) AS r {survivors} AND easy IS NOT NULL) "
                                  f"WHERE r <= CASE WHEN easy THEN {n // 2} ELSE {n - n // 2} END"}
-    kept = np.sort(con.execute(query[p.cut]).fetchnumpy()["__pos"].astype(np.int64))
+    kept = np.sort(con.execute(query.get(p.cut, f"SELECT __pos {survivors}")).fetchnumpy()["__pos"].astype(np.int64))
     if p.cut == "random":  # random.sample draws list positions: the same rows as sampling the survivors' list
         kept = np.sort(kept[random.Random(seed).sample(range(len(kept)), min(n, len(kept)))])
-    return kept, funnel + ([(_cut_label(p, seed), len(kept))] if p.cut else [])
+    return kept, list(zip(steps, left + ([len(kept)] if p.cut else [])))
 
 
 def _emptied_by(p: Preset, funnel, where: str) -> str | None:
@@ -316,34 +303,25 @@ def _emptied_by(p: Preset, funnel, where: str) -> str | None:
     return step
 
 
-def _empty_funnel(p: Preset, seed: int) -> list[tuple[str, int]]:
-    return [(s, 0) for s in ["input", *(" ".join(t.split()) for t in p.conditions)]
-            + ([_cut_label(p, seed)] if p.cut else [])]
-
-
 def apply(records: list[dict], preset: str | Preset, size: int | None = None, seed: int = 0,
           expression: str | None = None) -> tuple[list[dict], list[tuple[str, int]]]:
-    """Filter `records` (in memory: tests, small sets) by a preset name, a Preset, or an expression: the kept
-    records (in input order) and the funnel, (step, rows left) from ("input", n) through each condition to the cut."""
+    """Filter `records` in memory (tests, small sets): the kept records, in input order, and the funnel,
+    (step, rows left) from ("input", n) through each condition to the cut."""
     p = validate(preset, expression, size)
     if not records:
-        return [], _empty_funnel(p, seed)
+        return [], _select(None, p, [], seed)[1]
     table = pa.Table.from_pylist(records)
-    table = table.append_column("__pos", pa.array(np.arange(len(records), dtype=np.int64)))
-    con, columns = _connect("src", table)
+    con, conds = _open(p, table=table.append_column("__pos", pa.array(np.arange(len(records), dtype=np.int64))))
     with con:
-        kept, funnel = _select(con, p, _bind(con, validate(p, columns=columns), columns), seed)
+        kept, funnel = _select(con, p, conds, seed)
     _emptied_by(p, funnel, f"{len(records)} records")
     return [records[i] for i in kept], funnel
 
 
 def format_funnel(funnel: list[tuple[str, int]]) -> str:
     """The funnel as aligned text lines: step, rows left, share of the input."""
-    if not funnel:
-        return ""
-    total = funnel[0][1] or 1
-    w = max(len(s) for s, _ in funnel)
-    return "\n".join(f"{s:<{w}}  {n:>9,}  {100 * n / total:6.2f}%" for s, n in funnel)
+    w = max((len(s) for s, _ in funnel), default=0)
+    return "\n".join(f"{s:<{w}}  {n:>9,}  {100 * n / (funnel[0][1] or 1):6.2f}%" for s, n in funnel)
 
 
 # -- the stage --------------------------------------------------------------------------------
@@ -351,25 +329,10 @@ SHARD_ROWS = 100_000
 _BATCH_ROWS = 32_768  # rows pyarrow decodes at a time to copy the kept ones: ~100 MB at ~3 KB a row
 
 
-def _parquet_source(files: list[str]) -> tuple[str, pa.Table]:
-    """SQL for the shards' rows with their place in the dataset (`__pos`), and the shard offsets it joins."""
-    offsets = np.cumsum([0] + [pq.ParquetFile(f).metadata.num_rows for f in files[:-1]])
-    return (f"(SELECT p.* EXCLUDE (filename, file_row_number), f.o + p.file_row_number AS __pos "
-            f"FROM read_parquet([{', '.join(map(_sql_str, files))}], filename=true, file_row_number=true, "
-            "union_by_name=true) p JOIN src f ON p.filename = f.f)"), pa.table({"f": files, "o": offsets})
-
-
 def _copy_rows(ds: store.DatasetDir, files: list[str], keep: np.ndarray) -> None:
     """Write the rows at positions `keep` (ascending) of `files` as shards of SHARD_ROWS, in input order,
     with their own columns and types (Arrow all the way); only row groups that hold a kept row are read."""
-    parts, shard, start = [], 0, 0
-
-    def flush(n: int):
-        nonlocal parts, shard
-        table = pa.concat_tables(parts, promote_options="default")  # a column null in one shard, typed in another
-        ds.write_shard(shard, table.slice(0, n), {"kept": min(n, table.num_rows)})
-        parts, shard = [table.slice(n)], shard + 1
-
+    table, shard, start = None, 0, 0
     for f in files:
         pf = pq.ParquetFile(f)
         for g in range(pf.metadata.num_row_groups):
@@ -377,47 +340,40 @@ def _copy_rows(ds: store.DatasetDir, files: list[str], keep: np.ndarray) -> None
             if np.searchsorted(keep, start) < np.searchsorted(keep, end):
                 for batch in pf.iter_batches(batch_size=_BATCH_ROWS, row_groups=[g]):
                     lo, hi = np.searchsorted(keep, [start, start + batch.num_rows])
-                    parts.append(pa.Table.from_batches([batch.take(pa.array(keep[lo:hi] - start))]))
+                    part = pa.Table.from_batches([batch.take(pa.array(keep[lo:hi] - start))])
+                    # promote: a column null in one shard, typed in another
+                    table = part if table is None else pa.concat_tables([table, part], promote_options="default")
                     start += batch.num_rows
-                    while sum(t.num_rows for t in parts) >= SHARD_ROWS:
-                        flush(SHARD_ROWS)
+                    while table.num_rows >= SHARD_ROWS:
+                        ds.write_shard(shard, table.slice(0, SHARD_ROWS), {"kept": SHARD_ROWS})
+                        table, shard = table.slice(SHARD_ROWS), shard + 1
             start = end
-    left = sum(t.num_rows for t in parts)
-    if left or shard == 0:  # an empty result still gets its shard 0 (a marker): the directory is complete
-        if parts:
-            flush(left)
-        else:
-            ds.write_shard(0, [], {"kept": 0})
-
-
-def _result(p: Preset, counts: dict, funnel, where: str) -> dict:
-    funnel = [list(step) for step in funnel]  # as the manifest stores it
-    return {**counts, "funnel": funnel, "emptied_by": _emptied_by(p, funnel, where)}
+    if shard == 0 or table.num_rows:  # an empty result still gets its shard 0 (a marker): the directory is complete
+        ds.write_shard(shard, [] if table is None else table, {"kept": 0 if table is None else table.num_rows})
 
 
 def filter_dataset(in_dir, out_dir, preset: str | None, size: int | None = None, expression: str | None = None,
                    seed: int = 0) -> dict:
-    """Write `out_dir` with the rows of `in_dir` (a tagged dataset directory) that `preset`
-    (and `expression`, if given) keep. A complete run of the same config is left as it is.
-
-    Returns {"input", "kept", "funnel", "emptied_by"}: emptied_by names the step that removed the
-    last rows when none are kept (a WARNING is logged too), else None."""
+    """Write `out_dir` with the rows of `in_dir` (a tagged dataset directory) that `preset` (and `expression`)
+    keep; a complete run of the same config is left as it is. Returns {"input", "kept", "funnel",
+    "emptied_by"}: emptied_by names the step that removed the last rows when none are kept (a WARNING too)."""
     p = validate(preset, expression, size)
     src = store.DatasetDir(in_dir)
     src_manifest = src.require_complete()
     files = [str(src.shard_path(k)) for k in src.shards() if src.shard_path(k).exists()]
-    con, columns = _connect(*_parquet_source(files)) if files else (None, [])
-    conds = _bind(con, validate(p, columns=columns), columns) if con else []
+    con, conds = _open(p, files=files) if files else (None, [])
     config = {"preset": p.name, "conditions": list(p.conditions), "cut": p.cut, "size": p.size,
               "seed": seed, "input_id": src.identity()}
     ds = store.DatasetDir(out_dir)
     m = ds.begin("filter", config, input=str(in_dir), input_stage=src_manifest.get("stage"), source=p.source)
     if m.get("status") == "complete":
-        return _result(p, m["counts"], m.get("funnel") or [], str(in_dir))
-    keep, funnel = _select(con, p, conds, seed) if con else (np.zeros(0, np.int64), _empty_funnel(p, seed))
-    _copy_rows(ds, files, keep)
-    counts = {"input": funnel[0][1], "kept": len(keep)}
-    ds.finish(counts, funnel=funnel, preset=p.name, conditions=list(p.conditions))
-    log.info("filter %s: kept %d of %d rows -> %s\n%s", p.name, len(keep), funnel[0][1], out_dir,
-             format_funnel(funnel))
-    return _result(p, counts, funnel, str(in_dir))
+        counts, funnel = m["counts"], m.get("funnel") or []
+    else:
+        keep, funnel = _select(con, p, conds, seed)
+        _copy_rows(ds, files, keep)
+        counts = {"input": funnel[0][1], "kept": len(keep)}
+        ds.finish(counts, funnel=funnel, preset=p.name, conditions=list(p.conditions))
+        log.info("filter %s: kept %d of %d rows -> %s\n%s", p.name, len(keep), funnel[0][1], out_dir,
+                 format_funnel(funnel))
+    funnel = [list(step) for step in funnel]  # as the manifest stores it
+    return {**counts, "funnel": funnel, "emptied_by": _emptied_by(p, funnel, str(in_dir))}
