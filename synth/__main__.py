@@ -12,7 +12,7 @@ Verbs (each reads and writes dataset directories under --output_dir):
   template       print the derived pre-query template, stops and multi-turn append template
   taggers        list the taggers: fields, models (from --config if given), model batch cap
   presets        list the filter presets: conditions, cut, size, source
-  keys           every config key with its default's source
+  <verb> --help  every config key with its default's source
 
 Every value is checked before a model loads or a file is written. A run killed at any point resumes
 when started again with the same config.
@@ -123,7 +123,7 @@ STAGES = {s.name: s for s in (
     Stage("filter", _filter, "filtered", ("tag",), "kept", "records"),
     Stage("export", _export, "export", ("filter", "tag"), "records", "records"),
 )}
-VERBS = (*STAGES, "run", "template", "taggers", "presets", "keys")
+VERBS = (*STAGES, "run", "template", "taggers", "presets")
 
 
 def _summary(stage: str, n: int, unit: str, seconds: float, out: Path, counts: dict) -> str:
@@ -178,9 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from . import config as cfg, store
 
-    if verb == "keys":
-        print(cfg.field_help())
-        return 0
     if verb == "presets":
         return _list_presets()
     try:

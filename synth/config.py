@@ -6,7 +6,7 @@ every synthesis stage; an unknown key is an error. Each default names its source
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 
@@ -251,7 +251,3 @@ def parse(argv: list[str] | None = None, classes: tuple = ALL):
         # A dataclass's own check (__post_init__) names its key: blame the command line if the key was given there.
         named = {w.strip("'\"{}:,-") for w in msg.split()}
         raise ValueError(f"{'command line' if given & named or not config else f'config {config}'}: {msg}") from None
-
-
-def field_help() -> str:
-    return "\n".join(f"  --{f.name}: {f.metadata.get('help', '')}" for c in ALL for f in fields(c))

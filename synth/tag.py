@@ -8,15 +8,13 @@ tagger's fields; its manifest holds coverage, parse failures and tag distributio
 """
 from __future__ import annotations
 
-import logging
+import sys
 import time
 from pathlib import Path
 
 from . import store
 from .schema import CATEGORICAL
 from .taggers import get_tagger, get_tagger_class
-
-log = logging.getLogger(__name__)
 
 
 def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, batch_size: int, input_id: str) -> dict:
@@ -32,9 +30,9 @@ def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, ba
         return part.manifest()
     tagger = get_tagger(name, **kwargs)
     fields = tagger.fields
-    if tagger.batch_size is not None:
-        log.info("tag %s: %d records per shard, at most %d per model batch (the tagger's cap)",
-                 name, size, tagger.batch_size)
+    if tagger.batch_size is not None and size > tagger.batch_size:
+        print(f"[tag] {name}: {size} records per shard and call (tag_batch_size); its model takes at most "
+              f"{tagger.batch_size} at a time (the tagger's cap)", file=sys.stderr)
     for k, batch in part.pending(records, size, f"tag {name}", "rec"):
         before = dict(tagger.stats)
         tags = tagger.tag(batch)
