@@ -63,65 +63,49 @@ class Context:
         self.engine = LazyEngine(margs)
 
 
-def _instructions(c: Context, src, out):
-    from .instructions import generate_instructions
-
-    return generate_instructions(c.engine, c.margs, c.iargs, c.run, out)
-
-
-def _responses(c: Context, src, out):
-    from .responses import generate_responses
-
-    return generate_responses(c.engine, c.margs, c.rargs, src, out)
-
-
-def _multiturn(c: Context, src, out):
-    from .multiturn import generate_multiturn
-
-    return generate_multiturn(c.engine, c.margs, c.mtargs, c.rargs, src, out, seed=c.iargs.seed)
-
-
-def _tag(c: Context, src, out):
-    from .tag import tag_dataset
-
-    c.engine.close()
-    return tag_dataset(src, out, tagger_kwargs(c.targs), batch_size=c.targs.tag_batch_size)
-
-
-def _filter(c: Context, src, out):
-    from .filters import filter_dataset
-
-    f = c.fargs
-    return filter_dataset(src, out, f.filter_preset, size=f.filter_size, expression=f.filter_expression,
-                          seed=f.filter_seed)
-
-
-def _export(c: Context, src, out):
-    from .export import export
-
+def _export_args(c: Context, src, out):
     root = Path(c.run.output_dir)
     name = c.eargs.export_name or f"{root.name}-{c.fargs.filter_preset or 'custom'}"
-    return export(src, out, name, card_info={"profile": c.run.profile, "recipe": root.name},
-                  push_to_hub=c.eargs.push_to_hub)
+    return (src, out, name), dict(card_info={"profile": c.run.profile, "recipe": root.name},
+                                  push_to_hub=c.eargs.push_to_hub)
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
-    fn: Callable[[Context, Path | None, Path], dict]
+    fn: str                  # "module:function" in synth/, imported when the stage runs
+    args: Callable[[Context, Path | None, Path], tuple[tuple, dict]]
     out: str                 # folder under output_dir
     inputs: tuple[str, ...]  # upstream stages, nearest first: the first one this run makes or finds is read
     count: str               # the counts key that the summary line reports
     unit: str
 
+    def __call__(self, c: Context, src, out) -> dict:
+        import importlib
+
+        if self.name == "tag":
+            c.engine.close()  # free the generator before the taggers load theirs (one model at a time)
+        module, fn = self.fn.split(":")
+        args, kwargs = self.args(c, src, out)
+        return getattr(importlib.import_module(f".{module}", __package__), fn)(*args, **kwargs)
+
 
 STAGES = {s.name: s for s in (
-    Stage("instructions", _instructions, "instructions", (), "kept", "instructions"),
-    Stage("responses", _responses, "responses", ("instructions",), "pairs", "pairs"),
-    Stage("multiturn", _multiturn, "multiturn", ("responses",), "conversations", "conversations"),
-    Stage("tag", _tag, "tagged", ("multiturn", "responses"), "records", "records"),
-    Stage("filter", _filter, "filtered", ("tag",), "kept", "records"),
-    Stage("export", _export, "export", ("filter", "tag"), "records", "records"),
+    Stage("instructions", "instructions:generate_instructions", lambda c, src, out: ((c.engine, c.margs, c.iargs,
+          c.run, out), {}), "instructions", (), "kept", "instructions"),
+    Stage("responses", "responses:generate_responses", lambda c, src, out: ((c.engine, c.margs, c.rargs, src, out), {}),
+          "responses", ("instructions",), "pairs", "pairs"),
+    Stage("multiturn", "multiturn:generate_multiturn",
+          lambda c, src, out: ((c.engine, c.margs, c.mtargs, c.rargs, src, out), {"seed": c.iargs.seed}),
+          "multiturn", ("responses",), "conversations", "conversations"),
+    Stage("tag", "tag:tag_dataset",
+          lambda c, src, out: ((src, out, tagger_kwargs(c.targs)), {"batch_size": c.targs.tag_batch_size}),
+          "tagged", ("multiturn", "responses"), "records", "records"),
+    Stage("filter", "filters:filter_dataset",
+          lambda c, src, out: ((src, out, c.fargs.filter_preset), dict(
+              size=c.fargs.filter_size, expression=c.fargs.filter_expression, seed=c.fargs.filter_seed)),
+          "filtered", ("tag",), "kept", "records"),
+    Stage("export", "export:export", _export_args, "export", ("filter", "tag"), "records", "records"),
 )}
 VERBS = (*STAGES, "run", "template", "taggers", "presets")
 
@@ -151,7 +135,8 @@ def _tagger_table(t) -> dict[str, dict]:
                                   base_engine=t.judge_engine, base_max_tokens=t.base_max_tokens),
         "llama_guard_2": dict(guard_model=t.guard_model, guard_engine=t.judge_engine),
         "language": {},
-        "min_neighbor_distance": dict(embedding_model=t.embedding_model, k=t.knn_k, repeat_threshold=t.repeat_threshold),
+        "min_neighbor_distance": dict(embedding_model=t.embedding_model, k=t.knn_k,
+                                      repeat_threshold=t.repeat_threshold),
     }
 
 
@@ -246,7 +231,7 @@ def _run(verb: str, c: Context) -> int:
         stage, out = STAGES[name], root / STAGES[name].out
         with tracking.stage_run(name, log_cfg, root, c.run.report_to, c.run.wandb_project, group) as log:
             t0 = time.perf_counter()
-            counts = stage.fn(c, source(stage), out)
+            counts = stage(c, source(stage), out)
             dt = time.perf_counter() - t0
             n = counts.get(stage.count, 0)
             log({f"{name}/{k}": v for k, v in counts.items() if isinstance(v, (int, float))}

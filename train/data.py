@@ -92,30 +92,25 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 # -- shared converters --------------------------------------------------------------------------
-def from_sharegpt(conversations: list[dict] | None) -> list[Message]:
-    """ShareGPT [{from, value}] to messages. Extra keys per turn (OpenHermes-2.5's `weight`) are ignored."""
-    if conversations is None:
+def _turns(turns: list[dict] | None, role_key: str, content_key: str, roles: dict[str, str]) -> list[Message]:
+    # Extra keys per turn (OpenHermes-2.5's `weight`, WildChat's `toxic`...) are dropped.
+    if turns is None:
         raise Drop("malformed")
     out = []
-    for turn in conversations:
-        role = SHAREGPT_ROLES.get(str(turn.get("from", "")).strip().lower())
+    for turn in turns:
+        role = roles.get(str(turn.get(role_key, "")).strip().lower())
         if role is None:
             raise Drop("unknown_role")
-        out.append({"role": role, "content": turn.get("value")})
+        out.append({"role": role, "content": turn.get(content_key)})
     return out
+
+
+def from_sharegpt(conversations: list[dict] | None) -> list[Message]:
+    return _turns(conversations, "from", "value", SHAREGPT_ROLES)
 
 
 def from_messages(messages: list[dict] | None) -> list[Message]:
-    """OpenAI-style [{role, content, ...}] to messages, dropping extra per-turn keys."""
-    if messages is None:
-        raise Drop("malformed")
-    out = []
-    for m in messages:
-        role = str(m.get("role", "")).strip().lower()
-        if role not in ROLES:
-            raise Drop("unknown_role")
-        out.append({"role": role, "content": m.get("content")})
-    return out
+    return _turns(messages, "role", "content", {r: r for r in ROLES})
 
 
 def _messages_or_conversations(r: dict) -> list[Message]:
@@ -323,12 +318,6 @@ def local_files(path: str | Path, what: str = "dataset") -> list[Path]:
                             ".json/.jsonl/.parquet file")
 
 
-def _looks_like_path(ref: str) -> bool:
-    # Registered names are bare words ("sharegpt", "openhermes-2.5"): a separator, a leading "." or "~",
-    # or a data-file suffix means the user meant a file on this machine.
-    return any(sep in ref for sep in ("/", os.sep)) or ref.startswith((".", "~")) or Path(ref).suffix in DATA_SUFFIXES
-
-
 def find_source(name_or_path: str, path: str | None = None) -> tuple[DatasetSpec, list[Path] | None]:
     """The loader and, for local data, the files a dataset reference names (see `load_sft_dataset`).
     Reads no data, so a caller can check its inputs before loading a model; errors say what to pass."""
@@ -339,36 +328,28 @@ def find_source(name_or_path: str, path: str | None = None) -> tuple[DatasetSpec
         if spec.hub_id is None:
             raise ValueError(f"{spec.name!r} has no hub copy; pass path= to a local file or directory")
         return spec, None
-    if Path(name_or_path).expanduser().exists():
-        return _REGISTRY["messages"], local_files(name_or_path)
-    if _looks_like_path(name_or_path):
-        local_files(name_or_path)  # raises: no such directory or file
-    return get_spec(name_or_path), None  # raises, with the close names
-
-
-def _read_local(f: Path) -> datasets.Dataset:
-    return datasets.load_dataset(DATA_SUFFIXES[f.suffix], data_files=str(f), split="train")
+    # Registered names are bare words ("sharegpt", "openhermes-2.5"): a separator, a leading "." or "~",
+    # or a data-file suffix means the user meant a file on this machine (local_files says if it is missing).
+    ref = name_or_path
+    if (Path(ref).expanduser().exists() or any(sep in ref for sep in ("/", os.sep)) or ref.startswith((".", "~"))
+            or Path(ref).suffix in DATA_SUFFIXES):
+        return _REGISTRY["messages"], local_files(ref)
+    return get_spec(ref), None  # raises, with the close names
 
 
 def load_sft_dataset(name_or_path: str, path: str | None = None, split: str | None = None,
                      max_samples: int | None = None, seed: int = 0) -> datasets.Dataset:
-    """A Table-1 SFT dataset in TRL's conversational format (`messages`, `source`).
-
-    name_or_path: a registered name (`dataset_names()`), or a local path (a Magpie export dir or a
-        .json/.jsonl/.parquet file with `messages` or ShareGPT `conversations`).
-    path: with a registered name, a local copy of that hub dataset in its own schema (file or dir).
-    split: the hub split; None uses the one the paper trained on (e.g. `train_sft` for UltraChat).
-        Ignored for local files.
-    max_samples: keep a seeded random subset of this many conversations (after validation).
-    """
+    """A Table-1 SFT dataset in TRL's conversational format (`messages`, `source`); see the module docstring.
+    `split` None is the one the paper trained on (ignored for local files); `max_samples` is a seeded
+    subset taken after validation."""
     spec, files = find_source(name_or_path, path)
     name = spec.name
-
     drops: Counter = Counter()
     if files is not None:
         parts = []
         for f in files:
-            part, d = to_messages(_read_local(f), name, where=str(f))
+            raw = datasets.load_dataset(DATA_SUFFIXES[f.suffix], data_files=str(f), split="train")
+            part, d = to_messages(raw, name, where=str(f))
             parts.append(part)
             drops += d
         ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]

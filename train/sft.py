@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -34,8 +34,7 @@ class DataArguments:
 
 
 def parse(argv=None):
-    """The three configs from `--config x.yaml` and `--key value` overrides (synth.config.parse: one line that
-    says whether a bad value came from the command line or the YAML)."""
+    """The three configs from `--config x.yaml` and `--key value` overrides (see synth.config.parse)."""
     from trl import ModelConfig, SFTConfig
 
     from synth.config import parse as parse_config
@@ -62,12 +61,6 @@ def check_inputs(data_args: DataArguments, training_args, model_args) -> None:
                          "choose a new or existing directory")
 
 
-def end_of_turn_ids(tokenizer) -> list[int]:
-    """The ids that end an assistant turn: the EOS the trained model must emit, plus the tokenizer's."""
-    ids = {tokenizer.convert_tokens_to_ids(tokenizer.eos_token)}
-    return sorted(i for i in ids if i is not None and i >= 0)
-
-
 def train(data_args: DataArguments, training_args, model_args) -> dict:
     """Check the inputs, then fine-tune. The W&B run the trainer opens is closed here with the run's real
     outcome: left open, wandb would record exit code 0 at interpreter exit (a failed run in a process that
@@ -75,19 +68,15 @@ def train(data_args: DataArguments, training_args, model_args) -> dict:
     check_inputs(data_args, training_args, model_args)
     wandb = sys.modules.get("wandb")  # the trainer imports it; no run can be open if nothing has
     before = wandb.run if wandb else None
+    exit_code = 1
     try:
         out = _train(data_args, training_args, model_args)
-    except BaseException:
-        _finish_wandb_run(before, exit_code=1)
-        raise
-    _finish_wandb_run(before, exit_code=0)
-    return out
-
-
-def _finish_wandb_run(before, exit_code: int) -> None:
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and wandb.run is not None and wandb.run is not before:  # not a caller's own run
-        wandb.run.finish(exit_code=exit_code)
+        exit_code = 0
+        return out
+    finally:
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None and wandb.run is not before:  # not a caller's own run
+            wandb.run.finish(exit_code=exit_code)
 
 
 def _train(data_args: DataArguments, training_args, model_args) -> dict:
@@ -135,7 +124,7 @@ def _train(data_args: DataArguments, training_args, model_args) -> dict:
     seconds = time.perf_counter() - t0
     # The trained model stops where it was taught to: at the end-of-turn token of the template.
     tokenizer = trainer.processing_class
-    eot = end_of_turn_ids(tokenizer)
+    eot = [i for i in [tokenizer.convert_tokens_to_ids(tokenizer.eos_token)] if i is not None and i >= 0]
     trainer.model.generation_config.eos_token_id = eot
     trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
     trainer.save_model(training_args.output_dir)
@@ -173,8 +162,6 @@ def _hardware_precision(model_args, training_args):
     """`dtype: auto` on a CPU: the weights and the bf16 flag follow what the CPU computes natively.
     Where bf16 is only emulated (no AVX512-BF16/AMX), bf16 autocast made the tiny LoRA run slower
     than fp32 (benchmarks/sft_throughput.py), so it trains in fp32 and says so."""
-    import dataclasses
-
     import torch
 
     from synth.engines import dtype_name
@@ -186,7 +173,7 @@ def _hardware_precision(model_args, training_args):
     if training_args.bf16 and model_args.dtype != "bfloat16":
         print("[sft] this CPU has no native bf16 (AVX512-BF16/AMX): training in float32 (bf16 off)", file=sys.stderr)
         # replace() reruns __post_init__, which sets accelerate's mixed precision from the flag.
-        training_args = dataclasses.replace(training_args, bf16=False)
+        training_args = replace(training_args, bf16=False)
     return training_args
 
 
