@@ -8,7 +8,7 @@
   arena  Arena-Hard leaderboard: the models of several evaluations scored together, as show_result.py does
          python -m eval arena runs/a/eval runs/b/eval [--version v0.1|v2.0] \
              [--control-features length markdown] [--output DIR]
-  keys   every config key of `run` with its default's source
+  run --help  every config key of `run` with its default's source
 
 An interrupted `run` resumes when started again with the same config.
 """
@@ -18,7 +18,6 @@ import argparse
 import logging
 import math
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 
@@ -122,22 +121,15 @@ def _arena(rest: list[str]) -> int:
     return 0
 
 
-def _keys(_rest: list[str]) -> int:
-    from .config import ALL
-
-    print("\n".join(f"  --{f.name}: {f.metadata.get('help', '')}" for c in ALL for f in fields(c)))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    verbs = {"run": _run, "table": _table, "arena": _arena, "keys": _keys}
+    verbs = {"run": _run, "table": _table, "arena": _arena}
     if argv[0] not in verbs:
-        _die(f"unknown verb {argv[0]!r}; choose run, table, arena or keys")
+        _die(f"unknown verb {argv[0]!r}; choose run, table or arena")
     return verbs[argv[0]](argv[1:])
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import time
 
-from tqdm.auto import tqdm
-
 from . import sanitize, store, templates
 from .config import ModelArgs, MultiTurnArgs, stage_config
 from .engines import Sampling
@@ -39,15 +37,8 @@ def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_arg
     answer = response_sampling(engine, response_args, margs.model)
     ds.begin("multiturn", config, model=margs.model, engine=engine.info.name, input=str(in_dir),
              mt_append_template=tpl.mt_append_template, stop=stops)
-    B = mt.mt_batch_size
-    batches = [conversations[i:i + B] for i in range(0, len(conversations), B)]
-    done = set(ds.shards())
     t0, generated = time.perf_counter(), 0
-    bar = tqdm(total=len(conversations) * (mt.turns - 1), desc="multi-turn", unit="turn",
-               initial=sum(len(batches[k]) for k in done if k < len(batches)) * (mt.turns - 1))
-    for k, batch in enumerate(batches):
-        if k in done:
-            continue
+    for k, batch in ds.pending(conversations, mt.mt_batch_size, "multi-turn", "conv"):
         live = [dict(r, messages=list(r["messages"])) for r in batch]
         dropped, tokens = {r: 0 for r in sanitize.REASONS}, 0
         for turn in range(2, mt.turns + 1):
@@ -72,13 +63,11 @@ def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_arg
                 tokens += c.num_tokens
                 r["messages"].append({"role": "assistant", "content": c.text.strip()})
                 r[f"response_{turn}"] = c.text.strip()
-            bar.update(len(batch))
         for r in live:
             r["gen_mt_configs"] = {"turns": mt.turns, "temperature": mt.mt_temperature, "top_p": mt.mt_top_p,
                                    "system_prompt": mt.mt_system_prompt, "mt_append_template": tpl.mt_append_template}
         generated += tokens
         ds.write_shard(k, live, {"kept": len(live), "dropped": dropped, "tokens": tokens, "input": len(batch)})
-    bar.close()
     t = ds.shard_totals()
     counts = {"conversations": t.get("kept", 0), "input": t.get("input", 0), "tokens": t.get("tokens", 0),
               "dropped": {r: 0 for r in sanitize.REASONS} | t.get("dropped", {})}

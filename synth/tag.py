@@ -48,7 +48,7 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
     src = store.DatasetDir(in_dir)
     input_id = src.identity()
     out = store.DatasetDir(out_dir)
-    config = {"taggers": taggers, "batch_size": batch_size, "input_id": input_id}
+    config = {"taggers": taggers, "batch_size": batch_size, "shard_rows": shard_rows, "input_id": input_id}
     m = out.begin("tagged", config, input=str(in_dir))
     if m["status"] == "complete":  # a finished join is never rewritten in place
         return {**m["counts"], "reused": True}
@@ -68,13 +68,9 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
                 r.setdefault(f, None)
     tagged = [joined[r["id"]] for r in records]
     # An unfinished join is redone shard by shard, each shard replaced atomically: the join is deterministic
-    # (same input, same parts), so a shard already there is rewritten with the same rows, never emptied.
-    n_shards = max(1, -(-len(tagged) // shard_rows))
-    for k in range(n_shards):
+    # (same input, parts and shard_rows: all in the config), so a shard already there gets the same rows.
+    for k in range(max(1, -(-len(tagged) // shard_rows))):
         out.write_shard(k, tagged[k * shard_rows:(k + 1) * shard_rows])
-    for stale in (k for k in out.shards() if k >= n_shards):
-        out.shard_path(stale).unlink(missing_ok=True)
-        out.empty_marker(stale).unlink(missing_ok=True)
     counts = summarize(tagged, parts)
     plot_files = []
     if plots:
