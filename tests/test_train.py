@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -201,8 +202,11 @@ def test_failed_run_is_recorded_as_failed_on_wandb(convs_file, tmp_path, monkeyp
                        "WANDB_RUN_GROUP": "test", "WANDB_SILENT": "true"}.items():
         monkeypatch.setenv(key, value)
 
+    run_dirs = []
+
     def boom(self, *args, **kwargs):
         assert wandb.run is not None  # the run is open: the failure happens inside it
+        run_dirs.append(Path(wandb.run.dir).parent)  # where this run writes (earlier runs may set wandb's dir)
         raise RuntimeError("boom")
 
     monkeypatch.setattr(trl.SFTTrainer, "training_step", boom)
@@ -210,5 +214,4 @@ def test_failed_run_is_recorded_as_failed_on_wandb(convs_file, tmp_path, monkeyp
         main(["--config", str(TINY_SFT), "--dataset", str(convs_file), "--output_dir", str(tmp_path / "sft"),
               "--report_to", "wandb", "--max_steps", "1", "--max_length", "64", "--save_strategy", "no"])
     assert wandb.run is None
-    (log,) = (tmp_path / "wandb").glob("offline-run-*/logs/debug.log")
-    assert "got exitcode: 1" in log.read_text()
+    assert "got exitcode: 1" in (run_dirs[0] / "logs" / "debug.log").read_text()
