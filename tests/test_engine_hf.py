@@ -112,3 +112,22 @@ def test_tiny_sft_trains_in_fp32_where_bf16_is_emulated(monkeypatch, capsys):
         assert model_args.dtype == ("bfloat16" if native else "float32")
         assert out.bf16 is native and out.use_cpu
         assert ("no native bf16" in capsys.readouterr().err) is not native
+
+
+def test_document_prefix_is_what_the_tokenizer_puts_before_plain_text(smol_tokenizer):
+    """A base model prompted with a plain document (reward_difference's URIAL prompt) gets the BOS its tokenizer
+    adds by itself: none for SmolLM2, `<|begin_of_text|>` for Llama-3 (here: a post-processor adding one)."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    from synth.engines import document_prefix
+
+    assert document_prefix(smol_tokenizer) == "" and document_prefix(None) == ""
+    with_bos = copy.deepcopy(smol_tokenizer)
+    bos = "<|endoftext|>"
+    with_bos._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, with_bos.convert_tokens_to_ids(bos))])
+    assert document_prefix(with_bos) == bos
+    assert with_bos(document_prefix(with_bos) + "Hi", add_special_tokens=False)["input_ids"] == \
+        with_bos("Hi")["input_ids"]  # the prefix gives exactly the ids plain tokenization gives

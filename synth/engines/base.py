@@ -110,6 +110,12 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def document_prefix(tokenizer) -> str:
+    """The special tokens a tokenizer puts before plain text (Llama-3: `<|begin_of_text|>`; SmolLM2: none), which
+    `complete` never adds: without its BOS, Llama-3 base reads a URIAL prompt as the middle of a document."""
+    return tokenizer.decode(tokenizer("", add_special_tokens=True)["input_ids"]) if tokenizer is not None else ""
+
+
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """Cut `text` at the earliest stop string (vLLM semantics: the stop string is not kept)."""
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from ..engines import Sampling, shared_engine
+from ..engines import Sampling, document_prefix, shared_engine
 from . import Tagger, register_tagger, tagger_engine
 
 PAPER_RM = "sfairXC/FsfairX-LLaMA3-RM-v0.1"
@@ -242,7 +242,8 @@ class RewardDifferenceTagger(InstructRewardTagger):
         self.stats["reused_instruct_reward"] = 0
 
     def tag(self, records: list[dict]) -> list[dict]:
-        prompts = [URIAL_PROMPT.format(instruction=r["instruction"]) for r in records]
+        bos = document_prefix(self.engine.tokenizer)  # Llama-3 base: <|begin_of_text|> (issue 10)
+        prompts = [bos + URIAL_PROMPT.format(instruction=r["instruction"]) for r in records]
         base = [outs[0].text.strip() for outs in self.engine.complete(prompts, self.sampling)]
         # One scoring pass for the base responses and for any response not scored already.
         todo = [k for k, r in enumerate(records)
