@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -79,12 +78,13 @@ class Stage:
     inputs: tuple[str, ...]  # upstream stages, nearest first: the first one this run makes or finds is read
     count: str               # the counts key that the summary line reports
     unit: str
+    generator: bool = False  # uses the generator engine; any other stage frees it first (one model at a time)
 
     def __call__(self, c: Context, src, out) -> dict:
         import importlib
 
-        if self.name == "tag":
-            c.engine.close()  # free the generator before the taggers load theirs (one model at a time)
+        if not self.generator:
+            c.engine.close()
         module, fn = self.fn.split(":")
         args, kwargs = self.args(c, src, out)
         return getattr(importlib.import_module(f".{module}", __package__), fn)(*args, **kwargs)
@@ -92,12 +92,12 @@ class Stage:
 
 STAGES = {s.name: s for s in (
     Stage("instructions", "instructions:generate_instructions", lambda c, src, out: ((c.engine, c.margs, c.iargs,
-          c.run, out), {}), "instructions", (), "kept", "instructions"),
+          c.run, out), {}), "instructions", (), "kept", "instructions", generator=True),
     Stage("responses", "responses:generate_responses", lambda c, src, out: ((c.engine, c.margs, c.rargs, src, out), {}),
-          "responses", ("instructions",), "pairs", "pairs"),
+          "responses", ("instructions",), "pairs", "pairs", generator=True),
     Stage("multiturn", "multiturn:generate_multiturn",
           lambda c, src, out: ((c.engine, c.margs, c.mtargs, c.rargs, src, out), {"seed": c.iargs.seed}),
-          "multiturn", ("responses",), "conversations", "conversations"),
+          "multiturn", ("responses",), "conversations", "conversations", generator=True),
     Stage("tag", "tag:tag_dataset",
           lambda c, src, out: ((src, out, tagger_kwargs(c.targs)), {"batch_size": c.targs.tag_batch_size}),
           "tagged", ("multiturn", "responses"), "records", "records"),
@@ -193,12 +193,9 @@ def _plan(verb: str, c: Context) -> list[str]:
         from .filters import validate
 
         validate(c.fargs.filter_preset, c.fargs.filter_expression, c.fargs.filter_size)
-    root = Path(c.run.output_dir)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"output_dir {root} is a file; choose a directory")
-    base = next(p for p in (root, *root.parents) if p.exists())  # what the run will create its folders in
-    if not base.is_dir() or not os.access(base, os.W_OK):
-        raise ValueError(f"output_dir {root}: cannot create it in {base}; choose another output_dir")
+    from .store import check_output_dir
+
+    check_output_dir(c.run.output_dir)
     return stages
 
 

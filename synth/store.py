@@ -53,16 +53,32 @@ def library_versions() -> dict:
     return out
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` whole or not at all (a temporary file renamed into place; removed on failure,
-    e.g. a full disk, so no `.tmp` files are left behind)."""
+def _replace_whole(path: Path, write) -> None:
+    """`write(tmp)`, then rename tmp onto `path`: readers see the whole file or none of it. The temporary file is
+    removed on failure (e.g. a full disk), so no `.tmp` files are left behind."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _replace_whole(path, lambda tmp: tmp.write_text(text))
+
+
+def check_output_dir(path) -> None:
+    """Fail before anything loads when `path` cannot become a run folder: it, or the folder it would be created
+    in, is a file or cannot be written."""
+    out = Path(path).expanduser().absolute()
+    base = next(p for p in (out, *out.parents) if p.exists())
+    if not base.is_dir():
+        raise ValueError(f"output_dir {path}: {base} is a file; choose another output_dir (a new or existing "
+                         "directory)")
+    if not os.access(base, os.W_OK):
+        raise ValueError(f"output_dir {path}: cannot create it in {base}; choose another output_dir")
 
 
 class DatasetDir:
@@ -175,14 +191,7 @@ class DatasetDir:
             atomic_write_text(self.empty_marker(k), meta_json)
             return
         table = table.replace_schema_metadata({_META_KEY: meta_json.encode()})
-        final = self.shard_path(k)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, final)  # atomic: readers see the whole shard or none of it
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        _replace_whole(self.shard_path(k), lambda tmp: pq.write_table(table, tmp))
 
     def shard_meta(self, k: int) -> dict:
         if self.empty_marker(k).exists():

@@ -47,6 +47,8 @@ def check_inputs(data_args: DataArguments, training_args, model_args) -> None:
     (the model path is checked by `models.resolve`). Raises ValueError / FileNotFoundError that name the input."""
     from trl import ModelConfig
 
+    from synth.store import check_output_dir
+
     from .data import find_source
 
     find_source(data_args.dataset, data_args.dataset_path)
@@ -54,11 +56,7 @@ def check_inputs(data_args: DataArguments, training_args, model_args) -> None:
     dtypes = ModelConfig.__dataclass_fields__["dtype"].metadata["choices"]
     if model_args.dtype is not None and model_args.dtype not in dtypes:
         raise ValueError(f"dtype {model_args.dtype}: choose one of {', '.join(dtypes)}")
-    out = Path(training_args.output_dir).expanduser().absolute()
-    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise ValueError(f"output_dir {training_args.output_dir}: {blocker} is a file; "
-                         "choose a new or existing directory")
+    check_output_dir(training_args.output_dir)
 
 
 def train(data_args: DataArguments, training_args, model_args) -> dict:
