@@ -70,13 +70,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def check_output_dir(path) -> None:
-    """Fail before anything loads when `path` cannot become a run folder: it, or the folder it would be created
-    in, is a file or cannot be written."""
+    """Fail before anything loads when `path`, or the folder it would be created in, is a file or read-only."""
     out = Path(path).expanduser().absolute()
     base = next(p for p in (out, *out.parents) if p.exists())
     if not base.is_dir():
-        raise ValueError(f"output_dir {path}: {base} is a file; choose another output_dir (a new or existing "
-                         "directory)")
+        raise ValueError(f"output_dir {path}: {base} is a file; choose another output_dir (new or existing folder)")
     if not os.access(base, os.W_OK):
         raise ValueError(f"output_dir {path}: cannot create it in {base}; choose another output_dir")
 

@@ -24,10 +24,10 @@ def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, ba
     # A tagger that needs every record at once (nearest neighbours) writes one shard.
     needs_all = get_tagger_class(name).batch_size is None
     size = max(len(records), 1) if needs_all else batch_size
-    part.begin(f"tag:{name}", {"tagger": name, "kwargs": kwargs, "shard_size": None if needs_all else size,
-                               "input_id": input_id})
-    if part.complete:
-        return part.manifest()
+    m = part.begin(f"tag:{name}", {"tagger": name, "kwargs": kwargs, "shard_size": None if needs_all else size,
+                                   "input_id": input_id})
+    if m["status"] == "complete":
+        return m
     tagger = get_tagger(name, **kwargs)
     fields = tagger.fields
     if tagger.batch_size is not None and size > tagger.batch_size:

@@ -147,7 +147,7 @@ def test_bad_dtype_lists_the_valid_ones(capsys, convs_file, tmp_path):
 def test_output_dir_that_is_a_file(capsys, convs_file):
     for out in (convs_file, convs_file / "sft"):
         assert sft_error(capsys, "--dataset", str(convs_file), "--output_dir", str(out)) == \
-            f"error: output_dir {out}: {convs_file} is a file; choose another output_dir (a new or existing directory)"
+            f"error: output_dir {out}: {convs_file} is a file; choose another output_dir (new or existing folder)"
 
 
 def test_missing_model_path_is_named(capsys, convs_file):
