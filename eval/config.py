@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from synth.config import ModelArgs, require_positive
+from synth.config import ModelArgs, check_roles, require_positive, role_args, with_roles
 
 BENCHMARKS = ("alpaca_eval", "arena_hard", "lm_eval")
 
@@ -33,13 +33,16 @@ class EvalArgs:
             raise ValueError(f"unknown benchmark(s) {bad}; choose from {list(BENCHMARKS)}")
 
 
+EvalJudgeModel = role_args("EvalJudgeModel", "judge_", "the AlpacaEval 2 / Arena-Hard judge", engine="openai",
+                           model="gpt-4-1106-preview", model_help="paper: GPT-4-Turbo-1106 for both benchmarks; "
+                           "locally e.g. meta-llama/Meta-Llama-3-70B-Instruct with judge_tensor_parallel_size 4")
+ReferenceModel = role_args("ReferenceModel", "reference_", "the reference model (reference: generate)",
+                           inherit="the model under test", model_help="reference: generate: the model that answers")
+
+
+@with_roles
 @dataclass
-class JudgeArgs:
-    judge_model: str = field(default="gpt-4-1106-preview", metadata={"help": "paper: GPT-4-Turbo-1106 for both benchmarks"})
-    judge_engine: str = field(default="openai", metadata={"help": "openai (key from OPENAI_API_KEY), vllm or hf"})
-    judge_base_url: str | None = field(default=None, metadata={"help": "openai engine: server URL"})
-    judge_dtype: str = field(default="bfloat16")
-    judge_tensor_parallel_size: int = field(default=1, metadata={"help": "vllm judge: e.g. 4 for Llama-3-70B-Instruct"})
+class JudgeArgs(EvalJudgeModel):
     judge_prefill: str = field(default="none", metadata={"help": "none (paper) or label: reply prefilled up to the verdict"})
     judge_batch_size: int = field(default=16, metadata={"help": "judgments per call and per resumable shard"})
     alpaca_annotator: str = field(default="engine", metadata={
@@ -52,18 +55,18 @@ class JudgeArgs:
         "help": "YAML with system_prompt and prompt_template ({QUESTION} {ANSWER_A} {ANSWER_B}); default: ours"})
 
     def __post_init__(self):
+        check_roles(self)
         require_positive(self, "judge_batch_size", "alpaca_top_logprobs", "arena_judge_max_tokens")
 
-    def engine_kwargs(self) -> dict:
-        if self.judge_engine == "openai":
-            return {"base_url": self.judge_base_url} if self.judge_base_url else {}
-        if self.judge_engine == "vllm":
-            return {"dtype": self.judge_dtype, "tensor_parallel_size": self.judge_tensor_parallel_size}
-        return {"dtype": self.judge_dtype, "batch_size": self.judge_batch_size}
+    def role(self):
+        """The judge's ModelRole; an hf judge batches judge_batch_size rows unless judge_hf_batch_size says."""
+        role = self.judge_role()
+        return role if role.hf_batch_size else role.replace(hf_batch_size=self.judge_batch_size)
 
 
+@with_roles
 @dataclass
-class BenchArgs:
+class BenchArgs(ReferenceModel):
     alpaca_prompts: str = field(default="hub", metadata={"help": "hub (tatsu-lab/alpaca_eval, 805), tiny, or a .jsonl/.json"})
     alpaca_max_tokens: int = field(default=4096, metadata={"help": "answer length cap (paper: 4096 for responses)"})
     alpaca_repetition_penalty: float = field(default=1.2, metadata={"help": "paper: greedy with repetition penalty 1.2"})
@@ -83,13 +86,12 @@ class BenchArgs:
                 "own average style); compare models with python -m eval arena -f length markdown"})
     reference: str = field(default="hub", metadata={
         "help": "hub: gpt4_turbo (AlpacaEval 2) and gpt-4-0314 (Arena-Hard) answers; generate: answers of reference_model"})
-    reference_model: str | None = field(default=None, metadata={"help": "reference: generate: the model that answers"})
-    reference_engine: str = field(default="hf")
     references_dir: str = field(default="runs/references", metadata={
         "help": "generated references, shared by every model evaluated against them"})
     answer_batch_size: int = field(default=64, metadata={"help": "answers per call and per resumable shard"})
 
     def __post_init__(self):
+        check_roles(self)
         require_positive(self, "alpaca_max_tokens", "arena_max_tokens", "arena_bootstrap_rounds", "answer_batch_size")
         from .arena import CONTROL_FEATURES, VERSIONS
 

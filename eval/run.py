@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from synth import store
+from synth import procs, store
 from synth.config import ModelArgs, ResponseArgs
 from synth.store import atomic_write_text
 
@@ -69,11 +69,10 @@ def detect_dataset(model: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Answers
 
-def answer_set(get_engine, margs: ModelArgs, prompts: list[dict], root: Path, *, max_tokens: int,
-               repetition_penalty: float, batch_size: int) -> dict[str, dict]:
-    """Greedy answers to `prompts` -> {id: record with `response`}; root/{prompts,answers}. `get_engine()` is
-    called only when answers are missing: a finished set with the same config is read back without the model."""
-    from synth.responses import generate_responses, responses_config
+def _answer_dirs(margs: ModelArgs, prompts: list[dict], root: Path, max_tokens: int, repetition_penalty: float,
+                 batch_size: int):
+    """root/prompts (written here once), root/answers, the answers' ResponseArgs and whether they are done."""
+    from synth.responses import responses_config
 
     pdir = store.DatasetDir(root / "prompts")
     pdir.begin("prompts", {"prompts_hash": store.config_hash({"prompts": prompts})})
@@ -85,9 +84,39 @@ def answer_set(get_engine, margs: ModelArgs, prompts: list[dict], root: Path, *,
     adir = store.DatasetDir(root / "answers")
     done = adir.complete and store.config_hash(adir.manifest()["config"]) == store.config_hash(
         responses_config(margs, rargs, pdir.path))
+    return pdir, adir, rargs, done
+
+
+def answer_set(get_engine, margs: ModelArgs, prompts: list[dict], root: Path, *, max_tokens: int,
+               repetition_penalty: float, batch_size: int) -> dict[str, dict]:
+    """Greedy answers to `prompts` -> {id: record with `response`}; root/{prompts,answers}. `get_engine()` is
+    called only when answers are missing: a finished set with the same config is read back without the model."""
+    from synth.responses import generate_responses
+
+    pdir, adir, rargs, done = _answer_dirs(margs, prompts, root, max_tokens, repetition_penalty, batch_size)
     if not done:  # a mismatching finished set is refused by generate_responses with a clear message
         generate_responses(get_engine(), margs, rargs, pdir.path, adir.path)
     return {r["id"]: r for r in adir.records()}
+
+
+def answer_sets(margs: ModelArgs, work: list[tuple[list, Path, dict]], batch_size: int) -> list[dict[str, dict]]:
+    """One model's answers to several prompt sets ((prompts, root, decoding) each), one engine for all of them,
+    built only if some answers are missing and closed at the end."""
+    engine = functools.cache(margs.role().build)
+    try:
+        return [answer_set(engine, margs, prompts, root, batch_size=batch_size, **dec) for prompts, root, dec in work]
+    finally:
+        if engine.cache_info().currsize:
+            engine().close()
+
+
+def answers_in_own_process(margs: ModelArgs, work: list[tuple[list, Path, dict]], batch_size: int):
+    """answer_sets, in a process of its own where the model needs one (synth.procs) and answers are missing."""
+    from synth import procs
+
+    missing = not all(_answer_dirs(margs, p, root, batch_size=batch_size, **dec)[3] for p, root, dec in work)
+    isolated = missing and procs.isolate(margs.engine)
+    return procs.call("eval.run:answer_sets", margs, work, batch_size, isolated=isolated)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,43 +246,46 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
             raise ValueError(f"{', '.join(missing)}: the prompt file has no reference outputs; "
                              "set reference: generate with a reference_model")
 
-    # 1. The model's answers: one engine for every set, loaded only if some answers are missing.
-    from synth.engines import get_engine, shared_engine
-
-    model_engine = functools.cache(lambda: get_engine(margs.engine, **margs.engine_kwargs()))
-    try:
-        answers = {b: answer_set(model_engine, margs, sets[b][0], out / b, batch_size=bargs.answer_batch_size,
-                                 **decoding[b]) for b in judged}
-    finally:
-        if model_engine.cache_info().currsize:  # free the accelerator for the reference model and the judge
-            model_engine().close()
+    # 1. The model's answers: one engine for every set, loaded only if some answers are missing (in a process
+    # of its own where the model needs one: it is gone before the reference model and the judge load).
+    answers = dict(zip(judged, answers_in_own_process(
+        margs, [(sets[b][0], out / b, decoding[b]) for b in judged], bargs.answer_batch_size)))
 
     # 2. References: the benchmark's own, or a local model's answers shared by every evaluated model.
     refs, ref_names = {}, {}
-    if bargs.reference == "generate":
-        rmargs = ModelArgs(model=bargs.reference_model, engine=bargs.reference_engine, dtype=margs.dtype,
-                           device=margs.device, hf_batch_size=margs.hf_batch_size)
-        kw = {k: v for k, v in rmargs.engine_kwargs().items() if k != "model"}
-        reference_engine = functools.partial(shared_engine, rmargs.engine, rmargs.model, **kw)
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", bargs.reference_model).strip("_")
-
     for b in judged:
         if bargs.reference == "hub":
             refs[b] = sets[b][1]
             ref_names[b] = benchmarks.ALPACA_REFERENCE_NAME if b == "alpaca_eval" else ", ".join(dict.fromkeys(
                 benchmarks.arena_baseline(bargs.arena_version, p.get("category")) for p in sets[b][0]))
-        else:
-            # v2.0 asks other questions: its references live beside v0.1's, not over them.
-            kind = b if b == "alpaca_eval" or bargs.arena_version == "v0.1" else f"{b}_{bargs.arena_version}"
-            recs = answer_set(reference_engine, rmargs, sets[b][0], Path(bargs.references_dir) / kind / slug,
-                              batch_size=bargs.answer_batch_size, **decoding[b])
-            refs[b] = {i: r["response"] for i, r in recs.items()}
-            ref_names[b] = default_name(bargs.reference_model)
+    if bargs.reference == "generate" and judged:
+        from dataclasses import asdict
 
-    # 3. Judgments and scores.
+        rmargs = ModelArgs(**asdict(bargs.reference_role(margs.role())))
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", rmargs.model).strip("_")
+        # v2.0 asks other questions: its references live beside v0.1's, not over them.
+        kinds = {b: b if b == "alpaca_eval" or bargs.arena_version == "v0.1" else f"{b}_{bargs.arena_version}"
+                 for b in judged}
+        recs = answers_in_own_process(
+            rmargs, [(sets[b][0], Path(bargs.references_dir) / kinds[b] / slug, decoding[b]) for b in judged],
+            bargs.answer_batch_size)
+        for b, r in zip(judged, recs):
+            refs[b] = {i: x["response"] for i, x in r.items()}
+            ref_names[b] = default_name(rmargs.model)
+
+    # 3. Judgments (one judge model for both benchmarks, in a process of its own where it needs one) and scores.
+    by_engine = [b for b in judged if b == "arena_hard" or jargs.alpaca_annotator == "engine"]
+    work = {b: (_pairs(b, sets[b][0], refs[b], answers[b], eargs.seed), out / b, {
+        "answers": store.DatasetDir(out / b / "answers").manifest()["config_hash"],
+        "references": store.config_hash({"refs": refs[b]}), "seed": eargs.seed,
+        "judge": make_judge(jargs, b, None).info()}) for b in by_engine}
+    missing = any(not _judged(root, config, jargs.judge_batch_size) for _, root, config in work.values())
+    judged_sets = dict(zip(work, procs.call("eval.run:judge_sets", jargs, [(b, *w) for b, w in work.items()],
+                                            isolated=missing and procs.isolate(jargs.judge_engine))))
     for b in judged:
         prompts = sets[b][0]
-        res = _judge_and_score(b, prompts, refs[b], answers[b], name, ref_names[b], out / b, eargs, jargs, bargs)
+        res = _score(b, prompts, refs[b], answers[b], judged_sets.get(b), name, ref_names[b], out / b, eargs, jargs,
+                     bargs)
         # Length is what AlpacaEval's LC corrects for: show it beside every score.
         chars = round(sum(len(r["response"]) for r in answers[b].values()) / max(len(answers[b]), 1), 1)
         res.update(prompts=len(prompts), reference=ref_names[b], avg_answer_chars=chars)
@@ -265,12 +297,14 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
         from .harness import parse_model_args, run_harness
 
         backend = hargs.lm_eval_backend or ("vllm" if margs.engine == "vllm" else "hf")
-        h = run_harness(margs.model, out / "lm_eval", hargs.lm_eval_tasks, backend=backend,
-                        include_path=hargs.lm_eval_include_path, num_fewshot=hargs.lm_eval_num_fewshot,
+        # lm-eval builds its own model (vLLM: one LLM for the whole group): a process of its own where it needs one.
+        h = procs.call("eval.harness:run_harness", margs.model, out / "lm_eval", hargs.lm_eval_tasks,
+                       isolated=procs.isolate(backend), backend=backend, include_path=hargs.lm_eval_include_path,
+                       num_fewshot=hargs.lm_eval_num_fewshot,
                         limit=hargs.lm_eval_limit, batch_size=hargs.lm_eval_batch_size,
                         apply_chat_template=hargs.lm_eval_apply_chat_template, dtype=margs.dtype,
                         device=None if margs.device == "auto" else margs.device, seed=eargs.seed,
-                        model_args=parse_model_args(hargs.lm_eval_model_args))
+                       model_args={**_vllm_role_args(margs, backend), **parse_model_args(hargs.lm_eval_model_args)})
         result["benchmarks"]["lm_eval"] = h
         log({f"lm_eval/{t}/{m}": v for t, ms in h.items() if isinstance(ms, dict)
              for m, v in ms.items() if isinstance(v, (int, float))})
@@ -281,24 +315,48 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     return result
 
 
-def _judge_and_score(b, prompts, refs, answers, name, ref_name, root, eargs, jargs, bargs) -> dict:
-    if b == "alpaca_eval" and jargs.alpaca_annotator != "engine":
+def _vllm_role_args(margs: ModelArgs, backend: str) -> dict:
+    """The model role's vLLM settings as lm-eval model_args (its vllm backend builds its own LLM)."""
+    if backend != "vllm":
+        return {}
+    role = margs.role()
+    return {"tensor_parallel_size": role.tensor_parallel_size, "gpu_memory_utilization": role.gpu_memory_utilization,
+            **({"max_model_len": role.max_model_len} if role.max_model_len else {})}
+
+
+def make_judge(jargs: JudgeArgs, bench: str, engine):
+    """The pairwise judge of `bench`; `engine` a function that builds the judge's engine on first use (None:
+    for its info() only)."""
+    from .judges import PairwiseJudge
+
+    role = jargs.role()
+    return PairwiseJudge(engine or (lambda: None), bench, jargs.arena_judge_max_tokens, prefill=jargs.judge_prefill,
+                         prompt_file=jargs.arena_judge_prompt_file, top_logprobs=jargs.alpaca_top_logprobs,
+                         names=(role.engine, role.model))
+
+
+def _judged(root: Path, config: dict, batch_size: int) -> bool:
+    m = store.DatasetDir(root / "judgments").manifest() or {}
+    return m.get("status") == "complete" and m.get("config_hash") == store.config_hash({**config, "batch_size": batch_size})
+
+
+def judge_sets(jargs: JudgeArgs, work: list[tuple[str, list, Path, dict]]) -> list[list[dict]]:
+    """The judgments of every (benchmark, items, root, config): one judge engine, built only if some are missing."""
+    engine = functools.cache(jargs.role().build)
+    try:
+        return [judge_set(make_judge(jargs, b, engine), b, items, root, config, jargs.judge_batch_size)
+                for b, items, root, config in work]
+    finally:
+        if engine.cache_info().currsize:
+            engine().close()
+
+
+def _score(b, prompts, refs, answers, judgments, name, ref_name, root, eargs, jargs, bargs) -> dict:
+    if judgments is None:  # AlpacaEval by the alpaca_eval package's own annotator (the paper's, over the API)
         ann = _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, jargs.alpaca_annotator, eargs.seed,
                                     root / "alpaca_eval_annotator_cache.json")
         annotator = jargs.alpaca_annotator
     else:
-        from synth.engines import shared_engine
-
-        from .judges import PairwiseJudge
-
-        judge = PairwiseJudge(lambda: shared_engine(jargs.judge_engine, jargs.judge_model, **jargs.engine_kwargs()),
-                              b, jargs.arena_judge_max_tokens, prefill=jargs.judge_prefill,
-                              prompt_file=jargs.arena_judge_prompt_file, top_logprobs=jargs.alpaca_top_logprobs,
-                              names=(jargs.judge_engine, jargs.judge_model))
-        config = {"answers": store.DatasetDir(root / "answers").manifest()["config_hash"],
-                  "references": store.config_hash({"refs": refs}), "seed": eargs.seed, "judge": judge.info()}
-        judgments = judge_set(judge, b, _pairs(b, prompts, refs, answers, eargs.seed), root, config,
-                              jargs.judge_batch_size)
         annotator = f"{jargs.judge_engine}:{jargs.judge_model}"
         if b == "arena_hard":
             return score_arena(prompts, refs, answers, judgments, name, ref_name, root, annotator, bargs, eargs.seed)

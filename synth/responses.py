@@ -10,7 +10,7 @@ import time
 
 from . import store, templates
 from .config import ModelArgs, ResponseArgs, stage_config
-from .engines import Sampling
+from .engines import Sampling, too_long_count
 
 
 def response_sampling(engine, rargs: ResponseArgs, model: str) -> Sampling:
@@ -34,14 +34,18 @@ def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, ou
     if (done := ds.reusable(config)) is not None:  # the engine is not touched: a lazy one never loads
         return {**done["counts"], "reused": True}
     instructions = src.records()
-    sampling = response_sampling(engine, rargs, margs.model)
-    ds.begin("responses", config, model=margs.model, engine=engine.info.name, input=str(in_dir),
-             sampling=sampling.to_dict())
+    model = rargs.response_role(margs.role()).model  # the generator, unless a response model of its own is set
+    sampling = response_sampling(engine, rargs, model)
+    ds.begin("responses", config, model=model, instruction_model=margs.model, engine=engine.info.name,
+             input=str(in_dir), sampling=sampling.to_dict())
     t0, generated = time.perf_counter(), 0
-    gen_cfg = {**sampling.to_dict(), "output_generator": margs.model, "engine": engine.info.name}
+    gen_cfg = {**sampling.to_dict(), "output_generator": model, "engine": engine.info.name}
     for k, batch in ds.pending(instructions, rargs.response_batch_size, "responses", "res"):
+        # The whole shard in one call: the engine batches it (vLLM keeps its batch full across the shard).
+        before = too_long_count(engine)
         outs = engine.chat([[{"role": "user", "content": r["instruction"]}] for r in batch], sampling)
         records, truncated, tokens = [], 0, 0
+        skipped = too_long_count(engine) - before  # kept, with an empty "length" response
         for r, (c, *_) in zip(batch, outs):
             response = c.text.strip()
             truncated += c.finish_reason == "length"
@@ -55,9 +59,11 @@ def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, ou
                 "response_finish_reason": c.finish_reason,
             })
         generated += tokens
-        ds.write_shard(k, records, {"kept": len(records), "truncated": truncated, "tokens": tokens})
+        ds.write_shard(k, records, {"kept": len(records), "truncated": truncated, "tokens": tokens,
+                                    "prompt_too_long": skipped})
     t = ds.shard_totals()
-    counts = {"pairs": t.get("kept", 0), "truncated": t.get("truncated", 0), "tokens": t.get("tokens", 0)}
+    counts = {"pairs": t.get("kept", 0), "truncated": t.get("truncated", 0), "tokens": t.get("tokens", 0),
+              "prompt_too_long": t.get("prompt_too_long", 0)}
     seconds = time.perf_counter() - t0
     ds.finish(counts, seconds_this_run=round(seconds, 2))
     counts.update(seconds=seconds, tokens_this_run=generated)

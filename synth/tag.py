@@ -12,20 +12,31 @@ import sys
 import time
 from pathlib import Path
 
-from . import store
+from . import procs, store
+from .engines import too_long_count
 from .schema import CATEGORICAL
 from .taggers import get_tagger, get_tagger_class
 
 
-def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, batch_size: int, input_id: str) -> dict:
-    part = store.DatasetDir(part_dir)
+def _part_config(name: str, kwargs: dict, n_records: int, batch_size: int, input_id: str) -> tuple[int, dict]:
     # `batch_size` (tag_batch_size) is what runs: the records per shard and per tag() call. A tagger's own
     # batch_size is the most its model takes in one forward pass; it splits a call into such batches.
     # A tagger that needs every record at once (nearest neighbours) writes one shard.
     needs_all = get_tagger_class(name).batch_size is None
-    size = max(len(records), 1) if needs_all else batch_size
-    m = part.begin(f"tag:{name}", {"tagger": name, "kwargs": kwargs, "shard_size": None if needs_all else size,
-                                   "input_id": input_id})
+    size = max(n_records, 1) if needs_all else batch_size
+    return size, {"tagger": name, "kwargs": kwargs, "shard_size": None if needs_all else size, "input_id": input_id}
+
+
+def _part_complete(name: str, kwargs: dict, n_records: int, batch_size: int, input_id: str, out_dir) -> bool:
+    m = store.DatasetDir(Path(out_dir) / "parts" / name).manifest() or {}
+    config = _part_config(name, kwargs, n_records, batch_size, input_id)[1]
+    return m.get("status") == "complete" and m.get("config_hash") == store.config_hash(config)
+
+
+def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, batch_size: int, input_id: str) -> dict:
+    part = store.DatasetDir(part_dir)
+    size, config = _part_config(name, kwargs, len(records), batch_size, input_id)
+    m = part.begin(f"tag:{name}", config)
     if m["status"] == "complete":
         return m
     tagger = get_tagger(name, **kwargs)
@@ -34,12 +45,42 @@ def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, ba
         print(f"[tag] {name}: {size} records per shard and call (tag_batch_size); its model takes at most "
               f"{tagger.batch_size} at a time (the tagger's cap)", file=sys.stderr)
     for k, batch in part.pending(records, size, f"tag {name}", "rec"):
-        before = dict(tagger.stats)
+        before, long_before = dict(tagger.stats), too_long_count(getattr(tagger, "engine", None))
         tags = tagger.tag(batch)
         rows = [{"id": r["id"], **{f: t.get(f) for f in fields}} for r, t in zip(batch, tags)]
         delta = {s: v - before.get(s, 0) for s, v in tagger.stats.items()}
+        # Prompts too long for the tagger's model: left untagged (None), counted here
+        delta["prompt_too_long"] = too_long_count(getattr(tagger, "engine", None)) - long_before
         part.write_shard(k, rows, {"stats": delta})
     return part.finish(part.shard_totals().get("stats", {}), fields=list(fields), tagger_info=tagger.info())
+
+
+def run_taggers(group: dict[str, dict], in_dir, out_dir, batch_size: int, input_id: str, records=None) -> dict:
+    """Run the taggers of `group` (name -> kwargs) in this process; their part manifests by name."""
+    records = store.DatasetDir(in_dir).records() if records is None else records
+    return {name: _run_tagger(name, kwargs, records, Path(out_dir) / "parts" / name, batch_size, input_id)
+            for name, kwargs in group.items()}
+
+
+def _models(kwargs: dict) -> tuple[set, set]:
+    """The models a tagger's kwargs name, and their engines (a reward or embedding model runs on transformers)."""
+    models = {v for k, v in kwargs.items() if k.endswith("model") and v}
+    engines = {v for k, v in kwargs.items() if k.endswith("engine") and isinstance(v, str)}
+    return models, engines | ({"hf"} if "reward_model" in kwargs or "embedding_model" in kwargs else set())
+
+
+def model_groups(taggers: dict[str, dict]) -> list[dict[str, dict]]:
+    """Consecutive taggers that share a model form one group (the three judges: one model load); a tagger that
+    loads no model joins the group before it."""
+    groups: list[tuple[set, dict]] = []
+    for name, kwargs in taggers.items():
+        models, _ = _models(kwargs)
+        if groups and (not models or groups[-1][0] & models or not groups[-1][0]):
+            groups[-1][0].update(models)
+            groups[-1][1][name] = kwargs
+        else:
+            groups.append((set(models), {name: kwargs}))
+    return [g for _, g in groups]
 
 
 def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256, shard_rows: int = 10_000,
@@ -55,8 +96,15 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
     records = src.records()
     t0 = time.perf_counter()
     parts = {}
-    for name, kwargs in taggers.items():
-        parts[name] = _run_tagger(name, kwargs, records, Path(out_dir) / "parts" / name, batch_size, input_id)
+    # One process per model group where models need it (procs.isolate): its exit frees the model before the
+    # next group's loads. A group whose parts are all complete is read back without a process or a model.
+    for group in model_groups(taggers):
+        engines = set().union(*(_models(kw)[1] for kw in group.values()))
+        if procs.isolate(*engines) and not all(_part_complete(n, kw, len(records), batch_size, input_id, out_dir)
+                                               for n, kw in group.items()):
+            parts.update(procs.in_own_process("synth.tag:run_taggers", group, in_dir, out_dir, batch_size, input_id))
+        else:
+            parts.update(run_taggers(group, in_dir, out_dir, batch_size, input_id, records=records))
     # Join: every record gets every tagger's fields (None where a tagger could not tag it).
     joined = {r["id"]: dict(r) for r in records}
     for name, m in parts.items():

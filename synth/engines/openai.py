@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import openai
 
-from .base import Completion, Engine, EngineInfo, Message, Sampling, register_engine
+from .base import Completion, Engine, EngineInfo, Message, Sampling, Samplings, per_prompt, register_engine
 
 
 class ServerError(ValueError):
@@ -94,7 +94,7 @@ class OpenAIEngine(Engine):
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _run(self, path: str, bodies: list[dict], n: int, text_of, top_of) -> list[list[Completion]]:
+    def _run(self, path: str, bodies: list[dict], text_of, top_of) -> list[list[Completion]]:
         t0 = time.perf_counter()
         key = os.environ.get(self.api_key_env)
         try:
@@ -102,7 +102,8 @@ class OpenAIEngine(Engine):
         except openai.APIError as e:
             raise self._error(e, path, key) from None
         result = []
-        for resp in responses:
+        for body, resp in zip(bodies, responses):
+            n = body["n"]
             choices = sorted(resp.choices or [], key=lambda c: c.index or 0)
             if len(choices) != n:
                 raise ServerError(f"{self.base_url}{path}: asked for n={n} choices, got {len(choices)}")
@@ -137,12 +138,12 @@ class OpenAIEngine(Engine):
             message += f"; check {self.api_key_env}" + ("" if key else " (it is not set)")
         return ServerError(f"{url}: HTTP {status}: {message}")
 
-    def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
-        bodies = [{**self._body(sampling, i), "prompt": p} for i, p in enumerate(prompts)]
-        if sampling.logprobs:  # the legacy completions API: an int, answered as [{token: logprob}]
-            for b in bodies:
-                b["logprobs"] = sampling.logprobs
-        return self._run("/completions", bodies, sampling.n, lambda c: c.text or "",
+    def complete(self, prompts: Sequence[str], sampling: Samplings) -> list[list[Completion]]:
+        bodies = []
+        for i, (p, s) in enumerate(zip(prompts, per_prompt(sampling, len(prompts)))):
+            # the legacy completions API: logprobs is an int, answered as [{token: logprob}]
+            bodies.append({**self._body(s, i), "prompt": p} | ({"logprobs": s.logprobs} if s.logprobs else {}))
+        return self._run("/completions", bodies, lambda c: c.text or "",
                          lambda c: c.logprobs.top_logprobs if c.logprobs else None)
 
     def render_chat(self, conversation: Sequence[Message], add_generation_prompt: bool = True) -> str:
@@ -153,13 +154,14 @@ class OpenAIEngine(Engine):
             )
         return super().render_chat(conversation, add_generation_prompt)
 
-    def chat(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[list[Completion]]:
+    def chat(self, conversations: Sequence[Sequence[Message]], sampling: Samplings) -> list[list[Completion]]:
         # The server applies its model's chat template: no local tokenizer needed.
-        bodies = [{**self._body(sampling, i), "messages": list(c)} for i, c in enumerate(conversations)]
-        if sampling.logprobs:  # chat API: a flag plus top_logprobs (OpenAI allows at most 20)
-            for b in bodies:
-                b.update(logprobs=True, top_logprobs=sampling.logprobs)
-        return self._run("/chat/completions", bodies, sampling.n, lambda c: c.message.content or "", _chat_top_logprobs)
+        bodies = []
+        for i, (c, s) in enumerate(zip(conversations, per_prompt(sampling, len(conversations)))):
+            # chat API: a flag plus top_logprobs (OpenAI allows at most 20)
+            bodies.append({**self._body(s, i), "messages": list(c)}
+                          | ({"logprobs": True, "top_logprobs": s.logprobs} if s.logprobs else {}))
+        return self._run("/chat/completions", bodies, lambda c: c.message.content or "", _chat_top_logprobs)
 
 
 def _chat_top_logprobs(choice) -> list[dict[str, float]] | None:

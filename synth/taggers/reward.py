@@ -232,11 +232,13 @@ class RewardDifferenceTagger(InstructRewardTagger):
         trust_remote_code: bool = False,
         max_length: int | None = None,
         engine=None,  # the base model's engine, if already built (the stand-in scorer uses it too)
-        **engine_kwargs,
+        engine_kwargs: dict | None = None,  # the base model's engine settings (its ModelRole's)
     ):
-        engine = tagger_engine(engine, base_engine, base_model, batch_size, **engine_kwargs)
+        engine = tagger_engine(engine, base_engine, base_model, batch_size, **(engine_kwargs or {}))
+        # The stand-in scorer reuses the base model's engine when it is the same model on transformers.
+        same = reward_model == STAND_IN and base_model == STAND_IN and engine.info.name == "hf"
         super().__init__(reward_model, batch_size, dtype, device, trust_remote_code, max_length,
-                         engine if reward_model == STAND_IN and base_model == STAND_IN else None)
+                         engine if same else None)
         self.base_model, self.base_engine, self.engine = base_model, base_engine, engine
         self.sampling = Sampling(temperature=0.0, max_tokens=base_max_tokens, stop=URIAL_STOPS)
         self.stats["reused_instruct_reward"] = 0

