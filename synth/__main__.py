@@ -96,14 +96,16 @@ class Stage:
     count: str               # the counts key that the summary line reports
     unit: str
     model: Callable[[Context], object] | None = None  # the ModelRole whose engine the stage uses, if any
+    config: Callable[[Context, Path | None], dict] | None = None  # what a finished output is keyed by (model stages)
 
     def __call__(self, c: Context, src, out) -> dict:
-        """Run the stage: in a process of its own when its model needs one (synth/procs.py), else here."""
-        from . import procs
+        """Run the stage: in a process of its own when its model needs one (synth/procs.py), else here. A finished
+        output of this config is read back here: no process, no model."""
+        from . import procs, store
 
         if self.model is None:
             c.close()  # one model at a time: the taggers load their own
-        elif procs.isolate(self.model(c).engine):
+        elif procs.isolate(self.model(c).engine) and store.DatasetDir(out).reusable(self.config(c, src)) is None:
             c.close()
             return procs.in_own_process("synth.__main__:run_stage", self.name, c.parsed, src, out)
         return self.run_here(c, src, out)
@@ -126,14 +128,32 @@ def run_stage(name: str, parsed: tuple, src, out) -> dict:
         c.close()
 
 
+def _instructions_config(c: Context, src) -> dict:
+    from .config import stage_config
+
+    return stage_config(c.margs, c.iargs)
+
+
+def _responses_config(c: Context, src) -> dict:
+    from .responses import responses_config
+
+    return responses_config(c.margs, c.rargs, src)
+
+
+def _multiturn_config(c: Context, src) -> dict:
+    from .multiturn import multiturn_config
+
+    return multiturn_config(c.margs, c.mtargs, c.rargs, src, c.iargs.seed)
+
+
 STAGES = {s.name: s for s in (
     Stage("instructions", "instructions:generate_instructions", lambda c, e, src, out: ((e, c.margs, c.iargs,
-          c.run, out), {}), "instructions", (), "kept", "instructions", model=_generator),
+          c.run, out), {}), "instructions", (), "kept", "instructions", model=_generator, config=_instructions_config),
     Stage("responses", "responses:generate_responses", lambda c, e, src, out: ((e, c.margs, c.rargs, src, out), {}),
-          "responses", ("instructions",), "pairs", "pairs", model=_responder),
+          "responses", ("instructions",), "pairs", "pairs", model=_responder, config=_responses_config),
     Stage("multiturn", "multiturn:generate_multiturn",
           lambda c, e, src, out: ((e, c.margs, c.mtargs, c.rargs, src, out), {"seed": c.iargs.seed}),
-          "multiturn", ("responses",), "conversations", "conversations", model=_generator),
+          "multiturn", ("responses",), "conversations", "conversations", model=_generator, config=_multiturn_config),
     Stage("tag", "tag:tag_dataset",
           lambda c, e, src, out: ((src, out, tagger_kwargs(c.targs)), {"batch_size": c.targs.tag_batch_size}),
           "tagged", ("multiturn", "responses"), "records", "records"),

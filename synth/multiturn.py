@@ -22,10 +22,15 @@ def followup_prompt(engine, tpl: templates.Template, messages: list[dict], syste
     return engine.render_chat(history, add_generation_prompt=False) + tpl.mt_append_template
 
 
+def multiturn_config(margs: ModelArgs, mt: MultiTurnArgs, response_args, in_dir, seed: int = 0) -> dict:
+    """The config a multiturn directory is keyed by: a finished one with this config can be reused."""
+    return {**stage_config(margs, mt, response_args), "input_id": store.DatasetDir(in_dir).identity(), "seed": seed}
+
+
 def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_args, in_dir, out_dir,
                        seed: int = 0) -> dict:
     src, ds = store.DatasetDir(in_dir), store.DatasetDir(out_dir)
-    config = {**stage_config(margs, mt, response_args), "input_id": src.identity(), "seed": seed}
+    config = multiturn_config(margs, mt, response_args, in_dir, seed)
     if (done := ds.reusable(config)) is not None:  # the engine is not touched: a lazy one never loads
         return {**done["counts"], "reused": True}
     conversations = src.records()

@@ -1,57 +1,150 @@
 """One process per model: a stage (or a group of taggers) that loads a model runs in a fresh process.
 
-vLLM fills a GPU to `gpu_memory_utilization` (0.9) and its V1 engine runs the model in a subprocess that
-`del` + `gc` does not reliably end; transformers models stay in the caching allocator. A second model in the
+vLLM fills a GPU to `gpu_memory_utilization` (0.9) and its V1 engine runs the model in subprocesses that
+`del` + `gc` do not reliably end; transformers models stay in the caching allocator. A second model in the
 same process then cannot start. So every model-loading unit of `run`, `tag` and `eval` is executed by
-`in_own_process`: a spawned interpreter (CUDA and vLLM refuse to be forked) that imports the stage, runs
-it and exits; its exit returns every byte of host and device memory, and the next model starts clean.
+`in_own_process`: a spawned interpreter (CUDA and vLLM refuse to be forked) that imports the stage, runs it
+and exits; its exit, with its process group's, returns every byte of host and device memory before the
+next model starts.
 
-The child dies with its parent (PR_SET_PDEATHSIG): a killed run leaves no worker writing shards behind it,
-so a resume never races an orphan. Results and exceptions travel back by pickle: a stage's ValueError
-arrives as the same ValueError, with the child's traceback attached.
+The worker leads a process group of its own, which vLLM's engine core and workers join. When the work is done
+it stops whatever it started that is still running (an engine nobody closed, lm-eval's LLM); if the parent dies
+first (killed), a small watcher process ends the whole group, so a killed run leaves nothing computing or
+writing shards behind it and a resume never races an orphan. Results and exceptions travel back by pickle: a
+stage's ValueError arrives as the same ValueError, the worker's traceback in its notes.
 """
 from __future__ import annotations
 
 import importlib
 import os
 import signal
+import subprocess
 import sys
+import traceback
 
 # Processes this interpreter ran, as (target, pid): what a test reads to see that models did not share one.
 HISTORY: list[tuple[str, int]] = []
 
-
-def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+# The watcher: while the worker's group lives, check that the parent does; when the parent is gone, end the group
+# (SIGTERM, so vLLM shuts its engine down, then SIGKILL for whatever is left).
+_WATCHER = r"""
+import os, signal, sys, time
+parent, group = int(sys.argv[1]), int(sys.argv[2])
+def alive(kill, target):
+    try:
+        kill(target, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+while alive(os.killpg, group):
+    if not alive(os.kill, parent):
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 0.0)):
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                break
+            end = time.monotonic() + wait
+            while time.monotonic() < end and alive(os.killpg, group):
+                time.sleep(0.1)
+        break
+    time.sleep(0.2)
+"""
 
 
 def _call(target: str, args: tuple, kwargs: dict):
     module, fn = target.split(":")
-    return os.getpid(), getattr(importlib.import_module(module), fn)(*args, **kwargs)
+    return getattr(importlib.import_module(module), fn)(*args, **kwargs)
+
+
+def _stop_descendants(keep: set[int]) -> None:
+    """End what this process started and left running (closed engines are gone already): SIGTERM, then SIGKILL."""
+    import psutil
+
+    from .engines.base import release_shared
+
+    release_shared()
+    me = psutil.Process()
+    left = [p for p in me.children(recursive=True) if p.pid not in keep]
+    for p in left:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(left, timeout=10)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _worker(conn, parent: int, target: str, args: tuple, kwargs: dict) -> None:
+    os.setpgrp()  # vLLM's engine core and workers join this group; the watcher can end them all
+    watcher = subprocess.Popen([sys.executable, "-S", "-c", _WATCHER, str(parent), str(os.getpgrp())],
+                               start_new_session=True, stdin=subprocess.DEVNULL)
+    try:
+        result = (True, (os.getpid(), _call(target, args, kwargs)))
+    except BaseException as e:  # noqa: BLE001  (everything goes back to the parent)
+        tb = traceback.format_exc()
+        try:
+            import pickle
+
+            pickle.dumps(e)
+            result = (False, (e, tb))
+        except Exception:  # an exception that does not pickle goes back as a RuntimeError with its text
+            result = (False, (RuntimeError(f"{type(e).__name__}: {e}"), tb))
+    try:
+        try:
+            conn.send(result)
+        except Exception as e:  # a result that does not pickle
+            conn.send((False, (RuntimeError(f"the result of {target} cannot be sent back: {e}"), "")))
+    finally:
+        conn.close()
+        _stop_descendants(keep={watcher.pid})
+        watcher.kill()
+        watcher.wait()
 
 
 def in_own_process(target: str, *args, **kwargs):
     """`module:function(*args, **kwargs)` run in a fresh spawned process; its result, or its exception."""
-    import concurrent.futures as cf
     import multiprocessing as mp
-    from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_die_with_parent,
-                                initargs=(os.getpid(),)) as pool:
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(send, os.getpid(), target, args, kwargs), name=f"magpie:{target}")
+    proc.start()
+    send.close()
+    try:
+        ok, payload = recv.recv()
+    except EOFError:  # the worker died before it could answer
+        proc.join()
+        raise RuntimeError(f"the process running {target} died without an answer (exit code {proc.exitcode}: "
+                           "killed, or out of memory); run the command again: finished shards are kept") from None
+    except BaseException:  # interrupted here (Ctrl-C): take the worker's group down with us
         try:
-            pid, result = pool.submit(_call, target, args, kwargs).result()
-        except BrokenProcessPool:
-            raise RuntimeError(f"the process running {target} died without an answer (killed, or out of memory); "
-                               "run the command again: finished shards are kept") from None
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        raise
+    finally:
+        recv.close()
+    proc.join()
+    if not ok:
+        error, tb = payload
+        error.add_note(f"(raised in the process running {target}:)\n{tb}")
+        raise error
+    pid, result = payload
     HISTORY.append((target, pid))
     return result
+
+
+def call(target: str, *args, isolated: bool, **kwargs):
+    """`module:function(*args, **kwargs)`: in a process of its own when `isolated`, else here."""
+    if isolated:
+        return in_own_process(target, *args, **kwargs)
+    return _call(target, args, kwargs)
 
 
 def isolate(*engines: str) -> bool:
@@ -69,11 +162,3 @@ def isolate(*engines: str) -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def call(target: str, *args, isolated: bool, **kwargs):
-    """`module:function(*args, **kwargs)`: in a process of its own when `isolated`, else here."""
-    if isolated:
-        return in_own_process(target, *args, **kwargs)
-    module, fn = target.split(":")
-    return getattr(importlib.import_module(module), fn)(*args, **kwargs)

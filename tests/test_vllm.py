@@ -187,16 +187,17 @@ def test_guard_and_base_answers_on_vllm(vllm_engine):
 
 
 def test_alpaca_logprob_judge_and_arena_judge_on_vllm(vllm_engine):
-    from eval.judges import ARENA_LABELS, PairwiseJudge
+    from eval.judges import ARENA_LABELS, PairwiseJudge, parse_alpaca_verdict
 
     items = [{"question": "What is 2+2?", "answer_a": "4", "answer_b": "2+2 is 4, because two and two make four."},
              {"question": "Name a fruit.", "answer_a": "A car.", "answer_b": "An apple."},
              {"question": "Say hello.", "answer_a": "Hello!", "answer_b": "Goodbye."}]
     alpaca = PairwiseJudge(vllm_engine, "alpaca_eval", 8, top_logprobs=5)
-    prefs = [v["verdict"] for v in alpaca.judge(items)]
-    # from the first token's top-5 log-probabilities (m and M are among SmolLM2's top 5): a weight in [1, 2]
-    assert all(p is not None and 1.0 <= p <= 2.0 for p in prefs)
-    assert any(p not in (1.0, 2.0) for p in prefs)  # a weighted preference, not a label read from text
+    out = alpaca.judge(items)
+    # SmolLM2 writes "The ...": no label in the text, so each preference (a weight in [1, 2]) comes from the first
+    # token's top-5 log-probabilities (M is among them; m, when absent, has probability 0 there)
+    assert all(parse_alpaca_verdict(v["judgment"]) is None for v in out)
+    assert all(v["verdict"] is not None and 1.0 <= v["verdict"] <= 2.0 for v in out)
     arena = PairwiseJudge(vllm_engine, "arena_hard", 8, prefill="label")
     verdicts = [v["verdict"] for v in arena.judge(items)]
     assert set(verdicts) <= set(ARENA_LABELS) | {None} and sum(v is not None for v in verdicts) >= 2
@@ -243,8 +244,10 @@ def test_two_vllm_models_take_turns_in_one_run(second_model, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": str(kv)}
     proc = subprocess.run(
         [sys.executable, "-m", "synth", "run", "--config", TINY, "--output_dir", str(out), "--engine", "vllm",
-         "--stages", "instructions", "responses", "--total_prompts", "8", "--n", "4", "--max_tokens", "32",
-         "--response_max_tokens", "32", "--response_model", str(second_model), "--report_to", "none"],
+         "--stages", "instructions", "responses", "tag", "--total_prompts", "8", "--n", "4", "--max_tokens", "32",
+         "--response_max_tokens", "32", "--response_model", str(second_model), "--report_to", "none",
+         # the tag stage's judges and guard on vLLM too: one model group, one process, one engine
+         "--taggers", "difficulty", "llama_guard_2", "language", "--judge_engine", "vllm", "--guard_engine", "vllm"],
         cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from synth import store
@@ -254,4 +257,9 @@ def test_two_vllm_models_take_turns_in_one_run(second_model, tmp_path):
     assert all(p["gen_response_configs"]["output_generator"] == str(second_model) for p in pairs)
     m = store.DatasetDir(out / "responses").manifest()
     assert m["model"] == str(second_model) and m["instruction_model"] == TINY_MODEL
-    assert f"{kv} GiB" in proc.stderr or f"({kv}.00/" in proc.stderr or "KV cache" in proc.stderr
+    tagged = store.DatasetDir(out / "tagged").records()
+    assert [r["id"] for r in tagged] == [p["id"] for p in pairs]
+    assert {r["llama_guard_2"] for r in tagged} <= {"safe", "unsafe", None} and any(r["language"] for r in tagged)
+    parts = {n: store.DatasetDir(out / "tagged" / "parts" / n).manifest() for n in ("difficulty", "llama_guard_2")}
+    assert all(p["tagger_info"]["judge_engine" if n == "difficulty" else "guard_engine"] == "vllm"
+               for n, p in parts.items())

@@ -181,3 +181,9 @@ def shared_engine(name: str, model: str, **kwargs) -> Engine:
     if key not in _SHARED:
         _SHARED[key] = get_engine(name, model=model, **kwargs)
     return _SHARED[key]
+
+
+def release_shared() -> None:
+    """Close and forget every shared engine of this process (a model's process does this before it exits)."""
+    while _SHARED:
+        _SHARED.popitem()[1].close()
