@@ -3,8 +3,9 @@
 The aligned model gets nothing but the left part of its chat template, up to where a user
 message would start, e.g. Llama-3's `<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n`.
 Being autoregressive, it continues with a plausible user query. One prompt per round, `n`
-samples each (paper: n=200, cheap with prefix caching); stop at the end-of-turn markers and,
-by default, at the first newline so that an instruction is one paragraph.
+samples each (paper: n=200, cheap with prefix caching), and all rounds of a shard in one engine call, each
+with its own sampling; stop at the end-of-turn markers and, by default, at the first newline so that an
+instruction is one paragraph.
 """
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
 """eval/harness.py on the real embedded SmolLM2 and the repo's lm-eval tasks (eval/tasks/)."""
-import importlib.util
 import json
 import os
 import shutil

