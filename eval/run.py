@@ -294,7 +294,7 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
 
     # 4. lm-eval harness.
     if "lm_eval" in eargs.benchmarks:
-        from .harness import parse_model_args, run_harness
+        from .harness import parse_model_args
 
         backend = hargs.lm_eval_backend or ("vllm" if margs.engine == "vllm" else "hf")
         # lm-eval builds its own model (vLLM: one LLM for the whole group): a process of its own where it needs one.

@@ -260,15 +260,15 @@ def test_the_base_against_its_own_references_is_even(evaluated):
 @pytest.mark.slow
 def test_rerun_loads_no_model_and_table_is_built(evaluated, trained_sft, monkeypatch, capsys):
     """A finished evaluation started again reads everything back: no model, reference or judge load."""
-    import synth.engines
-    import synth.taggers.judge
+    import synth.engines.base
     from eval.__main__ import main
 
     def refuse(*_a, **_k):
         raise AssertionError("a model was loaded for a finished evaluation")
 
-    monkeypatch.setattr(synth.engines, "get_engine", refuse)
-    monkeypatch.setattr(synth.engines, "shared_engine", refuse)
+    # every engine (a role's build, a shared engine) is built by synth.engines.base.get_engine
+    monkeypatch.setattr(synth.engines.base, "get_engine", refuse)
+    monkeypatch.setattr(synth.engines.base, "_SHARED", {})
     before = json.loads((evaluated / "sft" / "results.json").read_text())
     assert main(["run", "--config", EVAL_TINY, "--references_dir", str(evaluated / "refs"), *SMALL,
                  "--model", str(trained_sft), "--output_dir", str(evaluated / "sft")]) == 0

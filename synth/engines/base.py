@@ -176,8 +176,9 @@ _SHARED: dict[tuple, Engine] = {}
 
 def shared_engine(name: str, model: str, **kwargs) -> Engine:
     """One engine per (engine, model, kwargs) in this process: the three judge taggers (and the eval
-    judge) use the same model, and loading an 8B model three times would triple memory and start-up."""
-    key = (name, model, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+    judge) use the same model, and loading an 8B model three times would triple memory and start-up. A memory
+    setting (gpu_memory_utilization) makes no second engine of the same model: the first one's applies."""
+    key = (name, model, tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k != "gpu_memory_utilization")))
     if key not in _SHARED:
         _SHARED[key] = get_engine(name, model=model, **kwargs)
     return _SHARED[key]

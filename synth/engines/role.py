@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .base import Engine, get_engine, shared_engine
+from . import base
 
 ENGINES = ("vllm", "hf", "openai")
 KEYS = ("model", "engine", "dtype", "device", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization",
@@ -46,10 +46,10 @@ class ModelRole:
             return dict(model=self.model) | ({"base_url": self.base_url} if self.base_url else {})
         raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
 
-    def build(self) -> Engine:
-        return get_engine(self.engine, **self.engine_kwargs())
+    def build(self) -> base.Engine:
+        return base.get_engine(self.engine, **self.engine_kwargs())  # every engine of the repo is built there
 
-    def shared(self) -> Engine:
+    def shared(self) -> base.Engine:
         """The process's one engine for this role (roles on the same model and settings share it)."""
         kw = self.engine_kwargs()
-        return shared_engine(self.engine, kw.pop("model"), **kw)
+        return base.shared_engine(self.engine, kw.pop("model"), **kw)
