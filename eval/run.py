@@ -16,6 +16,7 @@ Every step resumes: a killed evaluation started again redoes only the missing sh
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -99,15 +100,23 @@ def answer_set(get_engine, margs: ModelArgs, prompts: list[dict], root: Path, *,
     return {r["id"]: r for r in adir.records()}
 
 
+@contextlib.contextmanager
+def lazy_engine(role):
+    """A function that builds `role`'s engine on its first call (a step whose outputs are all on disk loads no
+    model); the engine, if built, is closed on leaving."""
+    build = functools.cache(role.build)
+    try:
+        yield build
+    finally:
+        if build.cache_info().currsize:
+            build().close()
+
+
 def answer_sets(margs: ModelArgs, work: list[tuple[list, Path, dict]], batch_size: int) -> list[dict[str, dict]]:
     """One model's answers to several prompt sets ((prompts, root, decoding) each), one engine for all of them,
     built only if some answers are missing and closed at the end."""
-    engine = functools.cache(margs.role().build)
-    try:
+    with lazy_engine(margs.role()) as engine:
         return [answer_set(engine, margs, prompts, root, batch_size=batch_size, **dec) for prompts, root, dec in work]
-    finally:
-        if engine.cache_info().currsize:
-            engine().close()
 
 
 def answers_in_own_process(margs: ModelArgs, work: list[tuple[list, Path, dict]], batch_size: int):
@@ -342,13 +351,9 @@ def _judged(root: Path, config: dict, batch_size: int) -> bool:
 
 def judge_sets(jargs: JudgeArgs, work: list[tuple[str, list, Path, dict]]) -> list[list[dict]]:
     """The judgments of every (benchmark, items, root, config): one judge engine, built only if some are missing."""
-    engine = functools.cache(jargs.role().build)
-    try:
+    with lazy_engine(jargs.role()) as engine:
         return [judge_set(make_judge(jargs, b, engine), b, items, root, config, jargs.judge_batch_size)
                 for b, items, root, config in work]
-    finally:
-        if engine.cache_info().currsize:
-            engine().close()
 
 
 def _score(b, prompts, refs, answers, judgments, name, ref_name, root, eargs, jargs, bargs) -> dict:
