@@ -204,7 +204,7 @@ def _tagger_table(t) -> dict[str, dict]:
         "llama_guard_2": dict(guard_model=guard_role.model, guard_engine=guard_role.engine, **settings(guard_role)),
         "language": {},
         "min_neighbor_distance": dict(embedding_model=t.embedding_model, k=t.knn_k,
-                                      repeat_threshold=t.repeat_threshold),
+                                      repeat_threshold=t.repeat_threshold, index=t.knn_index, nprobe=t.knn_nprobe),
     }
 
 

@@ -242,6 +242,10 @@ class TagArgs(JudgeModel, GuardModel, BaseModel, RewardModel):
     embedding_model: str = field(default="sentence-transformers/all-mpnet-base-v2", metadata={"help": "paper: all-mpnet-base-v2"})
     knn_k: int = field(default=500, metadata={"help": "neighbours searched (reference gen_dis.py: 500)"})
     repeat_threshold: float = field(default=0.05, metadata={"help": "squared L2 under which two instructions repeat (reference: 0.05)"})
+    knn_index: str = field(default="auto", metadata={
+        "help": "auto (exact up to 200K rows, IVF above), exact (the reference's IndexFlatL2) or ivf (FAISS IVF-Flat; "
+                "its recall@10 against exact is measured and kept in the manifest)"})
+    knn_nprobe: Optional[int] = field(default=None, metadata={"help": "ivf: cells searched per query (default nlist/64, >= 16)"})
     tag_batch_size: int = field(default=256, metadata={
         "help": "records per tagging shard and tag() call, as set; a model tagger splits a call into batches "
                 "of at most its own cap (judge/guard 64, reward 16: python -m synth taggers), said in the log"})
@@ -250,6 +254,9 @@ class TagArgs(JudgeModel, GuardModel, BaseModel, RewardModel):
         check_roles(self)
         require_positive(self, "judge_max_tokens", "knn_k", "tag_batch_size", "base_max_tokens")
         require_choice(self, "judge_prefill", ("json", "label"))
+        require_choice(self, "knn_index", ("auto", "exact", "ivf"))
+        if self.knn_nprobe is not None:
+            require_positive(self, "knn_nprobe")
         if self.reward_engine != "hf":
             raise ValueError(f"reward_engine must be hf (a reward model is a transformers sequence classifier), "
                              f"got {self.reward_engine!r}")

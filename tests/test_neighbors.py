@@ -114,4 +114,41 @@ def test_tagger_on_real_instructions(tagger):
     assert tags[5] == dict.fromkeys(tagger.fields) and tagger.stats["no_instruction"] == 1
 
     assert tagger.info() == {"embedding_model": TINY_EMBEDDER, "k": 500, "repeat_threshold": 0.05,
+                             "index": "exact (IndexFlatL2)",  # a small set: auto searches exactly
                              "stand_in": "all-MiniLM-L6-v2 (384-d) replaces all-mpnet-base-v2"}
+
+
+def _clustered(n: int, dim: int = 64, clusters: int = 200, spread: float = 0.35, seed: int = 0):
+    """Unit vectors around topic centres, as sentence embeddings of instructions are (random vectors on the sphere,
+    with no structure, are the worst case of any approximate search)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    emb = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+def test_ivf_index_measures_its_recall_and_only_ever_misses_neighbours():
+
+
+    emb = _clustered(20_000)
+    ids = list(range(len(emb)))
+    exact_info, ivf_info = {}, {}
+    exact = nearest_neighbors(emb, ids, k=50, index="auto", info=exact_info)  # 20K rows: auto is exact
+    approx = nearest_neighbors(emb, ids, k=50, index="ivf", info=ivf_info)
+    assert exact_info["index"].startswith("exact") and "recall_at_10" not in exact_info
+    # ~4 sqrt(N) cells, but at least 39 training points per cell (FAISS's minimum): 20000 // 39
+    assert ivf_info["index"].startswith("IVF") and ivf_info["nlist"] == min(20_000 // 39, int(4 * np.sqrt(20_000)))
+    assert ivf_info["recall_at_10"] >= 0.9
+    d_exact = np.array([t["min_neighbor_distance"] for t in exact])
+    d_approx = np.array([t["min_neighbor_distance"] for t in approx])
+    # a missed neighbour can only make the nearest one farther and the repeats fewer
+    assert (d_approx >= d_exact - 1e-5).all()
+    assert all(a["repeat_count"] <= e["repeat_count"] for a, e in zip(approx, exact))
+    assert np.mean(np.isclose(d_approx, d_exact, atol=1e-5)) >= 0.9
+
+
+def test_unknown_index_is_refused():
+
+
+    with pytest.raises(ValueError, match="knn_index must be one of auto, exact, ivf"):
+        nearest_neighbors(_clustered(10), list(range(10)), index="hnsw")
