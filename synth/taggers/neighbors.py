@@ -82,13 +82,14 @@ def recall_at(emb: np.ndarray, index, k: int = 10, sample: int = 1000, seed: int
 
 def nearest_neighbors(emb: np.ndarray, ids: list[int], k: int = 500, repeat_threshold: float = 0.05,
                       search_batch_size: int = 1024, rows: np.ndarray | None = None, index: str = "auto",
-                      nprobe: int | None = None, info: dict | None = None) -> list[dict]:
+                      nprobe: int | None = None, info: dict | None = None, built=None) -> list[dict]:
     """The three tags for each row of `emb` (or only for `rows`, which the benchmark samples).
 
     Only the k nearest are looked at, as in the reference: repeat_count saturates at k - 1, and a
     row with more than k exact duplicates may not even see itself, which is why the item is
     excluded by its index rather than by dropping the first hit. `index`: auto, exact or ivf (see the module
-    docstring); `info`, if given, receives the index used and, for an approximate one, its recall@10.
+    docstring); `info`, if given, receives the index used and, for an approximate one, its recall@10; `built`:
+    an (index, info) pair from build_index with its recall already measured (the benchmark times them apart).
     """
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     ids = np.asarray(ids)
@@ -99,8 +100,8 @@ def nearest_neighbors(emb: np.ndarray, ids: list[int], k: int = 500, repeat_thre
     if n == 0:
         return []
     k = min(k, n)
-    index, desc = build_index(emb, index, nprobe)
-    if "nlist" in desc:
+    index, desc = built or build_index(emb, index, nprobe)
+    if "nlist" in desc and "recall_at_10" not in desc:
         desc["recall_at_10"] = round(recall_at(emb, index), 4)
         log.warning("neighbours: %s over %d rows, recall@10 %.3f against exact search (1000 queries)",
                     desc["index"], n, desc["recall_at_10"])
