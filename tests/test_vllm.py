@@ -4,8 +4,8 @@ the judge taggers with their prefills, the guard, the reward difference's base a
 log-probabilities and Arena-Hard judging (lm-eval's vllm backend and models in processes of their own:
 tests/test_vllm_processes.py).
 
-One engine serves the module (an LLM() costs 30-50 s here). vLLM is not batch-invariant: nothing here compares
-text across engines or batch shapes; "same seed, same records" is checked for the same call layout.
+One engine serves the module (an LLM() costs 30-50 s here). vLLM is not batch-invariant and, with prefix caching,
+not run-to-run reproducible in its text: nothing here compares sampled text across calls, engines or batch shapes.
 """
 import importlib.util
 import json
@@ -69,9 +69,6 @@ def test_one_call_mixes_samplings_and_a_prompt_too_long_is_counted(vllm_engine):
     assert vllm_engine.stats["too_long"] - before["too_long"] == 1
     assert all("\n" not in c.text and c.num_tokens <= 24 for c in out[0])
     assert out[1][0].finish_reason in ("stop", "length") and out[1][0].text.strip()
-    # Same prompts, same samplings, same call layout: the same text (vLLM's per-request seeds).
-    again = vllm_engine.complete(prompts, samplings)
-    assert [[c.text for c in r] for r in again] == [[c.text for c in r] for r in out]
     # Distinct seeds of one template give distinct samples.
     assert len({c.text for c in out[0]} | {c.text for c in out[3]}) > 1
 
@@ -116,7 +113,9 @@ def test_synthesis_stages_on_vllm_in_whole_shard_calls_and_resume(vllm_engine, t
     assert len(recs) == ins["kept"] > 0 and len({r["id"] for r in recs}) == len(recs)
     assert all(r["gen_input_configs"]["engine"] == "vllm" for r in recs)
 
-    # A crash after shard 0: the resumed run redoes shard 1 in the same call layout, so the same records.
+    # A crash after shard 0: the resumed run keeps shard 0 as it is and redoes shard 1 (round 2: ids 8-11), with the
+    # same seeds; nothing lost, nothing twice. Its text is a new sample: on vLLM a prompt whose prefix is cached
+    # runs through other kernels, so the same seed does not promise the same text (measured: it differed once).
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     b = store.DatasetDir(tmp_path / "b")
     b.shard_path(1).unlink()
@@ -124,7 +123,12 @@ def test_synthesis_stages_on_vllm_in_whole_shard_calls_and_resume(vllm_engine, t
     m["status"] = "running"
     (b.path / store.MANIFEST).write_text(json.dumps(m))
     generate_instructions(vllm_engine, margs, iargs, run, tmp_path / "b")
-    assert b.complete and b.records() == recs
+    again = b.records()
+    assert b.complete and b.manifest()["counts"]["sampled"] == 12
+    assert [r for r in again if r["id"] < 8] == [r for r in recs if r["id"] < 8]
+    redone = [r for r in again if r["id"] >= 8]
+    assert all(8 <= r["id"] < 12 for r in redone) and len({r["id"] for r in again}) == len(again)
+    assert all(r["gen_input_configs"]["seed"] == 2 for r in redone)  # round 2's seed: seed 0 * 1_000_003 + 2
 
     res = generate_responses(vllm_engine, margs, rargs, tmp_path / "a", tmp_path / "res")
     pairs = store.DatasetDir(tmp_path / "res").records()

@@ -8,10 +8,13 @@ A call is one `LLM.generate` over every prompt it is given, each with its own Sa
 whole shards (all rounds of an instruction shard, all conversations of a response shard), so vLLM's scheduler
 keeps the batch full instead of waiting for the longest sequence of a small call.
 
-Same seed, same records (vLLM): each request is seeded with `seed + its index in the call`, so a shard
-sent again in the same call layout on the same hardware and vLLM version gives the same text. vLLM is not
-batch-invariant: the same seed alone or in another batch, or greedy decoding in bf16 under another batch
-shape, can give other text. The stages fix the call layout (the shard layout is part of the resume key).
+Same seed, same records (vLLM): the same ids, rounds, samplings and seeds (each request is seeded with
+`seed + its index in the call`, and the shard layout, part of the resume key, fixes the calls), but not always
+the same text: vLLM is not batch-invariant (the same seed alone or in another batch, or bf16 greedy decoding
+under another batch shape, can give other text), and with prefix caching a prompt whose prefix is cached runs
+through other kernels, so a shard sent again in the same call can come out differently (seen here on a
+resumed shard). A resumed run loses nothing and doubles nothing; a redone shard is a new sample. For text
+that reproduces, use the hf engine (same seed and batch layout, same text).
 """
 from __future__ import annotations
 
