@@ -121,8 +121,6 @@ def answer_sets(margs: ModelArgs, work: list[tuple[list, Path, dict]], batch_siz
 
 def answers_in_own_process(margs: ModelArgs, work: list[tuple[list, Path, dict]], batch_size: int):
     """answer_sets, in a process of its own where the model needs one (synth.procs) and answers are missing."""
-    from synth import procs
-
     missing = not all(_answer_dirs(margs, p, root, batch_size=batch_size, **dec)[3] for p, root, dec in work)
     isolated = missing and procs.isolate(margs.engine)
     return procs.call("eval.run:answer_sets", margs, work, batch_size, isolated=isolated)
@@ -309,10 +307,9 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
         # lm-eval builds its own model (vLLM: one LLM for the whole group): a process of its own where it needs one.
         h = procs.call("eval.harness:run_harness", margs.model, out / "lm_eval", hargs.lm_eval_tasks,
                        isolated=procs.isolate(backend), backend=backend, include_path=hargs.lm_eval_include_path,
-                       num_fewshot=hargs.lm_eval_num_fewshot,
-                        limit=hargs.lm_eval_limit, batch_size=hargs.lm_eval_batch_size,
-                        apply_chat_template=hargs.lm_eval_apply_chat_template, dtype=margs.dtype,
-                        device=None if margs.device == "auto" else margs.device, seed=eargs.seed,
+                       num_fewshot=hargs.lm_eval_num_fewshot, limit=hargs.lm_eval_limit,
+                       batch_size=hargs.lm_eval_batch_size, apply_chat_template=hargs.lm_eval_apply_chat_template,
+                       dtype=margs.dtype, device=None if margs.device == "auto" else margs.device, seed=eargs.seed,
                        model_args={**_vllm_role_args(margs, backend), **parse_model_args(hargs.lm_eval_model_args)})
         result["benchmarks"]["lm_eval"] = h
         log({f"lm_eval/{t}/{m}": v for t, ms in h.items() if isinstance(ms, dict)
@@ -345,8 +342,7 @@ def make_judge(jargs: JudgeArgs, bench: str, engine):
 
 
 def _judged(root: Path, config: dict, batch_size: int) -> bool:
-    m = store.DatasetDir(root / "judgments").manifest() or {}
-    return m.get("status") == "complete" and m.get("config_hash") == store.config_hash({**config, "batch_size": batch_size})
+    return store.DatasetDir(root / "judgments").reusable({**config, "batch_size": batch_size}) is not None
 
 
 def judge_sets(jargs: JudgeArgs, work: list[tuple[str, list, Path, dict]]) -> list[list[dict]]:

@@ -129,9 +129,9 @@ def run_stage(name: str, parsed: tuple, src, out) -> dict:
 
 
 def _instructions_config(c: Context, src) -> dict:
-    from .config import stage_config
+    from .instructions import instructions_config
 
-    return stage_config(c.margs, c.iargs)
+    return instructions_config(c.margs, c.iargs)
 
 
 def _responses_config(c: Context, src) -> dict:

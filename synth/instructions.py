@@ -90,11 +90,16 @@ def resolve_template(engine, margs: ModelArgs, iargs: InstructionArgs) -> tuple[
     return tpl, stops
 
 
+def instructions_config(margs: ModelArgs, iargs: InstructionArgs) -> dict:
+    """The config an instructions directory is keyed by: a finished one with this config can be reused."""
+    return stage_config(margs, iargs)
+
+
 def generate_instructions(engine, margs: ModelArgs, iargs: InstructionArgs, rargs: RunArgs, out_dir) -> dict:
     """Write `out_dir` (a dataset directory) with the instructions; resumes what is there. A finished run of
     this config is reused without touching `engine` (which may be lazy: nothing loads then)."""
     ds = store.DatasetDir(out_dir)
-    config = stage_config(margs, iargs)
+    config = instructions_config(margs, iargs)
     if (done := ds.reusable(config)) is not None:
         return {**done["counts"], "reused": True}
     tpl, stops = resolve_template(engine, margs, iargs)

@@ -28,9 +28,8 @@ def _part_config(name: str, kwargs: dict, n_records: int, batch_size: int, input
 
 
 def _part_complete(name: str, kwargs: dict, n_records: int, batch_size: int, input_id: str, out_dir) -> bool:
-    m = store.DatasetDir(Path(out_dir) / "parts" / name).manifest() or {}
     config = _part_config(name, kwargs, n_records, batch_size, input_id)[1]
-    return m.get("status") == "complete" and m.get("config_hash") == store.config_hash(config)
+    return store.DatasetDir(Path(out_dir) / "parts" / name).reusable(config) is not None
 
 
 def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, batch_size: int, input_id: str) -> dict:

@@ -87,12 +87,6 @@ def per_prompt(sampling: Samplings, count: int) -> list[Sampling]:
     return out
 
 
-# A prompt that leaves no room for one new token is not sent: it gets this, and the engine counts it in
-# stats["too_long"]. vLLM would raise for the whole call; the stage keeps the record (an empty, "length" answer).
-def too_long(n: int) -> list[Completion]:
-    return [Completion("", 0, "length") for _ in range(n)]
-
-
 def too_long_count(engine) -> int:
     """Prompts this engine has left unanswered for being too long, so far (0 for engines that do not count)."""
     return (getattr(engine, "stats", None) or {}).get("too_long", 0)
@@ -109,9 +103,19 @@ class Engine(abc.ABC):
     def complete(self, prompts: Sequence[str], sampling: Samplings) -> list[list[Completion]]:
         ...
 
-    def fits(self, prompt_ids: Sequence[int]) -> bool:
-        """Whether a prompt leaves room for at least one generated token (vLLM's own rule)."""
-        return self.max_model_len is None or len(prompt_ids) < self.max_model_len
+    def sendable(self, encoded: Sequence[Sequence[int]], samplings: Sequence[Sampling],
+                 out: list) -> list[int]:
+        """The indices of the prompts that leave room for at least one generated token (vLLM's own rule). Any other
+        is not sent: `out[i]` gets `n` empty "length" completions and stats["too_long"] counts it (vLLM would raise
+        for the whole call; the stage keeps the record)."""
+        send = []
+        for i, (ids, s) in enumerate(zip(encoded, samplings)):
+            if self.max_model_len is None or len(ids) < self.max_model_len:
+                send.append(i)
+            else:
+                out[i] = [Completion("", 0, "length") for _ in range(s.n)]
+                self.stats["too_long"] += 1
+        return send
 
     def render_chat(self, conversation: Sequence[Message], add_generation_prompt: bool = True) -> str:
         if self.tokenizer is None or not getattr(self.tokenizer, "chat_template", None):

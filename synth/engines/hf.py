@@ -5,7 +5,7 @@ import time
 from collections.abc import Sequence
 
 from .base import (Completion, Engine, EngineInfo, Sampling, Samplings, cut_at_stop, encode_prompt, per_prompt,
-                   register_engine, too_long)
+                   register_engine)
 from .dtype import dtype_name
 
 
@@ -71,12 +71,8 @@ class HFEngine(Engine):
         # One batched pass per distinct Sampling, in order of first use: each group runs exactly as a call of
         # its own would (same batches, same seeds), so mixing samplings in one call changes no record.
         groups: dict[Sampling, list[int]] = {}
-        for i, (ids, s) in enumerate(zip(encoded, samplings)):
-            if self.fits(ids):
-                groups.setdefault(s, []).append(i)
-            else:
-                out[i] = too_long(s.n)
-                self.stats["too_long"] += 1
+        for i in self.sendable(encoded, samplings, out):
+            groups.setdefault(samplings[i], []).append(i)
         for s, idx in groups.items():
             for i, row in zip(idx, self._generate([encoded[i] for i in idx], s)):
                 out[i] = row

