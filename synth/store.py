@@ -229,11 +229,47 @@ class DatasetDir:
             bar.close()
 
     def records(self) -> list[dict]:
+        """Every row as a dict: for small sets (tests, eval prompts). Stages stream with `tables` / `rows`."""
         out: list[dict] = []
         for k in self.shards():
             if self.shard_path(k).exists():
                 out.extend(pq.read_table(self.shard_path(k)).to_pylist())
         return out
+
+    def files(self) -> list[Path]:
+        """The Parquet shards on disk, in shard order (empty markers have no rows)."""
+        return [p for k in self.shards() if (p := self.shard_path(k)).exists()]
+
+    def row_counts(self) -> list[int]:
+        """Rows per Parquet shard (`files()` order), from the footers only."""
+        return [pq.read_metadata(p).num_rows for p in self.files()]
+
+    def num_rows(self) -> int:
+        return sum(self.row_counts())
+
+    def tables(self, columns: list[str] | None = None):
+        """Each shard as an Arrow table, one at a time: memory holds one shard, whatever the set's size."""
+        for p in self.files():
+            yield pq.read_table(p, columns=columns)
+
+    def rows(self, start: int, stop: int, columns: list[str] | None = None) -> list[dict]:
+        """Rows [start, stop) of the whole set (shard order), reading only the shards that hold them."""
+        out, offset = [], 0
+        for p, n in zip(self.files(), self.row_counts()):
+            if offset < stop and start < offset + n:
+                lo, hi = max(start - offset, 0), min(stop - offset, n)
+                out.extend(self._shard_table(p, columns).slice(lo, hi - lo).to_pylist())
+            offset += n
+            if offset >= stop:
+                break
+        return out
+
+    def _shard_table(self, path: Path, columns) -> pa.Table:
+        # The last shard read is kept: consecutive row ranges (a stage's batches) read each shard once.
+        key = (path, tuple(columns) if columns else None)
+        if getattr(self, "_last", (None,))[0] != key:
+            self._last = (key, pq.read_table(path, columns=columns))
+        return self._last[1]
 
     def require_complete(self) -> dict:
         m = self.manifest()
