@@ -1,25 +1,34 @@
 """Plots of a tagged dataset: tag histograms, reward and distance distributions, lengths, the funnel.
 
-`PLOTS` maps a name to a function that writes one PNG and returns its path; `plot_all` draws every
-one. `wandb_tables` gives the same numbers as W&B tables. A missing tag counts as "untagged", so a
+Everything here reads a `Profile`: the numbers behind the plots (label counts, numeric tags and lengths as
+float arrays), gathered one Arrow table at a time from a dataset directory, so a 1M-row set costs a few
+float arrays, never a dict per row. `PLOTS` maps a name to a function that writes one PNG and returns its
+path; `plot_all` draws every one. `wandb_tables` gives the same numbers as W&B tables. Each takes a dataset
+directory, a Profile, or a list of dicts (tests, small sets). A missing tag counts as "untagged", so a
 partly tagged run plots without special cases.
 """
 from __future__ import annotations
 
-import math
+import os
 from collections import Counter
 from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 matplotlib.use("Agg")  # files only: runs on headless machines and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .schema import CATEGORICAL, DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES, response_length  # noqa: E402
+from . import store  # noqa: E402
+from .schema import CATEGORICAL, DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES  # noqa: E402
 
 UNTAGGED = "untagged"
 TOP_LANGUAGES = 15
+NUMERIC = ("instruct_reward", "reward_difference", "min_neighbor_distance", "repeat_count")
+LENGTHS = ("instruction_length", "response_length")  # characters; the response: all assistant turns
+BATCH_ROWS = 10_000  # rows read at a time: ~50 MB of text at the paper's lengths
 
 
 def _label(field: str, v) -> str:
@@ -29,27 +38,134 @@ def _label(field: str, v) -> str:
     return s.replace("\n", " ") if field == "llama_guard_2" else s  # "unsafe\nS2" -> "unsafe S2"
 
 
-def category_counts(records: list[dict], field: str, order: tuple[str, ...] = (), top: int | None = None,
-                    zeros: bool = False):
-    """(label, count) pairs: the given order first (with zero counts too if `zeros`), then
-    others by count, "untagged" last."""
-    c = Counter(_label(field, r.get(field)) for r in records)
-    keys = [k for k in order if zeros or k in c] + sorted((k for k in c if k not in order and k != UNTAGGED),
-                                                 key=lambda k: (-c[k], k))
-    if top is not None and len(keys) > top:
-        c["other"] = sum(c[k] for k in keys[top:])
-        keys = keys[:top] + ["other"]
-    if UNTAGGED in c:
-        keys.append(UNTAGGED)
-    return [(k, c[k]) for k in keys]
+def _chars(table: pa.Table, column: str) -> np.ndarray:
+    """len(r.get(column) or "") for every row."""
+    if column not in table.column_names or not pa.types.is_string(table.schema.field(column).type):
+        return np.zeros(table.num_rows, np.int64)
+    return pc.fill_null(pc.utf8_length(table[column]), 0).to_numpy().astype(np.int64)
 
 
-def numbers(records: list[dict], field) -> tuple[list[float], int]:
-    """Finite values of a field (or of a function of the record) and how many rows lacked one."""
-    get = field if callable(field) else (lambda r: r.get(field))
-    vals = [get(r) for r in records]
-    ok = [float(v) for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
-    return ok, len(vals) - len(ok)
+def _turns(table: pa.Table, role: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: whether it has `messages` (a non-empty list), its turns of `role`, and their characters."""
+    n = table.num_rows
+    msgs = table["messages"] if "messages" in table.column_names else None
+    if msgs is None or not pa.types.is_list(msgs.type) or not pa.types.is_struct(msgs.type.value_type):
+        return np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    has = pc.fill_null(pc.list_value_length(msgs), 0).to_numpy() > 0
+    flat, parent = pc.list_flatten(msgs), pc.list_parent_indices(msgs).to_numpy()
+    names = {f.name for f in msgs.type.value_type}
+    if "role" not in names:
+        return has, np.zeros(n, np.int64), np.zeros(n, np.int64)
+    mine = pc.fill_null(pc.equal(pc.struct_field(flat, "role"), role), False).to_numpy(zero_copy_only=False)
+    chars = (pc.fill_null(pc.utf8_length(pc.struct_field(flat, "content")), 0).to_numpy(zero_copy_only=False)
+             if "content" in names and pa.types.is_string(msgs.type.value_type.field("content").type)
+             else np.zeros(len(mine), np.int64))
+    return (has, np.bincount(parent[mine], minlength=n).astype(np.int64),
+            np.bincount(parent[mine], weights=chars[mine], minlength=n).astype(np.int64))
+
+
+def response_lengths(table: pa.Table) -> np.ndarray:
+    """schema.response_length for every row of `table`: all assistant turns, else the response."""
+    has, _, chars = _turns(table, "assistant")
+    return np.where(has, chars, _chars(table, "response"))
+
+
+def user_turns(table: pa.Table) -> np.ndarray:
+    """User turns per row: those of `messages`, else 1 (an instruction and its response)."""
+    has, turns, _ = _turns(table, "user")
+    return np.where(has, turns, 1)
+
+
+def _finite(table: pa.Table, column: str) -> np.ndarray:
+    """The finite numbers of a column as floats (a bool, text or missing column has none)."""
+    if column not in table.column_names:
+        return np.zeros(0)
+    t = table.schema.field(column).type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        return np.zeros(0)
+    v = table[column].to_numpy().astype(float)  # nulls become NaN
+    return v[np.isfinite(v)]
+
+
+class Profile:
+    """The numbers behind the plots, the W&B tables, the tag summary and the card, gathered a table at a time:
+    label counts of the categorical tags, the finite values of the numeric tags and the lengths (8 bytes a row),
+    rows with a value per column (coverage) and user turns per row. Never the rows themselves."""
+    COLUMNS = ("instruction", "response", "messages", *CATEGORICAL, *NUMERIC)  # what it reads of a dataset
+
+    def __init__(self):
+        self.rows = 0
+        self.counts: dict[str, Counter] = {f: Counter() for f in CATEGORICAL}
+        self.non_null: dict[str, int] = {}  # column -> rows with a value, for every column seen
+        self.turns: Counter = Counter()
+        self._values: dict[str, list[np.ndarray]] = {f: [] for f in (*NUMERIC, *LENGTHS)}
+
+    def add(self, table: pa.Table) -> Profile:
+        n = table.num_rows
+        self.rows += n
+        for name in table.column_names:
+            self.non_null[name] = self.non_null.get(name, 0) + n - table[name].null_count
+        for f in CATEGORICAL:
+            if f in table.column_names:
+                vc = pc.value_counts(table[f])
+                for v, k in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()):
+                    self.counts[f][_label(f, v)] += k
+            elif n:
+                self.counts[f][UNTAGGED] += n
+        for f in NUMERIC:
+            self._values[f].append(_finite(table, f))
+        self._values["instruction_length"].append(_chars(table, "instruction").astype(float))
+        self._values["response_length"].append(response_lengths(table).astype(float))
+        turns, k = np.unique(user_turns(table), return_counts=True)
+        self.turns.update({int(t): int(c) for t, c in zip(turns, k)})
+        return self
+
+    def values(self, name: str) -> np.ndarray:
+        """The finite values of a numeric tag or a length (NUMERIC, LENGTHS), in row order."""
+        parts = self._values[name]
+        if len(parts) != 1:
+            parts[:] = [np.concatenate(parts) if parts else np.zeros(0)]
+        return parts[0]
+
+    def missing(self, name: str) -> int:
+        """Rows without a finite value of `name`."""
+        return self.rows - len(self.values(name))
+
+    def category_counts(self, field: str, order: tuple[str, ...] = (), top: int | None = None,
+                        zeros: bool = False) -> list[tuple[str, int]]:
+        """(label, count) pairs: the given order first (with zero counts too if `zeros`), then
+        others by count, "untagged" last."""
+        c = Counter(self.counts[field])
+        keys = [k for k in order if zeros or k in c] + sorted((k for k in c if k not in order and k != UNTAGGED),
+                                                     key=lambda k: (-c[k], k))
+        if top is not None and len(keys) > top:
+            c["other"] = sum(c[k] for k in keys[top:])
+            keys = keys[:top] + ["other"]
+        if UNTAGGED in c:
+            keys.append(UNTAGGED)
+        return [(k, c[k]) for k in keys]
+
+    @classmethod
+    def of(cls, source) -> Profile:
+        """`source`: a Profile (as it is), a dataset directory (streamed: only COLUMNS, BATCH_ROWS at a time)
+        or a list of dicts."""
+        if isinstance(source, Profile):
+            return source
+        p = cls()
+        if isinstance(source, (str, os.PathLike, store.DatasetDir)):
+            ds = source if isinstance(source, store.DatasetDir) else store.DatasetDir(source)
+            for t in ds.batches(BATCH_ROWS, list(cls.COLUMNS)):
+                p.add(t)
+            return p
+        for i in range(0, len(source), BATCH_ROWS):
+            p.add(pa.Table.from_pylist([{c: r.get(c) for c in cls.COLUMNS} for r in source[i:i + BATCH_ROWS]]))
+        return p
+
+
+def category_counts(source, field: str, order: tuple[str, ...] = (), top: int | None = None, zeros: bool = False):
+    """(label, count) pairs of `source` (see Profile.of): the given order first (with zero counts too if
+    `zeros`), then others by count, "untagged" last."""
+    return Profile.of(source).category_counts(field, order, top, zeros)
 
 
 def _save(fig, path) -> Path:
@@ -80,16 +196,17 @@ def _bars(pairs, title: str, path) -> Path:
     return _save(fig, path)
 
 
-def _draw_hist(ax, vals: list[float], median_format: str) -> None:
-    ax.hist(vals, bins=min(50, max(5, len(set(vals)))), color="#4c72b0", edgecolor="white")
-    med = sorted(vals)[len(vals) // 2]
+def _draw_hist(ax, vals: np.ndarray, median_format: str) -> None:
+    ax.hist(vals, bins=min(50, max(5, np.unique(vals).size)), color="#4c72b0", edgecolor="white")
+    med = np.partition(vals, len(vals) // 2)[len(vals) // 2]  # sorted(vals)[n // 2]
     ax.axvline(med, color="#dd8452", linestyle="--", label=f"median {med:{median_format}}")
 
 
-def _hist(records, field, title: str, path, xlabel: str, note: str = "", marks: dict | None = None) -> Path:
-    vals, missing = numbers(records, field)
+def _hist(profile: Profile, field: str, title: str, path, xlabel: str, note: str = "",
+          marks: dict | None = None) -> Path:
+    vals, missing = profile.values(field), profile.missing(field)
     fig, ax = plt.subplots(figsize=(7, 4))
-    if vals:
+    if len(vals):
         _draw_hist(ax, vals, ".3g")
         for label, x in (marks or {}).items():
             ax.axvline(x, color="#555555", linestyle=":", label=label)
@@ -102,37 +219,33 @@ def _hist(records, field, title: str, path, xlabel: str, note: str = "", marks: 
     return _save(fig, path)
 
 
-# -- one function per plot --------------------------------------------------------------------
+# -- one function per plot, each from a Profile -----------------------------------------------
 def _categorical(field: str, order: tuple[str, ...] = (), top: int | None = None, zeros: bool = False):
-    def plot(records, path) -> Path:
-        return _bars(category_counts(records, field, order, top, zeros), field, path)
+    def plot(profile: Profile, path) -> Path:
+        return _bars(profile.category_counts(field, order, top, zeros), field, path)
 
     return plot
 
 
-def plot_instruct_reward(records, path) -> Path:
+def plot_instruct_reward(profile: Profile, path) -> Path:
     # Table 5's thresholds (-12, and 0 for the reward difference) sit in this range.
-    return _hist(records, "instruct_reward", "instruct_reward", path, "reward",
+    return _hist(profile, "instruct_reward", "instruct_reward", path, "reward",
                  marks={"Table 5 threshold (> -12)": -12.0})
 
 
-def plot_min_neighbor_distance(records, path) -> Path:
+def plot_min_neighbor_distance(profile: Profile, path) -> Path:
     # Exact duplicates sit at 0, which every Table 5 filter drops: say how many.
-    zeros = sum(1 for r in records if r.get("min_neighbor_distance") == 0)
-    return _hist(records, "min_neighbor_distance", "min_neighbor_distance", path,
+    zeros = int((profile.values("min_neighbor_distance") == 0).sum())
+    return _hist(profile, "min_neighbor_distance", "min_neighbor_distance", path,
                  "squared L2 to the nearest other instruction", note=f", at 0: {zeros:,}")
 
 
-def instruction_length(r: dict) -> int:
-    return len(r.get("instruction") or "")
-
-
-def plot_lengths(records, path) -> Path:
+def plot_lengths(profile: Profile, path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, (name, fn) in zip(axes, (("instruction", instruction_length),
-                                     ("response (all assistant turns)", response_length))):
-        vals, _ = numbers(records, fn)
-        if vals:
+    for ax, (name, field) in zip(axes, (("instruction", "instruction_length"),
+                                        ("response (all assistant turns)", "response_length"))):
+        vals = profile.values(field)
+        if len(vals):
             _draw_hist(ax, vals, ",.0f")
             ax.legend()
         ax.set_title(f"{name} length (n={len(vals):,})")
@@ -160,35 +273,36 @@ PLOTS = {
 }
 
 
-def plot_all(records: list[dict], out_dir, funnel=None) -> list[Path]:
-    out = Path(out_dir)
-    paths = [fn(records, out / f"{name}.png") for name, fn in PLOTS.items()]
+def plot_all(source, out_dir, funnel=None) -> list[Path]:
+    """Every plot of `source` (a dataset directory, a Profile or a list of dicts) as PNGs in `out_dir`."""
+    profile, out = Profile.of(source), Path(out_dir)
+    paths = [fn(profile, out / f"{name}.png") for name, fn in PLOTS.items()]
     if funnel:
         paths.append(plot_funnel(funnel, out / "funnel.png"))
     return paths
 
 
-def _hist_rows(vals: list[float], bins: int = 30) -> list[list[float]]:
-    if not vals:
+def _hist_rows(vals: np.ndarray, bins: int = 30) -> list[list[float]]:
+    if not len(vals):
         return []
     counts, edges = np.histogram(vals, bins=bins)
     return [[float(a), float(b), int(c)] for a, b, c in zip(edges[:-1], edges[1:], counts)]
 
 
-def wandb_tables(records: list[dict], funnel=None) -> dict:
+def wandb_tables(source, funnel=None) -> dict:
     """Name -> wandb.Table to log with `run.log(...)`: counts per tag value, binned numeric tags,
-    and the funnel. Binned, not raw, so a 3M-row set logs a few hundred cells."""
+    and the funnel, from `source` (as plot_all). Binned, not raw, so a 3M-row set logs a few hundred cells."""
     import wandb
 
-    out = {}
+    profile, out = Profile.of(source), {}
     for field, order in CATEGORICAL.items():
         out[f"tags/{field}"] = wandb.Table(columns=[field, "rows"],
-                                           data=[[k, n] for k, n in category_counts(records, field, order)])
+                                           data=[[k, n] for k, n in profile.category_counts(field, order)])
     for name, field in (("tags/instruct_reward", "instruct_reward"),
                         ("tags/min_neighbor_distance", "min_neighbor_distance"),
-                        ("lengths/instruction_length", instruction_length),
-                        ("lengths/response_length", response_length)):
-        out[name] = wandb.Table(columns=["bin_start", "bin_end", "rows"], data=_hist_rows(numbers(records, field)[0]))
+                        ("lengths/instruction_length", "instruction_length"),
+                        ("lengths/response_length", "response_length")):
+        out[name] = wandb.Table(columns=["bin_start", "bin_end", "rows"], data=_hist_rows(profile.values(field)))
     if funnel:
         out["filter/funnel"] = wandb.Table(columns=["step", "rows"], data=[[s, n] for s, n in funnel])
     return out

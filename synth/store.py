@@ -69,6 +69,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     _replace_whole(path, lambda tmp: tmp.write_text(text))
 
 
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    # permissive: a column null in one shard and typed in another, a struct with more fields in one, as
+    # from_pylist would infer them over the rows of both
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+
+
 def check_output_dir(path) -> None:
     """Fail before anything loads when `path`, or the folder it would be created in, is a file or read-only."""
     out = Path(path).expanduser().absolute()
@@ -251,6 +257,41 @@ class DatasetDir:
         """Each shard as an Arrow table, one at a time: memory holds one shard, whatever the set's size."""
         for p in self.files():
             yield pq.read_table(p, columns=columns)
+
+    def columns(self) -> list[str]:
+        """Every column some shard has, in order of first appearance (footers only): what `records()` keys hold."""
+        return list(dict.fromkeys(name for p in self.files() for name in pq.read_schema(p).names))
+
+    def batches(self, size: int, columns: list[str] | None = None):
+        """The whole set as Arrow tables of `size` rows (the last one shorter), in order, across shard
+        boundaries: batch k is rows [k*size, (k+1)*size), so parts written in step can be walked together.
+        Shards are decoded a Parquet batch at a time: memory holds about `size` rows, not a shard.
+        `columns`: those of them that some shard has; a shard without one reads it as nulls (as records()
+        would: r.get(c) is None). Shards whose types differ (a column all null in one) are promoted."""
+        size = max(int(size), 1)
+        known = set(self.columns())
+        want = None if columns is None else [c for c in dict.fromkeys(columns) if c in known]
+        pending, held = [], 0
+        for p in self.files():
+            f = pq.ParquetFile(p)
+            have = f.schema_arrow.names
+            read = None if want is None else [c for c in want if c in have]
+            for batch in f.iter_batches(batch_size=size, columns=read):
+                t = pa.Table.from_batches([batch])
+                for c in want or ():
+                    if c not in have:
+                        t = t.append_column(c, pa.nulls(t.num_rows))
+                if want is not None:
+                    t = t.select(want)
+                pending.append(t)
+                held += t.num_rows
+                while held >= size:
+                    whole = _concat(pending)
+                    yield whole.slice(0, size)
+                    rest = whole.slice(size)
+                    pending, held = ([rest] if rest.num_rows else []), rest.num_rows
+        if held:
+            yield _concat(pending)
 
     def rows(self, start: int, stop: int, columns: list[str] | None = None) -> list[dict]:
         """Rows [start, stop) of the whole set (shard order), reading only the shards that hold them."""

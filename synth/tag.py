@@ -104,40 +104,80 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
             parts.update(procs.in_own_process("synth.tag:run_taggers", group, in_dir, out_dir, batch_size, input_id))
         else:
             parts.update(run_taggers(group, in_dir, out_dir, batch_size, input_id, records=records))
-    # Join: every record gets every tagger's fields (None where a tagger could not tag it).
-    joined = {r["id"]: dict(r) for r in records}
-    for name, m in parts.items():
-        part = store.DatasetDir(Path(out_dir) / "parts" / name)
-        for row in part.records():
-            joined[row["id"]].update({f: row.get(f) for f in m["fields"]})
-        for r in joined.values():
-            for f in m["fields"]:
-                r.setdefault(f, None)
-    tagged = [joined[r["id"]] for r in records]
-    # An unfinished join is redone shard by shard, each shard replaced atomically: the join is deterministic
-    # (same input, parts and shard_rows: all in the config), so a shard already there gets the same rows.
-    for k in range(max(1, -(-len(tagged) // shard_rows))):
-        out.write_shard(k, tagged[k * shard_rows:(k + 1) * shard_rows])
-    counts = summarize(tagged, parts)
+    # Join: every record gets every tagger's fields (None where a tagger could not tag it), streamed.
+    profile = join_parts(in_dir, out_dir, parts, shard_rows)
+    counts = summarize(profile, parts)
     plot_files = []
     if plots:
         from . import stats
 
-        plot_files = [str(p) for p in stats.plot_all(tagged, Path(out_dir) / "plots")]
+        plot_files = [str(p) for p in stats.plot_all(profile, Path(out_dir) / "plots")]
     out.finish(counts, taggers_info={n: m.get("tagger_info", {}) for n, m in parts.items()}, plots=plot_files)
     counts["seconds"] = time.perf_counter() - t0
     return counts
 
 
-def summarize(tagged: list[dict], parts: dict) -> dict:
-    counts = {"records": len(tagged), "coverage": {}, "stats": {}, "distributions": {}}
+def join_parts(in_dir, out_dir, parts: dict, shard_rows: int):
+    """Write `out_dir`'s shards: the rows of `in_dir` in order, each with the fields of every tagger in `parts`
+    (name -> part manifest), shard k = rows [k*shard_rows, (k+1)*shard_rows). A part (`<out_dir>/parts/<name>/`,
+    `id` + its fields) is written in input order, so the input and the parts are walked in step, shard_rows
+    rows at a time: memory holds one output shard whatever the set's size. Returns the joined rows' Profile
+    (stats.Profile: counts, tag values and lengths) for the summary and the plots."""
+    import pyarrow as pa
+
+    from .stats import Profile
+
+    src, out, profile = store.DatasetDir(in_dir), store.DatasetDir(out_dir), Profile()
+    part_dirs = {name: store.DatasetDir(Path(out_dir) / "parts" / name) for name in parts}
+    readers = {name: d.batches(shard_rows, ["id", *parts[name]["fields"]]) for name, d in part_dirs.items()}
+    k = -1
+    # An unfinished join is redone shard by shard, each shard replaced atomically: the join is deterministic
+    # (same input, parts and shard_rows: all in the config), so a shard already there gets the same rows.
+    for k, table in enumerate(src.batches(shard_rows)):
+        for name, m in parts.items():
+            part = next(readers[name], None)
+            _check_in_step(part, table, k * shard_rows, part_dirs[name], in_dir)
+            for f in m["fields"]:
+                col = part[f] if f in part.column_names else pa.nulls(table.num_rows)
+                i = table.schema.get_field_index(f)
+                table = table.set_column(i, f, col) if i >= 0 else table.append_column(f, col)
+        out.write_shard(k, table)
+        profile.add(table)
+    if k < 0:  # no input rows: shard 0 is an empty marker, so the directory is complete
+        out.write_shard(0, [])
+    for name, reader in readers.items():
+        if (extra := next(reader, None)) is not None:
+            raise ValueError(f"tagger part {part_dirs[name].path} has rows past the input's {profile.rows:,} "
+                             f"(id {extra['id'][0].as_py()!r} first); delete it and run the tag stage again")
+    return profile
+
+
+def _check_in_step(part, table, start: int, part_dir: store.DatasetDir, in_dir) -> None:
+    """The part's next rows are the input's rows [start, start + len): the same ids in the same order."""
+    if part is not None and part.num_rows == table.num_rows and (
+            part["id"].equals(table["id"]) or part["id"].to_pylist() == table["id"].to_pylist()):
+        return
+    ids, theirs = table["id"].to_pylist(), [] if part is None else part["id"].to_pylist()
+    i = next((i for i, (a, b) in enumerate(zip(ids, theirs)) if a != b), min(len(ids), len(theirs)))
+    if i < min(len(ids), len(theirs)):
+        where = f"has id {theirs[i]!r} at row {start + i:,} where the input {in_dir} has {ids[i]!r}"
+    elif len(theirs) < len(ids):
+        where = f"ends at row {start + len(theirs):,}, before the input {in_dir}"
+    else:
+        where = f"goes on past the {start + len(ids):,} rows of the input {in_dir}"
+    raise ValueError(f"tagger part {part_dir.path} does not follow its input: it {where}; delete it and run "
+                     "the tag stage again")
+
+
+def summarize(profile, parts: dict) -> dict:
+    """The tag manifest's counts from the joined rows' Profile: records, coverage per field (rows with a value),
+    each tagger's stats, the distributions of the categorical tags present."""
+    counts = {"records": profile.rows, "coverage": {}, "stats": {}, "distributions": {}}
     for name, m in parts.items():
         counts["stats"][name] = m.get("counts", {})
         for f in m["fields"]:
-            counts["coverage"][f] = sum(r.get(f) is not None for r in tagged)
-    from .stats import category_counts
-
+            counts["coverage"][f] = profile.non_null.get(f, 0)
     for f, order in CATEGORICAL.items():
-        if any(f in r for r in tagged):
-            counts["distributions"][f] = dict(category_counts(tagged, f, order))
+        if f in profile.non_null:  # a column of the joined rows
+            counts["distributions"][f] = dict(profile.category_counts(f, order))
     return counts
