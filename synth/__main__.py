@@ -325,7 +325,7 @@ def _log_tables(log, out: Path) -> None:
     funnel = (ds.manifest() or {}).get("funnel")
     if funnel:
         stats.plot_funnel(funnel, out / "funnel.png")
-    log(stats.wandb_tables(ds.records(), funnel))
+    log(stats.wandb_tables(ds, funnel))  # streamed: the tags and lengths it bins, a batch at a time
 
 
 def _list_taggers(targs) -> int:

@@ -15,13 +15,15 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from . import store
-from .schema import CATEGORICAL, COLUMNS, TAGS, response_length
-from .stats import category_counts, numbers
+from .schema import CATEGORICAL, COLUMNS, TAGS
+from .stats import UNTAGGED, Profile
 
 SHARD_ROWS = 50_000
+_BATCH_ROWS = 10_000  # rows made into dicts at a time (ShareGPT lines, `messages`): ~50 MB of text; divides SHARD_ROWS
 _SHAREGPT_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
 
 # The generator's license governs its outputs (the reference releases say so in their cards).
@@ -107,33 +109,49 @@ _CARD = Path(__file__).with_name("dataset_card.md")
 # The Hub's size buckets are decades from 1K (datasets/utils/resources/size_categories.json lists them), so a
 # row count's digits past the third pick one; neither datasets nor huggingface_hub maps a count to its bucket.
 _SIZES = ("n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M")
+# card row -> the Profile's value of it (stats.NUMERIC, stats.LENGTHS)
 _NUMERIC = {**{f: f for f in ("instruct_reward", "reward_difference", "min_neighbor_distance", "repeat_count")},
-            "instruction_chars": lambda r: len(r.get("instruction") or ""), "response_chars": response_length}
+            "instruction_chars": "instruction_length", "response_chars": "response_length"}
 
 
-def _summary(records: list[dict], field) -> tuple[int, int, list[float]]:
+class CardCounts:
+    """What the card says about the rows, gathered a batch at a time: their Profile (tag distributions, numeric
+    summaries, turns), the first row (its configs and template) and the instruction sampling cells."""
+
+    def __init__(self):
+        self.profile, self.first, self.cells = Profile(), None, Counter()
+
+    def add(self, table: pa.Table, records: list[dict]) -> None:
+        self.profile.add(table)
+        if self.first is None and records:
+            self.first = records[0]
+        self.cells.update(((r.get("gen_input_configs") or {}).get("temperature"),
+                           (r.get("gen_input_configs") or {}).get("top_p")) for r in records)
+
+
+def _summary(profile: Profile, field: str) -> tuple[int, int, list[float]]:
     """(tagged, untagged, [min, p25, median, p75, max, mean]); the list is empty when nothing is tagged."""
-    v, missing = numbers(records, field)
+    v, missing = profile.values(field).tolist(), profile.missing(field)  # floats: 32 bytes a row, not a record
     if not v:
         return 0, missing, []
     q = statistics.quantiles(v, n=4) if len(v) > 1 else v * 3
     return len(v), missing, [min(v), *q, max(v), statistics.fmean(v)]
 
 
-def render_card(name: str, records: list[dict], chain: list[dict], card_info: dict) -> str:
-    n, first = len(records), records[0] if records else {}
+def render_card(name: str, counts: CardCounts, chain: list[dict], card_info: dict) -> str:
+    profile, first = counts.profile, counts.first or {}
+    n = profile.rows
     gin, gres = first.get("gen_input_configs") or {}, first.get("gen_response_configs") or {}
     by_stage = {m.get("stage"): m for m in reversed(chain)}  # nearest manifest of each stage wins
     ins = by_stage.get("instructions") or {}
     model = card_info.get("source_model") or gin.get("input_generator") or ins.get("model") or "unknown"
     lic, lic_sentence = (card_info["license"],) * 2 if card_info.get("license") else license_for(model)
     front = DatasetCardData(
-        license=lic, language=sorted({str(r["language"]).lower() for r in records if r.get("language")}) or None,
+        license=lic, language=sorted({k.lower() for k, c in profile.counts["language"].items()
+                                      if k and k != UNTAGGED and c}) or None,
         task_categories=["text-generation"], size_categories=[_SIZES[min(max(len(str(n)) - 3, 0), len(_SIZES) - 1)]],
         tags=["synthetic", "magpie", "instruction-tuning"],
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/part-*.parquet"}]}])
-    cells = Counter(((r.get("gen_input_configs") or {}).get("temperature"),
-                     (r.get("gen_input_configs") or {}).get("top_p")) for r in records)
     sampling = {k: v for k, v in gres.items() if k in ("temperature", "top_p", "max_tokens", "repetition_penalty")}
     card = DatasetCard.from_template(
         front, template_path=str(_CARD), name=name, info=card_info, n=n, model=model,
@@ -141,12 +159,12 @@ def render_card(name: str, records: list[dict], chain: list[dict], card_info: di
         engine=gin.get("engine") or ins.get("engine", ""), license_sentence=lic_sentence,
         pre_query_template=card_info.get("pre_query_template") or first.get("pre_query_template")
         or (ins.get("template") or {}).get("pre_query_template"),
-        stand_ins=_stand_ins(chain, card_info), cells=sorted(cells.items(), key=str),
-        turns=sorted(Counter(sum(m["role"] == "user" for m in _messages(r)) for r in records).items()),
+        stand_ins=_stand_ins(chain, card_info), cells=sorted(counts.cells.items(), key=str),
+        turns=sorted(profile.turns.items()),
         response_sampling=json.dumps(sampling) if gres else None,
         filter_info=card_info.get("filter") or by_stage.get("filter") or {},
-        dists={f: category_counts(records, f, order) for f, order in CATEGORICAL.items()},
-        numeric={f: _summary(records, get) for f, get in _NUMERIC.items()})
+        dists={f: profile.category_counts(f, order) for f, order in CATEGORICAL.items()},
+        numeric={f: _summary(profile, get) for f, get in _NUMERIC.items()})
     return str(card)
 
 
@@ -160,19 +178,33 @@ def export(in_dir, out_dir, name: str, card_info: dict | None = None, push_to_hu
     out = store.DatasetDir(out_dir)
     m = out.begin("export", {"name": name, "card_info": card_info, "input_id": src.identity()}, input=str(in_dir))
     if m["status"] != "complete":
-        records = src.records()
-        if not records:
+        if not src.num_rows():
             raise ValueError(f"{in_dir} has no rows to export; loosen the filter or check the earlier stages")
         # `messages` first, then the reference's fields in its order; working columns stay behind.
-        cols = ["messages"] + [c for c in COLUMNS if c != "messages" and any(c in r for r in records)]
-        rows = [{**{c: r.get(c) for c in cols}, "messages": _messages(r)} for r in records]
-        for k in range(0, len(rows), SHARD_ROWS):
-            out.write_shard(k // SHARD_ROWS, rows[k:k + SHARD_ROWS])
-        store.atomic_write_text(out.path / "sharegpt.jsonl", "".join(
-            json.dumps(to_sharegpt(r), ensure_ascii=False) + "\n" for r in records))
+        present = set(src.columns())
+        cols = ["messages"] + [c for c in COLUMNS if c != "messages" and c in present]
+        counts = CardCounts()
+
+        def write(sharegpt: Path) -> None:
+            # _BATCH_ROWS rows at a time, in order: shard k gets rows [k*SHARD_ROWS, ...), sharegpt.jsonl a line each
+            pieces, k = [], 0
+            with sharegpt.open("w") as f:
+                for table in src.batches(_BATCH_ROWS):
+                    records = table.to_pylist()
+                    pieces.append(pa.Table.from_pylist([{**{c: r.get(c) for c in cols}, "messages": _messages(r)}
+                                                        for r in records]))
+                    f.writelines(json.dumps(to_sharegpt(r), ensure_ascii=False) + "\n" for r in records)
+                    counts.add(table, records)
+                    if sum(p.num_rows for p in pieces) >= SHARD_ROWS:
+                        out.write_shard(k, store.concat(pieces))
+                        pieces, k = [], k + 1
+                if pieces:
+                    out.write_shard(k, store.concat(pieces))
+
+        store.replace_whole(out.path / "sharegpt.jsonl", write)  # written whole or not at all, like a shard
         chain = _manifest_chain(Path(in_dir))
-        store.atomic_write_text(out.path / "README.md", render_card(name, records, chain, card_info))
-        m = out.finish({"records": len(records), "columns": cols})
+        store.atomic_write_text(out.path / "README.md", render_card(name, counts, chain, card_info))
+        m = out.finish({"records": counts.profile.rows, "columns": cols})
     pushed = None
     if push_to_hub:  # only on request: an upload is public and permanent enough to need intent
         import datasets

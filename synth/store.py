@@ -53,7 +53,7 @@ def library_versions() -> dict:
     return out
 
 
-def _replace_whole(path: Path, write) -> None:
+def replace_whole(path: Path, write) -> None:
     """`write(tmp)`, then rename tmp onto `path`: readers see the whole file or none of it. The temporary file is
     removed on failure (e.g. a full disk), so no `.tmp` files are left behind."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -66,10 +66,10 @@ def _replace_whole(path: Path, write) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    _replace_whole(path, lambda tmp: tmp.write_text(text))
+    replace_whole(path, lambda tmp: tmp.write_text(text))
 
 
-def _concat(tables: list[pa.Table]) -> pa.Table:
+def concat(tables: list[pa.Table]) -> pa.Table:
     # permissive: a column null in one shard and typed in another, a struct with more fields in one, as
     # from_pylist would infer them over the rows of both
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
@@ -195,7 +195,7 @@ class DatasetDir:
             atomic_write_text(self.empty_marker(k), meta_json)
             return
         table = table.replace_schema_metadata({_META_KEY: meta_json.encode()})
-        _replace_whole(self.shard_path(k), lambda tmp: pq.write_table(table, tmp))
+        replace_whole(self.shard_path(k), lambda tmp: pq.write_table(table, tmp))
 
     def shard_meta(self, k: int) -> dict:
         if self.empty_marker(k).exists():
@@ -286,12 +286,12 @@ class DatasetDir:
                 pending.append(t)
                 held += t.num_rows
                 while held >= size:
-                    whole = _concat(pending)
+                    whole = concat(pending)
                     yield whole.slice(0, size)
                     rest = whole.slice(size)
                     pending, held = ([rest] if rest.num_rows else []), rest.num_rows
         if held:
-            yield _concat(pending)
+            yield concat(pending)
 
     def rows(self, start: int, stop: int, columns: list[str] | None = None) -> list[dict]:
         """Rows [start, stop) of the whole set (shard order), reading only the shards that hold them."""
