@@ -189,7 +189,7 @@ def export(in_dir, out_dir, name: str, card_info: dict | None = None, push_to_hu
             # _BATCH_ROWS rows at a time, in order: shard k gets rows [k*SHARD_ROWS, ...), sharegpt.jsonl a line each
             pieces, k = [], 0
             with sharegpt.open("w") as f:
-                for table in src.batches(_BATCH_ROWS):
+                for table in src.batches(_BATCH_ROWS, cols):  # all the rows, card and lines read
                     records = table.to_pylist()
                     pieces.append(pa.Table.from_pylist([{**{c: r.get(c) for c in cols}, "messages": _messages(r)}
                                                         for r in records]))
