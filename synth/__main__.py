@@ -59,6 +59,9 @@ class Context:
         self.margs, self.iargs, self.rargs, self.mtargs = margs, iargs, rargs, mtargs
         self.targs, self.fargs, self.eargs, self.run = targs, fargs, eargs, run
         self._engines: dict = {}
+        from .cluster import Cluster
+
+        self.cluster = Cluster.from_args(run)  # None: every stage in this machine's processes
 
     def engine(self, role) -> LazyEngine:
         """The engine of `role`; any other model this context holds is freed first."""
@@ -105,6 +108,8 @@ class Stage:
 
         if self.model is None:
             c.close()  # one model at a time: the taggers load their own
+        elif c.cluster is not None:
+            c.close()  # the actors load the model; this process reads its tokenizer (cluster.DriverView)
         elif procs.isolate(self.model(c).engine) and store.DatasetDir(out).reusable(self.config(c, src)) is None:
             c.close()
             return procs.in_own_process("synth.__main__:run_stage", self.name, c.parsed, src, out)
@@ -113,9 +118,15 @@ class Stage:
     def run_here(self, c: Context, src, out) -> dict:
         import importlib
 
-        engine = c.engine(self.model(c)) if self.model is not None else None
+        engine = None
+        if self.model is not None:
+            from .cluster import DriverView
+
+            engine = DriverView(self.model(c)) if c.cluster is not None else c.engine(self.model(c))
         module, fn = self.fn.split(":")
         args, kwargs = self.args(c, engine, src, out)
+        if c.cluster is not None and (self.model is not None or self.name == "tag"):
+            kwargs["cluster"] = c.cluster
         return getattr(importlib.import_module(f".{module}", __package__), fn)(*args, **kwargs)
 
 
@@ -230,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     verb, rest = argv[0], argv[1:]
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from . import config as cfg, store
+    from .cluster import ClusterError
 
     if verb == "presets":
         return _list_presets()
@@ -245,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a read-only or full filesystem, an output_dir that is a file
         where = e.filename or c.run.output_dir
         _die(f"{where}: {e.strerror or e}; free space, fix the permissions or choose another output_dir")
-    except (store.RunMismatch, store.IncompleteInput, ImportError, ValueError) as e:
+    except (store.RunMismatch, store.IncompleteInput, ImportError, ValueError, ClusterError) as e:
         _die(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
 
 
@@ -267,6 +279,13 @@ def _plan(verb: str, c: Context) -> list[str]:
     from .store import check_output_dir
 
     check_output_dir(c.run.output_dir)
+    if c.cluster is not None:  # reachable, big enough for each model, and seeing output_dir: before any writing
+        c.cluster.connect()
+        for s in stages:
+            if STAGES[s].model is not None:
+                role = STAGES[s].model(c)
+                c.cluster.layout(role.model, role.tensor_parallel_size, role.engine != "openai")
+        c.cluster.check_storage(Path(c.run.output_dir).absolute())
     return stages
 
 
@@ -274,7 +293,8 @@ def _run(verb: str, c: Context) -> int:
     from . import config as cfg, store, tracking
 
     stages = _plan(verb, c)
-    root = Path(c.run.output_dir)
+    # Actors on other machines resolve paths in their own working directory: give them absolute ones.
+    root = Path(c.run.output_dir).absolute() if c.cluster is not None else Path(c.run.output_dir)
 
     def source(stage: Stage) -> Path | None:
         """A stage reads the nearest upstream stage that this run makes or that is on disk."""

@@ -285,13 +285,37 @@ class RunArgs:
     report_to: str = field(default="wandb", metadata={"help": "wandb or none"})
     wandb_project: str = field(default="magpie-repro", metadata={"help": "one project, runs grouped by recipe"})
     wandb_group: Optional[str] = field(default=None, metadata={"help": "default: the output_dir's name"})
+    # Ray (synth/cluster.py): the model stages' shards go to engine actors. Unset: one process, as always.
+    ray_address: Optional[str] = field(default=None, metadata={
+        "help": "run the model stages on Ray: auto (the running cluster), local (start one here), host:port or "
+                "ray://host:10001; unset: this process"})
+    ray_actors: Optional[int] = field(default=None, metadata={
+        "help": "engine actors per stage (default: as many as the cluster holds, one CPU slot left to Ray Data)"})
+    ray_cpus_per_actor: float = field(default=1.0, metadata={
+        "help": "CPU slots per actor; a CPU engine runs that many torch threads (1: one per core, measured best)"})
+    ray_gpus_per_actor: str = field(default="auto", metadata={
+        "help": "tp: the role's tensor_parallel_size, required (air, pro); auto: tp on a cluster with GPUs, else "
+                "CPU slots; or a number (0: CPU only)"})
+
+    def __post_init__(self):
+        if self.ray_actors is not None:
+            require_positive(self, "ray_actors")
+        require_positive(self, "ray_cpus_per_actor")
+        if self.ray_gpus_per_actor not in ("auto", "tp"):
+            try:
+                if float(self.ray_gpus_per_actor) < 0:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"ray_gpus_per_actor must be auto, tp or a number >= 0; got "
+                                 f"{self.ray_gpus_per_actor!r}") from None
 
 
 ALL = (ModelArgs, InstructionArgs, ResponseArgs, MultiTurnArgs, TagArgs, FilterArgs, ExportArgs, RunArgs)
 
 # Keys that change neither a stage's records nor its shard layout (left out of the config hash used for
 # resume). rounds_per_shard and the *_batch_size keys decide which items shard k holds: they stay in.
-NON_SEMANTIC = {"output_dir", "profile", "report_to", "wandb_project", "wandb_group", "stages"}
+NON_SEMANTIC = {"output_dir", "profile", "report_to", "wandb_project", "wandb_group", "stages",
+                "ray_address", "ray_actors", "ray_cpus_per_actor", "ray_gpus_per_actor"}  # Ray or not: same records
 NON_SEMANTIC_ROLE_KEYS = ("gpu_memory_utilization", "device", "base_url")  # of every model role
 
 

@@ -13,9 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
-
-from . import control, sanitize, store, templates
+from . import control, sanitize, shards, store, templates
 from .config import MIXES, InstructionArgs, ModelArgs, RunArgs, stage_config
 from .engines import Sampling
 
@@ -95,9 +93,11 @@ def instructions_config(margs: ModelArgs, iargs: InstructionArgs) -> dict:
     return stage_config(margs, iargs)
 
 
-def generate_instructions(engine, margs: ModelArgs, iargs: InstructionArgs, rargs: RunArgs, out_dir) -> dict:
+def generate_instructions(engine, margs: ModelArgs, iargs: InstructionArgs, rargs: RunArgs, out_dir,
+                          cluster=None) -> dict:
     """Write `out_dir` (a dataset directory) with the instructions; resumes what is there. A finished run of
-    this config is reused without touching `engine` (which may be lazy: nothing loads then)."""
+    this config is reused without touching `engine` (which may be lazy: nothing loads then). `cluster`: a
+    synth.cluster.Cluster whose actors compute the shards (`engine` then only lends its tokenizer)."""
     ds = store.DatasetDir(out_dir)
     config = instructions_config(margs, iargs)
     if (done := ds.reusable(config)) is not None:
@@ -109,49 +109,50 @@ def generate_instructions(engine, margs: ModelArgs, iargs: InstructionArgs, rarg
              template=tpl.to_dict(), stop=stops, stop_token_ids=stop_ids)
     rounds = plan(iargs)
     groups = [rounds[i:i + iargs.rounds_per_shard] for i in range(0, len(rounds), iargs.rounds_per_shard)]
-    done = set(ds.shards())
-    todo = [k for k in range(len(groups)) if k not in done]
-    t0, generated = time.perf_counter(), 0
-    bar = tqdm(total=iargs.total_prompts, desc="instructions", unit="ins",
-               initial=sum(r.count for k in done if k < len(groups) for r in groups[k]))
-    for k in todo:
-        records, dropped, tokens = [], {r: 0 for r in sanitize.REASONS}, 0
-        # The shard's rounds go to the engine in one call, each with its own sampling (a Table 7 mix shares the
-        # call): vLLM schedules all of them together instead of idling at the end of every round.
-        samplings = [Sampling(temperature=rnd.temperature, top_p=rnd.top_p, max_tokens=iargs.max_tokens,
-                              n=rnd.count, stop=tuple(stops), stop_token_ids=tuple(stop_ids),
-                              seed=iargs.seed * 1_000_003 + rnd.index) for rnd in groups[k]]
-        outputs = engine.complete([tpl.pre_query_template] * len(samplings), samplings)
-        for rnd, sampling, row in zip(groups[k], samplings, outputs):
-            for j, c in enumerate(row):
-                tokens += c.num_tokens
-                raw = c.text.strip()
-                instruction = sanitize.clean(raw) if do_clean else raw
-                reason = sanitize.check(instruction, c.finish_reason)
-                if reason:
-                    dropped[reason] += 1
-                    continue
-                records.append({
-                    "id": rnd.index * iargs.n + j,
-                    "pre_query_template": tpl.pre_query_template,
-                    "instruction": instruction,
-                    "raw_instruction": raw,
-                    "gen_input_configs": {
-                        "temperature": rnd.temperature, "top_p": rnd.top_p, "max_tokens": iargs.max_tokens,
-                        "input_generator": margs.model, "engine": engine.info.name, "seed": sampling.seed,
-                        "stop": stops, "sanitized": bool(do_clean),
-                    },
-                })
-            bar.update(rnd.count)
-        generated += tokens
-        ds.write_shard(k, records, {"kept": len(records), "dropped": dropped, "tokens": tokens,
-                                    "sampled": sum(r.count for r in groups[k])})
-    bar.close()
+    t0 = time.perf_counter()
+    work = shards.ShardWork(str(ds.path), "synth.instructions:sample_shard", role=margs.role(),
+                            args=(margs.model, iargs, tpl.pre_query_template, tuple(stops), tuple(stop_ids), do_clean))
+    before = ds.shard_totals().get("tokens", 0)
+    shards.run(work, [(k, g, sum(r.count for r in g)) for k, g in enumerate(groups)], engine,
+               desc="instructions", unit="ins", cluster=cluster)
     counts = summarize(ds)
     seconds = time.perf_counter() - t0
     ds.finish(counts, seconds_this_run=round(seconds, 2))
-    counts.update(seconds=seconds, tokens_this_run=generated)
+    counts.update(seconds=seconds, tokens_this_run=counts["tokens"] - before)
     return counts
+
+
+def sample_shard(engine, rounds: list[Round], model: str, iargs: InstructionArgs, pre_query_template: str,
+                 stops: tuple, stop_ids: tuple, do_clean: bool) -> tuple[list[dict], dict]:
+    """One shard of step 1: its rounds go to the engine in one call, each with its own sampling (a Table 7 mix
+    shares the call), so that vLLM schedules all of them together instead of idling at the end of every round."""
+    records, dropped, tokens = [], {r: 0 for r in sanitize.REASONS}, 0
+    samplings = [Sampling(temperature=rnd.temperature, top_p=rnd.top_p, max_tokens=iargs.max_tokens,
+                          n=rnd.count, stop=stops, stop_token_ids=stop_ids,
+                          seed=iargs.seed * 1_000_003 + rnd.index) for rnd in rounds]
+    outputs = engine.complete([pre_query_template] * len(samplings), samplings)
+    for rnd, sampling, row in zip(rounds, samplings, outputs):
+        for j, c in enumerate(row):
+            tokens += c.num_tokens
+            raw = c.text.strip()
+            instruction = sanitize.clean(raw) if do_clean else raw
+            reason = sanitize.check(instruction, c.finish_reason)
+            if reason:
+                dropped[reason] += 1
+                continue
+            records.append({
+                "id": rnd.index * iargs.n + j,
+                "pre_query_template": pre_query_template,
+                "instruction": instruction,
+                "raw_instruction": raw,
+                "gen_input_configs": {
+                    "temperature": rnd.temperature, "top_p": rnd.top_p, "max_tokens": iargs.max_tokens,
+                    "input_generator": model, "engine": engine.info.name, "seed": sampling.seed,
+                    "stop": list(stops), "sanitized": bool(do_clean),
+                },
+            })
+    return records, {"kept": len(records), "dropped": dropped, "tokens": tokens,
+                     "sampled": sum(r.count for r in rounds)}
 
 
 def summarize(ds: store.DatasetDir) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from . import sanitize, store, templates
+from . import sanitize, shards, store, templates
 from .config import ModelArgs, MultiTurnArgs, stage_config
 from .engines import Sampling, too_long_count
 from .responses import response_sampling
@@ -28,12 +28,11 @@ def multiturn_config(margs: ModelArgs, mt: MultiTurnArgs, response_args, in_dir,
 
 
 def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_args, in_dir, out_dir,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, cluster=None) -> dict:
     src, ds = store.DatasetDir(in_dir), store.DatasetDir(out_dir)
     config = multiturn_config(margs, mt, response_args, in_dir, seed)
     if (done := ds.reusable(config)) is not None:  # the engine is not touched: a lazy one never loads
         return {**done["counts"], "reused": True}
-    conversations = src.records()
     tpl = templates.from_tokenizer(engine.tokenizer, margs.model)
     if not tpl.mt_append_template:
         raise ValueError(f"could not derive a multi-turn append template for {margs.model}")
@@ -42,43 +41,53 @@ def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_arg
     answer = response_sampling(engine, response_args, margs.model)
     ds.begin("multiturn", config, model=margs.model, engine=engine.info.name, input=str(in_dir),
              mt_append_template=tpl.mt_append_template, stop=stops)
-    t0, generated = time.perf_counter(), 0
-    for k, batch in ds.pending(conversations, mt.mt_batch_size, "multi-turn", "conv"):
-        live = [dict(r, messages=list(r["messages"])) for r in batch]
-        dropped, tokens, before = {r: 0 for r in sanitize.REASONS}, 0, too_long_count(engine)
-        for turn in range(2, mt.turns + 1):
-            sampling = Sampling(temperature=mt.mt_temperature, top_p=mt.mt_top_p, max_tokens=mt.mt_max_tokens,
-                                stop=tuple(stops), stop_token_ids=tuple(stop_ids), seed=seed * 1_000_003 + k * 100 + turn)
-            prompts = [followup_prompt(engine, tpl, r["messages"], mt.mt_system_prompt) for r in live]
-            outs = engine.complete(prompts, sampling)
-            kept = []
-            for r, (c, *_) in zip(live, outs):
-                tokens += c.num_tokens
-                follow = c.text.strip()
-                reason = sanitize.check(follow, c.finish_reason)
-                if reason:  # a conversation whose follow-up failed is dropped whole, counted
-                    dropped[reason] += 1
-                    continue
-                r["messages"].append({"role": "user", "content": follow})
-                r[f"instruction_{turn}"] = follow
-                kept.append(r)
-            live = kept
-            replies = engine.chat([r["messages"] for r in live], answer)
-            for r, (c, *_) in zip(live, replies):
-                tokens += c.num_tokens
-                r["messages"].append({"role": "assistant", "content": c.text.strip()})
-                r[f"response_{turn}"] = c.text.strip()
-        for r in live:
-            r["gen_mt_configs"] = {"turns": mt.turns, "temperature": mt.mt_temperature, "top_p": mt.mt_top_p,
-                                   "system_prompt": mt.mt_system_prompt, "mt_append_template": tpl.mt_append_template}
-        generated += tokens
-        ds.write_shard(k, live, {"kept": len(live), "dropped": dropped, "tokens": tokens, "input": len(batch),
-                                 "prompt_too_long": too_long_count(engine) - before})
+    t0, before = time.perf_counter(), ds.shard_totals().get("tokens", 0)
+    work = shards.ShardWork(str(ds.path), "synth.multiturn:extend_shard", role=margs.role(),
+                            args=(str(src.path), mt, tpl, tuple(stops), tuple(stop_ids), answer, seed))
+    units = [(k, (k, rows), n) for k, rows, n in shards.row_ranges(src.num_rows(), mt.mt_batch_size)]
+    shards.run(work, units, engine, desc="multi-turn", unit="conv", cluster=cluster)
     t = ds.shard_totals()
     counts = {"conversations": t.get("kept", 0), "input": t.get("input", 0), "tokens": t.get("tokens", 0),
               "prompt_too_long": t.get("prompt_too_long", 0),
               "dropped": {r: 0 for r in sanitize.REASONS} | t.get("dropped", {})}
     seconds = time.perf_counter() - t0
     ds.finish(counts, seconds_this_run=round(seconds, 2))
-    counts.update(seconds=seconds, tokens_this_run=generated)
+    counts.update(seconds=seconds, tokens_this_run=counts["tokens"] - before)
     return counts
+
+
+def extend_shard(engine, spec: tuple[int, tuple[int, int]], in_dir: str, mt: MultiTurnArgs, tpl: templates.Template,
+                 stops: tuple, stop_ids: tuple, answer: Sampling, seed: int):
+    """One shard of multi-turn: each turn a follow-up instruction (pre-query continuation of the history), then
+    its answer; a conversation whose follow-up fails is dropped whole, counted."""
+    k, rows = spec
+    batch = shards.input_rows(in_dir, *rows)
+    live = [dict(r, messages=list(r["messages"])) for r in batch]
+    dropped, tokens, before = {r: 0 for r in sanitize.REASONS}, 0, too_long_count(engine)
+    for turn in range(2, mt.turns + 1):
+        sampling = Sampling(temperature=mt.mt_temperature, top_p=mt.mt_top_p, max_tokens=mt.mt_max_tokens,
+                            stop=stops, stop_token_ids=stop_ids, seed=seed * 1_000_003 + k * 100 + turn)
+        prompts = [followup_prompt(engine, tpl, r["messages"], mt.mt_system_prompt) for r in live]
+        outs = engine.complete(prompts, sampling)
+        kept = []
+        for r, (c, *_) in zip(live, outs):
+            tokens += c.num_tokens
+            follow = c.text.strip()
+            reason = sanitize.check(follow, c.finish_reason)
+            if reason:
+                dropped[reason] += 1
+                continue
+            r["messages"].append({"role": "user", "content": follow})
+            r[f"instruction_{turn}"] = follow
+            kept.append(r)
+        live = kept
+        replies = engine.chat([r["messages"] for r in live], answer)
+        for r, (c, *_) in zip(live, replies):
+            tokens += c.num_tokens
+            r["messages"].append({"role": "assistant", "content": c.text.strip()})
+            r[f"response_{turn}"] = c.text.strip()
+    for r in live:
+        r["gen_mt_configs"] = {"turns": mt.turns, "temperature": mt.mt_temperature, "top_p": mt.mt_top_p,
+                               "system_prompt": mt.mt_system_prompt, "mt_append_template": tpl.mt_append_template}
+    return live, {"kept": len(live), "dropped": dropped, "tokens": tokens, "input": len(batch),
+                  "prompt_too_long": too_long_count(engine) - before}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from . import store, templates
+from . import shards, store, templates
 from .config import ModelArgs, ResponseArgs, stage_config
 from .engines import Sampling, too_long_count
 
@@ -28,43 +28,48 @@ def responses_config(margs: ModelArgs, rargs: ResponseArgs, in_dir) -> dict:
     return {**stage_config(margs, rargs), "input_id": store.DatasetDir(in_dir).identity()}
 
 
-def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, out_dir) -> dict:
+def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, out_dir, cluster=None) -> dict:
     src, ds = store.DatasetDir(in_dir), store.DatasetDir(out_dir)
     config = responses_config(margs, rargs, in_dir)
     if (done := ds.reusable(config)) is not None:  # the engine is not touched: a lazy one never loads
         return {**done["counts"], "reused": True}
-    instructions = src.records()
-    model = rargs.response_role(margs.role()).model  # the generator, unless a response model of its own is set
-    sampling = response_sampling(engine, rargs, model)
-    ds.begin("responses", config, model=model, instruction_model=margs.model, engine=engine.info.name,
+    role = rargs.response_role(margs.role())  # the generator, unless a response model of its own is set
+    sampling = response_sampling(engine, rargs, role.model)
+    ds.begin("responses", config, model=role.model, instruction_model=margs.model, engine=engine.info.name,
              input=str(in_dir), sampling=sampling.to_dict())
-    t0, generated = time.perf_counter(), 0
-    gen_cfg = {**sampling.to_dict(), "output_generator": model, "engine": engine.info.name}
-    for k, batch in ds.pending(instructions, rargs.response_batch_size, "responses", "res"):
-        # The whole shard in one call: the engine batches it (vLLM keeps its batch full across the shard).
-        before = too_long_count(engine)
-        outs = engine.chat([[{"role": "user", "content": r["instruction"]}] for r in batch], sampling)
-        records, truncated, tokens = [], 0, 0
-        skipped = too_long_count(engine) - before  # kept, with an empty "length" response
-        for r, (c, *_) in zip(batch, outs):
-            response = c.text.strip()
-            truncated += c.finish_reason == "length"
-            tokens += c.num_tokens
-            records.append({
-                **r,
-                "response": response,
-                "messages": [{"role": "user", "content": r["instruction"]},
-                             {"role": "assistant", "content": response}],
-                "gen_response_configs": gen_cfg,
-                "response_finish_reason": c.finish_reason,
-            })
-        generated += tokens
-        ds.write_shard(k, records, {"kept": len(records), "truncated": truncated, "tokens": tokens,
-                                    "prompt_too_long": skipped})
+    t0, before = time.perf_counter(), ds.shard_totals().get("tokens", 0)
+    gen_cfg = {**sampling.to_dict(), "output_generator": role.model, "engine": engine.info.name}
+    work = shards.ShardWork(str(ds.path), "synth.responses:answer_shard", role=role,
+                            args=(str(src.path), sampling, gen_cfg))
+    # Shard k answers input rows [k * response_batch_size, ...): read shard by shard, never the whole set.
+    shards.run(work, shards.row_ranges(src.num_rows(), rargs.response_batch_size), engine,
+               desc="responses", unit="res", cluster=cluster)
     t = ds.shard_totals()
     counts = {"pairs": t.get("kept", 0), "truncated": t.get("truncated", 0), "tokens": t.get("tokens", 0),
               "prompt_too_long": t.get("prompt_too_long", 0)}
     seconds = time.perf_counter() - t0
     ds.finish(counts, seconds_this_run=round(seconds, 2))
-    counts.update(seconds=seconds, tokens_this_run=generated)
+    counts.update(seconds=seconds, tokens_this_run=counts["tokens"] - before)
     return counts
+
+
+def answer_shard(engine, rows: tuple[int, int], in_dir: str, sampling: Sampling, gen_cfg: dict):
+    """One shard of step 2: its instructions in one call (the engine batches it; vLLM keeps its batch full)."""
+    batch = shards.input_rows(in_dir, *rows)
+    before = too_long_count(engine)
+    outs = engine.chat([[{"role": "user", "content": r["instruction"]}] for r in batch], sampling)
+    records, truncated, tokens = [], 0, 0
+    skipped = too_long_count(engine) - before  # kept, with an empty "length" response
+    for r, (c, *_) in zip(batch, outs):
+        response = c.text.strip()
+        truncated += c.finish_reason == "length"
+        tokens += c.num_tokens
+        records.append({
+            **r,
+            "response": response,
+            "messages": [{"role": "user", "content": r["instruction"]},
+                         {"role": "assistant", "content": response}],
+            "gen_response_configs": gen_cfg,
+            "response_finish_reason": c.finish_reason,
+        })
+    return records, {"kept": len(records), "truncated": truncated, "tokens": tokens, "prompt_too_long": skipped}

@@ -7,7 +7,7 @@ resumably, and joins the fields onto the records.
 Contract:
     fields: the columns it writes (the reference's names); a record it cannot tag gets None.
     tag(records) -> one dict of fields per record, in order. Records carry at least
-        `id`, `instruction`, `response`, `messages`.
+        `id`, `instruction`, `response`, `messages`; only `columns` (and `id`) when the tagger names them.
     info(): what to record in the manifest and the dataset card, e.g. the model, and
         `stand_in` (a sentence) where the tiny profile replaces the paper's model.
     stats: counters the stage reports (e.g. `parse_failures`).
@@ -25,6 +25,7 @@ class Tagger:
     name: str = ""
     fields: tuple[str, ...] = ()
     batch_size: int | None = 64  # None: needs every record at once (nearest neighbours)
+    columns: tuple[str, ...] | None = None  # the input columns tag() reads; None: all (a 1M-row set: name them)
 
     def __init__(self):
         self.stats: dict[str, int] = {}

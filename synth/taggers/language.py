@@ -28,6 +28,7 @@ def detect_language(text: str) -> str | None:
 @register_tagger("language")
 class LanguageTagger(Tagger):
     fields = ("language",)
+    columns = ("instruction",)  # of a 1M-row set, only the texts it reads
 
     def __init__(self, batch_size: int = 1024):  # cheap per record; large batches cut overhead
         super().__init__()

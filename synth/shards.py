@@ -1,0 +1,89 @@
+"""A model stage's shards, computed in this process or by engine actors on a Ray cluster (synth/cluster.py).
+
+A stage splits its work into shards, the unit of resume, and names a *shard function* that turns one shard's
+spec into its records: `fn(engine, spec, *args) -> (records, meta)`, a module-level function ("module:function")
+so that an actor on another machine imports the same code. Whoever computes shard k writes it, whole
+(DatasetDir.write_shard), into the stage's output directory: with or without Ray, and whatever the number of
+actors, the output is the same directory, shard for shard, and a rerun skips the shards on disk.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from . import store
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """One stage's shard function and what it needs besides the engine: everything here is pickled to the actors."""
+    out_dir: str
+    fn: str  # "synth.responses:answer_shard"
+    args: tuple = ()
+    role: Any = None  # the ModelRole whose engine `fn` gets (built once per process); None: fn builds what it needs
+
+    def compute(self, engine, spec) -> tuple[list[dict], dict]:
+        module, name = self.fn.split(":")
+        return getattr(importlib.import_module(module), name)(engine, spec, *self.args)
+
+    def target(self, key) -> tuple[store.DatasetDir, int]:
+        """Where shard `key` goes: k (the output directory's shard k) or (subfolder, k) (the tag stage's parts)."""
+        sub, k = key if isinstance(key, tuple) else ("", key)
+        return store.DatasetDir(Path(self.out_dir) / sub), k
+
+    def write(self, key, spec, engine) -> None:
+        ds, k = self.target(key)
+        records, meta = self.compute(engine, spec)
+        ds.write_shard(k, records, meta)
+
+
+def run(work: ShardWork, units: list[tuple[Any, Any, int]], engine=None, *, desc: str, unit: str,
+        cluster=None) -> int:
+    """Compute and write the shards of `units` ((key, spec, items); a key is k or (subfolder, k), see
+    ShardWork.target) that are not on disk yet: here on `engine`, or on `cluster` (a synth.cluster.Cluster) by
+    actors that build `work.role`'s engine. The progress bar counts items and starts at the work already done.
+    Returns the number of shards computed."""
+    on_disk: dict[Path, set] = {}
+
+    def done(key) -> bool:
+        ds, k = work.target(key)
+        return k in on_disk.setdefault(ds.path, set(ds.shards()))
+
+    todo = [(key, spec, n) for key, spec, n in units if not done(key)]
+    items = {key: n for key, _, n in todo}
+    bar = tqdm(total=sum(n for *_, n in units), initial=sum(n for *_, n in units) - sum(items.values()),
+               desc=desc, unit=unit)
+    try:
+        if cluster is None:
+            for key, spec, n in todo:
+                work.write(key, spec, engine)
+                bar.update(n)
+        else:
+            for key in cluster.map_shards(work, [(key, spec) for key, spec, _ in todo], desc=desc):
+                bar.update(items[key])
+    finally:
+        bar.close()
+    return len(todo)
+
+
+def row_ranges(n: int, size: int) -> list[tuple[int, tuple[int, int], int]]:
+    """Units over the rows of an input set: shard k holds input rows [k*size, (k+1)*size)."""
+    size = max(size, 1)
+    return [(k, (s, min(s + size, n)), min(s + size, n) - s) for k, s in enumerate(range(0, n, size))]
+
+
+_INPUTS: dict[str, store.DatasetDir] = {}
+
+
+def input_rows(in_dir, start: int, stop: int, columns: list[str] | None = None) -> list[dict]:
+    """Rows [start, stop) of an input directory; the process keeps one reader per directory, so consecutive
+    shards read each input file once."""
+    key = str(in_dir)
+    if key not in _INPUTS:
+        _INPUTS.clear()
+        _INPUTS[key] = store.DatasetDir(in_dir)
+    return _INPUTS[key].rows(start, stop, columns)
