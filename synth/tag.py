@@ -8,11 +8,12 @@ tagger's fields; its manifest holds coverage, parse failures and tag distributio
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 
-from . import procs, store
+from . import procs, shards, store
 from .engines import too_long_count
 from .schema import CATEGORICAL
 from .taggers import get_tagger, get_tagger_class
@@ -32,33 +33,77 @@ def _part_complete(name: str, kwargs: dict, n_records: int, batch_size: int, inp
     return store.DatasetDir(Path(out_dir) / "parts" / name).reusable(config) is not None
 
 
-def _run_tagger(name: str, kwargs: dict, records: list[dict], part_dir: Path, batch_size: int, input_id: str) -> dict:
-    part = store.DatasetDir(part_dir)
-    size, config = _part_config(name, kwargs, len(records), batch_size, input_id)
-    m = part.begin(f"tag:{name}", config)
-    if m["status"] == "complete":
-        return m
-    tagger = get_tagger(name, **kwargs)
-    fields = tagger.fields
-    if tagger.batch_size is not None and size > tagger.batch_size:
-        print(f"[tag] {name}: {size} records per shard and call (tag_batch_size); its model takes at most "
-              f"{tagger.batch_size} at a time (the tagger's cap)", file=sys.stderr)
-    for k, batch in part.pending(records, size, f"tag {name}", "rec"):
-        before, long_before = dict(tagger.stats), too_long_count(getattr(tagger, "engine", None))
-        tags = tagger.tag(batch)
-        rows = [{"id": r["id"], **{f: t.get(f) for f in fields}} for r, t in zip(batch, tags)]
-        delta = {s: v - before.get(s, 0) for s, v in tagger.stats.items()}
-        # Prompts too long for the tagger's model: left untagged (None), counted here
-        delta["prompt_too_long"] = too_long_count(getattr(tagger, "engine", None)) - long_before
-        part.write_shard(k, rows, {"stats": delta})
-    return part.finish(part.shard_totals().get("stats", {}), fields=list(fields), tagger_info=tagger.info())
+_TAGGERS: dict[str, object] = {}  # this process's taggers (an actor's too), built on their first shard
 
 
-def run_taggers(group: dict[str, dict], in_dir, out_dir, batch_size: int, input_id: str, records=None) -> dict:
-    """Run the taggers of `group` (name -> kwargs) in this process; their part manifests by name."""
-    records = store.DatasetDir(in_dir).records() if records is None else records
-    return {name: _run_tagger(name, kwargs, records, Path(out_dir) / "parts" / name, batch_size, input_id)
-            for name, kwargs in group.items()}
+def _tagger(name: str, kwargs: dict):
+    key = json.dumps([name, kwargs], sort_keys=True, default=str)
+    if key not in _TAGGERS:
+        _TAGGERS[key] = get_tagger(name, **kwargs)
+    return _TAGGERS[key]
+
+
+def tag_shard(engine, rows: tuple[int, int], name: str, kwargs: dict, in_dir: str):
+    """One shard of one tagger's part: `id` and its fields for input rows `rows`, and the tagger's stats of it."""
+    tagger = _tagger(name, kwargs)
+    columns = None if tagger.columns is None else ["id", *(c for c in tagger.columns if c != "id")]
+    batch = shards.input_rows(in_dir, *rows, columns=columns)
+    before, long_before = dict(tagger.stats), too_long_count(getattr(tagger, "engine", None))
+    tags = tagger.tag(batch)
+    out = [{"id": r["id"], **{f: t.get(f) for f in tagger.fields}} for r, t in zip(batch, tags)]
+    delta = {s: v - before.get(s, 0) for s, v in tagger.stats.items()}
+    # Prompts too long for the tagger's model: left untagged (None), counted here
+    delta["prompt_too_long"] = too_long_count(getattr(tagger, "engine", None)) - long_before
+    return out, {"stats": delta, "info": json.dumps(tagger.info(), default=str)}
+
+
+def run_taggers(group: dict[str, dict], in_dir, out_dir, batch_size: int, input_id: str, cluster=None) -> dict:
+    """Run the taggers of `group` (name -> kwargs): here, or their shards on `cluster`'s actors (one job for the
+    group: an actor loads the group's model once). Returns their part manifests by name."""
+    n = store.DatasetDir(in_dir).num_rows()
+    units, parts = [], {}
+    for name, kwargs in group.items():
+        part = store.DatasetDir(Path(out_dir) / "parts" / name)
+        size, config = _part_config(name, kwargs, n, batch_size, input_id)
+        if part.begin(f"tag:{name}", config)["status"] == "complete":
+            continue
+        parts[name] = part
+        cap = get_tagger_class(name).batch_size
+        if cap is not None and size > cap:
+            print(f"[tag] {name}: {size} records per shard and call (tag_batch_size); its model takes at most "
+                  f"{cap} at a time (the tagger's cap)", file=sys.stderr)
+        units += [((f"parts/{name}", k), (name, rows), items) for k, rows, items in shards.row_ranges(n, size)]
+    if units:
+        tp = max((kw.get("engine_kwargs", kw).get("tensor_parallel_size", 1) for kw in group.values()), default=1)
+        work = shards.ShardWork(str(out_dir), "synth.tag:_tag_unit", args=(str(in_dir), group))
+        try:
+            if cluster is None:
+                shards.run(work, units, desc=f"tag {', '.join(parts)}", unit="rec")
+            else:
+                shards.run(work, units, desc=f"tag {', '.join(parts)}", unit="rec",
+                           cluster=_TagCluster(cluster, tp))
+        finally:
+            _TAGGERS.clear()
+    for name, part in parts.items():
+        last = part.shards()[-1:]
+        info = json.loads(part.shard_meta(last[0]).get("info", "{}")) if last else {}
+        part.finish(part.shard_totals().get("stats", {}), fields=list(get_tagger_class(name).fields), tagger_info=info)
+    return {name: store.DatasetDir(Path(out_dir) / "parts" / name).manifest() for name in group}
+
+
+def _tag_unit(engine, spec, in_dir: str, group: dict[str, dict]):
+    name, rows = spec
+    return tag_shard(engine, rows, name, group[name], in_dir)
+
+
+class _TagCluster:
+    """A cluster whose actors' GPUs follow the group's models (the work has no single engine role)."""
+
+    def __init__(self, cluster, tensor_parallel_size: int):
+        self.cluster, self.tp = cluster, tensor_parallel_size
+
+    def map_shards(self, work, todo, desc=""):
+        return self.cluster.map_shards(work, todo, desc=desc, what=desc, tensor_parallel_size=self.tp)
 
 
 def _models(kwargs: dict) -> tuple[set, set]:
@@ -83,8 +128,10 @@ def model_groups(taggers: dict[str, dict]) -> list[dict[str, dict]]:
 
 
 def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256, shard_rows: int = 10_000,
-                plots: bool = True) -> dict:
-    """`taggers`: name -> constructor kwargs, run in order. Returns counts for the summary."""
+                plots: bool = True, cluster=None) -> dict:
+    """`taggers`: name -> constructor kwargs, run in order. Returns counts for the summary. `cluster` (a
+    synth.cluster.Cluster): the model groups' shards go to its actors; nearest neighbours (all rows at once)
+    runs here."""
     src = store.DatasetDir(in_dir)
     input_id = src.identity()
     out = store.DatasetDir(out_dir)
@@ -92,18 +139,21 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
     m = out.begin("tagged", config, input=str(in_dir))
     if m["status"] == "complete":  # a finished join is never rewritten in place
         return {**m["counts"], "reused": True}
-    records = src.records()
+    n = src.num_rows()
     t0 = time.perf_counter()
     parts = {}
     # One process per model group where models need it (procs.isolate): its exit frees the model before the
     # next group's loads. A group whose parts are all complete is read back without a process or a model.
     for group in model_groups(taggers):
         engines = set().union(*(_models(kw)[1] for kw in group.values()))
-        if procs.isolate(*engines) and not all(_part_complete(n, kw, len(records), batch_size, input_id, out_dir)
-                                               for n, kw in group.items()):
+        complete = all(_part_complete(name, kw, n, batch_size, input_id, out_dir) for name, kw in group.items())
+        batched = all(get_tagger_class(name).batch_size is not None for name in group)
+        if cluster is not None and batched and not complete:
+            parts.update(run_taggers(group, in_dir, out_dir, batch_size, input_id, cluster=cluster))
+        elif procs.isolate(*engines) and not complete:
             parts.update(procs.in_own_process("synth.tag:run_taggers", group, in_dir, out_dir, batch_size, input_id))
         else:
-            parts.update(run_taggers(group, in_dir, out_dir, batch_size, input_id, records=records))
+            parts.update(run_taggers(group, in_dir, out_dir, batch_size, input_id))
     # Join: every record gets every tagger's fields (None where a tagger could not tag it), streamed.
     profile = join_parts(in_dir, out_dir, parts, shard_rows)
     counts = summarize(profile, parts)
