@@ -273,7 +273,9 @@ class DatasetDir:
         want = None if columns is None else [c for c in dict.fromkeys(columns) if c in known]
         pending, held = [], 0
         for p in self.files():
-            f = pq.ParquetFile(p)
+            # A column chunk read 1 MB at a time: a filtered shard is one row group of 100K rows (~1 GB decoded),
+            # and pre-buffered whole, reading it 10K rows at a time peaked at 890 MB, against 580 MB so.
+            f = pq.ParquetFile(p, pre_buffer=False, buffer_size=1 << 20)
             have = f.schema_arrow.names
             read = None if want is None else [c for c in want if c in have]
             for batch in f.iter_batches(batch_size=size, columns=read):
