@@ -11,12 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from conftest import ROOT, TINY, kill_when
+from conftest import ROOT, TINY
 from synth import store
 
 ray = pytest.importorskip("ray")
@@ -55,20 +54,17 @@ def single(tmp_path_factory):
     return out
 
 
-def records(run) -> dict[str, list[dict]]:
-    """Each stage's records, with the manifests' timing fields left out (they differ run to run)."""
-    return {s: store.DatasetDir(run / s).records() for s in STAGES}
-
-
-def assert_same_run(run, single):
-    for s in STAGES:
-        assert store.DatasetDir(run / s).complete, s
-        assert store.DatasetDir(run / s).shards() == store.DatasetDir(single / s).shards(), s
-    got, want = records(run), records(single)
-    for s in STAGES:
-        assert [r["id"] for r in got[s]] == [r["id"] for r in want[s]], s  # nothing lost, nothing twice
-        assert got[s] == want[s], s
-    assert got["tagged"][0]["task_category"] is not None or any(r["task_category"] for r in got["tagged"])
+def assert_same_run(run, single, stages=STAGES):
+    """Every stage complete, with the single-process run's shards and records (ids, texts, tags)."""
+    for s in stages:
+        got, want = store.DatasetDir(run / s), store.DatasetDir(single / s)
+        assert got.complete, s
+        assert got.shards() == want.shards(), s
+        rows = got.records()
+        assert [r["id"] for r in rows] == [r["id"] for r in want.records()], s  # nothing lost, nothing twice
+        assert rows == want.records(), s
+    if "tagged" in stages:
+        assert any(r["task_category"] for r in store.DatasetDir(run / "tagged").records())
 
 
 def _map_workers() -> list:
@@ -93,44 +89,37 @@ def test_two_actors_write_the_records_of_one_process(cluster, single, tmp_path, 
     assert_same_run(out, single)
 
 
-def test_a_killed_actor_is_restarted_and_its_shard_redone(cluster, single, tmp_path):
-    from synth.__main__ import main
-
-    out = tmp_path / "ray"
-    killed: list[int] = []
-    finished = threading.Event()
-
-    def kill_one_actor():  # once responses has its first shard, SIGKILL an actor mid-job
-        first = out / "responses" / "data" / "part-00000.parquet"
-        while not first.exists() and not finished.is_set():
-            time.sleep(0.05)
-        for p in _map_workers():
-            os.kill(p.pid, signal.SIGKILL)
-            killed.append(p.pid)
-            return
-
-    killer = threading.Thread(target=kill_one_actor, daemon=True)
-    killer.start()
-    try:
-        assert main(["run", *ARGS, "--output_dir", str(out), "--ray_address", "auto", "--ray_actors", "2"]) == 0
-    finally:
-        finished.set()
-        killer.join()
-    assert killed, "no actor was running when the first responses shard appeared"
-    assert_same_run(out, single)
-
-
-def test_a_killed_driver_resumes_when_run_again(cluster, single, tmp_path):
+def test_a_killed_actor_and_a_killed_driver_lose_nothing(cluster, single, tmp_path):
+    """One job, two kills: an actor SIGKILLed once step 1 has its first shard (Ray restarts it and redoes its
+    shard), then the driver SIGKILLed once step 2 has two shards; the same command run again finishes the job."""
     out = tmp_path / "ray"
     address = ray.get_runtime_context().gcs_address  # the subprocess drives this session's cluster
-    argv = ["run", *ARGS, "--output_dir", str(out), "--ray_address", address, "--ray_actors", "2"]
-    assert kill_when("synth", argv, out / "responses" / "data" / "part-00001.parquet"), kill_when.stderr
+    argv = ["run", *ARGS, "--stages", "instructions", "responses", "--output_dir", str(out),
+            "--ray_address", address, "--ray_actors", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen([sys.executable, "-m", "synth", *argv], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        killed = []
+        for path in (out / "instructions" / "data" / "part-00000.parquet",
+                     out / "responses" / "data" / "part-00001.parquet"):
+            while not path.exists() and driver.poll() is None:
+                time.sleep(0.05)
+            assert path.exists(), driver.stderr.read()[-2000:]
+            if not killed:  # an actor of the driver's job (a child of this session's raylet)
+                actor = next(iter(_map_workers()), None)
+                assert actor is not None, "no actor was running when step 1 had its first shard"
+                os.kill(actor.pid, signal.SIGKILL)
+                killed.append(actor.pid)
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.kill()
+        driver.wait()
+    assert store.DatasetDir(out / "instructions").complete  # finished despite its killed actor
     assert not store.DatasetDir(out / "responses").complete
-    assert not (out / "tagged").exists()
-    done = subprocess.run([sys.executable, "-m", "synth", *argv], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run([sys.executable, "-m", "synth", *argv], cwd=ROOT, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert_same_run(out, single)
+    assert_same_run(out, single, stages=("instructions", "responses"))
 
 
 def test_a_cluster_without_the_gpus_asked_for_is_one_line(cluster, tmp_path, capsys):
