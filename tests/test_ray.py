@@ -144,3 +144,22 @@ def test_an_unreachable_address_is_one_line(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot reach a Ray cluster at --ray_address 127.0.0.1:9"), last
     assert not out.exists()
+
+
+def test_an_output_dir_the_workers_do_not_see_is_one_line(cluster, tmp_path):
+    """The driver in a mount namespace of its own, its output_dir on a tmpfs there: the cluster's nodes (this
+    session's, outside it) see an empty folder, as workers do a driver's local disk."""
+    hidden = tmp_path / "local-disk"
+    hidden.mkdir()
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -m is not permitted here (needs CAP_SYS_ADMIN): no driver-only folder can be made")
+    address = ray.get_runtime_context().gcs_address
+    cmd = " ".join([f"mount -t tmpfs none {hidden} &&", sys.executable, "-m", "synth", "run", *ARGS,
+                    "--output_dir", str(hidden / "run"), "--ray_address", address])
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", cmd], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: output_dir {hidden / 'run'} is not usable from Ray node(s)"), last
+    assert "mounts at the same path" in last
+    assert not any(hidden.iterdir())  # and on the real disk nothing was written
