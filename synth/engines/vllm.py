@@ -73,6 +73,10 @@ class VLLMEngine(Engine):
 
         path = models.resolve(model)
         dtype = dtype_name(dtype, "cpu" if cpu else "cuda")
+        if tensor_parallel_size > 1 and _in_ray_actor():
+            # An engine actor (synth/cluster.py) holds its tensor_parallel_size GPUs already; vLLM's Ray backend
+            # would ask the cluster for as many more. Its multiprocessing backend uses the actor's own GPUs.
+            llm_kwargs.setdefault("distributed_executor_backend", "mp")
         self._vllm = vllm
         self.llm = vllm.LLM(
             model=path, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
@@ -149,3 +153,13 @@ class VLLMEngine(Engine):
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _in_ray_actor() -> bool:
+    import sys
+
+    if "ray" not in sys.modules:  # not imported: not in a Ray worker
+        return False
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
