@@ -38,9 +38,13 @@ def _label(field: str, v) -> str:
     return s.replace("\n", " ") if field == "llama_guard_2" else s  # "unsafe\nS2" -> "unsafe S2"
 
 
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
 def _chars(table: pa.Table, column: str) -> np.ndarray:
     """len(r.get(column) or "") for every row."""
-    if column not in table.column_names or not pa.types.is_string(table.schema.field(column).type):
+    if column not in table.column_names or not _is_text(table.schema.field(column).type):
         return np.zeros(table.num_rows, np.int64)
     return pc.fill_null(pc.utf8_length(table[column]), 0).to_numpy().astype(np.int64)
 
@@ -49,7 +53,8 @@ def _turns(table: pa.Table, role: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """Per row: whether it has `messages` (a non-empty list), its turns of `role`, and their characters."""
     n = table.num_rows
     msgs = table["messages"] if "messages" in table.column_names else None
-    if msgs is None or not pa.types.is_list(msgs.type) or not pa.types.is_struct(msgs.type.value_type):
+    is_list = msgs is not None and (pa.types.is_list(msgs.type) or pa.types.is_large_list(msgs.type))
+    if not is_list or not pa.types.is_struct(msgs.type.value_type):
         return np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, np.int64)
     has = pc.fill_null(pc.list_value_length(msgs), 0).to_numpy() > 0
     flat, parent = pc.list_flatten(msgs), pc.list_parent_indices(msgs).to_numpy()
@@ -58,7 +63,7 @@ def _turns(table: pa.Table, role: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
         return has, np.zeros(n, np.int64), np.zeros(n, np.int64)
     mine = pc.fill_null(pc.equal(pc.struct_field(flat, "role"), role), False).to_numpy(zero_copy_only=False)
     chars = (pc.fill_null(pc.utf8_length(pc.struct_field(flat, "content")), 0).to_numpy(zero_copy_only=False)
-             if "content" in names and pa.types.is_string(msgs.type.value_type.field("content").type)
+             if "content" in names and _is_text(msgs.type.value_type.field("content").type)
              else np.zeros(len(mine), np.int64))
     return (has, np.bincount(parent[mine], minlength=n).astype(np.int64),
             np.bincount(parent[mine], weights=chars[mine], minlength=n).astype(np.int64))
