@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from synth.taggers import get_tagger
-from synth.taggers.neighbors import TINY_EMBEDDER, nearest_neighbors
+from synth.taggers.neighbors import NPROBE, TINY_EMBEDDER, build_index, nearest_neighbors
 
 THRESHOLD = 0.05
 
@@ -118,37 +118,99 @@ def test_tagger_on_real_instructions(tagger):
                              "stand_in": "all-MiniLM-L6-v2 (384-d) replaces all-mpnet-base-v2"}
 
 
-def _clustered(n: int, dim: int = 64, clusters: int = 200, spread: float = 0.35, seed: int = 0):
+def _clustered(n: int, dim: int = 64, clusters: int = 200, spread: float = 0.35, seed: int = 0, repeats: int = 0):
     """Unit vectors around topic centres, as sentence embeddings of instructions are (random vectors on the sphere,
-    with no structure, are the worst case of any approximate search)."""
+    with no structure, are the worst case of any approximate search); `repeats` rows are copied onto others, half
+    exactly and half at ~0.01, in groups of up to 6."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    emb = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
-    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    emb = unit(centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32))
+    rows = rng.permutation(n)[:repeats]
+    for i in range(0, repeats, 6):
+        group = rows[i:i + int(rng.integers(1, 7))]
+        noise = (i // 6) % 2 * 0.1 / np.sqrt(dim)  # squared distance ~0.01 apart, or exact copies
+        emb[group] = unit(emb[rng.integers(0, n)] + noise * rng.standard_normal((len(group), dim)))
+    return emb
+
+
+def assert_tags_equal(got, want):
+    assert [g["repeat_count"] for g in got] == [w["repeat_count"] for w in want]
+    assert [g["min_similar_conversation_id"] for g in got] == [w["min_similar_conversation_id"] for w in want]
+    np.testing.assert_allclose([g["min_neighbor_distance"] for g in got],
+                               [w["min_neighbor_distance"] for w in want], atol=1e-5)
+
+
+def test_ivf_probing_every_cell_is_exact():
+    # nprobe >= nlist compares every pair: the cell join must then give the brute-force tags, duplicates included
+    emb, ids = planted()
+    info = {}
+    got = nearest_neighbors(emb, ids, k=500, repeat_threshold=THRESHOLD, index="ivf", nprobe=10**6, info=info)
+    assert info["nprobe"] == info["nlist"] > 1 and info["candidates_per_row"] == len(emb)
+    assert info["recall_at_10"] == 1.0 and info["repeat_count_exact"] == info["min_similar_id_exact"] == 1.0
+    assert_same(got, brute_force(emb, ids))
+
+
+def test_ivf_repeat_count_is_the_k_nearest_count_below_k():
+    # The join counts every other row under the threshold; the exact index counts them among the k nearest. Below
+    # k - 1 repeats the two are the same number, and the same lowest id.
+    emb = _clustered(3000, repeats=600, seed=3)
+    ids = [int(i) for i in np.random.default_rng(3).permutation(3000) + 10]
+    exact = nearest_neighbors(emb, ids, k=50, index="exact")
+    joined = nearest_neighbors(emb, ids, k=50, index="ivf", nprobe=10**6)
+    assert 0 < max(t["repeat_count"] for t in exact) < 49 and sum(t["repeat_count"] > 0 for t in exact) > 300
+    assert_tags_equal(joined, exact)
+
+
+def test_ivf_repeat_count_saturates_at_k_minus_one():
+    # 8 identical rows, k=4: as the reference's k nearest saturate, the count stops at k - 1; the lowest id of
+    # the cluster is found for every copy (the reference's depends on which copies come back)
+    rng = np.random.default_rng(2)
+    emb = unit(rng.standard_normal((200, 16)))
+    emb[:8] = emb[0]
+    ids = list(range(100, 300))
+    tags = nearest_neighbors(emb, ids, k=4, repeat_threshold=THRESHOLD, index="ivf", nprobe=10**6)
+    assert [t["repeat_count"] for t in tags[:8]] == [3] * 8
+    assert [t["min_similar_conversation_id"] for t in tags[:8]] == [100] * 8
+    assert all(t["min_neighbor_distance"] == pytest.approx(0.0, abs=1e-6) for t in tags[:8])
+    assert all(t["repeat_count"] == 0 for t in tags[8:])
 
 
 def test_ivf_index_measures_its_recall_and_only_ever_misses_neighbours():
-
-
-    emb = _clustered(20_000)
+    emb = _clustered(20_000, repeats=2000)
     ids = list(range(len(emb)))
     exact_info, ivf_info = {}, {}
     exact = nearest_neighbors(emb, ids, k=50, index="auto", info=exact_info)  # 20K rows: auto is exact
     approx = nearest_neighbors(emb, ids, k=50, index="ivf", info=ivf_info)
     assert exact_info["index"].startswith("exact") and "recall_at_10" not in exact_info
-    # ~4 sqrt(N) cells, but at least 39 training points per cell (FAISS's minimum): 20000 // 39
+    # ~4 sqrt(N) cells, but at least 39 rows per cell: 20000 // 39; each row compared with NPROBE cells
     assert ivf_info["index"].startswith("IVF") and ivf_info["nlist"] == min(20_000 // 39, int(4 * np.sqrt(20_000)))
-    assert ivf_info["recall_at_10"] >= 0.9
+    assert ivf_info["nprobe"] == NPROBE and ivf_info["candidates_per_row"] < len(emb) / 10
+    assert ivf_info["recall_at_10"] >= 0.95
     d_exact = np.array([t["min_neighbor_distance"] for t in exact])
     d_approx = np.array([t["min_neighbor_distance"] for t in approx])
     # a missed neighbour can only make the nearest one farther and the repeats fewer
     assert (d_approx >= d_exact - 1e-5).all()
     assert all(a["repeat_count"] <= e["repeat_count"] for a, e in zip(approx, exact))
-    assert np.mean(np.isclose(d_approx, d_exact, atol=1e-5)) >= 0.9
+    assert np.mean(np.isclose(d_approx, d_exact, atol=1e-5)) >= 0.95
+    # near-repeats lie in the same or the next cells: their tags come out as exact search gives them
+    repeats = [i for i, e in enumerate(exact) if e["repeat_count"]]
+    assert len(repeats) > 1000
+    assert_tags_equal([approx[i] for i in repeats], [exact[i] for i in repeats])
+    # what the sample said matches what the whole run got, within sampling error
+    share = np.mean(np.isclose(d_approx, d_exact, atol=1e-5))
+    assert abs(ivf_info["min_neighbor_distance_exact"] - share) < 0.03
+
+
+def test_ivf_tags_of_some_rows_are_theirs_in_the_whole_run():
+    emb = _clustered(5000, repeats=500, seed=4)
+    ids = list(range(len(emb)))
+    built = build_index(emb, "ivf")
+    rows = np.sort(np.random.default_rng(0).permutation(5000)[:700])
+    whole = nearest_neighbors(emb, ids, k=50, built=(built[0], {**built[1], "recall_at_10": None}))
+    some = nearest_neighbors(emb, ids, k=50, rows=rows, built=(built[0], {**built[1], "recall_at_10": None}))
+    assert_tags_equal(some, [whole[i] for i in rows])
 
 
 def test_unknown_index_is_refused():
-
-
     with pytest.raises(ValueError, match="knn_index must be one of auto, exact, ivf"):
         nearest_neighbors(_clustered(10), list(range(10)), index="hnsw")
