@@ -38,11 +38,13 @@ def vectors(n: int, dim: int, data: str, repeats: float, rng):
     import numpy as np
 
     emb = rng.standard_normal((n, dim), dtype=np.float32)
-    if data == "clustered":  # around 10K topic centres; spread 0.35 per dimension against unit-variance centres
-        centres = rng.standard_normal((10_000, dim), dtype=np.float32)
-        emb *= 0.35
-        emb += centres[rng.integers(0, len(centres), n)]
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    centres = rng.standard_normal((10_000, dim), dtype=np.float32)
+    for s in range(0, n, 65536):  # in place, a chunk at a time, so that peak_rss_mb is the search's
+        e = emb[s:s + 65536]
+        if data == "clustered":  # around 10K topic centres; spread 0.35 per dimension against unit-variance centres
+            e *= 0.35
+            e += centres[rng.integers(0, len(centres), len(e))]
+        e /= np.linalg.norm(e, axis=1, keepdims=True)
     targets, done = rng.permutation(n)[: int(repeats * n)], 0
     while done < len(targets):  # near-copies of one source row, exact or at ~0.01 (noise 0.1 / sqrt(dim))
         t = targets[done:done + min(int(rng.zipf(2.0)), 2000)]
