@@ -15,7 +15,8 @@ Each size runs in a fresh process so that `peak_rss_mb` (ru_maxrss) is that size
 `--index ivf` (or auto above 200K rows) measures the approximate search, with its recall against exact search on
 1000 rows: recall@10 and the share of rows whose min_neighbor_distance, repeat_count and
 min_similar_conversation_id come out as exact search gives them. `--data clustered` draws the vectors around 10K
-topic centres, as sentence embeddings of instructions lie; `uniform` (the default) is random on the sphere, where
+topic centres, as sentence embeddings of instructions lie (`--spread 0.7` makes the topics diffuse and
+overlapping: a harder set, where recall@10 drops below 1); `uniform` (the default) is random on the sphere, where
 no neighbour is much nearer than any other: the worst case of an approximate search. `--repeats` (default 0.1)
 makes that share of rows near-copies of another row (squared distance 0 or ~0.01, under the 0.05 threshold), in
 groups of Zipf(2) sizes up to 2000, so that repeat_count and min_similar_conversation_id have something to find.
@@ -34,15 +35,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def vectors(n: int, dim: int, data: str, repeats: float, rng):
+def vectors(n: int, dim: int, data: str, repeats: float, rng, spread: float = 0.35):
     import numpy as np
 
     emb = rng.standard_normal((n, dim), dtype=np.float32)
     centres = rng.standard_normal((10_000, dim), dtype=np.float32)
     for s in range(0, n, 65536):  # in place, a chunk at a time, so that peak_rss_mb is the search's
         e = emb[s:s + 65536]
-        if data == "clustered":  # around 10K topic centres; spread 0.35 per dimension against unit-variance centres
-            e *= 0.35
+        if data == "clustered":  # around 10K topic centres; spread per dimension against unit-variance centres
+            e *= spread
             e += centres[rng.integers(0, len(centres), len(e))]
         e /= np.linalg.norm(e, axis=1, keepdims=True)
     targets, done = rng.permutation(n)[: int(repeats * n)], 0
@@ -56,14 +57,14 @@ def vectors(n: int, dim: int, data: str, repeats: float, rng):
 
 
 def measure(n: int, dim: int, k: int, search_batch_size: int, budget_s: float, index: str = "exact",
-            data: str = "uniform", repeats: float = 0.1) -> dict:
+            data: str = "uniform", repeats: float = 0.1, spread: float = 0.35) -> dict:
     import numpy as np
 
     from synth.taggers.neighbors import CellJoin, build_index, measure_recall, nearest_neighbors
 
     rng = np.random.default_rng(0)
     t = time.perf_counter()
-    emb = vectors(n, dim, data, repeats, rng)
+    emb = vectors(n, dim, data, repeats, rng, spread)
     generate_s = time.perf_counter() - t
     ids = np.arange(n)
     order = rng.permutation(n)
@@ -97,7 +98,8 @@ def measure(n: int, dim: int, k: int, search_batch_size: int, budget_s: float, i
     seconds = search_s * n / queries + build_s + recall_s
     dist = np.array([t["min_neighbor_distance"] for t in tags])
     return {
-        "rows": n, "dim": dim, "k": min(k, n), "data": data, "repeats": repeats,
+        "rows": n, "dim": dim, "k": min(k, n), "data": data, "spread": spread if data == "clustered" else None,
+        "repeats": repeats,
         "index": info.get("index"), "nlist": info.get("nlist"), "nprobe": info.get("nprobe"),
         "candidates_per_row": info.get("candidates_per_row"),
         "build_s": round(build_s, 1), "recall_check_s": round(recall_s, 1), "search_s": round(search_s, 1),
@@ -124,19 +126,21 @@ def main():
     ap.add_argument("--index", default="exact", choices=["auto", "exact", "ivf"])
     ap.add_argument("--data", default="uniform", choices=["uniform", "clustered"])
     ap.add_argument("--repeats", type=float, default=0.1, help="share of rows that are near-copies of another")
+    ap.add_argument("--spread", type=float, default=0.35, help="clustered: noise per dimension around a centre")
     ap.add_argument("--_one", type=int, help=argparse.SUPPRESS)  # internal: measure one size, in this process
     args = ap.parse_args()
 
     if args._one:
         print(json.dumps(measure(args._one, args.dim, args.k, args.search_batch_size, args.budget_s, args.index,
-                                 args.data, args.repeats)))
+                                 args.data, args.repeats, args.spread)))
         return
 
     results = []
     for n in args.sizes:
         cmd = [sys.executable, __file__, "--_one", str(n), "--k", str(args.k), "--dim", str(args.dim),
                "--search_batch_size", str(args.search_batch_size), "--budget_s", str(args.budget_s),
-               "--index", args.index, "--data", args.data, "--repeats", str(args.repeats)]
+               "--index", args.index, "--data", args.data, "--repeats", str(args.repeats),
+               "--spread", str(args.spread)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
         print(f"n={n}: {results[-1]['total_s']} s, peak {results[-1]['peak_rss_mb']} MB", file=sys.stderr)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from synth.taggers import get_tagger
+from synth.taggers import get_tagger, neighbors
 from synth.taggers.neighbors import NPROBE, TINY_EMBEDDER, build_index, nearest_neighbors
 
 THRESHOLD = 0.05
@@ -214,3 +214,22 @@ def test_ivf_tags_of_some_rows_are_theirs_in_the_whole_run():
 def test_unknown_index_is_refused():
     with pytest.raises(ValueError, match="knn_index must be one of auto, exact, ivf"):
         nearest_neighbors(_clustered(10), list(range(10)), index="hnsw")
+
+
+def test_tagger_ivf_embeds_in_chunks_and_tags_as_exact(tagger, monkeypatch):
+    # The same instructions through the cell join probing every cell, embedded 7 texts per encode call: the tags of
+    # the exact index, and the measured recall kept in the tagger's info
+    monkeypatch.setattr(neighbors, "ENCODE_CHUNK", 7)
+    topics = ["Python lists", "the French Revolution", "baking bread", "prime numbers", "the ocean at night"]
+    asks = ["Explain {}.", "Tell me about {}.", "Write a short poem about {}.", "What should I know about {}?"]
+    records = [{"id": 100 + i, "instruction": a.format(t)} for i, (a, t) in
+               enumerate((a, t) for t in topics for a in asks)]
+    records += [{"id": 1, "instruction": records[5]["instruction"]}]  # a copy with the lowest id
+    exact = tagger.tag(records)
+    ivf = get_tagger("min_neighbor_distance", embedding_model=TINY_EMBEDDER, device="cpu", index="ivf", nprobe=10**6)
+    got = ivf.tag(records)
+    assert_tags_equal(got, exact)
+    assert got[5]["repeat_count"] == 1 and got[5]["min_similar_conversation_id"] == got[-1]["min_similar_conversation_id"] == 1
+    assert ivf.info()["index"].startswith("IVF") and ivf.info()["recall_at_10"] == 1.0
+    assert np.allclose(ivf.embed([r["instruction"] for r in records]),
+                       tagger.model.encode([r["instruction"] for r in records], normalize_embeddings=True), atol=1e-5)
