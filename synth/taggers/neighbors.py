@@ -234,8 +234,8 @@ def measure_recall(emb: np.ndarray, ids, index: CellJoin, threshold: float = 0.0
         got[1][:], want[1][:] = np.minimum(got[1], cap), np.minimum(want[1], cap)
     found = (got[3] <= want[3][:, -1:] + 1e-5) & (got[4] >= 0)
     real = want[4] >= 0  # fewer than k others in a tiny set
-    return {f"recall_at_{k}": round(float(found[real].sum() / max(1, real.sum())), 4),
-            "min_neighbor_distance_exact": round(float(np.mean(np.abs(got[0] - want[0]) <= 1e-5)), 4),
+    return {f"recall_at_{k}": round(float(found[real].mean()) if real.any() else 1.0, 4),
+            "min_neighbor_distance_exact": round(float(np.mean(np.isclose(got[0], want[0], rtol=0, atol=1e-5))), 4),
             "repeat_count_exact": round(float(np.mean(got[1] == want[1])), 4),
             "min_similar_id_exact": round(float(np.mean(got[2] == want[2])), 4)}
 
@@ -270,9 +270,10 @@ def nearest_neighbors(emb: np.ndarray, ids: list[int], k: int = 500, repeat_thre
     if isinstance(index, CellJoin):
         if "recall_at_10" not in desc:
             desc.update(measure_recall(emb, ids, index, repeat_threshold, k - 1))
-            log.warning("neighbours: %s over %d rows, against exact search on 1000 rows: recall@10 %.3f; "
+            log.warning("neighbours: %s over %d rows, against exact search on %d of them: recall@10 %.3f; "
                         "min_neighbor_distance exact on %.1f%%, repeat_count on %.1f%%", desc["index"], n,
-                        desc["recall_at_10"], 100 * desc["min_neighbor_distance_exact"], 100 * desc["repeat_count_exact"])
+                        min(n, 1000), desc["recall_at_10"], 100 * desc["min_neighbor_distance_exact"],
+                        100 * desc["repeat_count_exact"])
         if info is not None:
             info.update(desc)
         min_dist, count, first, _, _ = _scan(emb, ids, index.blocks(rows, progress=len(rows) > 100_000), rows,
