@@ -75,11 +75,6 @@ class Cluster:
                                "(ray start --head), pass its address (host:6379 or ray://host:10001), or use "
                                "--ray_address local") from None
         self.started_here = self.address == LOCAL
-        import ray.data
-
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # the stage's own bar counts items
-        ctx.print_on_execution_start = False
         res = ray.cluster_resources()
         print(f"[ray] {self.address}: {len(self.nodes())} node(s), {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU",
               file=sys.stderr)
@@ -162,6 +157,13 @@ class Cluster:
         n = min(n, len(todo))
         print(f"[ray] {desc}: {len(todo)} shard(s) on {n} actor(s), {per_cpu:g} CPU + {per_gpu:g} GPU each",
               file=sys.stderr)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # the stage's own bar counts items
+        ctx.print_on_execution_start = False
+        ctx.raise_original_map_exception = True  # a shard's error as itself, not wrapped twice
+        # Ray Data fails a job whose operators make no progress for 30 min; one shard of a 70B model's 4096-token
+        # answers can take longer. Progress is the shards on disk, and a rerun resumes: no deadline.
+        ctx.execution_no_progress_timeout_s = -1
         # A block per shard, so that any actor takes any shard; keys and specs travel pickled.
         data = ray.data.from_items([{"item": pickle.dumps(unit)} for unit in todo], override_num_blocks=len(todo))
         out = data.map_batches(
