@@ -45,7 +45,6 @@ class Cluster:
                  gpus_per_actor: str = "auto"):
         self.address, self.actors = address, actors
         self.cpus_per_actor, self.gpus_per_actor = cpus_per_actor, gpus_per_actor
-        self.started_here = False
         self._checked: set[str] = set()
 
     @classmethod
@@ -74,7 +73,6 @@ class Cluster:
             raise ClusterError(f"cannot reach a Ray cluster at --ray_address {self.address}: {why}; start one "
                                "(ray start --head), pass its address (host:6379 or ray://host:10001), or use "
                                "--ray_address local") from None
-        self.started_here = self.address == LOCAL
         res = ray.cluster_resources()
         print(f"[ray] {self.address}: {len(self.nodes())} node(s), {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU",
               file=sys.stderr)
