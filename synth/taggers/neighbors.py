@@ -301,6 +301,7 @@ def nearest_neighbors(emb: np.ndarray, ids: list[int], k: int = 500, repeat_thre
 class NeighborTagger(Tagger):
     fields = ("min_neighbor_distance", "repeat_count", "min_similar_conversation_id")
     batch_size = None  # every instruction is compared with every other
+    columns = ("instruction",)  # all rows at once: of a 1M-row set, only the texts it reads
 
     def __init__(self, embedding_model: str = "sentence-transformers/all-mpnet-base-v2",  # the paper's embedder
                  k: int = 500, repeat_threshold: float = 0.05,  # reference gen_dis.py defaults
