@@ -74,8 +74,8 @@ class Cluster:
                                "(ray start --head), pass its address (host:6379 or ray://host:10001), or use "
                                "--ray_address local") from None
         res = ray.cluster_resources()
-        print(f"[ray] {self.address}: {len(self.nodes())} node(s), {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU",
-              file=sys.stderr)
+        print(f"[ray] {self.address}: {len(self.nodes())} node(s), {res.get('CPU', 0):g} CPU, "
+              f"{res.get('GPU', 0):g} GPU", file=sys.stderr)
 
     def nodes(self) -> list[dict]:
         return [n for n in _ray().nodes() if n.get("Alive")]
@@ -139,8 +139,7 @@ class Cluster:
         self._checked.add(str(out))
 
     # -- the job ----------------------------------------------------------------------------
-    def map_shards(self, work, todo: list[tuple[object, object]], desc: str = "", what: str = "",
-                   tensor_parallel_size: int | None = None, gpu: bool | None = None):
+    def map_shards(self, work, todo: list[tuple[object, object]], desc: str = ""):
         """Compute `todo` ((key, spec)) of `work` (a synth.shards.ShardWork) on actors; yields each shard's key as
         its file is written."""
         if not todo:
@@ -149,9 +148,9 @@ class Cluster:
         self.connect()
         self.check_storage(work.out_dir)
         role = work.role
-        tp = tensor_parallel_size or (role.tensor_parallel_size if role is not None else 1)
-        gpu = (role is None or role.engine != "openai") if gpu is None else gpu
-        n, per_cpu, per_gpu = self.layout(what or (role.model if role is not None else desc), tp, gpu)
+        tp = work.tensor_parallel_size or (role.tensor_parallel_size if role is not None else 1)
+        gpu = role is None or role.engine != "openai"
+        n, per_cpu, per_gpu = self.layout(role.model if role is not None else desc, tp, gpu)
         n = min(n, len(todo))
         print(f"[ray] {desc}: {len(todo)} shard(s) on {n} actor(s), {per_cpu:g} CPU + {per_gpu:g} GPU each",
               file=sys.stderr)

@@ -25,6 +25,7 @@ class ShardWork:
     fn: str  # "synth.responses:answer_shard"
     args: tuple = ()
     role: Any = None  # the ModelRole whose engine `fn` gets (built once per process); None: fn builds what it needs
+    tensor_parallel_size: int | None = None  # GPUs an actor needs when `fn` builds its own models (default: role's)
 
     def compute(self, engine, spec) -> tuple[list[dict], dict]:
         module, name = self.fn.split(":")

@@ -43,9 +43,11 @@ def _tagger(name: str, kwargs: dict):
     return _TAGGERS[key]
 
 
-def tag_shard(engine, rows: tuple[int, int], name: str, kwargs: dict, in_dir: str):
-    """One shard of one tagger's part: `id` and its fields for input rows `rows`, and the tagger's stats of it."""
-    tagger = _tagger(name, kwargs)
+def tag_shard(engine, spec: tuple[str, tuple[int, int]], in_dir: str, group: dict[str, dict]):
+    """One shard of one tagger's part, spec (tagger name, input rows): `id` and the tagger's fields for those rows,
+    and its stats of them."""
+    name, rows = spec
+    tagger = _tagger(name, group[name])
     columns = None if tagger.columns is None else ["id", *(c for c in tagger.columns if c != "id")]
     batch = shards.input_rows(in_dir, *rows, columns=columns)
     before, long_before = dict(tagger.stats), too_long_count(getattr(tagger, "engine", None))
@@ -75,13 +77,9 @@ def run_taggers(group: dict[str, dict], in_dir, out_dir, batch_size: int, input_
         units += [((f"parts/{name}", k), (name, rows), items) for k, rows, items in shards.row_ranges(n, size)]
     if units:
         tp = max((kw.get("engine_kwargs", kw).get("tensor_parallel_size", 1) for kw in group.values()), default=1)
-        work = shards.ShardWork(str(out_dir), "synth.tag:_tag_unit", args=(str(in_dir), group))
+        work = shards.ShardWork(str(out_dir), "synth.tag:tag_shard", args=(str(in_dir), group), tensor_parallel_size=tp)
         try:
-            if cluster is None:
-                shards.run(work, units, desc=f"tag {', '.join(parts)}", unit="rec")
-            else:
-                shards.run(work, units, desc=f"tag {', '.join(parts)}", unit="rec",
-                           cluster=_TagCluster(cluster, tp))
+            shards.run(work, units, desc=f"tag {', '.join(parts)}", unit="rec", cluster=cluster)
         finally:
             _TAGGERS.clear()
     for name, part in parts.items():
@@ -89,21 +87,6 @@ def run_taggers(group: dict[str, dict], in_dir, out_dir, batch_size: int, input_
         info = json.loads(part.shard_meta(last[0]).get("info", "{}")) if last else {}
         part.finish(part.shard_totals().get("stats", {}), fields=list(get_tagger_class(name).fields), tagger_info=info)
     return {name: store.DatasetDir(Path(out_dir) / "parts" / name).manifest() for name in group}
-
-
-def _tag_unit(engine, spec, in_dir: str, group: dict[str, dict]):
-    name, rows = spec
-    return tag_shard(engine, rows, name, group[name], in_dir)
-
-
-class _TagCluster:
-    """A cluster whose actors' GPUs follow the group's models (the work has no single engine role)."""
-
-    def __init__(self, cluster, tensor_parallel_size: int):
-        self.cluster, self.tp = cluster, tensor_parallel_size
-
-    def map_shards(self, work, todo, desc=""):
-        return self.cluster.map_shards(work, todo, desc=desc, what=desc, tensor_parallel_size=self.tp)
 
 
 def _models(kwargs: dict) -> tuple[set, set]:
