@@ -45,18 +45,22 @@ def trained_model(path: str) -> str:
 
 def default_name(model: str) -> str:
     p = Path(model)
-    if p.exists():  # runs/<recipe>/sft[/merged] or runs/baselines/<set>/sft -> the recipe or the set
-        return [x for x in p.resolve().parts if x not in ("merged", "sft")][-1]
+    if p.exists():  # runs/<recipe>/sft[/merged] or runs/baselines/<set>/sft -> the recipe or the set; .../dpo -> <recipe>-dpo
+        parts = [x for x in p.resolve().parts if x != "merged"]
+        return parts[-2] if parts[-1] == "sft" else f"{parts[-2]}-dpo" if parts[-1] == "dpo" else parts[-1]
     return model.split(":")[-1].split("/")[-1]
 
 
 def detect_dataset(model: str) -> str | None:
     """The SFT set a trained model learnt from, as a name the paper table knows, or None. train_summary.json
-    records the `dataset` argument: a registered set id (sharegpt, ...) is the row itself; a Magpie export
+    records the paper row where the trainer was given one (DPO), else the `dataset` argument: a registered set id (sharegpt, ...) is the row itself; a Magpie export
     directory `runs/<recipe>/export` becomes `<recipe>-<filter preset>`."""
     p = Path(model)
     summary = next((f for f in (p / "train_summary.json", p.parent / "train_summary.json") if f.exists()), None)
-    dataset = summary and json.loads(summary.read_text()).get("dataset")
+    info = json.loads(summary.read_text()) if summary else {}
+    if info.get("row"):  # a trainer that knows its row (train.dpo: the +DPO rows) says so
+        return info["row"]
+    dataset = info.get("dataset")
     if not dataset:
         return None
     dp = Path(dataset)

@@ -72,15 +72,48 @@ run_sft() {
   fi
 }
 
+# run_preferences NAME GPU_PROFILE [ARGS...]: DPO pairs from runs/NAME/tagged -> runs/NAME/preferences/export/.
+run_preferences() {
+  local name="$1" profile
+  profile="$(pick_profile "$2")"
+  shift 2
+  (cd "$ROOT" && python -m synth preferences --config "recipes/configs/synth/$profile.yaml" --output_dir "runs/$name" "$@")
+}
+
+# run_dpo NAME GPU_PROFILE DPO_RECIPE [ARGS...]: DPO from runs/NAME/sft on runs/NAME/preferences/export -> runs/NAME/dpo/.
+# GPU: the paper's full DPO (recipes/configs/dpo/DPO_RECIPE.yaml) under DeepSpeed ZeRO-3; tiny: LoRA on the CPU.
+run_dpo() {
+  local name="$1" profile recipe="$3"
+  profile="$(pick_profile "$2")"
+  shift 3
+  local data=(--model_name_or_path "runs/$name/sft" --dataset "runs/$name/preferences/export"
+              --output_dir "runs/$name/dpo" --run_name "$name-dpo" --row "$recipe")
+  if [ "$profile" = tiny ]; then
+    (cd "$ROOT" && python -m train.dpo --config recipes/configs/dpo/tiny.yaml "${data[@]}" "$@")
+  else
+    (cd "$ROOT" && accelerate launch --config_file recipes/accelerate/zero3.yaml -m train.dpo \
+      --config "recipes/configs/dpo/$recipe.yaml" "${data[@]}" "$@")
+  fi
+}
+
 # run_eval RUN_DIR GPU_PROFILE [ARGS...]: evaluate RUN_DIR/sft (AlpacaEval 2, Arena-Hard, lm-eval)
 # -> RUN_DIR/eval/results.json, and its paper Table 1 row -> RUN_DIR/table.{md,csv,png}.
 # GPU: recipes/configs/eval/paper.yaml; tiny: recipes/configs/eval/tiny.yaml.
+# MODEL=dpo EVAL=eval_dpo run_eval ... evaluates RUN_DIR/dpo into RUN_DIR/eval_dpo; the table holds every
+# evaluation of the run folder (eval/, eval_dpo/) that has finished.
 run_eval() {
-  local dir="$1" profile config
+  local dir="$1" profile config model="${MODEL:-sft}" out="${EVAL:-eval}"
   profile="$(pick_profile "$2")"
   shift 2
   config="paper"
   [ "$profile" = tiny ] && config="tiny"
-  (cd "$ROOT" && python -m eval run --config "recipes/configs/eval/$config.yaml" --model "$dir/sft" \
-    --output_dir "$dir/eval" "$@" && python -m eval table "$dir/eval" --output "$dir" --only-measured)
+  (
+    cd "$ROOT" && python -m eval run --config "recipes/configs/eval/$config.yaml" --model "$dir/$model" \
+      --output_dir "$dir/$out" "$@"
+    finished=()
+    for e in "$dir"/eval "$dir"/eval_*; do
+      if [ -f "$e/results.json" ]; then finished+=("$e"); fi
+    done
+    python -m eval table "${finished[@]}" --output "$dir" --only-measured
+  )
 }

@@ -8,6 +8,9 @@ Verbs (each reads and writes dataset directories under --output_dir):
                  language, nearest-neighbour distance                     -> tagged/
   filter         a paper Table 5 preset or an SQL condition               -> filtered/
   export         TRL messages Parquet, ShareGPT JSONL, dataset card       -> export/
+  preferences    DPO pairs: pick instructions from tagged/, sample k=5 answers each, score them with a
+                 reward model, chosen = best, rejected = worst (stages preferences, preference_pairs)
+                                                                          -> preferences/{prompts,samples,scored,export}/
   run            the config's `stages`, in order (what recipes/*.sh call)
   template       print the derived pre-query template, stops and multi-turn append template
   taggers        list the taggers: fields, models (from --config if given), model batch cap
@@ -54,10 +57,10 @@ class LazyEngine:
 class Context:
     """What a stage function needs: the parsed config, and the engine of the model role it uses (lazy)."""
 
-    def __init__(self, margs, iargs, rargs, mtargs, targs, fargs, eargs, run):
-        self.parsed = (margs, iargs, rargs, mtargs, targs, fargs, eargs, run)
+    def __init__(self, margs, iargs, rargs, mtargs, targs, fargs, eargs, pargs, run):
+        self.parsed = (margs, iargs, rargs, mtargs, targs, fargs, eargs, pargs, run)
         self.margs, self.iargs, self.rargs, self.mtargs = margs, iargs, rargs, mtargs
-        self.targs, self.fargs, self.eargs, self.run = targs, fargs, eargs, run
+        self.targs, self.fargs, self.eargs, self.pargs, self.run = targs, fargs, eargs, pargs, run
         self._engines: dict = {}
         from .cluster import Cluster
 
@@ -125,7 +128,7 @@ class Stage:
             engine = DriverView(self.model(c)) if c.cluster is not None else c.engine(self.model(c))
         module, fn = self.fn.split(":")
         args, kwargs = self.args(c, engine, src, out)
-        if c.cluster is not None and (self.model is not None or self.name == "tag"):
+        if c.cluster is not None and (self.model is not None or self.name in ("tag", "preference_pairs")):
             kwargs["cluster"] = c.cluster
         return getattr(importlib.import_module(f".{module}", __package__), fn)(*args, **kwargs)
 
@@ -157,6 +160,22 @@ def _multiturn_config(c: Context, src) -> dict:
     return multiturn_config(c.margs, c.mtargs, c.rargs, src, c.iargs.seed)
 
 
+def _preferences_config(c: Context, src) -> dict:
+    from .preferences import preferences_config
+
+    return preferences_config(_responder(c), c.pargs, src)
+
+
+def _preference_args(c: Context, engine, src, out):
+    return (engine, _responder(c), c.pargs, src, out.parent), {}
+
+
+def _pairs_args(c: Context, engine, src, out):
+    root = Path(c.run.output_dir)
+    name = c.pargs.pref_export_name or f"{root.name}-dpo"
+    return (src, out.parent, c.pargs, name), dict(card_info={"profile": c.run.profile, "recipe": root.name})
+
+
 STAGES = {s.name: s for s in (
     Stage("instructions", "instructions:generate_instructions", lambda c, e, src, out: ((e, c.margs, c.iargs,
           c.run, out), {}), "instructions", (), "kept", "instructions", model=_generator, config=_instructions_config),
@@ -173,7 +192,13 @@ STAGES = {s.name: s for s in (
               size=c.fargs.filter_size, expression=c.fargs.filter_expression, seed=c.fargs.filter_seed)),
           "filtered", ("tag",), "kept", "records"),
     Stage("export", "export:export", _export_args, "export", ("filter", "tag"), "records", "records"),
+    Stage("preferences", "preferences:sample_preferences", _preference_args, "preferences/samples", ("tag",),
+          "instructions", "prompts", model=_responder, config=_preferences_config),
+    Stage("preference_pairs", "preferences:pair_preferences", _pairs_args, "preferences/export", ("preferences",),
+          "pairs", "pairs"),
 )}
+# A verb that runs several stages in order.
+VERB_STAGES = {"preferences": ("preferences", "preference_pairs")}
 VERBS = (*STAGES, "run", "template", "taggers", "presets")
 
 
@@ -263,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _plan(verb: str, c: Context) -> list[str]:
     """The stages to run, every value they use checked: nothing has loaded or been written yet."""
-    stages = [verb] if verb in STAGES else list(c.run.stages) if verb == "run" else []
+    stages = list(VERB_STAGES.get(verb, [verb])) if verb in STAGES else list(c.run.stages) if verb == "run" else []
     for s in stages:
         if s not in STAGES:
             raise ValueError(f"unknown stage {s!r} in stages; choose from {', '.join(STAGES)}")
@@ -276,6 +301,15 @@ def _plan(verb: str, c: Context) -> list[str]:
         from .filters import validate
 
         validate(c.fargs.filter_preset, c.fargs.filter_expression, c.fargs.filter_size)
+    if "preferences" in stages:
+        from .filters import validate
+
+        validate(c.pargs.pref_preset, None, c.pargs.pref_size)
+    if "preference_pairs" in stages:
+        from .taggers.reward import check_reward_model
+
+        role = c.pargs.pref_reward_role()
+        check_reward_model(role.model, role.trust_remote_code, key="pref_reward_model")
     from .store import check_output_dir
 
     check_output_dir(c.run.output_dir)
@@ -314,7 +348,7 @@ def _run(verb: str, c: Context) -> int:
         return 0
     group = c.run.wandb_group or root.name
     log_cfg = {"profile": c.run.profile,
-               **cfg.stage_config(c.margs, c.iargs, c.rargs, c.mtargs, c.targs, c.fargs, c.eargs)}
+               **cfg.stage_config(c.margs, c.iargs, c.rargs, c.mtargs, c.targs, c.fargs, c.eargs, c.pargs)}
     for name in stages:
         stage, out = STAGES[name], root / STAGES[name].out
         with tracking.stage_run(name, log_cfg, root, c.run.report_to, c.run.wandb_project, group) as log:
@@ -326,6 +360,10 @@ def _run(verb: str, c: Context) -> int:
                 | {f"{name}/per_min": n / dt * 60})
             if name in ("tag", "filter"):
                 _log_tables(log, out)
+            if name == "preference_pairs":
+                from .preferences import wandb_logs
+
+                log(wandb_logs(out))
         if counts.get("funnel"):
             from .filters import format_funnel
 

@@ -278,6 +278,43 @@ class ExportArgs:
     push_to_hub: Optional[str] = field(default=None, metadata={"help": "hub repo id to push to; nothing is pushed without it"})
 
 
+# The preference stage's scorer (paper: ArmoRM-Llama3-8B-v0.1, whose custom code needs trust_remote_code: the air and
+# pro configs ask for it; the code default never runs remote code).
+PreferenceRewardModel = role_args("PreferenceRewardModel", "pref_reward_", "the preference scorer (a sequence classifier)",
+                                  engine="hf", model="RLHFlow/ArmoRM-Llama3-8B-v0.1",
+                                  model_help="paper: RLHFlow/ArmoRM-Llama3-8B-v0.1 (needs pref_reward_trust_remote_code); "
+                                             "offline: embedded:smollm2-135m-instruct (mean log-prob stand-in)")
+
+
+@with_roles
+@dataclass
+class PreferenceArgs(PreferenceRewardModel):
+    pref_preset: str = field(default="dpo-100k", metadata={
+        "help": "filter preset picking the instructions from the tagged set (python -m synth presets; paper: 100K "
+                "high-quality, category-diverse)"})
+    pref_size: Optional[int] = field(default=None, metadata={"help": "instructions to pick (default: the preset's, 100K)"})
+    pref_seed: int = field(default=0, metadata={"help": "seed of the selection and of the sampling"})
+    pref_k: int = field(default=5, metadata={"help": "responses sampled per instruction (paper: 5)"})
+    pref_temperature: float = field(default=0.8, metadata={"help": "paper: 0.8"})
+    pref_top_p: float = field(default=1.0, metadata={"help": "paper silent; reference 1.0"})
+    pref_max_tokens: int = field(default=4096, metadata={"help": "per response (paper's response limit: 4096)"})
+    pref_batch_size: int = field(default=100, metadata={
+        "help": "instructions per sampling shard (k responses each) and per scoring shard"})
+    pref_export_name: Optional[str] = field(default=None, metadata={"help": "name on the card (default: <run>-dpo)"})
+
+    def __post_init__(self):
+        check_roles(self)
+        require_positive(self, "pref_max_tokens", "pref_batch_size")
+        require_sampling(self, "pref_temperature", "pref_top_p")
+        if self.pref_k is None or self.pref_k < 2:
+            raise ValueError(f"pref_k must be at least 2 (chosen and rejected are different samples), got {self.pref_k!r}")
+        if self.pref_size is not None:
+            require_positive(self, "pref_size")
+        if self.pref_reward_engine != "hf":
+            raise ValueError(f"pref_reward_engine must be hf (a reward model is a transformers sequence classifier), "
+                             f"got {self.pref_reward_engine!r}")
+
+
 @dataclass
 class RunArgs:
     stages: list[str] = field(default_factory=lambda: ["instructions", "responses", "tag", "filter", "export"],
@@ -312,7 +349,7 @@ class RunArgs:
                                  f"{self.ray_gpus_per_actor!r}") from None
 
 
-ALL = (ModelArgs, InstructionArgs, ResponseArgs, MultiTurnArgs, TagArgs, FilterArgs, ExportArgs, RunArgs)
+ALL = (ModelArgs, InstructionArgs, ResponseArgs, MultiTurnArgs, TagArgs, FilterArgs, ExportArgs, PreferenceArgs, RunArgs)
 
 # Keys that change neither a stage's records nor its shard layout (left out of the config hash used for
 # resume). rounds_per_shard and the *_batch_size keys decide which items shard k holds: they stay in.

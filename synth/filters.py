@@ -54,8 +54,10 @@ NEAR_DUP = "min_neighbor_distance > 0"  # Table 5: applied in every filtered set
 class Preset:
     """Conditions applied in order, then a cut to `size` rows. cut: "longest" keeps the `size` longest responses
     (Table 5); "longest-balanced" the size/2 longest with difficulty very easy/easy and the size/2 longest with
-    medium or harder (Pro Filter 6); "random" a seeded sample; "first" the first rows in dataset order; None
-    keeps all (size is then ignored). Ties go to the earlier row: cuts are deterministic."""
+    medium or harder (Pro Filter 6); "categories" `size` rows shared as evenly as the task categories allow (a
+    category with fewer rows keeps them all and leaves its share to the others), seeded within a category;
+    "random" a seeded sample; "first" the first rows in dataset order; None keeps all (size is then ignored).
+    Ties go to the earlier row: cuts are deterministic."""
     name: str
     conditions: tuple[str, ...]
     size: int | None = 300_000
@@ -85,6 +87,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     # the Air-300K-Filtered quality/difficulty bar without the reward difference (it needs base-model answers).
     Preset("mt-300k", (_MEDIUM, _GOOD, NEAR_DUP),
            source="paper section 4.5 '300K difficult questions'; exact filter unpublished, our choice"),
+    # Preference data (DPO): the instructions of the released Magpie-Air/Pro-DPO-100K sets. High quality and not
+    # easy, the reward floor of the released sets' selection, then task categories balanced so that information
+    # and advice seeking, most of a raw set, do not make most of the pairs.
+    Preset("dpo-100k", (_MEDIUM, _GOOD, "instruct_reward >= -5"), size=100_000, cut="categories",
+           source="Magpie-Air/Pro-DPO-100K-v0.1 selection: difficulty >= medium, input quality >= good, "
+                  "reward >= -5, task categories balanced"),
+    Preset("dpo-balanced", (), size=100_000, cut="categories",
+           source="task categories balanced, no tag conditions (tiny profile: the stand-in judge's labels keep "
+                  "nothing under dpo-100k)"),
     Preset("raw-300k", (), cut="random", source="a seeded random 300K of the raw set (paper Table 1 300K-Raw)"),
     Preset("raw-300k-first", (), cut="first", source="dataset card: 300K-Raw is the first 300K raw rows"),
     Preset("pro-300k-filtered-card", (_AVERAGE, "instruct_reward >= -10", "NOT ends_with(instruction, ':')", "dedup"),
@@ -205,7 +216,7 @@ def _check_columns(names: set[str], columns: set[str] | None, where: str) -> Non
         raise FilterError(f"unknown column {name!r} {where}; columns: {', '.join(sorted(have))}")
 
 
-_CUTS = (None, "longest", "longest-balanced", "random", "first")
+_CUTS = (None, "longest", "longest-balanced", "categories", "random", "first")
 
 
 def validate(preset: str | Preset | None, expression: str | None = None, size: int | None = None,
@@ -225,7 +236,8 @@ def _conditions(p: Preset, columns=None) -> list[str]:
     """Each condition as SQL, after checking it and the columns the cut reads against `columns`."""
     columns = None if columns is None else set(columns)
     conds = [_compile(text, columns) for text in p.conditions]
-    cut_needs = {"longest": {"response_length"}, "longest-balanced": {"response_length", "difficulty"}}
+    cut_needs = {"longest": {"response_length"}, "longest-balanced": {"response_length", "difficulty"},
+                 "categories": {"task_category"}}
     _check_columns(cut_needs.get(p.cut, set()), columns, f"in the {p.cut} cut of preset {p.name!r}")
     return conds
 
@@ -268,14 +280,15 @@ def _select(con, p: Preset, conds: list[str], seed: int) -> tuple[np.ndarray, li
     if p.cut:
         steps.append({"random": f"random {n:,} (seed {seed})", "first": f"first {n:,}",
                       "longest": f"{n:,} longest responses",
-                      "longest-balanced": f"{n:,} longest: {n // 2:,} very easy/easy + {n - n // 2:,} medium or harder"
-                      }[p.cut])
+                      "longest-balanced": f"{n:,} longest: {n // 2:,} very easy/easy + {n - n // 2:,} medium or harder",
+                      "categories": f"{n:,} shared evenly over task categories (seed {seed})"}[p.cut])
     if con is None:
         return np.zeros(0, np.int64), [(s, 0) for s in steps]
     # The first condition a row fails (an unknown result fails, as in WHERE), or len(conds) if none.
     whens = " ".join(f"WHEN NOT coalesce({sql}, false) THEN {i}" for i, sql in enumerate(conds))
     keys = {"longest": ", response_length",
-            "longest-balanced": ", response_length, difficulty <= 'easy'::difficulty_level AS easy"}.get(p.cut, "")
+            "longest-balanced": ", response_length, difficulty <= 'easy'::difficulty_level AS easy",
+            "categories": ", task_category"}.get(p.cut, "")
     con.execute(f"CREATE TEMP TABLE steps AS SELECT __pos, {f'CASE {whens} ELSE {len(conds)} END' if conds else 0} "
                 f"AS __k{keys} FROM rows")
     hist = dict(con.execute("SELECT __k, count(*) FROM steps GROUP BY __k").fetchall())
@@ -288,10 +301,29 @@ def _select(con, p: Preset, conds: list[str], seed: int) -> tuple[np.ndarray, li
              "longest-balanced": f"SELECT __pos FROM (SELECT __pos, easy, row_number() OVER (PARTITION BY easy "
                                  f"{order}) AS r {survivors} AND easy IS NOT NULL) "
                                  f"WHERE r <= CASE WHEN easy THEN {n // 2} ELSE {n - n // 2} END"}
+    if p.cut == "categories":
+        groups = dict(con.execute(f"SELECT task_category, count(*) {survivors} GROUP BY task_category").fetchall())
+        quota = fair_shares(groups, n)
+        con.register("quota", pa.table({"cat": pa.array(list(quota), pa.string()), "q": list(quota.values())}))
+        query["categories"] = (
+            f"SELECT __pos FROM (SELECT __pos, task_category, row_number() OVER (PARTITION BY task_category "
+            f"ORDER BY hash(__pos, {int(seed)}), __pos) AS r {survivors}) s JOIN quota ON s.task_category IS NOT "
+            "DISTINCT FROM quota.cat WHERE r <= q")
     kept = np.sort(con.execute(query.get(p.cut, f"SELECT __pos {survivors}")).fetchnumpy()["__pos"].astype(np.int64))
     if p.cut == "random":  # random.sample draws list positions: the same rows as sampling the survivors' list
         kept = np.sort(kept[random.Random(seed).sample(range(len(kept)), min(n, len(kept)))])
     return kept, list(zip(steps, left + ([len(kept)] if p.cut else [])))
+
+
+def fair_shares(counts: dict, n: int) -> dict:
+    """`n` rows shared over groups of `counts` rows as evenly as they allow (max-min fair): a group smaller than its
+    share keeps all its rows and leaves the rest to the others. Deterministic: smallest groups first, then by name."""
+    quota, left = {}, n
+    order = sorted(counts.items(), key=lambda kv: (kv[1], str(kv[0])))
+    for i, (group, rows) in enumerate(order):
+        quota[group] = min(rows, left // (len(order) - i))
+        left -= quota[group]
+    return quota
 
 
 def _emptied_by(p: Preset, funnel, where: str) -> str | None:

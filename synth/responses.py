@@ -13,14 +13,19 @@ from .config import ModelArgs, ResponseArgs, stage_config
 from .engines import Sampling, too_long_count
 
 
-def response_sampling(engine, rargs: ResponseArgs, model: str) -> Sampling:
+def chat_sampling(engine, model: str, **kw) -> Sampling:
+    """Sampling for an answer through the chat template: it stops at the model's end-of-turn ids only, as the paper
+    (the answer is free to contain newlines)."""
     tpl = templates.from_tokenizer(engine.tokenizer, model) if engine.tokenizer is not None else None
     stops = tpl.stop_strings if tpl else ()
     stop_ids = templates.stop_token_ids(engine.tokenizer, stops) if tpl else []
-    # Stop ids only, as the paper: the response is free to contain newlines.
-    return Sampling(temperature=rargs.response_temperature, top_p=rargs.response_top_p,
-                    max_tokens=rargs.response_max_tokens, repetition_penalty=rargs.response_repetition_penalty,
-                    stop_token_ids=tuple(stop_ids), seed=0)
+    return Sampling(stop_token_ids=tuple(stop_ids), **kw)
+
+
+def response_sampling(engine, rargs: ResponseArgs, model: str) -> Sampling:
+    return chat_sampling(engine, model, temperature=rargs.response_temperature, top_p=rargs.response_top_p,
+                         max_tokens=rargs.response_max_tokens, repetition_penalty=rargs.response_repetition_penalty,
+                         seed=0)
 
 
 def responses_config(margs: ModelArgs, rargs: ResponseArgs, in_dir) -> dict:

@@ -59,6 +59,7 @@ class DatasetSpec:
     hub_kwargs: dict = field(default_factory=dict)
     paper_size: str = ""        # the row count in paper Table 1
     notes: str = ""             # citation and what was verified
+    kind: str = "sft"           # sft: `messages`; preference: `prompt`, `chosen`, `rejected` (DPO)
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
@@ -78,15 +79,16 @@ def register_dataset(name: str, hub_id: str | None, columns: tuple[str, ...] | t
     return wrap
 
 
-def dataset_names() -> list[str]:
-    return sorted(_REGISTRY)
+def dataset_names(kind: str = "sft") -> list[str]:
+    return sorted(n for n, s in _REGISTRY.items() if s.kind == kind)
 
 
-def get_spec(name: str) -> DatasetSpec:
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, dataset_names(), n=3)
+def get_spec(name: str, kind: str = "sft") -> DatasetSpec:
+    if name not in _REGISTRY or _REGISTRY[name].kind != kind:
+        close = difflib.get_close_matches(name, dataset_names(kind), n=3)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
-        raise ValueError(f"dataset {name}: no such registered set; {hint}(`python -m train.data` lists them; "
+        what = "preference set" if kind == "preference" else "set"
+        raise ValueError(f"dataset {name}: no such registered {what}; {hint}(`python -m train.data` lists them; "
                          "a local path works too: a Magpie export directory or a .json/.jsonl/.parquet file)")
     return _REGISTRY[name]
 
@@ -268,15 +270,19 @@ def ultrachat(r: dict) -> list[Message]:
 
 
 # -- loading ------------------------------------------------------------------------------------
-def to_messages(raw: datasets.Dataset, name: str, where: str = "") -> tuple[datasets.Dataset, Counter]:
-    """Convert a raw dataset with loader `name`'s converter; return (messages + source, drops by reason)."""
-    spec = get_spec(name)
+def _check_schema(raw: datasets.Dataset, spec: DatasetSpec, where: str) -> None:
     found = set(raw.column_names)
     if not any(set(cols) <= found for cols in spec.columns):
         expected = " or ".join("[" + ", ".join(c) + "]" for c in spec.columns)
-        raise ValueError(f"{where or name}: wrong schema for {name!r}: found columns {sorted(found)}, "
+        raise ValueError(f"{where or spec.name}: wrong schema for {spec.name!r}: found columns {sorted(found)}, "
                          f"expected {expected}. Pass the loader whose schema this file has "
-                         f"(one of {', '.join(dataset_names())}).")
+                         f"(one of {', '.join(dataset_names(spec.kind))}).")
+
+
+def to_messages(raw: datasets.Dataset, name: str, where: str = "") -> tuple[datasets.Dataset, Counter]:
+    """Convert a raw dataset with loader `name`'s converter; return (messages + source, drops by reason)."""
+    spec = get_spec(name)
+    _check_schema(raw, spec, where)
 
     def convert(r: dict) -> dict:
         try:
@@ -318,10 +324,10 @@ def local_files(path: str | Path, what: str = "dataset") -> list[Path]:
                             ".json/.jsonl/.parquet file")
 
 
-def find_source(name_or_path: str, path: str | None = None) -> tuple[DatasetSpec, list[Path] | None]:
+def find_source(name_or_path: str, path: str | None = None, kind: str = "sft") -> tuple[DatasetSpec, list[Path] | None]:
     """The loader and, for local data, the files a dataset reference names (see `load_sft_dataset`).
     Reads no data, so a caller can check its inputs before loading a model; errors say what to pass."""
-    if name_or_path in _REGISTRY:
+    if name_or_path in _REGISTRY and _REGISTRY[name_or_path].kind == kind:
         spec = _REGISTRY[name_or_path]
         if path is not None:
             return spec, local_files(path, what=f"local copy of {spec.name!r}")
@@ -333,8 +339,8 @@ def find_source(name_or_path: str, path: str | None = None) -> tuple[DatasetSpec
     ref = name_or_path
     if (Path(ref).expanduser().exists() or any(sep in ref for sep in ("/", os.sep)) or ref.startswith((".", "~"))
             or Path(ref).suffix in DATA_SUFFIXES):
-        return _REGISTRY["messages"], local_files(ref)
-    return get_spec(ref), None  # raises, with the close names
+        return _REGISTRY[LOCAL[kind]], local_files(ref)
+    return get_spec(ref, kind), None  # raises, with the close names
 
 
 def load_sft_dataset(name_or_path: str, path: str | None = None, split: str | None = None,
@@ -342,34 +348,140 @@ def load_sft_dataset(name_or_path: str, path: str | None = None, split: str | No
     """A Table-1 SFT dataset in TRL's conversational format (`messages`, `source`); see the module docstring.
     `split` None is the one the paper trained on (ignored for local files); `max_samples` is a seeded
     subset taken after validation."""
-    spec, files = find_source(name_or_path, path)
+    return _load(name_or_path, path, split, max_samples, seed, "sft", to_messages)
+
+
+def _load(name_or_path, path, split, max_samples, seed, kind: str, convert) -> datasets.Dataset:
+    """Read a registered or local set of `kind`, convert it with `convert(raw, name, where)` and take the subset."""
+    spec, files = find_source(name_or_path, path, kind)
     name = spec.name
     drops: Counter = Counter()
     if files is not None:
         parts = []
         for f in files:
             raw = datasets.load_dataset(DATA_SUFFIXES[f.suffix], data_files=str(f), split="train")
-            part, d = to_messages(raw, name, where=str(f))
+            part, d = convert(raw, name, where=str(f))
             parts.append(part)
             drops += d
         ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
         origin = str(path or name_or_path)
     else:
         raw = datasets.load_dataset(spec.hub_id, spec.config, split=split or spec.split, **spec.hub_kwargs)
-        ds, drops = to_messages(raw, name, where=spec.hub_id)
+        ds, drops = convert(raw, name, where=spec.hub_id)
         origin = f"{spec.hub_id} [{split or spec.split}]"
 
     total = len(ds) + sum(drops.values())
     detail = ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "none"
-    log.info("%s: kept %d of %d conversations from %s (dropped: %s)", name, len(ds), total, origin, detail)
+    what = "preference pairs" if kind == "preference" else "conversations"
+    log.info("%s: kept %d of %d %s from %s (dropped: %s)", name, len(ds), total, what, origin, detail)
+    load_dataset_drops[name] = dict(drops)
     if max_samples is not None and max_samples < len(ds):
         ds = ds.shuffle(seed=seed).select(range(max_samples)).flatten_indices()
     return ds
 
 
+load_dataset_drops: dict[str, dict] = {}  # the drops of the last load of each set, by reason (for summaries)
+
+
+# -- preference sets (DPO) ----------------------------------------------------------------------
+_TURNS = [{"role": datasets.Value("string"), "content": datasets.Value("string")}]
+_PREF_FEATURES = datasets.Features({"prompt": _TURNS, "chosen": _TURNS, "rejected": _TURNS,
+                                    "_drop": datasets.Value("string")})
+
+
+def _completion(value) -> list[Message]:
+    return [{"role": "assistant", "content": value}] if isinstance(value, str) else from_messages(value)
+
+
+def preference_pair(r: dict) -> tuple[list[Message], list[Message], list[Message]]:
+    """(prompt, chosen, rejected) from either layout of a preference record: an explicit `prompt` (messages, or a
+    string for one user turn) with chosen/rejected completions (TRL's format, our export), or chosen/rejected as
+    whole conversations that share every turn but the last (UltraFeedback-binarized, the Magpie DPO releases:
+    the implicit prompt)."""
+    chosen, rejected = _completion(r["chosen"]), _completion(r["rejected"])
+    if len(chosen) > 1 or len(rejected) > 1:  # whole conversations: the prompt is what they share
+        prompt = chosen[:-1]
+        if rejected[:-1] != prompt:
+            raise Drop("prompt_mismatch")
+        chosen, rejected = chosen[-1:], rejected[-1:]
+    else:
+        p = r.get("prompt")
+        prompt = [{"role": "user", "content": p}] if isinstance(p, str) else from_messages(p)
+    return prompt, chosen, rejected
+
+
+def validate_pair(prompt: list[Message], chosen: list[Message], rejected: list[Message]) -> str | None:
+    """The drop reason for a preference pair, or None if DPO can train on it."""
+    if len(chosen) != 1 or len(rejected) != 1:
+        return "not_one_completion"
+    reason = validate(prompt + chosen) or validate(prompt + rejected)
+    if reason:
+        return reason
+    if chosen[0]["content"].strip() == rejected[0]["content"].strip():
+        return "tie"
+    return None
+
+
+def to_preferences(raw: datasets.Dataset, name: str, where: str = "") -> tuple[datasets.Dataset, Counter]:
+    """Convert a raw preference set; return (prompt, chosen, rejected + source, drops by reason)."""
+    spec = get_spec(name, "preference")
+    _check_schema(raw, spec, where)
+
+    def convert(r: dict) -> dict:
+        empty = {"prompt": [], "chosen": [], "rejected": []}
+        try:
+            prompt, chosen, rejected = spec.converter(r)
+        except Drop as e:
+            return {**empty, "_drop": str(e)}
+        except (KeyError, TypeError, AttributeError):
+            return {**empty, "_drop": "malformed"}
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected,
+                "_drop": validate_pair(prompt, chosen, rejected) or ""}
+
+    out = raw.map(convert, remove_columns=raw.column_names, features=_PREF_FEATURES,
+                  desc=f"{name}: to preference pairs", load_from_cache_file=False)
+    drops = Counter(d for d in out["_drop"] if d)
+    if drops:
+        out = out.filter(lambda d: not d, input_columns="_drop", load_from_cache_file=False)
+    return out.remove_columns("_drop").add_column("source", [name] * len(out)), drops
+
+
+def load_preference_dataset(name_or_path: str, path: str | None = None, split: str | None = None,
+                            max_samples: int | None = None, seed: int = 0) -> datasets.Dataset:
+    """A preference set in TRL's conversational format (`prompt`, `chosen`, `rejected` as messages, `source`): a
+    registered one (`python -m train.data`) or a local file/folder, such as `runs/<recipe>/preferences/export`."""
+    return _load(name_or_path, path, split, max_samples, seed, "preference", to_preferences)
+
+
+_PAIR_COLUMNS = (("chosen", "rejected"),)
+register_dataset("preferences", None, _PAIR_COLUMNS, kind="preference",
+                 notes="Local preference data: TRL's format (prompt + chosen/rejected completions; our "
+                       "preferences/export) or whole chosen/rejected conversations.")(preference_pair)
+# Schema seen in the dataset_info of a translation of Magpie-Pro-DPO-100K-v0.1 (youjunhyeok/...-ko, same columns):
+# instruction, responses, rewards_armorm, chosen and rejected as [{content, role}] conversations; 98,000 train rows.
+# The Air release is assumed to share it (its card was not readable here); the MagpieLM-DPO card says both were
+# made with 5 samples at T=0.8 scored by ArmoRM, chosen the best and rejected the worst.
+register_dataset("magpie-air-dpo", "Magpie-Align/Magpie-Air-DPO-100K-v0.1", _PAIR_COLUMNS, kind="preference",
+                 paper_size="100K", notes="Magpie-Air-DPO-100K-v0.1: chosen/rejected conversations (user + "
+                 "assistant), 5 responses per instruction scored by ArmoRM.")(preference_pair)
+register_dataset("magpie-pro-dpo", "Magpie-Align/Magpie-Pro-DPO-100K-v0.1", _PAIR_COLUMNS, kind="preference",
+                 paper_size="100K", notes="Magpie-Pro-DPO-100K-v0.1: same layout as the Air set.")(preference_pair)
+# The paper's "UltraChat + DPO UltraFeedback" baseline (Table 1; the SimPO release's Llama-3-Base SFT/DPO models).
+register_dataset("ultrafeedback", "HuggingFaceH4/ultrafeedback_binarized", _PAIR_COLUMNS, kind="preference",
+                 split="train_prefs", paper_size="64K", notes="UltraFeedback binarized (Zephyr): prompt, chosen and "
+                 "rejected conversations, score_chosen/score_rejected; split train_prefs (61K of the 64K "
+                 "prompts).")(preference_pair)
+register_dataset("ultrafeedback-armorm", "princeton-nlp/llama3-ultrafeedback-armorm", _PAIR_COLUMNS,
+                 kind="preference", paper_size="64K", notes="The SimPO release: UltraFeedback prompts, Llama-3-8B-"
+                 "Instruct responses scored by ArmoRM, chosen/rejected conversations.")(preference_pair)
+LOCAL = {"sft": "messages", "preference": "preferences"}  # the loader a local path gets
+
+
 if __name__ == "__main__":
     # `python -m train.data`: the registered sets, where the error for an unknown name points.
-    for n in dataset_names():
-        s = _REGISTRY[n]
-        where = f"{s.hub_id} [{s.split}]" if s.hub_id else "local files only (a path)"
-        print(f"{n:26} {s.paper_size or '-':>6}  {where}")
+    for kind in ("sft", "preference"):
+        print(f"# {kind} sets ({'train.sft' if kind == 'sft' else 'train.dpo'} --dataset NAME)")
+        for n in dataset_names(kind):
+            s = _REGISTRY[n]
+            where = f"{s.hub_id} [{s.split}]" if s.hub_id else "local files only (a path)"
+            print(f"{n:26} {s.paper_size or '-':>6}  {where}")

@@ -44,6 +44,34 @@ def _right_padded(seqs: list[list[int]], pad: int, device):
             torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device))
 
 
+def check_reward_model(model: str, trust_remote_code: bool = False, key: str = "reward_model") -> None:
+    """Fail in a second, before any model loads, on a `key` that cannot score: a checkpoint whose config names no
+    sequence-classification (reward) head, where transformers would silently add a randomly initialised one, or a
+    model with code of its own when `trust_remote_code` is off. A hub id that cannot be reached now is left to
+    the loading, which says why."""
+    if model == STAND_IN:
+        return
+    from transformers import AutoConfig
+
+    from .. import models
+
+    path = models.resolve(model)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        if models.looks_local(model) or model.startswith(models.EMBEDDED_PREFIX):
+            raise ValueError(f"{key} {model}: no model config there ({str(e).splitlines()[0][:120]})") from None
+        return
+    archs = list(getattr(config, "architectures", None) or [])
+    if not any(a.endswith("ForSequenceClassification") or "Reward" in a for a in archs):
+        names = ", ".join(archs) or "no architecture"
+        raise ValueError(f"{key} {model} is not a sequence classifier (its config names {names}); give a reward model "
+                         f"(paper: {PAPER_RM}, or ArmoRM-Llama3-8B-v0.1) or {STAND_IN} for the log-prob stand-in")
+    prefix = key[: -len("model")] if key.endswith("model") else key + "_"
+    if "AutoModelForSequenceClassification" in (getattr(config, "auto_map", None) or {}) and not trust_remote_code:
+        raise ValueError(f"{key} {model} ships its own model code: set {prefix}trust_remote_code: true to run it")
+
+
 class SequenceClassifierScorer:
     """A transformers reward model; the score is logits[:, 0] (or ArmoRM's `score`)."""
 
@@ -55,6 +83,7 @@ class SequenceClassifierScorer:
         from ..engines.hf import torch_device, torch_dtype
 
         device, path = torch_device(device), models.resolve(model)
+        check_reward_model(model, trust_remote_code)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             self.model = AutoModelForSequenceClassification.from_pretrained(

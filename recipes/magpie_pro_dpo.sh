@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# MAGPIE-Pro + DPO (paper Table 1, "+ DPO (Magpie-Pro-DPO)"): the Pro chain of recipes/magpie_pro.sh (synthesis,
+# tags, filter, SFT; finished stages are reused), then preference data from the tagged set (100K instructions,
+# 5 responses each at T=0.8, scored by ArmoRM; chosen = best, rejected = worst), DPO from the SFT model (Table 9),
+# AlpacaEval 2, Arena-Hard and lm-eval on the DPO model, and the SFT and +DPO rows beside the paper's numbers.
+#   -> runs/magpie_pro/{...,sft,preferences,dpo,eval_dpo}/ and runs/magpie_pro/table.md
+#
+#   bash recipes/magpie_pro_dpo.sh                 # profile by hardware: pro with CUDA, tiny without
+#   PROFILE=tiny bash recipes/magpie_pro_dpo.sh    # force a profile (tiny | pro)
+#   bash recipes/magpie_pro_dpo.sh --pref_size 1000   # synthesis/preference config keys as overrides
+#
+# Hardware for `pro`: the SFT and DPO recipes' 4x 80 GB GPUs (DeepSpeed ZeRO-3); the preference stage runs the
+# generator on vLLM, then ArmoRM (8B, bf16) on one GPU. `tiny` runs on a CPU in minutes: SmolLM2-135M-Instruct
+# samples, its mean log-prob stands in for ArmoRM, and DPO trains a LoRA adapter.
+# Interrupted? Run the same command again: every stage resumes where it stopped.
+set -euo pipefail
+source "$(dirname "$0")/bootstrap.sh"
+run_recipe magpie_pro pro "$@"
+run_sft magpie_pro pro magpie-pro-300k-filtered
+run_preferences magpie_pro pro "$@"
+run_dpo magpie_pro pro magpie-pro-dpo
+MODEL=dpo EVAL=eval_dpo run_eval runs/magpie_pro pro

@@ -1,0 +1,293 @@
+"""Preference data for DPO, the paper's way (the "+DPO" rows of Table 1; ../shared/PAPER_FACTS.md, DPO).
+
+    python -m synth preferences --config recipes/configs/synth/air.yaml      # both stages below, in order
+
+From a tagged set, under `<output_dir>/preferences/`, every folder a resumable dataset directory:
+
+    prompts/   the instructions a preset picks (a filter run: tag conditions, then task categories balanced)
+    samples/   k responses per instruction at T=0.8, top_p 1, through the chat template, stopping at the model's
+               end-of-turn ids                                               stage `preferences` (the responder)
+    scored/    every response's reward; chosen = the highest, rejected = the lowest; each instruction's status:
+               ok, tie (best and worst score or text equal) or unscored (fewer than two scored responses: an
+               empty answer, a failed scoring). Ties and unscored are counted and left out, never fatal.
+    export/    the ok pairs in TRL's preference format (`prompt`, `chosen`, `rejected` as conversational messages,
+               plus `score_chosen`/`score_rejected` as UltraFeedback-binarized has them), README.md (the card:
+               counts, score margins, stand-ins) and margins.png      stage `preference_pairs` (the reward model)
+
+The scorer is the taggers' reward machinery (synth/taggers/reward.py): a transformers sequence classifier (paper:
+RLHFlow/ArmoRM-Llama3-8B-v0.1) or, offline, SmolLM2's mean log-probability, named as a stand-in everywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from . import shards, store
+from .config import NON_SEMANTIC_ROLE_KEYS, PreferenceArgs
+
+STATUSES = ("ok", "tie", "unscored")
+_CARRY = ("task_category", "difficulty", "input_quality", "language", "instruct_reward")  # tags kept on each record
+_CARD = Path(__file__).with_name("preference_card.md")
+
+
+def prompts_dir(root) -> Path:
+    return Path(root) / "prompts"
+
+
+def _selection(pargs: PreferenceArgs, in_dir) -> dict:
+    return {"preset": pargs.pref_preset, "size": pargs.pref_size, "seed": pargs.pref_seed,
+            "input_id": store.DatasetDir(in_dir).identity()}
+
+
+def preferences_config(role, pargs: PreferenceArgs, in_dir) -> dict:
+    """What samples/ is keyed by: the responder, the sampling and the selection (itself keyed by the tagged set)."""
+    sampling = {k: getattr(pargs, k) for k in ("pref_k", "pref_temperature", "pref_top_p", "pref_max_tokens",
+                                                "pref_batch_size")}
+    role_keys = {k: v for k, v in dataclasses.asdict(role).items() if k not in NON_SEMANTIC_ROLE_KEYS}
+    return {**role_keys, **sampling, "selection": _selection(pargs, in_dir)}
+
+
+def sample_preferences(engine, role, pargs: PreferenceArgs, in_dir, root, cluster=None) -> dict:
+    """Pick the instructions (prompts/), then sample k responses to each (samples/); a finished run is reused."""
+    from .filters import filter_dataset
+    from .responses import chat_sampling
+
+    root = Path(root)
+    out = store.DatasetDir(root / "samples")
+    config = preferences_config(role, pargs, in_dir)
+    if (done := out.reusable(config)) is not None:  # the engine is not touched: a lazy one never loads
+        return {**done["counts"], "reused": True}
+    picked = filter_dataset(in_dir, prompts_dir(root), pargs.pref_preset, size=pargs.pref_size, seed=pargs.pref_seed)
+    if not picked["kept"]:
+        raise ValueError(f"preferences: preset {pargs.pref_preset!r} picked no instruction of {in_dir} "
+                         f"({picked['emptied_by']!r} removed the last ones); choose another pref_preset "
+                         "(python -m synth presets)")
+    src = store.DatasetDir(prompts_dir(root))
+    sampling = chat_sampling(engine, role.model, n=pargs.pref_k, temperature=pargs.pref_temperature,
+                             top_p=pargs.pref_top_p, max_tokens=pargs.pref_max_tokens, seed=pargs.pref_seed)
+    out.begin("preferences", config, model=role.model, engine=engine.info.name, input=str(src.path),
+              funnel=picked["funnel"], sampling=sampling.to_dict())
+    t0, before = time.perf_counter(), out.shard_totals().get("tokens", 0)
+    columns = ["id", "instruction", *(c for c in _CARRY if c in set(src.columns()))]
+    gen_cfg = {**sampling.to_dict(), "output_generator": role.model, "engine": engine.info.name}
+    work = shards.ShardWork(str(out.path), "synth.preferences:sample_shard", role=role,
+                            args=(str(src.path), columns, sampling, gen_cfg))
+    shards.run(work, shards.row_ranges(src.num_rows(), pargs.pref_batch_size), engine, desc="preference samples",
+               unit="prompt", cluster=cluster)
+    t = out.shard_totals()
+    counts = {"instructions": t.get("kept", 0), "samples": t.get("samples", 0), "empty": t.get("empty", 0),
+              "truncated": t.get("truncated", 0), "tokens": t.get("tokens", 0), "selected_from": picked["input"]}
+    seconds = time.perf_counter() - t0
+    out.finish(counts, seconds_this_run=round(seconds, 2))
+    counts.update(seconds=seconds, tokens_this_run=counts["tokens"] - before)
+    return counts
+
+
+def sample_shard(engine, rows: tuple[int, int], in_dir: str, columns: list[str], sampling, gen_cfg: dict):
+    """k responses to each instruction of input rows [start, stop), in one engine call. The seed moves with the
+    shard's first row, so every instruction gets streams of its own and a resumed shard draws the same ones."""
+    batch = shards.input_rows(in_dir, *rows, columns=columns)
+    outs = engine.chat([[{"role": "user", "content": r["instruction"]}] for r in batch],
+                       sampling.replace(seed=(sampling.seed or 0) + rows[0]))
+    records, meta = [], {"kept": len(batch), "samples": 0, "empty": 0, "truncated": 0, "tokens": 0}
+    for r, completions in zip(batch, outs):
+        texts = [c.text.strip() for c in completions]
+        meta["samples"] += len(texts)
+        meta["empty"] += sum(not t for t in texts)
+        meta["truncated"] += sum(c.finish_reason == "length" for c in completions)
+        meta["tokens"] += sum(c.num_tokens for c in completions)
+        records.append({**r, "responses": texts, "finish_reasons": [c.finish_reason for c in completions],
+                        "gen_response_configs": gen_cfg})
+    return records, meta
+
+
+# -- scoring and pairing ------------------------------------------------------------------------
+def scorer_kwargs(pargs: PreferenceArgs) -> dict:
+    role = pargs.pref_reward_role()
+    kw = dict(reward_model=role.model, dtype=role.dtype, device=role.device, trust_remote_code=role.trust_remote_code)
+    return {**kw, "batch_size": role.hf_batch_size} if role.hf_batch_size else kw
+
+
+def pair(responses: list[str], scores: list[float | None]) -> dict:
+    """Chosen = the highest-scored response, rejected = the lowest (earliest sample on equal scores), and the
+    status: unscored with fewer than two scores, tie when the two scores or texts are equal, else ok."""
+    scored = [(s, i) for i, s in enumerate(scores) if s is not None]
+    if len(scored) < 2:
+        return {"status": "unscored", "chosen_index": None, "rejected_index": None}
+    best = max(scored, key=lambda x: (x[0], -x[1]))[1]
+    worst = min(scored, key=lambda x: (x[0], x[1]))[1]
+    tie = scores[best] == scores[worst] or responses[best] == responses[worst]
+    return {"status": "tie" if tie else "ok", "chosen_index": best, "rejected_index": worst}
+
+
+def score_shard(engine, rows: tuple[int, int], in_dir: str, kwargs: dict):
+    """Rewards for every non-empty response of samples rows [start, stop), then each instruction's pair. A score
+    that is not a finite number counts as a failed scoring (None)."""
+    from .taggers.reward import get_scorer
+
+    scorer = get_scorer(**kwargs)
+    batch = shards.input_rows(in_dir, *rows)
+    todo = [(k, j) for k, r in enumerate(batch) for j, t in enumerate(r["responses"]) if t]
+    raw = scorer.score([(batch[k]["instruction"], batch[k]["responses"][j]) for k, j in todo]) if todo else []
+    scores = [[None] * len(r["responses"]) for r in batch]
+    for (k, j), s in zip(todo, raw):
+        scores[k][j] = float(s) if isinstance(s, (int, float)) and math.isfinite(s) else None
+    records, meta = [], {"kept": len(batch), "scored": 0, "unscorable": 0, **dict.fromkeys(STATUSES, 0)}
+    for r, sc in zip(batch, scores):
+        p = pair(r["responses"], sc)
+        meta[p["status"]] += 1
+        meta["scored"] += sum(s is not None for s in sc)
+        meta["unscorable"] += sum(s is None for s, t in zip(sc, r["responses"]) if t)
+        c, rj = p["chosen_index"], p["rejected_index"]
+        records.append({k: v for k, v in r.items() if k != "gen_response_configs"} | {
+            "scores": sc, **p, "reward_model": scorer.label,
+            "chosen": r["responses"][c] if c is not None else None,
+            "rejected": r["responses"][rj] if rj is not None else None,
+            "score_chosen": sc[c] if c is not None else None, "score_rejected": sc[rj] if rj is not None else None,
+            "margin": sc[c] - sc[rj] if c is not None else None})
+    return records, meta
+
+
+def pair_preferences(in_dir, root, pargs: PreferenceArgs, name: str, card_info: dict | None = None,
+                     cluster=None) -> dict:
+    """Score samples/ into scored/ (shard by shard, resumable), then write export/ with the usable pairs."""
+    from .taggers.reward import STAND_IN, STAND_IN_NOTE
+
+    root, src = Path(root), store.DatasetDir(in_dir)
+    scored = store.DatasetDir(root / "scored")
+    kwargs = scorer_kwargs(pargs)
+    config = {"scorer": kwargs, "shard_size": pargs.pref_batch_size, "input_id": src.identity()}
+    t0 = time.perf_counter()
+    m = scored.begin("preference_pairs", config, input=str(src.path),
+                     **({"stand_in": STAND_IN_NOTE} if kwargs["reward_model"] == STAND_IN else {}))
+    if m["status"] != "complete":
+        # The scorer builds its own model (a reward model is no generation engine): an actor needs one GPU for it.
+        work = shards.ShardWork(str(scored.path), "synth.preferences:score_shard", args=(str(src.path), kwargs),
+                                tensor_parallel_size=1)
+        shards.run(work, shards.row_ranges(src.num_rows(), pargs.pref_batch_size), desc="preference scores",
+                   unit="prompt", cluster=cluster)
+        t = scored.shard_totals()
+        scored.finish({k: t.get(k, 0) for k in ("kept", "scored", "unscorable", *STATUSES)})
+    counts = scored.manifest()["counts"]
+    exported = export_preferences(scored.path, root / "export", name, card_info)
+    return {"instructions": counts["kept"], "pairs": counts["ok"], "scored": counts["scored"],
+            "unscorable": counts["unscorable"], "dropped": {"tie": counts["tie"], "unscored": counts["unscored"]},
+            "export": exported["out_dir"], "seconds": time.perf_counter() - t0}
+
+
+# -- the export ---------------------------------------------------------------------------------
+def to_trl(r: dict) -> dict:
+    """One usable pair in TRL's conversational preference format (explicit prompt)."""
+    return {"id": r["id"], "prompt": [{"role": "user", "content": r["instruction"]}],
+            "chosen": [{"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}],
+            "score_chosen": r["score_chosen"], "score_rejected": r["score_rejected"], "margin": r["margin"],
+            **{c: r.get(c) for c in ("task_category", "difficulty", "input_quality")}, "reward_model": r["reward_model"]}
+
+
+def export_preferences(in_dir, out_dir, name: str, card_info: dict | None = None) -> dict:
+    """export/: the ok pairs of scored/ as TRL preference records (data/part-*.parquet), README.md and margins.png.
+    No usable pair is an error that says what was dropped: a DPO run would have nothing to learn from."""
+    src, out = store.DatasetDir(in_dir), store.DatasetDir(out_dir)
+    m = out.begin("preference_export", {"name": name, "card_info": card_info or {}, "input_id": src.identity()},
+                  input=str(in_dir))
+    counts = src.manifest()["counts"]
+    if not counts["ok"]:
+        raise ValueError(f"{in_dir}: no usable preference pair in {counts['kept']:,} instructions ({counts['tie']:,} "
+                         f"ties, {counts['unscored']:,} unscored); raise pref_k or pref_temperature, or check the "
+                         "reward model")
+    if m["status"] != "complete":
+        rows, chosen, rejected, status_by_cat = [], [], [], {}
+        for table in src.batches(10_000):
+            for r in table.to_pylist():
+                cat = r.get("task_category") or "untagged"
+                status_by_cat.setdefault(cat, dict.fromkeys(STATUSES, 0))[r["status"]] += 1
+                if r["status"] == "ok":
+                    rows.append(to_trl(r))
+                    chosen.append(r["score_chosen"])
+                    rejected.append(r["score_rejected"])
+        for k, start in enumerate(range(0, len(rows), 50_000)):
+            out.write_shard(k, pa.Table.from_pylist(rows[start:start + 50_000]))
+        plot_scores(chosen, rejected, out.path / "margins.png", rows[0]["reward_model"])
+        store.atomic_write_text(out.path / "README.md", render_card(name, counts, chosen, rejected, status_by_cat,
+                                                                    src, card_info or {}, rows[0]["reward_model"]))
+        m = out.finish({"pairs": len(rows), "instructions": counts["kept"], "tie": counts["tie"],
+                        "unscored": counts["unscored"]})
+    return {**m["counts"], "out_dir": str(out.path)}
+
+
+def plot_scores(chosen: list[float], rejected: list[float], path: Path, scorer: str) -> None:
+    """Two panels: the chosen and rejected score distributions, and the margins (chosen - rejected)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    bins = min(40, max(5, len(chosen) // 4))
+    a.hist([chosen, rejected], bins=bins, label=["chosen", "rejected"], color=["tab:green", "tab:red"], alpha=0.8)
+    a.set(title="response scores", xlabel=scorer, ylabel="pairs")
+    a.legend()
+    b.hist([c - r for c, r in zip(chosen, rejected)], bins=bins, color="tab:blue")
+    b.set(title=f"margins (chosen - rejected), {len(chosen):,} pairs", xlabel="score margin", ylabel="pairs")
+    fig.tight_layout()
+    store.replace_whole(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def _quantiles(v: list[float]) -> list[float]:
+    import statistics
+
+    if not v:
+        return []
+    q = statistics.quantiles(v, n=4) if len(v) > 1 else v * 3
+    return [min(v), *q, max(v), statistics.fmean(v)]
+
+
+def render_card(name: str, counts: dict, chosen: list[float], rejected: list[float], by_cat: dict,
+                scored: store.DatasetDir, card_info: dict, scorer: str) -> str:
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from .export import _manifest_chain, _stand_ins, license_for
+
+    chain = _manifest_chain(scored.path)
+    by_stage = {mm.get("stage"): mm for mm in reversed(chain)}
+    samples, pick = by_stage.get("preferences") or {}, by_stage.get("filter") or {}
+    model = samples.get("model") or "unknown"
+    lic, sentence = license_for(model)
+    n = counts["ok"]
+    front = DatasetCardData(license=lic, task_categories=["text-generation"], tags=["synthetic", "magpie", "dpo",
+                            "preference"], configs=[{"config_name": "default", "data_files": [
+                                {"split": "train", "path": "data/part-*.parquet"}]}])
+    card = DatasetCard.from_template(
+        front, template_path=str(_CARD), name=name, n=n, counts=counts, model=model, license_sentence=sentence,
+        k=(samples.get("sampling") or {}).get("n", "k"),
+        sampling=json.dumps({k: v for k, v in (samples.get("sampling") or {}).items()
+                             if k in ("n", "temperature", "top_p", "max_tokens")}),
+        scorer=scorer,
+        funnel=pick.get("funnel") or samples.get("funnel") or [], preset=(pick.get("config") or {}).get("preset"),
+        stand_ins=_stand_ins(chain, card_info), by_cat=sorted(by_cat.items(), key=lambda kv: -sum(kv[1].values())),
+        chosen=_quantiles(chosen), rejected=_quantiles(rejected),
+        margins=_quantiles([c - r for c, r in zip(chosen, rejected)]), statuses=STATUSES)
+    return str(card)
+
+
+def wandb_logs(export_dir) -> dict:
+    """The preference stage's score distributions for W&B: histograms of chosen, rejected and margins, the plot."""
+    try:
+        import wandb
+    except ImportError:
+        return {}
+    ds = store.DatasetDir(export_dir)
+    if not ds.complete:
+        return {}
+    t = pa.concat_tables(ds.tables(["score_chosen", "score_rejected", "margin"]))
+    out = {f"preference_pairs/{c}": wandb.Histogram(t.column(c).to_pylist()) for c in t.column_names}
+    if (ds.path / "margins.png").exists():
+        out["preference_pairs/margins_plot"] = wandb.Image(str(ds.path / "margins.png"))
+    return out
