@@ -127,3 +127,62 @@ def test_accelerate_config(name, stage):
     # accelerate's own loader: rejects keys its ClusterConfig does not know.
     loaded = load_config_from_file(str(path))
     assert loaded.num_processes == 4
+
+
+# -- DPO (train/dpo.py): the "+DPO" rows, paper Table 9 ------------------------------------------------
+DPO = ROOT / "recipes/configs/dpo"
+DPO_RECIPES = sorted(DPO.rglob("*.yaml"))
+DPO_FULL = ("magpie-air-dpo", "magpie-pro-dpo", "ultrachat-dpo-ultrafeedback")
+
+
+def load_dpo(path: Path):
+    from train.dpo import parse as parse_dpo
+
+    return parse_dpo(["--config", str(path), "--use_cpu", "true"])
+
+
+@pytest.mark.parametrize("path", DPO_RECIPES, ids=lambda p: str(p.relative_to(DPO)))
+def test_dpo_recipe_parses(path):
+    from train.data import find_source
+
+    data_args, args, model_args = load_dpo(path)
+    cfg = raw(path)
+    assert data_args.dataset == cfg["dataset"] and model_args.model_name_or_path == cfg["model_name_or_path"]
+    assert data_args.max_prompt_length < args.max_length
+    if path.stem != "tiny":
+        assert find_source(data_args.dataset, kind="preference")[0].hub_id  # a registered set the hub has
+
+
+@pytest.mark.parametrize("name", DPO_FULL)
+def test_table9(name, zero3_processes):
+    from eval.table import paper_rows
+
+    path = DPO / f"{name}.yaml"
+    data_args, args, model_args = load_dpo(path)
+    cfg = raw(path)
+    # Paper Table 9 (PAPER_FACTS.md "DPO"), and the reference's values where the paper is silent.
+    assert args.learning_rate == 5e-7 and args.num_train_epochs == 1
+    assert args.lr_scheduler_type.value == "cosine" and args.warmup_steps == 0.1
+    assert global_batch(args, zero3_processes) == 128
+    assert args.beta == 0.01 and args.max_length == 2048 and data_args.max_prompt_length == 1800
+    assert args.loss_type == ["sigmoid"] and not model_args.use_peft
+    assert cfg["bf16"] is True and model_args.dtype == "bfloat16"
+    # It starts from the SFT recipe of its row, and eval puts it on the paper's +DPO row.
+    assert model_args.model_name_or_path.startswith("runs/sft/")
+    assert (SFT / f"{Path(model_args.model_name_or_path).name}.yaml").is_file()
+    assert data_args.row == name and name in {r["id"] for r in paper_rows()[0]}
+    assert (f"accelerate launch --config_file recipes/accelerate/zero3.yaml -m train.dpo "
+            f"--config recipes/configs/dpo/{name}.yaml") in path.read_text()
+
+
+def test_dpo_lora_variant():
+    _, args, model_args = load_dpo(DPO / "variants/lora.yaml")
+    assert model_args.use_peft and global_batch(args, 1) == 128 and args.beta == 0.01
+
+
+def test_dpo_recipe_scripts():
+    for name in ("magpie_air_dpo", "magpie_pro_dpo"):
+        text = (ROOT / f"recipes/{name}.sh").read_text()
+        recipe = name.replace("_", "-")
+        assert f"run_dpo {name[:-4]} {name.split('_')[1]} {recipe}" in text
+        assert "run_preferences" in text and "MODEL=dpo EVAL=eval_dpo run_eval" in text

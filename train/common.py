@@ -130,6 +130,11 @@ def save_outputs(trainer, model_path: str, training_args, model_args, merge_adap
 
 
 def write_summary(trainer, out: dict) -> None:
+    """train_summary.json in the output folder, with the W&B run's folder where one is open (offline: `wandb sync`
+    it; a report links it)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        out["wandb_run_dir"] = str(Path(wandb.run.dir).parent)
     if trainer.accelerator.is_main_process:
         (Path(out["output_dir"]) / "train_summary.json").write_text(json.dumps(out, indent=2, default=str))
     trainer.accelerator.end_training() if hasattr(trainer.accelerator, "end_training") else None

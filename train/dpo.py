@@ -82,10 +82,15 @@ def drop_long_prompts(dataset, tokenizer, limit: int | None):
     if limit is None:
         return dataset, 0
     n = len(dataset)
-    kept = dataset.filter(lambda p: len(tokenizer.apply_chat_template(p, add_generation_prompt=True,
-                                                                      tokenize=True)) <= limit,
-                          input_columns="prompt", desc="prompt length", load_from_cache_file=False)
+    kept = dataset.filter(lambda p: len(prompt_ids(tokenizer, p)) <= limit, input_columns="prompt",
+                          desc="prompt length", load_from_cache_file=False)
     return kept, n - len(kept)
+
+
+def prompt_ids(tokenizer, messages, add_generation_prompt: bool = True) -> list[int]:
+    """The token ids of `messages` through the chat template (transformers 5 returns a BatchEncoding here)."""
+    enc = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+    return list(enc["input_ids"] if hasattr(enc, "keys") else enc)
 
 
 def train(data_args: DPODataArguments, training_args, model_args) -> dict:
@@ -127,13 +132,14 @@ def _train(data_args: DPODataArguments, training_args, model_args) -> dict:
     seconds = time.perf_counter() - t0
     out = {**common.save_outputs(trainer, model_path, training_args, model_args, data_args.merge_adapter),
            "dataset": data_args.dataset_path or data_args.dataset, "row": data_args.row, "start_model": model_path}
-    losses = common.history(trainer, "loss")
+    losses, tokens = common.history(trainer, "loss"), common.history(trainer, "num_tokens")
     margins, accuracies = common.history(trainer, "rewards/margins"), common.history(trainer, "rewards/accuracies")
     out.update(steps=trainer.state.global_step, pairs=len(dataset), dropped=drops,
                first_loss=losses[0] if losses else None, last_loss=losses[-1] if losses else None, train_loss=result.training_loss,
                first_margin=margins[0] if margins else None, last_margin=margins[-1] if margins else None,
                last_accuracy=accuracies[-1] if accuracies else None, seconds=round(seconds, 1),
-               train_runtime=result.metrics.get("train_runtime"), beta=training_args.beta)
+               train_runtime=result.metrics.get("train_runtime"), beta=training_args.beta,
+               tokens=int(tokens[-1]) if tokens else None)
     common.write_summary(trainer, out)
     return out
 
