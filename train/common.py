@@ -78,6 +78,35 @@ def hardware_precision(model_args, training_args, tag: str = "train"):
     return training_args
 
 
+def prepare(model_args, training_args, wandb_group: str | None, tag: str):
+    """What every trainer does before its data: resolve the model, set W&B up, pick the CPU precision and pass the
+    ModelConfig's loading keys to the trainer. Returns (model path, training args)."""
+    from synth import models
+
+    model_path = models.resolve(model_args.model_name_or_path)
+    wandb_env(training_args, wandb_group)
+    training_args = hardware_precision(model_args, training_args, tag)
+    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
+    return model_path, training_args
+
+
+def fit(trainer_cls, model_path: str, training_args, model_args, dataset, tokenizer):
+    """Build TRL's `trainer_cls` on `dataset` (PEFT and quantization from the ModelConfig) and train it, resuming
+    from the last checkpoint in output_dir. Returns (trainer, train result, seconds)."""
+    import time
+
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import get_peft_config, get_quantization_config
+
+    trainer = trainer_cls(model=model_path, args=training_args, train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=get_peft_config(model_args),
+                          quantization_config=get_quantization_config(model_args))
+    last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last)
+    return trainer, result, time.perf_counter() - t0
+
+
 def model_init_kwargs(model_args, training_args) -> dict:
     import torch
 

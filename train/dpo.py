@@ -15,7 +15,6 @@ An interrupted run resumes from its last checkpoint in `output_dir`.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -99,17 +98,11 @@ def train(data_args: DPODataArguments, training_args, model_args) -> dict:
 
 
 def _train(data_args: DPODataArguments, training_args, model_args) -> dict:
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import DPOTrainer, get_peft_config, get_quantization_config
-
-    from synth import models
+    from trl import DPOTrainer
 
     from .data import find_source, load_dataset_drops, load_preference_dataset
 
-    model_path = models.resolve(model_args.model_name_or_path)
-    common.wandb_env(training_args, data_args.wandb_group)
-    training_args = common.hardware_precision(model_args, training_args, "dpo")
-    training_args.model_init_kwargs = common.model_init_kwargs(model_args, training_args)
+    model_path, training_args = common.prepare(model_args, training_args, data_args.wandb_group, "dpo")
     dataset = load_preference_dataset(data_args.dataset, path=data_args.dataset_path,
                                       max_samples=data_args.max_samples, seed=data_args.dataset_seed)
     drops = dict(load_dataset_drops.get(find_source(data_args.dataset, data_args.dataset_path, "preference")[0].name, {}))
@@ -121,15 +114,8 @@ def _train(data_args: DPODataArguments, training_args, model_args) -> dict:
         detail = ", ".join(f"{k} {v}" for k, v in drops.items()) or "the set is empty"
         raise ValueError(f"dataset {data_args.dataset_path or data_args.dataset} has no usable preference pairs "
                          f"(dropped: {detail}); check the preference stage's card or the set's schema")
-    trainer = DPOTrainer(
-        model=model_path, args=training_args, train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
-        processing_class=tokenizer, peft_config=get_peft_config(model_args),
-        quantization_config=get_quantization_config(model_args),
-    )
-    last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
-    t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last)
-    seconds = time.perf_counter() - t0
+    trainer, result, seconds = common.fit(DPOTrainer, model_path, training_args, model_args,
+                                          dataset.select_columns(["prompt", "chosen", "rejected"]), tokenizer)
     out = {**common.save_outputs(trainer, model_path, training_args, model_args, data_args.merge_adapter),
            "dataset": data_args.dataset_path or data_args.dataset, "row": data_args.row, "start_model": model_path}
     losses, tokens = common.history(trainer, "loss"), common.history(trainer, "num_tokens")

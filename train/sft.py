@@ -12,9 +12,7 @@ interrupted run resumes from its last checkpoint in `output_dir`.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 from . import common
@@ -56,31 +54,18 @@ def train(data_args: DataArguments, training_args, model_args) -> dict:
 
 
 def _train(data_args: DataArguments, training_args, model_args) -> dict:
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTTrainer, get_peft_config, get_quantization_config
-
-    from synth import models
+    from trl import SFTTrainer
 
     from .data import load_sft_dataset
 
-    model_path = models.resolve(model_args.model_name_or_path)
-    common.wandb_env(training_args, data_args.wandb_group)
-    training_args = _hardware_precision(model_args, training_args)
-    training_args.model_init_kwargs = common.model_init_kwargs(model_args, training_args)
+    model_path, training_args = common.prepare(model_args, training_args, data_args.wandb_group, "sft")
     dataset = load_sft_dataset(data_args.dataset, path=data_args.dataset_path, max_samples=data_args.max_samples,
                                seed=data_args.dataset_seed)
     if len(dataset) == 0:
         raise ValueError(f"dataset {data_args.dataset!r} has no usable conversations")
     tokenizer = common.load_tokenizer(model_path, model_args, training_args)
-    trainer = SFTTrainer(
-        model=model_path, args=training_args, train_dataset=dataset.select_columns(["messages"]),
-        processing_class=tokenizer, peft_config=get_peft_config(model_args),
-        quantization_config=get_quantization_config(model_args),
-    )
-    last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
-    t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last)
-    seconds = time.perf_counter() - t0
+    trainer, result, seconds = common.fit(SFTTrainer, model_path, training_args, model_args,
+                                          dataset.select_columns(["messages"]), tokenizer)
     # `dataset` lets eval/ place the trained model on its paper Table 1 row.
     out = {**common.save_outputs(trainer, model_path, training_args, model_args, data_args.merge_adapter),
            "dataset": data_args.dataset}
@@ -93,7 +78,7 @@ def _train(data_args: DataArguments, training_args, model_args) -> dict:
     return out
 
 
-def _hardware_precision(model_args, training_args):
+def _hardware_precision(model_args, training_args):  # the CPU precision rule (tests/test_engine_hf.py)
     return common.hardware_precision(model_args, training_args, "sft")
 
 
