@@ -2,7 +2,7 @@
 # MAGPIE-Air + DPO (paper Table 1, "+ DPO (Magpie-Air-DPO)"): the Air chain of recipes/magpie_air.sh (synthesis,
 # tags, filter, SFT; finished stages are reused), then preference data from the tagged set (100K instructions,
 # 5 responses each at T=0.8, scored by ArmoRM; chosen = best, rejected = worst), DPO from the SFT model (Table 9),
-# AlpacaEval 2, Arena-Hard and lm-eval on the DPO model, and the SFT and +DPO rows beside the paper's numbers.
+# AlpacaEval 2, Arena-Hard and lm-eval on the SFT and the DPO model, and both rows beside the paper's numbers.
 #   -> runs/magpie_air/{...,sft,preferences,dpo,eval_dpo}/ and runs/magpie_air/table.md
 #
 #   bash recipes/magpie_air_dpo.sh                 # profile by hardware: air with CUDA, tiny without
@@ -19,4 +19,5 @@ run_recipe magpie_air air "$@"
 run_sft magpie_air air magpie-air-300k-filtered
 run_preferences magpie_air air "$@"
 run_dpo magpie_air air magpie-air-dpo
-MODEL=dpo EVAL=eval_dpo run_eval runs/magpie_air air
+run_eval runs/magpie_air air                            # the SFT row (reused when magpie_air.sh evaluated it)
+MODEL=dpo EVAL=eval_dpo run_eval runs/magpie_air air       # the +DPO row, beside it in runs/magpie_air/table.md

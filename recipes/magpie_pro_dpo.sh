@@ -2,7 +2,7 @@
 # MAGPIE-Pro + DPO (paper Table 1, "+ DPO (Magpie-Pro-DPO)"): the Pro chain of recipes/magpie_pro.sh (synthesis,
 # tags, filter, SFT; finished stages are reused), then preference data from the tagged set (100K instructions,
 # 5 responses each at T=0.8, scored by ArmoRM; chosen = best, rejected = worst), DPO from the SFT model (Table 9),
-# AlpacaEval 2, Arena-Hard and lm-eval on the DPO model, and the SFT and +DPO rows beside the paper's numbers.
+# AlpacaEval 2, Arena-Hard and lm-eval on the SFT and the DPO model, and both rows beside the paper's numbers.
 #   -> runs/magpie_pro/{...,sft,preferences,dpo,eval_dpo}/ and runs/magpie_pro/table.md
 #
 #   bash recipes/magpie_pro_dpo.sh                 # profile by hardware: pro with CUDA, tiny without
@@ -19,4 +19,5 @@ run_recipe magpie_pro pro "$@"
 run_sft magpie_pro pro magpie-pro-300k-filtered
 run_preferences magpie_pro pro "$@"
 run_dpo magpie_pro pro magpie-pro-dpo
-MODEL=dpo EVAL=eval_dpo run_eval runs/magpie_pro pro
+run_eval runs/magpie_pro pro                            # the SFT row (reused when magpie_pro.sh evaluated it)
+MODEL=dpo EVAL=eval_dpo run_eval runs/magpie_pro pro       # the +DPO row, beside it in runs/magpie_pro/table.md
