@@ -117,3 +117,10 @@ run_eval() {
     python -m eval table "${finished[@]}" --output "$dir" --only-measured
   )
 }
+
+# run_report RUN_DIR [ARGS...]: one static HTML page of the run -> RUN_DIR/report/index.html (python -m synth report).
+run_report() {
+  local dir="$1"
+  shift
+  (cd "$ROOT" && python -m synth report "$dir" "$@")
+}

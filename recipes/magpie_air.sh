@@ -17,3 +17,4 @@ source "$(dirname "$0")/bootstrap.sh"
 run_recipe magpie_air air "$@"
 run_sft magpie_air air magpie-air-300k-filtered
 run_eval runs/magpie_air air
+run_report runs/magpie_air                                 # runs/magpie_air/report/index.html: data, samples, evaluation

@@ -21,3 +21,4 @@ run_preferences magpie_air air "$@"
 run_dpo magpie_air air magpie-air-dpo
 run_eval runs/magpie_air air                            # the SFT row (reused when magpie_air.sh evaluated it)
 MODEL=dpo EVAL=eval_dpo run_eval runs/magpie_air air       # the +DPO row, beside it in runs/magpie_air/table.md
+run_report runs/magpie_air                                 # runs/magpie_air/report/index.html: data, samples, evaluation

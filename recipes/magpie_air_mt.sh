@@ -9,3 +9,4 @@ source "$(dirname "$0")/bootstrap.sh"
 run_recipe magpie_air_mt air --stages instructions responses multiturn tag filter export --turns 2 --filter_preset mt-300k "$@"
 run_sft magpie_air_mt air magpie-air-mt
 run_eval runs/magpie_air_mt air
+run_report runs/magpie_air_mt                                 # runs/magpie_air_mt/report/index.html: data, samples, evaluation

@@ -10,3 +10,4 @@ source "$(dirname "$0")/bootstrap.sh"
 run_recipe magpie_pro pro "$@"
 run_sft magpie_pro pro magpie-pro-300k-filtered
 run_eval runs/magpie_pro pro
+run_report runs/magpie_pro                                 # runs/magpie_pro/report/index.html: data, samples, evaluation

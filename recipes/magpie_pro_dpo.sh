@@ -21,3 +21,4 @@ run_preferences magpie_pro pro "$@"
 run_dpo magpie_pro pro magpie-pro-dpo
 run_eval runs/magpie_pro pro                            # the SFT row (reused when magpie_pro.sh evaluated it)
 MODEL=dpo EVAL=eval_dpo run_eval runs/magpie_pro pro       # the +DPO row, beside it in runs/magpie_pro/table.md
+run_report runs/magpie_pro                                 # runs/magpie_pro/report/index.html: data, samples, evaluation

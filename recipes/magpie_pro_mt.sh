@@ -9,3 +9,4 @@ source "$(dirname "$0")/bootstrap.sh"
 run_recipe magpie_pro_mt pro --stages instructions responses multiturn tag filter export --turns 2 --filter_preset mt-300k "$@"
 run_sft magpie_pro_mt pro magpie-pro-mt
 run_eval runs/magpie_pro_mt pro
+run_report runs/magpie_pro_mt                                 # runs/magpie_pro_mt/report/index.html: data, samples, evaluation

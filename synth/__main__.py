@@ -15,6 +15,7 @@ Verbs (each reads and writes dataset directories under --output_dir):
   template       print the derived pre-query template, stops and multi-turn append template
   taggers        list the taggers: fields, models (from --config if given), model batch cap
   presets        list the filter presets: conditions, cut, size, source
+  report RUN     one static HTML page of a run folder: data, samples, evaluation  -> RUN/report/index.html
   <verb> --help  every config key with its default's source
 
 Every value is checked before a model loads or a file is written. A run killed at any point resumes
@@ -199,7 +200,7 @@ STAGES = {s.name: s for s in (
 )}
 # A verb that runs several stages in order.
 VERB_STAGES = {"preferences": ("preferences", "preference_pairs")}
-VERBS = (*STAGES, "run", "template", "taggers", "presets")
+VERBS = (*STAGES, "run", "template", "taggers", "presets", "report")
 
 
 def _summary(stage: str, n: int, unit: str, seconds: float, out: Path, counts: dict) -> str:
@@ -270,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if verb == "presets":
         return _list_presets()
+    if verb == "report":  # a run folder, not a config: its own arguments (synth/report.py)
+        from .report import main as report_main
+
+        return report_main(rest)
     try:
         parsed = cfg.parse(rest)
     except ValueError as e:  # bad YAML, unknown key, bad value: one line that says where, no usage dump

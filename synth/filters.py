@@ -350,6 +350,26 @@ def apply(records: list[dict], preset: str | Preset, size: int | None = None, se
     return [records[i] for i in kept], funnel
 
 
+def row_fates(in_dir, conditions: list[str], cut: str | None, size: int | None, seed: int = 0) -> dict[int, str]:
+    """Why each row of `in_dir` is in or out of a filter run of these conditions and cut (a filtered manifest's
+    config): {row position: "kept" | the first condition it fails | "cut: <the cut's step>"}. One DuckDB scan, as
+    the filter itself."""
+    p = Preset("fates", tuple(conditions), size=size, cut=cut)
+    src = store.DatasetDir(in_dir)
+    files = [str(src.shard_path(k)) for k in src.shards() if src.shard_path(k).exists()]
+    if not files:
+        return {}
+    con, conds = _open(p, files=files)
+    with con:
+        kept, funnel = _select(con, p, conds, seed)
+        steps = con.execute("SELECT __pos, __k FROM steps").fetchnumpy()
+    names = [" ".join(t.split()) for t in p.conditions]
+    kept_set = set(kept.tolist())
+    cut_step = funnel[-1][0] if p.cut else ""
+    return {int(pos): "kept" if int(pos) in kept_set else names[k] if k < len(names) else f"cut: {cut_step}"
+            for pos, k in zip(steps["__pos"], steps["__k"])}
+
+
 def format_funnel(funnel: list[tuple[str, int]]) -> str:
     """The funnel as aligned text lines: step, rows left, share of the input."""
     w = max((len(s) for s, _ in funnel), default=0)

@@ -68,6 +68,52 @@ def trained_sft(tiny_run, tmp_path_factory):
     return out
 
 
+# The chain after the tiny run (multi-turn, every tiny tagger, filter, export): short generations keep it cheap.
+CHAIN = ["--mt_batch_size", "8", "--mt_max_tokens", "48", "--response_max_tokens", "48", "--tag_batch_size", "8",
+         "--base_max_tokens", "24", "--report_to", "none"]
+
+
+def chain_argv(out, *extra):
+    return ["run", "--config", TINY, "--output_dir", str(out), *CHAIN, *extra]
+
+
+def seeded(tiny_run, dest, stages=("instructions", "responses")):
+    import shutil
+
+    for s in stages:
+        shutil.copytree(Path(tiny_run) / s, Path(dest) / s)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def chain(tiny_run, tmp_path_factory):
+    """The tiny run carried on through multiturn, tag, filter and export (tests/test_chain.py, the report)."""
+    from synth.__main__ import main
+
+    out = seeded(tiny_run, tmp_path_factory.mktemp("chain"))
+    assert main(chain_argv(out, "--stages", "multiturn", "tag", "filter", "export", "--report_to", "wandb")) == 0
+    return out
+
+
+EVAL_TINY = str(ROOT / "recipes/configs/eval/tiny.yaml")
+# A real tiny evaluation: few prompts, short answers.
+EVAL_SMALL = ["--alpaca_limit", "8", "--arena_limit", "4", "--alpaca_max_tokens", "64", "--arena_max_tokens", "64",
+              "--report_to", "wandb"]
+
+
+@pytest.fixture(scope="session")
+def evaluated(trained_sft, tmp_path_factory):
+    """The tiny SFT model and its base evaluated on the same references and judge (tests/test_eval.py, the report)."""
+    from eval.__main__ import main
+
+    root = tmp_path_factory.mktemp("eval")
+    common = ["run", "--config", EVAL_TINY, "--references_dir", str(root / "refs"), *EVAL_SMALL]
+    assert main([*common, "--model", str(trained_sft), "--output_dir", str(root / "sft")]) == 0
+    assert main([*common, "--model", "embedded:smollm2-135m-instruct", "--row", "llama-3-8b-instruct",
+                 "--output_dir", str(root / "base")]) == 0
+    return root
+
+
 def kill_when(module: str, argv: list[str], path: Path) -> bool:
     """Run `python -m module argv` and SIGKILL it as soon as `path` exists (a finished shard, say).
     True when the path appeared; False when the run ended first (callers then fail with its stderr, kept

@@ -5,31 +5,10 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import TINY, kill_when
+from conftest import TINY, chain_argv, kill_when, seeded  # the `chain` fixture is in conftest
 
 from synth.__main__ import main
 from synth.store import DatasetDir
-
-# Short generations keep the CPU time down; every tagger of the tiny profile runs.
-CHAIN = ["--mt_batch_size", "8", "--mt_max_tokens", "48", "--response_max_tokens", "48", "--tag_batch_size", "8",
-         "--base_max_tokens", "24", "--report_to", "none"]
-
-
-def chain_argv(out, *extra):
-    return ["run", "--config", TINY, "--output_dir", str(out), *CHAIN, *extra]
-
-
-def seeded(tiny_run, dest, stages=("instructions", "responses")):
-    for s in stages:
-        shutil.copytree(Path(tiny_run) / s, Path(dest) / s)
-    return dest
-
-
-@pytest.fixture(scope="module")
-def chain(tiny_run, tmp_path_factory):
-    out = seeded(tiny_run, tmp_path_factory.mktemp("chain"))
-    assert main(chain_argv(out, "--stages", "multiturn", "tag", "filter", "export", "--report_to", "wandb")) == 0
-    return out
 
 
 @pytest.mark.slow

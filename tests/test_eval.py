@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, kill_when
+from conftest import EVAL_SMALL, EVAL_TINY, ROOT, kill_when
 
-EVAL_TINY = str(ROOT / "recipes/configs/eval/tiny.yaml")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,20 +201,7 @@ def test_paper_judge_without_a_key_fails_before_any_generation(tmp_path, capsys,
 # ---------------------------------------------------------------------------------------------
 # A real tiny evaluation: the tiny SFT model and its base, on the same references and judge.
 
-SMALL = ["--alpaca_limit", "8", "--arena_limit", "4", "--alpaca_max_tokens", "64", "--arena_max_tokens", "64",
-         "--report_to", "wandb"]
-
-
-@pytest.fixture(scope="module")
-def evaluated(trained_sft, tmp_path_factory):
-    from eval.__main__ import main
-
-    root = tmp_path_factory.mktemp("eval")
-    common = ["run", "--config", EVAL_TINY, "--references_dir", str(root / "refs"), *SMALL]
-    assert main([*common, "--model", str(trained_sft), "--output_dir", str(root / "sft")]) == 0
-    assert main([*common, "--model", "embedded:smollm2-135m-instruct", "--row", "llama-3-8b-instruct",
-                 "--output_dir", str(root / "base")]) == 0
-    return root
+SMALL = EVAL_SMALL  # the `evaluated` fixture (conftest) used these
 
 
 @pytest.mark.slow

@@ -66,6 +66,19 @@ def test_killed_run_resumes_without_loss_or_duplicates(full_run, tmp_path):
         got, want = records(out / stage), records(full_run / stage)
         assert [r["id"] for r in got] == [r["id"] for r in want]  # nothing lost, nothing twice
         assert got == want  # same seed on CPU: the same records
+    # The run report of the resumed run shows the uninterrupted run's data.
+    from synth.report import gather
+
+    def shown(run):
+        data = gather(run)
+        data.pop("generated")
+        for key in ("name", "path", "wandb_runs"):  # where it is and its W&B runs (that run logged, this one not)
+            data["run"].pop(key)
+        for stage in data["stages"].values():
+            stage.pop("seconds")
+        return data
+
+    assert shown(out) == shown(full_run)
 
 
 @pytest.mark.slow
