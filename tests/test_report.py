@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,8 @@ def reported(chain, evaluated, tmp_path_factory):
     run = tmp_path_factory.mktemp("report") / "magpie_air"
     shutil.copytree(chain, run)
     shutil.copytree(evaluated / "sft", run / "eval")
-    summary = write_report(run, map_sample=200)
+    # --compare: a baseline SFT set (a local copy in Evol-Instruct's own schema) on the same map
+    summary = write_report(run, compare=[ROOT / "tests/fixtures/sft/evol-instruct.json"], map_sample=200)
     return run, summary, json.loads((run / "report" / "data.json").read_text())
 
 
@@ -46,7 +48,8 @@ def test_report_data(reported):
                for s in data["samples"])
     # The map: every instruction, embedded with the neighbour tagger's model.
     assert data["embedding_map"]["model"] == "embedded:all-minilm-l6-v2"
-    assert len(data["embedding_map"]["points"]) == len(tagged)
+    sets = Counter(p["set"] for p in data["embedding_map"]["points"])
+    assert sets == {"this run": len(tagged), "evol-instruct.json": 3}
     # The evaluation: the paper row and the judged pairs, verdicts from the model's side.
     (ev,) = data["evaluations"]
     results = json.loads((run / "eval" / "results.json").read_text())
