@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from . import store
 
@@ -161,27 +162,30 @@ def _conversation(r: dict) -> list[dict]:
 
 
 def _samples(ds: store.DatasetDir, fates: dict[int, str], k: int, seed: int) -> tuple[list[dict], int]:
-    """A seeded sample of k rows (all of them below k), in dataset order, for the browser."""
+    """A seeded sample of k rows (all of them below k), in dataset order, for the browser. Only the picked rows
+    become dicts: a 1M-row set is read a batch at a time and 5,000 of its rows are converted."""
     from .stats import response_lengths
 
     n = ds.num_rows()
-    pick = sorted(random.Random(seed).sample(range(n), k)) if n > k else list(range(n))
-    wanted, out, start = set(pick), [], 0
-    for table in ds.batches(10_000):
-        lengths = response_lengths(table)
-        for i, r in enumerate(table.to_pylist()):
-            pos = start + i
-            if pos in wanted:
+    picked = np.array(sorted(random.Random(seed).sample(range(n), k)) if n > k else range(n), dtype=np.int64)
+    out, start = [], 0
+    for batch in ds.batches(10_000):
+        lo, hi = np.searchsorted(picked, [start, start + batch.num_rows])
+        here = picked[lo:hi]
+        if len(here):
+            table = batch.take(pa.array(here - start))
+            lengths = response_lengths(table)
+            for pos, length, r in zip(here.tolist(), lengths.tolist(), table.to_pylist()):
                 row = {c: r.get(c) for c in SAMPLE_COLUMNS}
                 row.update({c: "untagged" for c in CATEGORICAL if row.get(c) in (None, "")})  # filterable
-                row.update(response_length=int(lengths[i]), instruction_length=len(r.get("instruction") or ""),
+                row.update(response_length=int(length), instruction_length=len(r.get("instruction") or ""),
                            turns=sum(m["role"] == "user" for m in _conversation(r)),
                            conversation=_conversation(r), filter=fates.get(pos, "no filter run"),
                            tags={t: r.get(t) for t in r if t not in ("messages", "instruction", "response",
                                                                       "gen_input_configs", "gen_response_configs")
                                  and not isinstance(r.get(t), (list, dict))})
                 out.append(row)
-        start += table.num_rows
+        start += batch.num_rows
     return _json_safe(out), n
 
 
