@@ -336,6 +336,8 @@ def test_paper_rows_are_the_papers_and_name_the_recipes():
     trained_here = [r["id"] for r in rows if r["group"] != "instruct" and "dpo" not in r["id"]]
     for rid in trained_here:  # every SFT row is a recipe of this repo
         assert (ROOT / "recipes/configs/sft" / f"{rid}.yaml").exists(), rid
+    for rid in (r["id"] for r in rows if "dpo" in r["id"]):  # and every +DPO row a DPO recipe
+        assert (ROOT / "recipes/configs/dpo" / f"{rid}.yaml").exists(), rid
 
 
 def test_recipe_scripts_are_valid_bash():
@@ -343,7 +345,9 @@ def test_recipe_scripts_are_valid_bash():
         subprocess.run(["bash", "-n", str(script)], check=True)
     air = (ROOT / "recipes/magpie_air.sh").read_text()
     assert "run_eval runs/magpie_air air" in air  # the main job ends with its evaluation and table row
-    assert 'python -m eval table "$dir/eval" --output "$dir"' in (ROOT / "recipes/bootstrap.sh").read_text()
+    # the table holds every finished evaluation of the run folder (eval/, and eval_dpo/ for the +DPO row)
+    assert 'python -m eval table "${finished[@]}" --output "$dir"' in (ROOT / "recipes/bootstrap.sh").read_text()
+    assert "run_report runs/magpie_air" in air  # and then its report
 
 
 @pytest.mark.slow
