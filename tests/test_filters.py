@@ -15,7 +15,7 @@ def row(i: int, length: int | None = None, **tags) -> dict:
     r = {"id": i, "instruction": f"Question {i}?", "response": "x" * (length if length is not None else 10 + i),
          "input_quality": "excellent", "difficulty": "hard", "instruct_reward": 5.0, "reward_difference": 1.0,
          "llama_guard_2": "safe", "language": "EN", "min_neighbor_distance": 0.5,
-         "min_similar_conversation_id": None, "repeat_count": 0}
+         "min_similar_conversation_id": None, "repeat_count": 0, "task_category": "Math"}
     r["messages"] = [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["response"]}]
     r.update(tags)
     return r
@@ -95,6 +95,26 @@ def test_every_preset_runs_and_keeps_its_size_cap():
         assert funnel[0] == ("input", 40)
         assert funnel[-1][1] == len(kept)
         assert len(kept) == (40 if name == "pro-filter-5" else 10), name  # Filter 5 has no length cut
+
+
+def test_categories_cut_shares_the_size_evenly_over_task_categories():
+    """The DPO presets' cut: a category with fewer rows than its share keeps them all and leaves the rest to the
+    others; within a category the pick is seeded."""
+    from collections import Counter
+
+    cats = ["Information seeking"] * 20 + ["Math"] * 3 + ["Coding & Debugging"] * 10
+    records = [row(i, task_category=c) for i, c in enumerate(cats)]
+    kept, funnel = apply(records, "dpo-balanced", size=12, seed=0)
+    assert Counter(r["task_category"] for r in kept) == {"Math": 3, "Coding & Debugging": 4, "Information seeking": 5}
+    assert funnel == [("input", 33), ("12 shared evenly over task categories (seed 0)", 12)]
+    assert [r["id"] for r in kept] == sorted(r["id"] for r in kept)  # input order
+    assert apply(records, "dpo-balanced", size=12, seed=0)[0] == kept
+    assert apply(records, "dpo-balanced", size=12, seed=1)[0] != kept
+    assert filters.fair_shares({"a": 100, "b": 100, "c": 100}, 10) == {"a": 3, "b": 3, "c": 4}
+    # dpo-100k: the quality and difficulty bar and the reward floor first
+    kept, funnel = apply([row(0, difficulty="easy"), row(1, input_quality="average"), row(2, instruct_reward=-6.0),
+                          row(3)], "dpo-100k")
+    assert [r["id"] for r in kept] == [3] and [n for _, n in funnel] == [4, 3, 2, 1, 1]
 
 
 def test_longest_cut_is_last_and_keeps_the_longest():
