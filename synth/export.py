@@ -129,13 +129,18 @@ class CardCounts:
                            (r.get("gen_input_configs") or {}).get("top_p")) for r in records)
 
 
+def summary_row(v: list[float]) -> list[float]:
+    """[min, p25, median, p75, max, mean] of `v`, the cards' numeric row; empty for no values."""
+    if not v:
+        return []
+    q = statistics.quantiles(v, n=4) if len(v) > 1 else v * 3
+    return [min(v), *q, max(v), statistics.fmean(v)]
+
+
 def _summary(profile: Profile, field: str) -> tuple[int, int, list[float]]:
     """(tagged, untagged, [min, p25, median, p75, max, mean]); the list is empty when nothing is tagged."""
-    v, missing = profile.values(field).tolist(), profile.missing(field)  # floats: 32 bytes a row, not a record
-    if not v:
-        return 0, missing, []
-    q = statistics.quantiles(v, n=4) if len(v) > 1 else v * 3
-    return len(v), missing, [min(v), *q, max(v), statistics.fmean(v)]
+    v = profile.values(field).tolist()  # floats: 32 bytes a row, not a record
+    return len(v), profile.missing(field), summary_row(v)
 
 
 def render_card(name: str, counts: CardCounts, chain: list[dict], card_info: dict) -> str:

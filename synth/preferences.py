@@ -240,20 +240,11 @@ def plot_scores(chosen: list[float], rejected: list[float], path: Path, scorer: 
     plt.close(fig)
 
 
-def _quantiles(v: list[float]) -> list[float]:
-    import statistics
-
-    if not v:
-        return []
-    q = statistics.quantiles(v, n=4) if len(v) > 1 else v * 3
-    return [min(v), *q, max(v), statistics.fmean(v)]
-
-
 def render_card(name: str, counts: dict, chosen: list[float], rejected: list[float], by_cat: dict,
                 scored: store.DatasetDir, card_info: dict, scorer: str) -> str:
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from .export import _manifest_chain, _stand_ins, license_for
+    from .export import _manifest_chain, _stand_ins, license_for, summary_row
 
     chain = _manifest_chain(scored.path)
     by_stage = {mm.get("stage"): mm for mm in reversed(chain)}
@@ -272,8 +263,8 @@ def render_card(name: str, counts: dict, chosen: list[float], rejected: list[flo
         scorer=scorer,
         funnel=pick.get("funnel") or samples.get("funnel") or [], preset=(pick.get("config") or {}).get("preset"),
         stand_ins=_stand_ins(chain, card_info), by_cat=sorted(by_cat.items(), key=lambda kv: -sum(kv[1].values())),
-        chosen=_quantiles(chosen), rejected=_quantiles(rejected),
-        margins=_quantiles([c - r for c, r in zip(chosen, rejected)]), statuses=STATUSES)
+        chosen=summary_row(chosen), rejected=summary_row(rejected),
+        margins=summary_row([c - r for c, r in zip(chosen, rejected)]), statuses=STATUSES)
     return str(card)
 
 

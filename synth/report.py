@@ -103,7 +103,7 @@ def _stand_ins(root: Path) -> list[str]:
     return notes
 
 
-def _run_info(root: Path, stages: dict) -> dict:
+def _run_info(root: Path) -> dict:
     ins = store.DatasetDir(root / "instructions").manifest() or {}
     template = (ins.get("template") or {}).get("pre_query_template")
     versions = next((m.get("versions") for s in STAGES if (m := store.DatasetDir(root / s).manifest())), {}) or {}
@@ -307,7 +307,7 @@ def gather(root, compare=(), sample: int = 5000, map_sample: int = 2000, seed: i
         raise ReportError(f"{root} holds no stage output (no */manifest.json) and no evaluation: nothing to report; "
                           "give a recipe's output_dir, e.g. runs/magpie_air")
     data_stage = next((s for s in DATA_STAGES if s in stages and stages[s]["status"] == "complete"), None)
-    report = {"run": _run_info(root, stages), "stages": stages, "missing": missing, "data_stage": data_stage,
+    report = {"run": _run_info(root), "stages": stages, "missing": missing, "data_stage": data_stage,
               "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if data_stage:
         ds = store.DatasetDir(root / data_stage)
