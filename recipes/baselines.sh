@@ -2,7 +2,7 @@
 # The paper's Table 1 baselines: Llama-3-8B base fine-tuned on each public SFT set with the same
 # recipe as the Magpie sets (paper Table 8).  -> runs/baselines/<set>/sft/
 #
-#   bash recipes/baselines.sh                   # every set; GPU: full fine-tune, 4 GPUs, ZeRO-3
+#   bash recipes/baselines.sh                   # every set; GPU: as run_sft (full fine-tune from 4 GPUs, else LoRA)
 #   bash recipes/baselines.sh sharegpt wildchat # some of them
 #
 # GPU: each set comes from the hub (recipes/configs/sft/<set>.yaml). tiny (no CUDA): LoRA on the
@@ -21,12 +21,12 @@ for set in "${sets[@]}"; do
   out="runs/baselines/$set/sft"
   if [ "$profile" = tiny ]; then
     fixture="$(ls tests/fixtures/sft/"$set".* | head -n 1)"
-    python -m train.sft --config recipes/configs/sft/tiny.yaml --dataset "$set" --dataset_path "$fixture" \
+    run_cmd python -m train.sft --config recipes/configs/sft/tiny.yaml --dataset "$set" --dataset_path "$fixture" \
       --output_dir "$out" --run_name "baseline-$set-tiny" --max_steps 2 --warmup_steps 0 --max_length 512 \
       --save_strategy no
   else
-    accelerate launch --config_file recipes/accelerate/zero3.yaml -m train.sft \
-      --config "recipes/configs/sft/$set.yaml" --output_dir "$out"
+    launch_train train.sft "recipes/configs/sft/$set.yaml" recipes/configs/sft/variants/lora.yaml 32 1 \
+      --dataset "$set" --output_dir "$out" --run_name "baseline-$set"
   fi
 done
 echo "[baselines] trained: ${sets[*]} -> runs/baselines/" >&2

@@ -5,12 +5,13 @@
 # AlpacaEval 2, Arena-Hard and lm-eval on the SFT and the DPO model, and both rows beside the paper's numbers.
 #   -> runs/magpie_air/{...,sft,preferences,dpo,eval_dpo}/ and runs/magpie_air/table.md
 #
-#   bash recipes/magpie_air_dpo.sh                 # profile by hardware: air with CUDA, tiny without
+#   bash recipes/magpie_air_dpo.sh                 # profile by hardware: air with a GPU, tiny without
 #   PROFILE=tiny bash recipes/magpie_air_dpo.sh    # force a profile (tiny | air)
 #   bash recipes/magpie_air_dpo.sh --pref_size 1000   # synthesis/preference config keys as overrides
 #
-# Hardware for `air`: the SFT and DPO recipes' 4x 80 GB GPUs (DeepSpeed ZeRO-3); the preference stage runs the
-# generator on vLLM, then ArmoRM (8B, bf16) on one GPU. `tiny` runs on a CPU in minutes: SmolLM2-135M-Instruct
+# Hardware for `air`: as recipes/magpie_air.sh; SFT and DPO are the paper's full runs under DeepSpeed ZeRO-3 from 4
+# GPUs (LoRA on fewer, global batch 32 and 128 on any count); the preference stage runs the generator on vLLM, then
+# ArmoRM (8B, bf16) on one GPU. `tiny` runs on a CPU in minutes: SmolLM2-135M-Instruct
 # samples, its mean log-prob stands in for ArmoRM, and DPO trains a LoRA adapter.
 # Interrupted? Run the same command again: every stage resumes where it stopped.
 set -euo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MAGPIE-Air-MT (paper section 3, Table 10): two-turn conversations from Llama-3-8B-Instruct.
 #   -> runs/magpie_air_mt/{instructions,responses,multiturn,tagged,filtered,export,sft,eval}/ and table.md
-#   bash recipes/magpie_air_mt.sh          # air with CUDA, tiny without; PROFILE=tiny|air to force
+#   bash recipes/magpie_air_mt.sh          # air with a GPU, tiny without; PROFILE=tiny|air to force
 # The released MT sets were built from "300K difficult questions"; preset mt-300k is our reading
 # of that (synth/filters.py says exactly what it keeps).
 set -euo pipefail

@@ -5,12 +5,13 @@
 # AlpacaEval 2, Arena-Hard and lm-eval on the SFT and the DPO model, and both rows beside the paper's numbers.
 #   -> runs/magpie_pro/{...,sft,preferences,dpo,eval_dpo}/ and runs/magpie_pro/table.md
 #
-#   bash recipes/magpie_pro_dpo.sh                 # profile by hardware: pro with CUDA, tiny without
+#   bash recipes/magpie_pro_dpo.sh                 # profile by hardware: pro on 4+ GPUs, tiny without
 #   PROFILE=tiny bash recipes/magpie_pro_dpo.sh    # force a profile (tiny | pro)
 #   bash recipes/magpie_pro_dpo.sh --pref_size 1000   # synthesis/preference config keys as overrides
 #
-# Hardware for `pro`: the SFT and DPO recipes' 4x 80 GB GPUs (DeepSpeed ZeRO-3); the preference stage runs the
-# generator on vLLM, then ArmoRM (8B, bf16) on one GPU. `tiny` runs on a CPU in minutes: SmolLM2-135M-Instruct
+# Hardware for `pro`: as recipes/magpie_pro.sh (4+ GPUs); SFT and DPO are the paper's full runs under DeepSpeed
+# ZeRO-3, global batch 32 and 128 on any count; the preference stage runs the generator on vLLM, then ArmoRM (8B,
+# bf16) on one GPU. `tiny` runs on a CPU in minutes: SmolLM2-135M-Instruct
 # samples, its mean log-prob stands in for ArmoRM, and DPO trains a LoRA adapter.
 # Interrupted? Run the same command again: every stage resumes where it stopped.
 set -euo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MAGPIE-Pro-MT (paper section 3, Table 10): two-turn conversations from Llama-3-70B-Instruct.
 #   -> runs/magpie_pro_mt/{instructions,responses,multiturn,tagged,filtered,export,sft,eval}/ and table.md
-#   bash recipes/magpie_pro_mt.sh          # pro with CUDA, tiny without; PROFILE=tiny|pro to force
+#   bash recipes/magpie_pro_mt.sh          # pro on 4+ GPUs, tiny without; PROFILE=tiny|pro to force
 # The released MT sets were built from "300K difficult questions"; preset mt-300k is our reading
 # of that (synth/filters.py says exactly what it keeps).
 set -euo pipefail

@@ -29,6 +29,6 @@ else
   config=paper instruct="meta-llama/Meta-Llama-3-8B-Instruct"
 fi
 echo "[paper_table] evaluating the instruct model $instruct" >&2
-python -m eval run --config "recipes/configs/eval/$config.yaml" --model "$instruct" --row llama-3-8b-instruct \
+run_cmd python -m eval run --config "recipes/configs/eval/$config.yaml" --model "$instruct" --row llama-3-8b-instruct \
   --output_dir runs/instruct/eval "$@"
-python -m eval table "${evals[@]}" runs/instruct/eval --output runs/paper_table
+run_cmd python -m eval table "${evals[@]}" runs/instruct/eval --output runs/paper_table

@@ -11,6 +11,10 @@ the same command run again skips the shards on disk.
 Records are the same as a single-process run of the same config: shard k is the same computation wherever it
 runs. The hf engine's sums are split by torch's thread count, so its (bf16) text is equal for equal threads:
 an actor runs `ray_cpus_per_actor` threads.
+
+An actor ends by closing its engine: vLLM's tensor-parallel workers are processes of their own, whose GPU memory
+would otherwise outlive the stage. An actor given no GPU sees none (Ray 2.60 leaves CUDA_VISIBLE_DEVICES alone for
+it, so it would see every GPU of its node, those of the GPU actors too).
 """
 from __future__ import annotations
 
@@ -62,9 +66,11 @@ class Cluster:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kw = {"include_dashboard": False, "log_to_driver": True}
         if self.address == LOCAL:
+            from .gpus import count
+
             # One logical CPU above the cores: actors that take every CPU slot leave none for Ray Data's own
-            # tasks, and the job waits forever (ray-project/ray#44687).
-            kw["num_cpus"] = (os.cpu_count() or 1) + 1
+            # tasks, and the job waits forever (ray-project/ray#44687). The GPUs the project may use (MAGPIE_GPUS).
+            kw["num_cpus"], kw["num_gpus"] = (os.cpu_count() or 1) + 1, count()
         try:
             _reachable(self.address)
             ray.init(address=self.address, **kw)
@@ -166,7 +172,7 @@ class Cluster:
         out = data.map_batches(
             ShardActor, batch_size=1, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=n, max_tasks_in_flight_per_actor=1),
-            fn_constructor_kwargs={"work": work, "threads": 0 if per_gpu else max(1, int(per_cpu))},
+            fn_constructor_kwargs={"work": work, "threads": 0 if per_gpu else max(1, int(per_cpu)), "gpus": per_gpu},
             num_cpus=per_cpu, num_gpus=per_gpu)
         for row in out.iter_rows():
             yield pickle.loads(row["key"])
@@ -204,9 +210,13 @@ def _sees(path: str) -> str:
 
 
 class ShardActor:
-    """A Ray Data actor: one engine, built once; each call computes one shard and writes it."""
+    """A Ray Data actor: one engine, built once; each call computes one shard and writes it. Ray Data deletes it
+    when the actor ends gracefully (its stage's shards are done), which closes the engine."""
 
-    def __init__(self, work, threads: int):
+    def __init__(self, work, threads: int, gpus: float = 0.0):
+        self.engine = None
+        if not gpus:  # before anything initializes CUDA, here or in an engine's subprocess
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
         if threads:
             import torch
 
@@ -221,6 +231,13 @@ class ShardActor:
             self.work.write(key, spec, self.engine)
             keys.append(pickle.dumps(key))
         return {"key": np.array(keys, dtype=object)}
+
+    def close(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.close()
+
+    __del__ = close
 
 
 class DriverView:

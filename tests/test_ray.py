@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +159,74 @@ def test_an_output_dir_the_workers_do_not_see_is_one_line(cluster, tmp_path):
     assert last.startswith(f"error: output_dir {hidden / 'run'} is not usable from Ray node(s)"), last
     assert "mounts at the same path" in last
     assert not any(hidden.iterdir())  # and on the real disk nothing was written
+
+
+# -- engine actors: a fake engine that leaves files behind, so the actors' own processes can be inspected ----------
+@dataclass
+class _FakeRole:
+    out: str
+    model: str = "fake"
+    engine: str = "hf"
+    tensor_parallel_size: int = 1
+
+    def build(self):
+        Path(self.out, f"built-{os.getpid()}").write_text("")
+        return _FakeEngine(self.out)
+
+
+class _FakeEngine:
+    def __init__(self, out: str):
+        self.out = out
+
+    def close(self):
+        Path(self.out, f"closed-{os.getpid()}").write_text("")
+
+
+@dataclass
+class _EnvWork:
+    """A ShardWork that writes, per shard, the actor's pid and what CUDA_VISIBLE_DEVICES it runs with."""
+    out_dir: str
+    role: _FakeRole
+    tensor_parallel_size: int | None = None
+
+    def write(self, key, spec, engine):
+        assert isinstance(engine, _FakeEngine)
+        seen = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        Path(self.out_dir, f"shard-{key}").write_text(f"{os.getpid()} {seen}")
+
+
+def test_an_actor_closes_its_engine_when_deleted(monkeypatch, tmp_path):
+    from synth.cluster import ShardActor
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # restored after the test
+    actor = ShardActor(_EnvWork(str(tmp_path), _FakeRole(str(tmp_path))), threads=0, gpus=1)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"  # a GPU actor keeps the GPUs Ray gave it
+    assert not list(tmp_path.glob("closed-*"))
+    del actor
+    assert [p.name for p in tmp_path.glob("closed-*")] == [f"closed-{os.getpid()}"]
+    ShardActor(_EnvWork(str(tmp_path), _FakeRole(str(tmp_path))), threads=0, gpus=0)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_zero_gpu_actors_see_no_gpu_and_close_their_engine_when_the_stage_ends(cluster, tmp_path):
+    """On the real cluster: two CPU actors (this cluster has no GPU) run with CUDA_VISIBLE_DEVICES blank, which
+    Ray 2.60 no longer sets for them, and each closes the engine it built once Ray Data ends the pool (an actor
+    may build one and get no shard)."""
+    from ray import cloudpickle
+
+    from synth.cluster import Cluster
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
+    work = _EnvWork(str(tmp_path), _FakeRole(str(tmp_path)))
+    keys = list(Cluster("auto", actors=2).map_shards(work, [(0, None), (1, None)], desc="env"))
+    assert sorted(keys) == [0, 1]
+    seen = [(tmp_path / f"shard-{k}").read_text().split(" ", 1) for k in keys]
+    assert all(env == "" for _, env in seen), seen
+    def pids(what):
+        return {p.name.removeprefix(f"{what}-") for p in tmp_path.glob(f"{what}-*")}
+
+    writers = {pid for pid, _ in seen}
+    deadline = time.monotonic() + 120  # the pool is released in the background after the last shard
+    while not writers <= pids("closed") == pids("built") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert writers <= pids("closed") == pids("built")
