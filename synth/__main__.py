@@ -38,15 +38,32 @@ def _die(msg: str, code: int = 2):
     sys.exit(code)
 
 
+def check_context(limits: dict, context: int | None, model: str) -> None:
+    """Refuse a token limit longer than the model's context (prompt and answer share it): vLLM and transformers
+    would accept --max_tokens 10000000000 and the stage would run on a limit it can never reach."""
+    for key, value in limits.items():
+        if context and value is not None and value > context:
+            raise ValueError(f"{key} {value} is more than the context of {model}, {context} tokens (max_model_len); "
+                             f"lower {key}")
+
+
 class LazyEngine:
-    """A model role's engine, built on first use: a stage whose output is already complete never loads it."""
+    """A model role's engine, built on first use: a stage whose output is already complete never loads it.
+    `limits` ({key: tokens}) are checked against the model's context as it loads, before anything is generated."""
 
     def __init__(self, role):
-        self.role, self.loaded = role, None
+        self.role, self.loaded, self.limits = role, None, {}
+
+    def within_context(self, limits: dict) -> LazyEngine:
+        self.limits = limits
+        if self.loaded is not None:
+            check_context(limits, getattr(self.loaded, "max_model_len", None), self.role.model)
+        return self
 
     def __getattr__(self, name):
         if self.loaded is None:
             self.loaded = self.role.build()
+            check_context(self.limits, getattr(self.loaded, "max_model_len", None), self.role.model)
         return getattr(self.loaded, name)
 
     def close(self):  # free the model before another one loads (one model at a time)
@@ -67,11 +84,15 @@ class Context:
 
         self.cluster = Cluster.from_args(run)  # None: every stage in this machine's processes
 
-    def engine(self, role) -> LazyEngine:
+    def engine(self, role, limits: dict | None = None) -> LazyEngine:
         """The engine of `role`; any other model this context holds is freed first."""
         for other in [r for r in self._engines if r != role]:
             self._engines.pop(other).close()
-        return self._engines.setdefault(role, LazyEngine(role))
+        return self._engines.setdefault(role, LazyEngine(role)).within_context(limits or {})
+
+    def limits(self, keys: tuple[str, ...]) -> dict:
+        """The values of token-limit keys ("max_tokens", "response_max_tokens", ...) in this config."""
+        return {k: next(getattr(p, k) for p in self.parsed if hasattr(p, k)) for k in keys}
 
     def close(self) -> None:
         for role in list(self._engines):
@@ -104,6 +125,7 @@ class Stage:
     unit: str
     model: Callable[[Context], object] | None = None  # the ModelRole whose engine the stage uses, if any
     config: Callable[[Context, Path | None], dict] | None = None  # what a finished output is keyed by (model stages)
+    limits: tuple[str, ...] = ()  # its keys of generated tokens, which the model's context must hold
 
     def __call__(self, c: Context, src, out) -> dict:
         """Run the stage: in a process of its own when its model needs one (synth/procs.py), else here. A finished
@@ -126,7 +148,8 @@ class Stage:
         if self.model is not None:
             from .cluster import DriverView
 
-            engine = DriverView(self.model(c)) if c.cluster is not None else c.engine(self.model(c))
+            engine = DriverView(self.model(c)) if c.cluster is not None else \
+                c.engine(self.model(c), c.limits(self.limits))
         module, fn = self.fn.split(":")
         args, kwargs = self.args(c, engine, src, out)
         if c.cluster is not None and (self.model is not None or self.name in ("tag", "preference_pairs")):
@@ -179,12 +202,15 @@ def _pairs_args(c: Context, engine, src, out):
 
 STAGES = {s.name: s for s in (
     Stage("instructions", "instructions:generate_instructions", lambda c, e, src, out: ((e, c.margs, c.iargs,
-          c.run, out), {}), "instructions", (), "kept", "instructions", model=_generator, config=_instructions_config),
+          c.run, out), {}), "instructions", (), "kept", "instructions", model=_generator, config=_instructions_config,
+          limits=("max_tokens",)),
     Stage("responses", "responses:generate_responses", lambda c, e, src, out: ((e, c.margs, c.rargs, src, out), {}),
-          "responses", ("instructions",), "pairs", "pairs", model=_responder, config=_responses_config),
+          "responses", ("instructions",), "pairs", "pairs", model=_responder, config=_responses_config,
+          limits=("response_max_tokens",)),
     Stage("multiturn", "multiturn:generate_multiturn",
           lambda c, e, src, out: ((e, c.margs, c.mtargs, c.rargs, src, out), {"seed": c.iargs.seed}),
-          "multiturn", ("responses",), "conversations", "conversations", model=_generator, config=_multiturn_config),
+          "multiturn", ("responses",), "conversations", "conversations", model=_generator, config=_multiturn_config,
+          limits=("mt_max_tokens", "response_max_tokens")),
     Stage("tag", "tag:tag_dataset",
           lambda c, e, src, out: ((src, out, tagger_kwargs(c.targs)), {"batch_size": c.targs.tag_batch_size}),
           "tagged", ("multiturn", "responses"), "records", "records"),
@@ -194,7 +220,7 @@ STAGES = {s.name: s for s in (
           "filtered", ("tag",), "kept", "records"),
     Stage("export", "export:export", _export_args, "export", ("filter", "tag"), "records", "records"),
     Stage("preferences", "preferences:sample_preferences", _preference_args, "preferences/samples", ("tag",),
-          "instructions", "prompts", model=_responder, config=_preferences_config),
+          "instructions", "prompts", model=_responder, config=_preferences_config, limits=("pref_max_tokens",)),
     Stage("preference_pairs", "preferences:pair_preferences", _pairs_args, "preferences/export", ("preferences",),
           "pairs", "pairs"),
 )}
@@ -285,8 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             return _list_taggers(c.targs)
         return _run(verb, c)
     except OSError as e:  # a read-only or full filesystem, an output_dir that is a file
-        where = e.filename or c.run.output_dir
-        _die(f"{where}: {e.strerror or e}; free space, fix the permissions or choose another output_dir")
+        _die(store.write_error(e, c.run.output_dir))
     except (store.RunMismatch, store.IncompleteInput, ImportError, ValueError, ClusterError) as e:
         _die(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
 
@@ -297,6 +322,10 @@ def _plan(verb: str, c: Context) -> list[str]:
     for s in stages:
         if s not in STAGES:
             raise ValueError(f"unknown stage {s!r} in stages; choose from {', '.join(STAGES)}")
+    for s in stages:  # a max_model_len given in the config is known before any model loads
+        if STAGES[s].model is not None:
+            role = STAGES[s].model(c)
+            check_context(c.limits(STAGES[s].limits), role.max_model_len, role.model)
     if "tag" in stages:
         tagger_kwargs(c.targs)
     if "multiturn" in stages and _responder(c) != _generator(c):

@@ -209,7 +209,8 @@ def export(in_dir, out_dir, name: str, card_info: dict | None = None, push_to_hu
         store.replace_whole(out.path / "sharegpt.jsonl", write)  # written whole or not at all, like a shard
         chain = _manifest_chain(Path(in_dir))
         store.atomic_write_text(out.path / "README.md", render_card(name, counts, chain, card_info))
-        m = out.finish({"records": counts.profile.rows, "columns": cols})
+        # Recorded with their sha256: a truncated or edited release file is found and the release redone.
+        m = out.finish({"records": counts.profile.rows, "columns": cols}, files=("sharegpt.jsonl", "README.md"))
     pushed = None
     if push_to_hub:  # only on request: an upload is public and permanent enough to need intent
         import datasets

@@ -371,9 +371,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--output", default=None, help="default: <run>/report/index.html")
     args = ap.parse_args(argv)
     try:
+        for key in ("sample", "map_sample"):
+            if getattr(args, key) < 0:
+                raise ReportError(f"--{key} {getattr(args, key)}: give 0 or more rows (0: none)")
         s = write_report(args.run, args.output, args.compare, args.sample, args.map_sample, args.seed)
-    except (ReportError, FileNotFoundError) as e:
+    except (ReportError, FileNotFoundError, store.IncompleteInput) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only or full disk under --output (or the run folder, its default)
+        print(f"error: {store.write_error(e, args.output or args.run, '--output')}", file=sys.stderr)
         return 2
     missing = f"; missing: {', '.join(s['missing'])}" if s["missing"] else ""
     print(f"[report] {s['rows']:,} rows, {s['samples']:,} in the browser, {s['evaluations']} evaluation(s) in "

@@ -119,3 +119,20 @@ def test_export_again_is_reused_and_a_changed_input_is_noticed(filtered, tmp_pat
     ds.finish({"kept": len(rows)})
     with pytest.raises(store.RunMismatch, match="input_id"):
         export(filtered, out, "x", {})
+
+
+def test_a_damaged_release_file_is_found_and_the_release_redone(filtered, tmp_path, caplog):
+    """Every file the export keeps is checked on reuse as its shards are (size + sha256 recorded at finish): a
+    truncated sharegpt.jsonl, accepted before as "12 records" and left truncated, is written again whole."""
+    out = tmp_path / "release"
+    export(filtered, out, "x", {})
+    files = store.DatasetDir(out).manifest()["files"]
+    assert {"sharegpt.jsonl", "README.md", "data/part-00000.parquet"} <= set(files)
+    whole = {name: (out / name).read_bytes() for name in ("sharegpt.jsonl", "README.md")}
+    (out / "sharegpt.jsonl").write_bytes(whole["sharegpt.jsonl"][:50])  # a copy or a disk cut short
+    assert export(filtered, out, "x", {})["records"] == 4
+    assert (out / "sharegpt.jsonl").read_bytes() == whole["sharegpt.jsonl"]
+    assert str(out / "sharegpt.jsonl") in caplog.text
+    (out / "README.md").write_text(whole["README.md"].decode().replace("4 conversations", "5 conversations"))
+    export(filtered, out, "x", {})  # same size, another sha256
+    assert (out / "README.md").read_bytes() == whole["README.md"]

@@ -48,6 +48,69 @@ def test_unreadable_shard_is_named_removed_and_the_run_is_no_longer_complete(tmp
     assert batches == [(1, [1])]  # exactly the lost shard is redone
 
 
+def test_a_shard_corrupted_behind_an_intact_footer_is_named_and_redone(tmp_path, caplog):
+    """A complete shard damaged in its pages (a flipped byte, a half-copied file): its footer still reads, so only
+    the sha256 recorded at finish finds it. Reading it names the shard; running its stage again redoes it."""
+    ds = store.DatasetDir(tmp_path / "o")
+    ds.begin("responses", {"x": 1})
+    for k in range(3):
+        ds.write_shard(k, _rows(50), {"kept": 50})
+    ds.finish({"kept": 150})
+    assert set(ds.manifest()["files"]) == {f"data/part-0000{k}.parquet" for k in range(3)}
+    path = ds.shard_path(1)
+    data = bytearray(path.read_bytes())
+    data[4:44] = b"\x17" * 40  # the first page, not the footer
+    path.write_bytes(bytes(data))
+    pq.read_metadata(path)  # the footer check alone would pass it
+    with pytest.raises(store.CorruptShard, match=f"^shard {path} cannot be read .*run the stage that wrote {ds.path}"):
+        ds.records()
+    with pytest.raises(store.CorruptShard, match=str(path)):
+        list(ds.batches(20))
+    assert ds.reusable({"x": 1}) is None
+    m = ds.begin("responses", {"x": 1})
+    assert m["status"] == "running" and not path.exists() and ds.shards() == [0, 2]
+    assert str(path) in caplog.text and "sha256" in caplog.text and "written again" in caplog.text
+    assert [k for k, _ in ds.pending(list(range(150)), 50, "t", "r")] == [1]  # that shard alone is redone
+    ds.write_shard(1, _rows(50), {"kept": 50})
+    ds.finish({"kept": 150})
+    assert ds.reusable({"x": 1}) is not None and len(ds.records()) == 150
+
+
+def test_a_missing_shard_of_a_finished_run_is_redone(tmp_path):
+    ds = _complete(tmp_path / "o", _rows(3))
+    ds.shard_path(0).unlink()
+    assert ds.reusable({"x": 1}) is None
+    assert ds.begin("responses", {"x": 1})["status"] == "running"
+
+
+def test_an_unstarted_directory_is_started_as_new(tmp_path):
+    """A run that failed on a full disk before its manifest leaves an empty data/ (and maybe a temporary file):
+    once space is freed the same command starts there. Anything else in the folder is still refused."""
+    out = tmp_path / "instructions"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / ".part-00000.parquet.4242.tmp").write_bytes(b"PAR1")
+    (out / ".manifest.json.4242.tmp").write_text("{")
+    m = store.DatasetDir(out).begin("instructions", {"x": 1})
+    assert m["status"] == "running" and sorted(p.name for p in out.rglob("*")) == ["data", "manifest.json"]
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    with pytest.raises(store.RunMismatch, match="exists and is not a dataset directory"):
+        store.DatasetDir(other).begin("instructions", {"x": 1})
+
+
+def test_a_killed_write_leaves_no_temporary_file_after_the_next_start(tmp_path):
+    """A kill cannot run replace_whole's cleanup: `.sharegpt.jsonl.<pid>.tmp` (123 MB after 3 kills at 120K rows)
+    and `.part-k.parquet.<pid>.tmp` stay until the stage starts again, which removes them."""
+    ds = store.DatasetDir(tmp_path / "export")
+    ds.begin("export", {"x": 1})
+    killed = [ds.path / ".sharegpt.jsonl.4242.tmp", ds.data / ".part-00000.parquet.4243.tmp"]
+    for p in killed:
+        p.write_text("half")
+    ds.begin("export", {"x": 1})
+    assert not any(p.exists() for p in killed)
+
+
 def test_identity_follows_the_data_not_only_the_config(tmp_path):
     ds = _complete(tmp_path / "a", _rows(3))
     before = ds.identity()

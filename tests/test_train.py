@@ -215,3 +215,75 @@ def test_failed_run_is_recorded_as_failed_on_wandb(convs_file, tmp_path, monkeyp
               "--report_to", "wandb", "--max_steps", "1", "--max_length", "64", "--save_strategy", "no"])
     assert wandb.run is None
     assert "got exitcode: 1" in (run_dirs[0] / "logs" / "debug.log").read_text()
+
+
+# -- a full disk: refused before training, and a save it cuts short is resumed from the last whole checkpoint -----
+def test_a_disk_too_small_for_the_run_is_refused_before_training(capsys, convs_file, tmp_path, monkeypatch):
+    import re
+
+    from train import common
+
+    monkeypatch.setattr(common, "free_bytes", lambda path: 1000)
+    out = tmp_path / "sft"
+    line = sft_error(capsys, "--dataset", str(convs_file), "--output_dir", str(out), "--max_steps", "1",
+                     "--max_length", "64", "--report_to", "none")
+    assert re.fullmatch(rf"error: output_dir {out}: 1000 bytes free on its disk, and this run saves about [\d.]+ MiB "
+                        r"\(1000 < \d+ bytes: a checkpoint [\d.]+ MiB, the final model [\d.]+ MiB\); free space or "
+                        "choose another output_dir", line), line
+    assert not list(out.glob("checkpoint-*"))
+
+
+def test_save_bytes_counts_weights_and_optimizer_state():
+    from types import SimpleNamespace
+
+    from train import common
+
+    S, save_bytes = common.SMALL_FILES, common.save_bytes
+
+    model = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Linear(10, 10, bias=False))  # 210 fp32 params
+    model[1].weight.requires_grad_(False)  # 100 of them frozen, as a PEFT base is
+    args = SimpleNamespace(deepspeed=None, optim="adamw_torch", save_strategy="steps", save_only_model=False)
+    full, peft = SimpleNamespace(use_peft=False), SimpleNamespace(use_peft=True)
+    assert save_bytes(model, args, full, True) == (S + 840 + 2 * 440, S + 840)  # all weights + AdamW's 2 moments of 110
+    assert save_bytes(model, args, peft, True) == (S + 440 + 2 * 440, S + 440 + S + 400)  # the adapter, the merged base
+    assert save_bytes(model, SimpleNamespace(**{**vars(args), "deepspeed": "z3.json"}), full, False)[0] == \
+        S + 840 + 12 * 110
+    assert save_bytes(model, SimpleNamespace(**{**vars(args), "save_strategy": "no"}), full, False) == (0, S + 840)
+
+
+@pytest.mark.slow
+def test_a_save_that_fills_the_disk_is_one_line_and_the_retry_resumes(capsys, convs_file, tmp_path, monkeypatch):
+    """The disk fills up inside checkpoint-2 (its weights and optimizer written, not its trainer state): one line
+    that says what to do, the partial checkpoint removed, and the same command then resumes from checkpoint-1."""
+    import errno
+
+    import transformers
+    import trl
+
+    from train.sft import main
+
+    out = tmp_path / "sft"
+    argv = ["--dataset", str(convs_file), "--output_dir", str(out), "--max_steps", "2", "--max_length", "64",
+            "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1", "--report_to", "none",
+            "--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "1", "--merge_adapter", "false"]
+    saves = []
+    real_save = transformers.Trainer._save_rng_state
+
+    def disk_full_at_second_save(self, output_dir):
+        saves.append(output_dir)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(self, output_dir)
+
+    monkeypatch.setattr(transformers.Trainer, "_save_rng_state", disk_full_at_second_save)
+    line = sft_error(capsys, *argv)
+    assert line.startswith(f"error: output_dir {out}: the disk filled up while saving a checkpoint (")
+    assert line.endswith("free now); free space and run the same command again: it resumes from checkpoint-1")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+
+    monkeypatch.undo()
+    resumed, real_train = [], trl.SFTTrainer.train
+    monkeypatch.setattr(trl.SFTTrainer, "train", lambda self, **kw: resumed.append(kw) or real_train(self, **kw))
+    assert main(["--config", str(TINY_SFT), *argv]) == 0
+    assert resumed == [{"resume_from_checkpoint": str(out / "checkpoint-1")}]
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 2

@@ -1,13 +1,21 @@
 """What every trainer here shares (train/sft.py, train/dpo.py): the YAML parsing, the input checks, W&B, the CPU
-precision rule, the tokenizer's pad token, and what is saved at the end (the model with its end-of-turn token, a
-merged copy of a PEFT adapter, train_summary.json)."""
+precision rule, the tokenizer's pad token, the disk space a run needs and resuming from its last whole checkpoint,
+and what is saved at the end (the model with its end-of-turn token, a merged copy of a PEFT adapter,
+train_summary.json)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+
+
+class DiskFull(RuntimeError):
+    """The disk under output_dir filled up while saving: said in one line, not in the trainer's traceback."""
 
 
 def parse(argv, data_cls, config_cls):
@@ -90,21 +98,130 @@ def prepare(model_args, training_args, wandb_group: str | None, tag: str):
     return model_path, training_args
 
 
-def fit(trainer_cls, model_path: str, training_args, model_args, dataset, tokenizer):
-    """Build TRL's `trainer_cls` on `dataset` (PEFT and quantization from the ModelConfig) and train it, resuming
-    from the last checkpoint in output_dir. Returns (trainer, train result, seconds)."""
+def fit(trainer_cls, model_path: str, training_args, model_args, dataset, tokenizer, merge_adapter: bool = True):
+    """Build TRL's `trainer_cls` on `dataset` (PEFT and quantization from the ModelConfig), check that output_dir's
+    disk holds what the run will save, and train it, resuming from the last whole checkpoint in output_dir.
+    Returns (trainer, train result, seconds)."""
     import time
 
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config, get_quantization_config
 
     trainer = trainer_cls(model=model_path, args=training_args, train_dataset=dataset, processing_class=tokenizer,
                           peft_config=get_peft_config(model_args),
                           quantization_config=get_quantization_config(model_args))
-    last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+    last = resume_point(training_args.output_dir, remove_partial=trainer.accelerator.is_main_process)
+    check_disk_space(trainer.model, training_args, model_args, merge_adapter)
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last)
+    with saving(training_args.output_dir, "saving a checkpoint", trainer.accelerator.is_main_process):
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last)
     return trainer, result, time.perf_counter() - t0
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def free_bytes(path) -> int:
+    """Free bytes on the disk that holds `path` (or would: its nearest existing parent)."""
+    p = Path(path).expanduser().absolute()
+    return shutil.disk_usage(next(d for d in (p, *p.parents) if d.exists())).free
+
+
+# Saved beside each copy of the weights: tokenizer (tokenizer.json: SmolLM2 3.5 MB, Llama-3 9 MB), configs, trainer
+# state. With it the tiny LoRA run (tests) is estimated at 379 MiB; it wrote 342 MiB (a checkpoint, adapter, merged/).
+SMALL_FILES = 16 << 20
+
+
+def save_bytes(model, training_args, model_args, merge_adapter: bool) -> tuple[int, int]:
+    """(one checkpoint, the final outputs) in bytes, estimated from the model's parameters: the weights saved (the
+    adapter's of a PEFT run), and in a checkpoint AdamW's two moments per trained parameter, in its dtype (under
+    DeepSpeed fp32, with an fp32 master copy: 12 bytes, ~100 GB for an 8B full fine-tune, as the recipes say). A
+    PEFT run's final outputs add the merged model. Each copy adds SMALL_FILES."""
+    params = list(model.parameters())
+    count = [getattr(p, "ds_numel", None) or p.numel() for p in params]  # ZeRO-3 leaves partitioned params empty
+    weights = sum(n * p.element_size() for n, p in zip(count, params))
+    trained = [(n, p) for n, p in zip(count, params) if p.requires_grad]
+    trained_bytes = sum(n * p.element_size() for n, p in trained)
+    saved = trained_bytes if model_args.use_peft else weights
+    if training_args.deepspeed:
+        optimizer = 12 * sum(n for n, _ in trained)
+    elif "8bit" in str(training_args.optim):
+        optimizer = 2 * sum(n for n, _ in trained)
+    else:
+        optimizer = 2 * trained_bytes
+    no_save = str(getattr(training_args.save_strategy, "value", training_args.save_strategy)) == "no"
+    checkpoint = 0 if no_save else SMALL_FILES + saved + (0 if training_args.save_only_model else optimizer)
+    merged = model_args.use_peft and merge_adapter
+    return checkpoint, SMALL_FILES + saved + (SMALL_FILES + weights - trained_bytes if merged else 0)
+
+
+def check_disk_space(model, training_args, model_args, merge_adapter: bool) -> None:
+    """Refuse to train when output_dir's disk cannot hold a checkpoint and the final model: a run on a full disk
+    trained for minutes and then died at its first save."""
+    checkpoint, final = save_bytes(model, training_args, model_args, merge_adapter)
+    free = free_bytes(training_args.output_dir)
+    if free < checkpoint + final:
+        raise ValueError(
+            f"output_dir {training_args.output_dir}: {_size(free)} free on its disk, and this run saves about "
+            f"{_size(checkpoint + final)} ({free} < {checkpoint + final} bytes: a checkpoint {_size(checkpoint)}, "
+            f"the final model {_size(final)}); free space or choose another output_dir")
+
+
+def _whole(checkpoint: Path) -> bool:
+    # The trainer writes trainer_state.json last (transformers Trainer._save_checkpoint): a checkpoint without a
+    # readable one is a save that failed or was killed.
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def resume_point(output_dir, remove_partial: bool) -> str | None:
+    """The last whole checkpoint in output_dir (None: start). Partial ones are removed (by the main process): they
+    cannot be resumed from, and the space they hold is what the next save needs."""
+    out = Path(output_dir)
+    steps = sorted((int(d.name.split("-")[1]), d) for d in out.glob("checkpoint-*")
+                   if d.is_dir() and d.name.split("-")[1].isdigit()) if out.is_dir() else []
+    whole = [d for _, d in steps if _whole(d)]
+    for _, d in steps:
+        if remove_partial and not _whole(d):
+            print(f"[train] {d} is a checkpoint whose save did not finish: removed", file=sys.stderr)
+            shutil.rmtree(d, ignore_errors=True)
+    return str(whole[-1]) if whole else None
+
+
+def _disk_full(e: BaseException | None, output_dir) -> bool:
+    # safetensors says "StorageFull"; torch.save "file write failed", or on a tmpfs "basic_ios::clear: iostream
+    # error" then "unexpected pos": no errno anywhere, so a disk left (nearly) full by the failed write counts too.
+    for _ in range(8):  # the exception and what it was raised from
+        if e is None:
+            break
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) or any(
+                s in str(e) for s in ("No space left on device", "StorageFull", "file write failed")):
+            return True
+        e = e.__cause__ or e.__context__
+    return free_bytes(output_dir) < SMALL_FILES
+
+
+@contextmanager
+def saving(output_dir, what: str, main_process: bool = True, partial: Path | None = None):
+    """A full disk met inside (a checkpoint, the final model) becomes one DiskFull line that says what to do; the
+    save that failed (a checkpoint, or `partial`) is removed, so the run resumes from the last whole checkpoint."""
+    try:
+        yield
+    except Exception as e:
+        if not _disk_full(e, output_dir):
+            raise
+        if partial is not None and main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        last = resume_point(output_dir, remove_partial=main_process)
+        resume = f"it resumes from {Path(last).name}" if last else "it starts again (no checkpoint was saved)"
+        raise DiskFull(f"output_dir {output_dir}: the disk filled up while {what} ({_size(free_bytes(output_dir))} "
+                       f"free now); free space and run the same command again: {resume}") from e
 
 
 def model_init_kwargs(model_args, training_args) -> dict:
@@ -137,7 +254,8 @@ def save_outputs(trainer, model_path: str, training_args, model_args, merge_adap
     eot = [i for i in [tokenizer.convert_tokens_to_ids(tokenizer.eos_token)] if i is not None and i >= 0]
     trainer.model.generation_config.eos_token_id = eot
     trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
-    trainer.save_model(training_args.output_dir)
+    with saving(training_args.output_dir, "saving the model", trainer.accelerator.is_main_process):
+        trainer.save_model(training_args.output_dir)
     out = {"output_dir": training_args.output_dir, "eos": tokenizer.eos_token, "eos_token_ids": eot}
     if model_args.use_peft and merge_adapter and trainer.accelerator.is_main_process:
         merged = trainer.model
@@ -152,8 +270,9 @@ def save_outputs(trainer, model_path: str, training_args, model_args, merge_adap
         merged = merged.merge_and_unload()
         merged.generation_config.eos_token_id = eot
         merged_dir = Path(training_args.output_dir) / "merged"
-        merged.save_pretrained(merged_dir)
-        tokenizer.save_pretrained(merged_dir)
+        with saving(training_args.output_dir, "saving the merged model", partial=merged_dir):
+            merged.save_pretrained(merged_dir)
+            tokenizer.save_pretrained(merged_dir)
         out["merged"] = str(merged_dir)
     return out
 
@@ -177,7 +296,7 @@ def cli(run, argv, tag: str, describe) -> int:
     """A trainer's command line: one error line and exit 2 for bad input, a summary line on success."""
     try:
         out = run(argv)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, DiskFull) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     print(f"[{tag}] {describe(out)}")

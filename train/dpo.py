@@ -115,7 +115,8 @@ def _train(data_args: DPODataArguments, training_args, model_args) -> dict:
         raise ValueError(f"dataset {data_args.dataset_path or data_args.dataset} has no usable preference pairs "
                          f"(dropped: {detail}); check the preference stage's card or the set's schema")
     trainer, result, seconds = common.fit(DPOTrainer, model_path, training_args, model_args,
-                                          dataset.select_columns(["prompt", "chosen", "rejected"]), tokenizer)
+                                          dataset.select_columns(["prompt", "chosen", "rejected"]), tokenizer,
+                                          data_args.merge_adapter)
     out = {**common.save_outputs(trainer, model_path, training_args, model_args, data_args.merge_adapter),
            "dataset": data_args.dataset_path or data_args.dataset, "row": data_args.row, "start_model": model_path}
     losses, tokens = common.history(trainer, "loss"), common.history(trainer, "num_tokens")
