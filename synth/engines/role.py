@@ -13,7 +13,10 @@ from . import base
 
 ENGINES = ("vllm", "hf", "openai")
 KEYS = ("model", "engine", "dtype", "device", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization",
-        "hf_batch_size", "base_url", "trust_remote_code")
+        "hf_batch_size", "base_url", "trust_remote_code", "quantization", "kv_cache_dtype", "max_num_seqs",
+        "enforce_eager")
+# vLLM's own settings: passed to vllm.LLM only when set (unset, vLLM's defaults apply and old runs stay resumable).
+VLLM_KEYS = ("quantization", "kv_cache_dtype", "max_num_seqs", "enforce_eager")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,10 @@ class ModelRole:
     hf_batch_size: int | None = None  # hf: rows per generate call; None: the caller's (a tagger's cap)
     base_url: str | None = None  # openai
     trust_remote_code: bool = False
+    quantization: str | None = None  # vllm: fp8, awq, gptq, ... (the reference's judge: fp8)
+    kv_cache_dtype: str | None = None  # vllm: auto, fp8
+    max_num_seqs: int | None = None  # vllm: sequences in flight per step
+    enforce_eager: bool | None = None  # vllm: no CUDA graphs / torch.compile (default on a CPU, see engines/vllm.py)
 
     def replace(self, **kw) -> ModelRole:
         return dataclasses.replace(self, **kw)
@@ -39,9 +46,10 @@ class ModelRole:
                       max_model_len=self.max_model_len)
             return kw | ({"batch_size": self.hf_batch_size} if self.hf_batch_size else {})
         if self.engine == "vllm":
-            return dict(model=self.model, dtype=self.dtype, tensor_parallel_size=self.tensor_parallel_size,
-                        gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
-                        trust_remote_code=self.trust_remote_code)
+            kw = dict(model=self.model, dtype=self.dtype, tensor_parallel_size=self.tensor_parallel_size,
+                      gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
+                      trust_remote_code=self.trust_remote_code)
+            return kw | {k: getattr(self, k) for k in VLLM_KEYS if getattr(self, k) is not None}
         if self.engine == "openai":
             return dict(model=self.model) | ({"base_url": self.base_url} if self.base_url else {})
         raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")

@@ -1,8 +1,9 @@
 """Safety tagger `llama_guard_2`: Meta-Llama-Guard-2-8B on the instruction and the response.
 
 As the reference: the [user instruction, assistant response] chat is rendered with the guard's
-own chat template (which holds its whole policy prompt), decoded greedily, and the raw output is
-stored stripped: "safe", or "unsafe" then a newline and the violated categories ("unsafe\\nS2").
+own chat template (which holds its whole policy prompt), after the BOS the reference's vLLM added
+and the template omits, decoded greedily, and the raw output is stored stripped: "safe", or
+"unsafe" then a newline and the violated categories ("unsafe\\nS2").
 The paper found 99.13% (Air) and 99.35% (Pro) safe.
 
 Tiny profile stand-in: an `embedded:` model (SmolLM2-135M-Instruct) cannot run the guard's
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from ..engines import Sampling
+from ..engines import Sampling, document_prefix
 from . import Tagger, register_tagger, tagger_engine
 
 PAPER_GUARD = "meta-llama/Meta-Llama-Guard-2-8B"
@@ -70,7 +71,12 @@ class LlamaGuardTagger(Tagger):
             return self.engine.render_chat(chat, add_generation_prompt=True) + "Verdict:"
         chat = [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["response"]}]
         # Llama Guard's template ends with its own request for a verdict: no generation prompt.
-        return self.engine.render_chat(chat, add_generation_prompt=False)
+        text = self.engine.render_chat(chat, add_generation_prompt=False)
+        # Llama-Guard-2's template starts at "[INST]" with no bos_token: the reference's vLLM added the BOS when it
+        # tokenized the text; `complete` adds nothing (encode_prompt), so it goes here (issue 19), once: a template
+        # that renders its own BOS gets no second one.
+        bos = document_prefix(self.engine.tokenizer)
+        return text if text.startswith(bos) else bos + text
 
     def tag(self, records: list[dict]) -> list[dict]:
         outputs = self.engine.complete([self._prompt(r) for r in records], self.sampling)
