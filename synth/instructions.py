@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from . import control, sanitize, shards, store, templates
 from .config import MIXES, InstructionArgs, ModelArgs, RunArgs, stage_config
-from .engines import Sampling
+from .engines import SEED_SCHEME, Sampling, sample_seed, stream_seed
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,15 @@ def resolve_template(engine, margs: ModelArgs, iargs: InstructionArgs) -> tuple[
 
 
 def instructions_config(margs: ModelArgs, iargs: InstructionArgs) -> dict:
-    """The config an instructions directory is keyed by: a finished one with this config can be reused."""
-    return stage_config(margs, iargs)
+    """The config an instructions directory is keyed by: a finished one with this config can be reused (and only
+    shards drawn under the same seed scheme are resumed)."""
+    return {**stage_config(margs, iargs), "seed_scheme": SEED_SCHEME}
+
+
+def round_seed(seed: int, rnd: Round) -> int:
+    """The seed of a round's prompt; its sample j draws from sample_seed(round_seed, j). Keyed by the global round
+    only, so that neither the shard layout nor the engine's batches change which stream a record drew."""
+    return stream_seed(seed, "instructions", rnd.index)
 
 
 def generate_instructions(engine, margs: ModelArgs, iargs: InstructionArgs, rargs: RunArgs, out_dir,
@@ -129,7 +136,7 @@ def sample_shard(engine, rounds: list[Round], model: str, iargs: InstructionArgs
     records, dropped, tokens = [], {r: 0 for r in sanitize.REASONS}, 0
     samplings = [Sampling(temperature=rnd.temperature, top_p=rnd.top_p, max_tokens=iargs.max_tokens,
                           n=rnd.count, stop=stops, stop_token_ids=stop_ids,
-                          seed=iargs.seed * 1_000_003 + rnd.index) for rnd in rounds]
+                          seed=round_seed(iargs.seed, rnd)) for rnd in rounds]
     outputs = engine.complete([pre_query_template] * len(samplings), samplings)
     for rnd, sampling, row in zip(rounds, samplings, outputs):
         for j, c in enumerate(row):
@@ -147,7 +154,8 @@ def sample_shard(engine, rounds: list[Round], model: str, iargs: InstructionArgs
                 "raw_instruction": raw,
                 "gen_input_configs": {
                     "temperature": rnd.temperature, "top_p": rnd.top_p, "max_tokens": iargs.max_tokens,
-                    "input_generator": model, "engine": engine.info.name, "seed": sampling.seed,
+                    "input_generator": model, "engine": engine.info.name,
+                    "seed": sample_seed(sampling.seed, j), "seed_scheme": SEED_SCHEME,
                     "stop": list(stops), "sanitized": bool(do_clean),
                 },
             })

@@ -13,7 +13,7 @@ import time
 
 from . import sanitize, shards, store, templates
 from .config import ModelArgs, MultiTurnArgs, stage_config
-from .engines import Sampling, too_long_count
+from .engines import SEED_SCHEME, Sampling, stream_seed, too_long_count
 from .responses import response_sampling
 
 
@@ -24,7 +24,8 @@ def followup_prompt(engine, tpl: templates.Template, messages: list[dict], syste
 
 def multiturn_config(margs: ModelArgs, mt: MultiTurnArgs, response_args, in_dir, seed: int = 0) -> dict:
     """The config a multiturn directory is keyed by: a finished one with this config can be reused."""
-    return {**stage_config(margs, mt, response_args), "input_id": store.DatasetDir(in_dir).identity(), "seed": seed}
+    return {**stage_config(margs, mt, response_args), "input_id": store.DatasetDir(in_dir).identity(), "seed": seed,
+            "seed_scheme": SEED_SCHEME}
 
 
 def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_args, in_dir, out_dir,
@@ -44,8 +45,7 @@ def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_arg
     t0, before = time.perf_counter(), ds.shard_totals().get("tokens", 0)
     work = shards.ShardWork(str(ds.path), "synth.multiturn:extend_shard", role=margs.role(),
                             args=(str(src.path), mt, tpl, tuple(stops), tuple(stop_ids), answer, seed))
-    units = [(k, (k, rows), n) for k, rows, n in shards.row_ranges(src.num_rows(), mt.mt_batch_size)]
-    shards.run(work, units, engine, desc="multi-turn", unit="conv", cluster=cluster)
+    shards.run(work, shards.row_ranges(src.num_rows(), mt.mt_batch_size), engine, desc="multi-turn", unit="conv", cluster=cluster)
     t = ds.shard_totals()
     counts = {"conversations": t.get("kept", 0), "input": t.get("input", 0), "tokens": t.get("tokens", 0),
               "prompt_too_long": t.get("prompt_too_long", 0),
@@ -56,19 +56,20 @@ def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_arg
     return counts
 
 
-def extend_shard(engine, spec: tuple[int, tuple[int, int]], in_dir: str, mt: MultiTurnArgs, tpl: templates.Template,
+def extend_shard(engine, rows: tuple[int, int], in_dir: str, mt: MultiTurnArgs, tpl: templates.Template,
                  stops: tuple, stop_ids: tuple, answer: Sampling, seed: int):
     """One shard of multi-turn: each turn a follow-up instruction (pre-query continuation of the history), then
     its answer; a conversation whose follow-up fails is dropped whole, counted."""
-    k, rows = spec
     batch = shards.input_rows(in_dir, *rows)
     live = [dict(r, messages=list(r["messages"])) for r in batch]
     dropped, tokens, before = {r: 0 for r in sanitize.REASONS}, 0, too_long_count(engine)
     for turn in range(2, mt.turns + 1):
-        sampling = Sampling(temperature=mt.mt_temperature, top_p=mt.mt_top_p, max_tokens=mt.mt_max_tokens,
-                            stop=stops, stop_token_ids=stop_ids, seed=seed * 1_000_003 + k * 100 + turn)
+        follow_up = Sampling(temperature=mt.mt_temperature, top_p=mt.mt_top_p, max_tokens=mt.mt_max_tokens,
+                             stop=stops, stop_token_ids=stop_ids)
+        # A stream per conversation and turn, keyed by the record's id: not by the shard or the call.
+        samplings = [follow_up.replace(seed=stream_seed(seed, "multiturn", r["id"], turn)) for r in live]
         prompts = [followup_prompt(engine, tpl, r["messages"], mt.mt_system_prompt) for r in live]
-        outs = engine.complete(prompts, sampling)
+        outs = engine.complete(prompts, samplings)
         kept = []
         for r, (c, *_) in zip(live, outs):
             tokens += c.num_tokens
@@ -81,7 +82,9 @@ def extend_shard(engine, spec: tuple[int, tuple[int, int]], in_dir: str, mt: Mul
             r[f"instruction_{turn}"] = follow
             kept.append(r)
         live = kept
-        replies = engine.chat([r["messages"] for r in live], answer)
+        replies = engine.chat([r["messages"] for r in live],
+                              [answer.replace(seed=stream_seed(answer.seed, "multiturn-answer", r["id"], turn))
+                               for r in live])
         for r, (c, *_) in zip(live, replies):
             tokens += c.num_tokens
             r["messages"].append({"role": "assistant", "content": c.text.strip()})

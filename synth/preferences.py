@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from . import shards, store
 from .config import NON_SEMANTIC_ROLE_KEYS, PreferenceArgs
+from .engines import SEED_SCHEME, stream_seed
 
 STATUSES = ("ok", "tie", "unscored")
 _CARRY = ("task_category", "difficulty", "input_quality", "language", "instruct_reward")  # tags kept on each record
@@ -49,7 +50,7 @@ def preferences_config(role, pargs: PreferenceArgs, in_dir) -> dict:
     sampling = {k: getattr(pargs, k) for k in ("pref_k", "pref_temperature", "pref_top_p", "pref_max_tokens",
                                                 "pref_batch_size")}
     role_keys = {k: v for k, v in dataclasses.asdict(role).items() if k not in NON_SEMANTIC_ROLE_KEYS}
-    return {**role_keys, **sampling, "selection": _selection(pargs, in_dir)}
+    return {**role_keys, **sampling, "selection": _selection(pargs, in_dir), "seed_scheme": SEED_SCHEME}
 
 
 def sample_preferences(engine, role, pargs: PreferenceArgs, in_dir, root, cluster=None) -> dict:
@@ -62,6 +63,11 @@ def sample_preferences(engine, role, pargs: PreferenceArgs, in_dir, root, cluste
     config = preferences_config(role, pargs, in_dir)
     if (done := out.reusable(config)) is not None:  # the engine is not touched: a lazy one never loads
         return {**done["counts"], "reused": True}
+    # The scorer of the next stage must load: refused now, in seconds, not after all k samples are drawn.
+    from .taggers.reward import check_reward_model
+
+    scorer = pargs.pref_reward_role()
+    check_reward_model(scorer.model, scorer.trust_remote_code, key="pref_reward_model")
     picked = filter_dataset(in_dir, prompts_dir(root), pargs.pref_preset, size=pargs.pref_size, seed=pargs.pref_seed)
     if not picked["kept"]:
         raise ValueError(f"preferences: preset {pargs.pref_preset!r} picked no instruction of {in_dir} "
@@ -89,11 +95,11 @@ def sample_preferences(engine, role, pargs: PreferenceArgs, in_dir, root, cluste
 
 
 def sample_shard(engine, rows: tuple[int, int], in_dir: str, columns: list[str], sampling, gen_cfg: dict):
-    """k responses to each instruction of input rows [start, stop), in one engine call. The seed moves with the
-    shard's first row, so every instruction gets streams of its own and a resumed shard draws the same ones."""
+    """k responses to each instruction of input rows [start, stop), in one engine call. Each instruction's seed is
+    keyed by its record id, so every sample has a stream of its own and a resumed shard draws the same ones."""
     batch = shards.input_rows(in_dir, *rows, columns=columns)
     outs = engine.chat([[{"role": "user", "content": r["instruction"]}] for r in batch],
-                       sampling.replace(seed=(sampling.seed or 0) + rows[0]))
+                       [sampling.replace(seed=stream_seed(sampling.seed or 0, "preferences", r["id"])) for r in batch])
     records, meta = [], {"kept": len(batch), "samples": 0, "empty": 0, "truncated": 0, "tokens": 0}
     for r, completions in zip(batch, outs):
         texts = [c.text.strip() for c in completions]

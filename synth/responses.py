@@ -10,7 +10,7 @@ import time
 
 from . import shards, store, templates
 from .config import ModelArgs, ResponseArgs, stage_config
-from .engines import Sampling, too_long_count
+from .engines import SEED_SCHEME, Sampling, stream_seed, too_long_count
 
 
 def chat_sampling(engine, model: str, **kw) -> Sampling:
@@ -30,7 +30,7 @@ def response_sampling(engine, rargs: ResponseArgs, model: str) -> Sampling:
 
 def responses_config(margs: ModelArgs, rargs: ResponseArgs, in_dir) -> dict:
     """The config a responses directory is keyed by: a finished one with this config can be reused."""
-    return {**stage_config(margs, rargs), "input_id": store.DatasetDir(in_dir).identity()}
+    return {**stage_config(margs, rargs), "input_id": store.DatasetDir(in_dir).identity(), "seed_scheme": SEED_SCHEME}
 
 
 def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, out_dir, cluster=None) -> dict:
@@ -62,7 +62,9 @@ def answer_shard(engine, rows: tuple[int, int], in_dir: str, sampling: Sampling,
     """One shard of step 2: its instructions in one call (the engine batches it; vLLM keeps its batch full)."""
     batch = shards.input_rows(in_dir, *rows)
     before = too_long_count(engine)
-    outs = engine.chat([[{"role": "user", "content": r["instruction"]}] for r in batch], sampling)
+    # Greedy by default (the paper); a sampled answer (response_temperature > 0) draws a stream of its own record's
+    outs = engine.chat([[{"role": "user", "content": r["instruction"]}] for r in batch],
+                       [sampling.replace(seed=stream_seed(sampling.seed, "responses", r["id"])) for r in batch])
     records, truncated, tokens = [], 0, 0
     skipped = too_long_count(engine) - before  # kept, with an empty "length" response
     for r, (c, *_) in zip(batch, outs):

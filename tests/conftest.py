@@ -31,8 +31,10 @@ def smol_tokenizer(hf_engine):
 
 
 TINY = str(ROOT / "recipes/configs/synth/tiny.yaml")
-# Small but real: 32 sampled instructions in rounds of 8, short responses.
-SMALL = ["--stages", "instructions", "responses", "--total_prompts", "32", "--n", "8", "--hf_batch_size", "8",
+# Small but real: 32 sampled instructions in rounds of 8, a round to a shard, short responses. A shape for the
+# resume and kill tests (shards to kill between); the paper's own shape runs in tests/test_paper_shape.py.
+SMALL = ["--stages", "instructions", "responses", "--mix", "single", "--total_prompts", "32", "--n", "8",
+         "--rounds_per_shard", "1", "--hf_batch_size", "8",
          "--max_tokens", "64", "--response_max_tokens", "48", "--response_batch_size", "8"]
 
 
@@ -129,3 +131,39 @@ def kill_when(module: str, argv: list[str], path: Path) -> bool:
         err.seek(0)
         kill_when.stderr = err.read().decode(errors="replace")[-2000:]
     return reached
+
+
+def stream_coincidences(records: list[dict], n: int) -> dict:
+    """How often two instructions of consecutive rounds of the same sampling cell are the same text, per child
+    offset (round i child j against round i+1 child j+d). Independent streams give every offset the same small
+    rate; a seed scheme that hands one stream to two samples shows as an offset where (nearly) all coincide (the
+    old one: d = -2 on vLLM, d = -batch on hf). Returns the overall rate and the worst offset's counts."""
+    from collections import Counter
+
+    text = {r["id"]: r["raw_instruction"] for r in records}
+    cell = {r["id"] // n: (r["gen_input_configs"]["temperature"], r["gen_input_configs"]["top_p"]) for r in records}
+    pairs, equal = Counter(), Counter()
+    for a, ta in text.items():
+        ra, ja = divmod(a, n)
+        if cell.get(ra + 1) != cell[ra]:
+            continue
+        for jb in range(n):
+            tb = text.get((ra + 1) * n + jb)
+            if tb is not None:
+                pairs[jb - ja] += 1
+                equal[jb - ja] += ta == tb
+    rate = sum(equal.values()) / max(sum(pairs.values()), 1)
+    worst = max(pairs, key=lambda d: (equal[d] - rate * pairs[d], d)) if pairs else 0
+    return {"rate": rate, "offset": worst, "equal": equal[worst], "pairs": pairs[worst],
+            "distinct": len(set(text.values())), "records": len(text)}
+
+
+def assert_independent_streams(records: list[dict], n: int) -> dict:
+    seeds = [r["gen_input_configs"]["seed"] for r in records]
+    assert len(set(seeds)) == len(seeds), "two samples share a seed"
+    c = stream_coincidences(records, n)
+    assert c["pairs"] > 0, "no two consecutive rounds of one cell: the check saw nothing"
+    # Chance allows a few coincidences (a 135M model repeats its commonest questions); a shared stream gives one
+    # for every pair at its offset.
+    assert c["equal"] <= 3 + 3 * c["rate"] * c["pairs"], f"child offset {c['offset']}: {c}"
+    return c

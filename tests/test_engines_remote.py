@@ -64,7 +64,8 @@ def test_complete_n2_with_stop(remote, hf):
         assert c.finish_reason in ("stop", "length")
         assert 0 < c.num_tokens <= 24
     assert remote.stats["calls"] == 1 and remote.stats["generated_tokens"] == sum(c.num_tokens for c in row)
-    assert remote.stats["prompt_tokens"] == len(encode_prompt(hf.tokenizer, prompt))
+    # seeded: one request per sample (each its own stream, sample_seed(0, j)), so the prompt is sent twice
+    assert remote.stats["prompt_tokens"] == 2 * len(encode_prompt(hf.tokenizer, prompt))
 
 
 def test_chat_greedy_matches_local_engine(remote, hf):

@@ -91,9 +91,27 @@ def test_logprobs_agree_with_transformers(vllm_engine, hf_engine):
 def _cfg(*extra):
     from synth.config import parse
 
-    return parse(["--config", TINY, "--engine", "vllm", "--total_prompts", "12", "--n", "4", "--rounds_per_shard",
+    return parse(["--config", TINY, "--engine", "vllm", "--mix", "single", "--total_prompts", "12", "--n", "4", "--rounds_per_shard",
                   "2", "--max_tokens", "48", "--response_max_tokens", "48", "--response_batch_size", "8",
                   "--mt_max_tokens", "32", "--mt_batch_size", "8", "--report_to", "none", *extra])
+
+
+def test_paper_shape_streams_are_independent(vllm_engine, tmp_path):
+    """tests/test_seeds.py's check on vLLM: air.yaml's step 1 at a Table 7 mix, several rounds of n to a shard, one
+    call per shard. The old scheme gave round i child j and round i+1 child j-2 one stream (67.5% duplicates)."""
+    from conftest import assert_independent_streams
+    from test_seeds import AIR, SHAPE
+
+    from synth import store
+    from synth.config import parse
+    from synth.instructions import generate_instructions
+
+    margs, iargs, *_, run = parse(["--config", AIR, *SHAPE])
+    generate_instructions(vllm_engine, margs, iargs, run, tmp_path)
+    ds = store.DatasetDir(tmp_path)
+    assert len(ds.shards()) == 3
+    c = assert_independent_streams(ds.records(), iargs.n)
+    print(f"vllm at the paper's shape: {c}")
 
 
 def test_synthesis_stages_on_vllm_in_whole_shard_calls_and_resume(vllm_engine, tmp_path):
@@ -128,7 +146,12 @@ def test_synthesis_stages_on_vllm_in_whole_shard_calls_and_resume(vllm_engine, t
     assert [r for r in again if r["id"] < 8] == [r for r in recs if r["id"] < 8]
     redone = [r for r in again if r["id"] >= 8]
     assert all(8 <= r["id"] < 12 for r in redone) and len({r["id"] for r in again}) == len(again)
-    assert all(r["gen_input_configs"]["seed"] == 2 for r in redone)  # round 2's seed: seed 0 * 1_000_003 + 2
+    # round 2's sample j: its own stream, whatever the shard or the call holds
+    from synth.engines import sample_seed
+    from synth.instructions import plan, round_seed
+
+    second = plan(iargs)[2]
+    assert all(r["gen_input_configs"]["seed"] == sample_seed(round_seed(0, second), r["id"] - 8) for r in redone)
 
     res = generate_responses(vllm_engine, margs, rargs, tmp_path / "a", tmp_path / "res")
     pairs = store.DatasetDir(tmp_path / "res").records()
@@ -179,11 +202,14 @@ def test_guard_and_base_answers_on_vllm(vllm_engine):
     verdicts = [o["llama_guard_2"] for o in guard.tag(RECORDS)]
     assert set(verdicts) <= {"safe", "unsafe", None} and verdicts[3] is None
     assert sum(v is not None for v in verdicts[:3]) >= 2
-    # reward_difference: the base model's URIAL answers from vLLM, scored by the stand-in on transformers
-    rd = get_tagger("reward_difference", engine=vllm_engine, reward_model=TINY_MODEL, base_model=TINY_MODEL,
-                    base_engine="vllm", base_max_tokens=32)
-    out = rd.tag(RECORDS[:3])
-    assert all(o["base_response"] and math.isfinite(o["reward_difference"]) for o in out)
+    # reward_difference: the base model's URIAL answers from vLLM (a process of their own in the tag stage), then
+    # scored by the stand-in on transformers
+    base = get_tagger("base_response", engine=vllm_engine, base_model=TINY_MODEL, base_engine="vllm",
+                      base_max_tokens=32)
+    answers = base.tag(RECORDS[:3])
+    out = get_tagger("reward_difference", reward_model=TINY_MODEL).tag(
+        [{**r, **a} for r, a in zip(RECORDS[:3], answers)])
+    assert all(a["base_response"] for a in answers) and all(math.isfinite(o["reward_difference"]) for o in out)
 
 
 def test_alpaca_logprob_judge_and_arena_judge_on_vllm(vllm_engine):

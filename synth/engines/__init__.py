@@ -1,9 +1,10 @@
 """Generation engines: `hf` (transformers), `vllm` (GPU, optional extra), `openai` (a server). `__all__` is the
 public face of the generation layer that synth/, eval/ and train/ use (dtype_name: what `dtype: auto` means)."""
-from .base import (Completion, Engine, Sampling, cut_at_stop, document_prefix, encode_prompt, get_engine,
-                   register_engine, shared_engine, too_long_count)
+from .base import (SEED_SCHEME, Completion, Engine, Sampling, cut_at_stop, document_prefix, encode_prompt, get_engine,
+                   register_engine, sample_seed, shared_engine, stream_seed, too_long_count)
 from .role import ModelRole
 from .dtype import cpu_computes_bf16, dtype_name
 
-__all__ = ["Completion", "Engine", "ModelRole", "Sampling", "cpu_computes_bf16", "cut_at_stop", "document_prefix",
-           "dtype_name", "encode_prompt", "get_engine", "register_engine", "shared_engine", "too_long_count"]
+__all__ = ["SEED_SCHEME", "Completion", "Engine", "ModelRole", "Sampling", "cpu_computes_bf16", "cut_at_stop",
+           "document_prefix", "dtype_name", "encode_prompt", "get_engine", "register_engine", "sample_seed",
+           "shared_engine", "stream_seed", "too_long_count"]

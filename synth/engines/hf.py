@@ -5,7 +5,7 @@ import time
 from collections.abc import Sequence
 
 from .base import (Completion, Engine, EngineInfo, Sampling, Samplings, cut_at_stop, encode_prompt, per_prompt,
-                   register_engine)
+                   register_engine, sample_seed)
 from .dtype import dtype_name
 
 
@@ -68,27 +68,29 @@ class HFEngine(Engine):
         samplings = per_prompt(sampling, len(prompts))
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         out: list[list[Completion] | None] = [None] * len(prompts)
-        # One batched pass per distinct Sampling, in order of first use: each group runs exactly as a call of
-        # its own would (same batches, same seeds), so mixing samplings in one call changes no record.
+        # One batched pass per group of samplings that differ only in what a row carries itself (temperature,
+        # top_p, seed, n: RowSampler samples each row from its own stream), in order of first use: a Table 7 mix
+        # or prompts seeded one by one share batches, and the grouping changes no record.
         groups: dict[Sampling, list[int]] = {}
         for i in self.sendable(encoded, samplings, out):
-            groups.setdefault(samplings[i], []).append(i)
+            groups.setdefault(samplings[i].replace(seed=None, temperature=0.0, top_p=1.0, n=1), []).append(i)
         for s, idx in groups.items():
-            for i, row in zip(idx, self._generate([encoded[i] for i in idx], s)):
+            for i, row in zip(idx, self._generate([encoded[i] for i in idx], s, [samplings[i] for i in idx])):
                 out[i] = row
         self.stats["seconds"] += time.perf_counter() - t0
         self.stats["calls"] += 1
         return out  # type: ignore[return-value]
 
-    def _generate(self, encoded: list[list[int]], sampling: Sampling) -> list[list[Completion]]:
+    def _generate(self, encoded: list[list[int]], sampling: Sampling, per: list[Sampling]) -> list[list[Completion]]:
+        """`sampling`: what the rows share (lengths, stops, penalty); `per`: each prompt's own sampling."""
         import torch
+        from transformers import LogitsProcessorList
 
         # n samples of a prompt = n rows (as the reference's hf path). Rows are batched in order
-        # of prompt length so that left padding stays small; the order is fixed, so a seed
-        # reproduces the same outputs.
-        rows = [(i, j) for i in range(len(encoded)) for j in range(sampling.n)]
+        # of prompt length so that left padding stays small.
+        rows = [(i, j) for i in range(len(encoded)) for j in range(per[i].n)]
         rows.sort(key=lambda r: len(encoded[r[0]]))
-        out: list[list[Completion | None]] = [[None] * sampling.n for _ in encoded]
+        out: list[list[Completion | None]] = [[None] * s.n for s in per]
         # As vLLM: the model's own EOS always ends a sequence, plus the caller's stop ids.
         eos = self.model.generation_config.eos_token_id
         eos_ids = sorted(set([eos] if isinstance(eos, int) else eos or []) | set(sampling.stop_token_ids))
@@ -99,26 +101,28 @@ class HFEngine(Engine):
             pad_token_id=self.tokenizer.pad_token_id,
             repetition_penalty=sampling.repetition_penalty if sampling.repetition_penalty != 1.0 else None,
         )
-        if sampling.temperature == 0:  # greedy
-            gen_kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            gen_kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        # Greedy; where a row samples, greedy over RowSampler's one-token distributions.
+        sampled = any(s.temperature > 0 for s in per)
+        gen_kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if sampling.stop:
             gen_kw.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
         if sampling.logprobs:
             gen_kw.update(output_logits=True, return_dict_in_generate=True)
         stop_or_pad = set(eos_ids)
-        for b, start in enumerate(range(0, len(rows), self.batch_size)):
+        for start in range(0, len(rows), self.batch_size):
             batch = rows[start:start + self.batch_size]
             ids = [encoded[i] for i, _ in batch]
             width = max(len(x) for x in ids)
             pad = self.tokenizer.pad_token_id
             input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
             mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed + b)
+            extra = {}
+            if sampled:
+                extra["logits_processor"] = LogitsProcessorList([RowSampler(
+                    [None if per[i].seed is None else sample_seed(per[i].seed, j) for i, j in batch],
+                    [per[i].temperature for i, _ in batch], [per[i].top_p for i, _ in batch])])
             with torch.inference_mode():
-                gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kw)
+                gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kw, **extra)
             logits = None
             if sampling.logprobs:
                 # Raw logits, before any processor: the model's own distribution, as vLLM reports it.
@@ -152,3 +156,31 @@ class HFEngine(Engine):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+class RowSampler:
+    """A logits processor that samples each row of a batch with its own temperature, top_p and seeded generator, as
+    vLLM treats each request: transformers' sampling draws every row from one global generator with one setting, so
+    a row's stream would depend on its batch and its place in it. vLLM's semantics (top_p: the smallest set of
+    likeliest tokens whose mass reaches it; temperature 0: greedy); the pick comes back as a one-token
+    distribution, which greedy decoding then takes. A row without a seed draws from the global generator."""
+
+    def __init__(self, seeds: list[int | None], temperatures: list[float], top_ps: list[float]):
+        self.seeds, self.temperatures, self.top_ps = seeds, temperatures, top_ps
+        self.generators = None
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self.generators is None:  # on the logits' device, made at the first step
+            self.generators = [None if s is None else torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
+        temps = torch.tensor(self.temperatures, device=scores.device)
+        probs = (scores.float() / temps.clamp_min(1e-6)[:, None]).softmax(-1)
+        top_p = torch.tensor(self.top_ps, device=scores.device)[:, None]
+        if (top_p < 1).any():
+            sorted_p, order = probs.sort(-1, descending=True)
+            drop = sorted_p.cumsum(-1) - sorted_p >= top_p
+            probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+        picks = torch.cat([scores[r].argmax()[None] if t == 0 else torch.multinomial(probs[r], 1, generator=g)
+                           for r, (t, g) in enumerate(zip(self.temperatures, self.generators))])
+        return torch.full_like(scores, -float("inf")).scatter(-1, picks[:, None], 0.0)

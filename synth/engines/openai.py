@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import openai
 
-from .base import Completion, Engine, EngineInfo, Message, Sampling, Samplings, per_prompt, register_engine
+from .base import (Completion, Engine, EngineInfo, Message, Sampling, Samplings, per_prompt, register_engine,
+                   sample_seed)
 
 
 class ServerError(ValueError):
@@ -56,23 +57,25 @@ class OpenAIEngine(Engine):
     def __repr__(self) -> str:
         return f"OpenAIEngine(model={self.info.model!r}, base_url={self.base_url!r})"
 
-    def _body(self, sampling: Sampling, index: int) -> dict:
+    def _bodies(self, sampling: Sampling, extra: dict) -> list[dict]:
+        """The requests of one prompt: one with `n` choices, or, seeded, n requests of one choice with seeds
+        sample_seed(seed, j) (a server seeds the choices of one request seed + j, which other prompts' seeds can
+        meet: see SEED_SCHEME)."""
         body = {
             "model": self.info.model, "n": sampling.n, "temperature": sampling.temperature,
             "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
         }
         if sampling.stop:
             body["stop"] = list(sampling.stop)
-        if sampling.seed is not None:
-            # Offset per request as the vllm engine does: identical Magpie prompts with one seed
-            # would all sample the same text.
-            body["seed"] = sampling.seed + index
         # vLLM's server extensions; sent only when set, so that strict servers (OpenAI) accept
         # the plain requests. skip_special_tokens is left to the server's default (True).
-        extra = {"repetition_penalty": sampling.repetition_penalty} if sampling.repetition_penalty != 1.0 else {}
+        ext = {"repetition_penalty": sampling.repetition_penalty} if sampling.repetition_penalty != 1.0 else {}
         if sampling.stop_token_ids:
-            extra["stop_token_ids"] = list(sampling.stop_token_ids)
-        return {**body, "extra_body": extra} if extra else body
+            ext["stop_token_ids"] = list(sampling.stop_token_ids)
+        body = {**body, **extra} | ({"extra_body": ext} if ext else {})
+        if sampling.seed is None:
+            return [body]
+        return [{**body, "n": 1, "seed": sample_seed(sampling.seed, j)} for j in range(sampling.n)]
 
     async def _send(self, path: str, bodies: list[dict], key: str | None) -> list:
         # A client per call: an async client belongs to the event loop it first ran on, and each call
@@ -94,8 +97,10 @@ class OpenAIEngine(Engine):
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _run(self, path: str, bodies: list[dict], text_of, top_of) -> list[list[Completion]]:
+    def _run(self, path: str, requests: list[list[dict]], text_of, top_of) -> list[list[Completion]]:
+        """Send every prompt's requests at once; a prompt's completions are its requests' choices, in order."""
         t0 = time.perf_counter()
+        bodies = [b for group in requests for b in group]
         key = os.environ.get(self.api_key_env)
         try:
             responses = asyncio.run(self._send(path, bodies, key))
@@ -117,7 +122,11 @@ class OpenAIEngine(Engine):
             self.stats["generated_tokens"] += total
         self.stats["seconds"] += time.perf_counter() - t0
         self.stats["calls"] += 1
-        return result
+        rows, at = [], 0
+        for group in requests:
+            rows.append([c for row in result[at:at + len(group)] for c in row])
+            at += len(group)
+        return rows
 
     def _error(self, e: openai.APIError, path: str, key: str | None) -> ServerError:
         url = f"{self.base_url}{path}"
@@ -139,11 +148,10 @@ class OpenAIEngine(Engine):
         return ServerError(f"{url}: HTTP {status}: {message}")
 
     def complete(self, prompts: Sequence[str], sampling: Samplings) -> list[list[Completion]]:
-        bodies = []
-        for i, (p, s) in enumerate(zip(prompts, per_prompt(sampling, len(prompts)))):
-            # the legacy completions API: logprobs is an int, answered as [{token: logprob}]
-            bodies.append({**self._body(s, i), "prompt": p} | ({"logprobs": s.logprobs} if s.logprobs else {}))
-        return self._run("/completions", bodies, lambda c: c.text or "",
+        # the legacy completions API: logprobs is an int, answered as [{token: logprob}]
+        requests = [self._bodies(s, {"prompt": p} | ({"logprobs": s.logprobs} if s.logprobs else {}))
+                    for p, s in zip(prompts, per_prompt(sampling, len(prompts)))]
+        return self._run("/completions", requests, lambda c: c.text or "",
                          lambda c: c.logprobs.top_logprobs if c.logprobs else None)
 
     def render_chat(self, conversation: Sequence[Message], add_generation_prompt: bool = True) -> str:
@@ -156,12 +164,11 @@ class OpenAIEngine(Engine):
 
     def chat(self, conversations: Sequence[Sequence[Message]], sampling: Samplings) -> list[list[Completion]]:
         # The server applies its model's chat template: no local tokenizer needed.
-        bodies = []
-        for i, (c, s) in enumerate(zip(conversations, per_prompt(sampling, len(conversations)))):
-            # chat API: a flag plus top_logprobs (OpenAI allows at most 20)
-            bodies.append({**self._body(s, i), "messages": list(c)}
-                          | ({"logprobs": True, "top_logprobs": s.logprobs} if s.logprobs else {}))
-        return self._run("/chat/completions", bodies, lambda c: c.message.content or "", _chat_top_logprobs)
+        # chat API: a flag plus top_logprobs (OpenAI allows at most 20)
+        requests = [self._bodies(s, {"messages": list(c)}
+                                 | ({"logprobs": True, "top_logprobs": s.logprobs} if s.logprobs else {}))
+                    for c, s in zip(conversations, per_prompt(sampling, len(conversations)))]
+        return self._run("/chat/completions", requests, lambda c: c.message.content or "", _chat_top_logprobs)
 
 
 def _chat_top_logprobs(choice) -> list[dict[str, float]] | None:

