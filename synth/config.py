@@ -6,7 +6,9 @@ every synthesis stage; an unknown key is an error. Each default names its source
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Optional
 
 
@@ -70,12 +72,24 @@ def check_roles(obj) -> None:
             require_choice(obj, prefix + "engine", (*ENGINES, "auto"))
         if getattr(obj, prefix + "dtype") is not None:
             require_choice(obj, prefix + "dtype", DTYPES)
-        for key in ("max_model_len", "tensor_parallel_size", "hf_batch_size"):
+        for key in ("max_model_len", "tensor_parallel_size", "hf_batch_size", "max_num_seqs"):
             if getattr(obj, prefix + key) is not None:
                 require_positive(obj, prefix + key)
         gmu = getattr(obj, prefix + "gpu_memory_utilization")
         if gmu is not None and not 0 < gmu <= 1:
             raise ValueError(f"{prefix}gpu_memory_utilization must be in (0, 1], got {gmu!r}")
+        check_vllm_keys(obj, prefix)
+
+
+def check_vllm_keys(obj, prefix: str) -> None:
+    """`none` unsets a vLLM setting given as text (air.yaml's judge_quantization: fp8, undone on the command line).
+    A role on another engine ignores them, as it ignores tensor_parallel_size (tiny.yaml's hf judge includes
+    air.yaml's fp8)."""
+    from .engines.role import VLLM_KEYS
+
+    for key in VLLM_KEYS:
+        if str(getattr(obj, prefix + key)).lower() == "none":
+            setattr(obj, prefix + key, None)
 
 
 def role_args(name: str, prefix: str, what: str, *, model: Optional[str] = None, model_help: str = "",
@@ -102,6 +116,13 @@ def role_args(name: str, prefix: str, what: str, *, model: Optional[str] = None,
         "hf_batch_size": (Optional[int], None, "hf engine: rows per generate call (default: the stage's batch)"),
         "base_url": (Optional[str], None, "openai engine: server URL (key from OPENAI_API_KEY)"),
         "trust_remote_code": (bool, False, "only if the model's config requires it"),
+        # vLLM's own settings, given to vllm.LLM only when set (reference exp/unitag.py: judge quantization fp8)
+        "quantization": (Optional[str], None, "vllm: weight quantization (fp8, awq, gptq, ...); default: the "
+                                              "checkpoint's own"),
+        "kv_cache_dtype": (Optional[str], None, "vllm: KV cache dtype (auto, fp8); default: vLLM's (auto)"),
+        "max_num_seqs": (Optional[int], None, "vllm: sequences scheduled per step; default: vLLM's"),
+        "enforce_eager": (Optional[bool], None, "vllm: no CUDA graphs; default: vLLM's (on a CPU: true, see "
+                                                "synth/engines/vllm.py)"),
     }
     fields_ = []
     for key in KEYS:
@@ -219,11 +240,10 @@ JudgeModel = role_args("JudgeModel", "judge_", "the judge (task category, diffic
                        model="meta-llama/Meta-Llama-3-8B-Instruct", model_help="paper: Llama-3-8B-Instruct")
 GuardModel = role_args("GuardModel", "guard_", "the safety guard", model="meta-llama/Meta-Llama-Guard-2-8B",
                        model_help="paper's safety tagger: Llama-Guard-2-8B")
-# reward_difference runs the base model and the reward model in one process (it scores the base answers): an 8B
-# reward model in bf16 takes 16 GB beside vLLM, so the base model's vLLM leaves room for it by default.
+# The base model writes reward_difference's URIAL answers in a process of its own (tagger base_response): the reward
+# model scores them in another, so vLLM takes its default share of the GPU.
 BaseModel = role_args("BaseModel", "base_", "the base model of reward_difference (URIAL answers)",
-                      model_help="paper: meta-llama/Meta-Llama-3-8B; needed by reward_difference",
-                      gpu_memory_utilization=0.7)
+                      model_help="paper: meta-llama/Meta-Llama-3-8B; needed by reward_difference")
 RewardModel = role_args("RewardModel", "reward_", "the reward model (a sequence classifier)", engine="hf",
                         model="sfairXC/FsfairX-LLaMA3-RM-v0.1",
                         model_help="paper: sfairXC/FsfairX-LLaMA3-RM-v0.1; offline: embedded:smollm2-135m-instruct "
@@ -366,6 +386,43 @@ def stage_config(*parts) -> dict:
     return out
 
 
+def read_config(path) -> dict:
+    """A recipe YAML as a dict, with `include: other.yaml` (a path relative to this file, as lm-eval's task YAMLs
+    inherit) resolved: this file's keys replace the included file's. The tiny profile is air.yaml plus the keys it
+    scales down, each with its reason, so nothing else can differ."""
+    import yaml
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config {path}: is a directory; give a YAML file (e.g. recipes/configs/synth/tiny.yaml)")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"config {path}: not a mapping of keys to values")
+    if "include" in cfg:
+        base = path.parent / str(cfg.pop("include"))
+        if not base.is_file():
+            raise ValueError(f"config {path}: include: no such file {base}")
+        cfg = {**read_config(base), **cfg}
+    return cfg
+
+
+def _resolved(config: str) -> str:
+    """`config`, or a temporary copy with its includes resolved (TrlParser reads one flat YAML)."""
+    import tempfile
+
+    import yaml
+
+    if Path(config).is_dir():
+        raise ValueError(f"config {config}: is a directory; give a YAML file (e.g. recipes/configs/synth/tiny.yaml)")
+    with open(config) as f:
+        if not any(line.startswith("include:") for line in f):
+            return config
+    out = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="magpie-config-", delete=False)
+    with out:
+        yaml.safe_dump(read_config(config), out, sort_keys=False)
+    return out.name
+
+
 def parse(argv: list[str] | None = None, classes: tuple = ALL):
     """One instance of each of `classes` (the synth dataclasses, or train's TRL ones) from `--config x.yaml` plus
     `--key value` overrides. Any bad input raises one ValueError line that says where the value came from:
@@ -382,6 +439,13 @@ def parse(argv: list[str] | None = None, classes: tuple = ALL):
     argv = list(argv or [])
     config = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
     given = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")} - {"config"}
+    flat = None
+    if config is not None and Path(config).exists():
+        try:
+            flat = _resolved(config)
+        except yaml.YAMLError as e:
+            raise ValueError(f"config {config}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+        argv[argv.index("--config") + 1] = flat
     try:
         return Parser(classes).parse_args_and_config(args=argv)
     except argparse.ArgumentError as e:
@@ -405,3 +469,6 @@ def parse(argv: list[str] | None = None, classes: tuple = ALL):
         # A dataclass's own check (__post_init__) names its key: blame the command line if the key was given there.
         named = {w.strip("'\"{}:,-") for w in msg.split()}
         raise ValueError(f"{'command line' if given & named or not config else f'config {config}'}: {msg}") from None
+    finally:
+        if flat not in (None, config):
+            os.unlink(flat)
