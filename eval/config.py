@@ -30,12 +30,13 @@ class EvalArgs:
     def __post_init__(self):
         bad = [b for b in self.benchmarks if b not in BENCHMARKS]
         if bad:
-            raise ValueError(f"unknown benchmark(s) {bad}; choose from {list(BENCHMARKS)}")
+            # named by its key, as every check is: synth.config.parse blames the command line or the YAML by it
+            raise ValueError(f"benchmarks: unknown benchmark(s) {bad}; choose from {list(BENCHMARKS)}")
 
 
 EvalJudgeModel = role_args("EvalJudgeModel", "judge_", "the AlpacaEval 2 / Arena-Hard judge", engine="openai",
-                           model="gpt-4-1106-preview", model_help="paper: GPT-4-Turbo-1106 for both benchmarks; "
-                           "locally e.g. meta-llama/Meta-Llama-3-70B-Instruct with judge_tensor_parallel_size 4")
+                           model=None, model_help="default: judge's (gpt-4.1; paper: gpt-4-1106-preview, shut down "
+                           "2026-03-26); locally e.g. meta-llama/Meta-Llama-3-70B-Instruct, judge_tensor_parallel_size 4")
 ReferenceModel = role_args("ReferenceModel", "reference_", "the reference model (reference: generate)",
                            inherit="the model under test", model_help="reference: generate: the model that answers")
 
@@ -43,13 +44,19 @@ ReferenceModel = role_args("ReferenceModel", "reference_", "the reference model 
 @with_roles
 @dataclass
 class JudgeArgs(EvalJudgeModel):
+    judge: str | None = field(default=None, metadata={
+        "help": "a named judge (eval/judges.py JUDGES), filling judge_model and alpaca_annotator: gpt-4.1 (the "
+                "default: OpenAI shut the paper's down on 2026-03-26; AlpacaEval's weighted_alpaca_eval_gpt4.1 and "
+                "Arena-Hard v2.0's judge) or paper (gpt-4-1106-preview, weighted_alpaca_eval_gpt4_turbo: give "
+                "judge_base_url of an archived deployment)"})
     judge_prefill: str = field(default="none", metadata={"help": "none (paper) or label: reply prefilled up to the verdict"})
     judge_batch_size: int = field(default=16, metadata={"help": "judgments per call and per resumable shard"})
-    alpaca_annotator: str = field(default="engine", metadata={
-        "help": "engine: the judge above on AlpacaEval's prompt; or an alpaca_eval annotator config, e.g. "
-                "weighted_alpaca_eval_gpt4_turbo (the paper's judge, run by the alpaca_eval package)"})
+    alpaca_annotator: str | None = field(default=None, metadata={
+        "help": "engine: the judge above on AlpacaEval's prompt; or an alpaca_eval annotator config run by the "
+                "alpaca_eval package, e.g. weighted_alpaca_eval_gpt4.1 (judge's default) or "
+                "weighted_alpaca_eval_gpt4_turbo (the paper's); default: judge's, or engine when judge_model is given"})
     alpaca_top_logprobs: int = field(default=5, metadata={
-        "help": "weighted judge: top log-probabilities of its one token (weighted_alpaca_eval_gpt4_turbo: 5)"})
+        "help": "weighted judge: top log-probabilities of its one token (weighted_alpaca_eval_gpt4.1: 5)"})
     arena_judge_max_tokens: int = field(default=4096, metadata={"help": "Arena-Hard v0.1 judge config: 4096"})
     arena_judge_prompt_file: str | None = field(default=None, metadata={
         "help": "YAML with system_prompt and prompt_template ({QUESTION} {ANSWER_A} {ANSWER_B}); default: ours"})
@@ -57,6 +64,19 @@ class JudgeArgs(EvalJudgeModel):
     def __post_init__(self):
         check_roles(self)
         require_positive(self, "judge_batch_size", "alpaca_top_logprobs", "arena_judge_max_tokens")
+        from .judges import DEFAULT_JUDGE, JUDGES
+
+        preset = JUDGES.get(self.judge or DEFAULT_JUDGE)
+        if preset is None:
+            raise ValueError(f"judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
+        for key, allowed in (("judge_model", ()), ("alpaca_annotator", ("engine",))):
+            if self.judge and getattr(self, key) not in (None, preset[key], *allowed):
+                raise ValueError(f"judge {self.judge} means {key} {preset[key]}, but {key} is {getattr(self, key)!r}; "
+                                 "give one of the two")
+        # A judge model of your own judges AlpacaEval too (on AlpacaEval's weighted prompt) unless told otherwise.
+        own = self.judge_model is not None and not self.judge
+        self.alpaca_annotator = self.alpaca_annotator or ("engine" if own else preset["alpaca_annotator"])
+        self.judge_model = self.judge_model or preset["judge_model"]
 
     def role(self):
         """The judge's ModelRole; an hf judge batches judge_batch_size rows unless judge_hf_batch_size says."""

@@ -1,17 +1,24 @@
-"""Pairwise LLM judges for AlpacaEval 2 and Arena-Hard, on any engine of `synth.engines`.
+"""Pairwise LLM judges for AlpacaEval 2 and Arena-Hard, on any engine of `synth.engines`, and the named judges.
 
-AlpacaEval 2 (paper: GPT-4-Turbo-1106, `weighted_alpaca_eval_gpt4_turbo`): the judge sees the
-instruction and two outputs labelled `m` and `M` and writes one token, the better one's label. The
+Which judge: OpenAI shut the paper's judge (gpt-4-1106-preview) down on 2026-03-26, so the default (`judge:
+gpt-4.1`) is the one both benchmarks moved to: AlpacaEval's `weighted_alpaca_eval_gpt4.1` (the paper's protocol,
+logprob-weighted, with gpt-4.1) and arena-hard-auto v2.0's judge, gpt-4.1. `judge: paper` keeps the paper's for
+a user with an archived deployment (`judge_base_url`). `check_judges` refuses a judge that cannot judge in one
+line before any answer is generated. The references stay the benchmarks' files (gpt4_turbo, gpt-4-0314 answers).
+
+AlpacaEval 2 (paper: GPT-4-Turbo-1106, `weighted_alpaca_eval_gpt4_turbo`; `weighted_alpaca_eval_gpt4.1` is the
+same with gpt-4.1): the judge sees the instruction and two outputs labelled `m` and `M` and writes one token, the
+better one's label. The
 prompt is read at run time from the installed alpaca_eval package
 (`alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt`), so the wording is AlpacaEval's own. As that
 annotator does, the preference is weighted: 2 - P(m) / (P(m) + P(M)) from the top-5 log-probabilities
 of the one generated token (1: the first output shown is better, 2: the second). Where neither token
 is among them, the generated text is read instead (1 or 2), else the judgment is unreadable.
-`alpaca_annotator: weighted_alpaca_eval_gpt4_turbo` hands the pairs to the alpaca_eval package's own
-annotator instead (eval/run.py). The two outputs are shown in alpaca_eval's own seeded random order
+`alpaca_annotator: weighted_alpaca_eval_gpt4.1` (or any alpaca_eval config) hands the pairs to the alpaca_eval
+package's own annotator instead (eval/run.py); `engine` keeps them here. The two outputs are shown in alpaca_eval's own seeded random order
 (`alpaca_switched`), and identical outputs are a tie without a call.
 
-Arena-Hard v0.1 (judge GPT-4-Turbo-1106, temperature 0, 4096 tokens): the judge sees the question
+Arena-Hard v0.1 (judge GPT-4-Turbo-1106, temperature 0, 4096 tokens; v2.0: gpt-4.1): the judge sees the question
 and answers A and B, writes its reasoning and ends with one of five labels, `[[A>>B]]`, `[[A>B]]`,
 `[[A=B]]`, `[[B>A]]`, `[[B>>A]]`. Each question is judged twice, the baseline first (game 1) and
 second (game 2), to cancel position bias. The prompt (eval/data/arena_judge_prompt.yaml) is ours; the official
@@ -25,10 +32,13 @@ A verdict that cannot be read is None: counted by the scorers, never fatal.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 import re
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlparse
 
 import yaml
 
@@ -43,6 +53,31 @@ ARENA_PROMPT = Path(__file__).resolve().parent / "data" / "arena_judge_prompt.ya
 ARENA_PREFILL = "My final verdict is: [["
 ALPACA_PROMPT = ("alpaca_eval", "evaluators_configs/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt")
 PREFILLS = ("none", "label")
+
+# Named judges (`judge: <name>`): the keys each fills where the config leaves them unset.
+DEFAULT_JUDGE = "gpt-4.1"
+JUDGES = {
+    # AlpacaEval's weighted_alpaca_eval_gpt4.1 (OLMo's "AlpacaEval v3"); arena-hard-auto v2.0's judge_model
+    "gpt-4.1": {"judge_model": "gpt-4.1", "alpaca_annotator": "weighted_alpaca_eval_gpt4.1"},
+    # the paper's (section 4.1): GPT-4-Turbo-1106 for both benchmarks
+    "paper": {"judge_model": "gpt-4-1106-preview", "alpaca_annotator": "weighted_alpaca_eval_gpt4_turbo"},
+}
+# OpenAI's deprecation notice: shut down on 2026-03-26. Refused without a call unless a base URL of the user's own
+# (an archived deployment) serves them. gpt-4-0314's Arena-Hard answers stay: they are a file.
+RETIRED = dict.fromkeys(("gpt-4-1106-preview", "gpt-4-0125-preview", "gpt-4-0314"), "2026-03-26")
+REPLACEMENT = "--judge gpt-4.1 (judge_model gpt-4.1, alpaca_annotator weighted_alpaca_eval_gpt4.1)"
+LOCAL_JUDGE = "--judge_engine vllm --judge_model meta-llama/Meta-Llama-3-70B-Instruct --alpaca_annotator engine"
+
+# alpaca_eval annotator configs newer than its last PyPI release (0.6.6), as its repo has them
+# (src/alpaca_eval/evaluators_configs/<name>/configs.yaml; weighted_alpaca_eval_gpt4.1: commit cd543a1, 2025-08-09,
+# which names gpt-4.1's one snapshot, gpt-4.1-2025-04-14; a later version of the file names the alias gpt-4.1).
+ALPACA_ANNOTATORS = {"weighted_alpaca_eval_gpt4.1": {"weighted_alpaca_eval_gpt4.1": {
+    "prompt_template": "alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt", "fn_completions": "openai_completions",
+    "completions_kwargs": {"model_name": "gpt-4.1", "max_tokens": 1, "temperature": 1, "logprobs": True,
+                           "top_logprobs": 5},
+    "fn_completion_parser": "logprob_parser",
+    "completion_parser_kwargs": {"numerator_token": "m", "denominator_tokens": ["m", "M"], "is_binarize": False},
+    "completion_key": "completions_all", "batch_size": 1}}}
 
 
 def parse_arena_verdict(text: str | None) -> str | None:
@@ -167,3 +202,99 @@ class PairwiseJudge:
     def info(self) -> dict:
         return {"judge_model": self.names[1], "judge_engine": self.names[0],
                 "prefill": self.prefill, "prompt": self.prompt_source, "sampling": self.sampling.to_dict()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Which judge, and whether it can judge
+
+def _alpaca_eval_configs_dir() -> Path:
+    # find_spec, not an import: importing alpaca_eval takes seconds and changes the root logger
+    spec = importlib.util.find_spec("alpaca_eval")
+    if spec is None:
+        raise ImportError("alpaca_eval is not installed; pip install -e . installs it")
+    return Path(next(iter(spec.submodule_search_locations))) / "evaluators_configs"
+
+
+def alpaca_annotator_configs(name: str) -> dict[str, dict]:
+    """alpaca_eval annotator config `name` ({annotator: settings}): the installed package's, else ours."""
+    path = _alpaca_eval_configs_dir() / name / "configs.yaml"
+    if path.is_file():
+        return yaml.safe_load(path.read_text())
+    if name in ALPACA_ANNOTATORS:
+        return {k: {**v, "completions_kwargs": dict(v["completions_kwargs"])} for k, v in ALPACA_ANNOTATORS[name].items()}
+    raise ValueError(f"alpaca_annotator {name!r} is no alpaca_eval annotator config (none in {path.parent.parent} "
+                     f"or eval/judges.py); use {JUDGES[DEFAULT_JUDGE]['alpaca_annotator']}, or engine")
+
+
+def alpaca_annotator_model(name: str) -> str | None:
+    """The model an alpaca_eval annotator config calls (None where it names none)."""
+    models = [c.get("completions_kwargs", {}).get("model_name") for c in alpaca_annotator_configs(name).values()]
+    return next((m for m in models if m), None)
+
+
+def write_alpaca_annotator(name: str, folder: Path, base_url: str | None = None) -> Path:
+    """Annotator config `name` as a file alpaca_eval's PairwiseAnnotator reads: the prompt's path made absolute (our
+    copies of newer configs then find the package's prompt) and, given judge_base_url, the server it calls."""
+    configs = alpaca_annotator_configs(name)
+    prompts = _alpaca_eval_configs_dir()
+    for cfg in configs.values():
+        prompt = prompts / str(cfg.get("prompt_template", ""))
+        if prompt.is_file():
+            cfg["prompt_template"] = str(prompt)
+        if base_url and cfg.get("fn_completions") == "openai_completions":
+            cfg["completions_kwargs"] = {**cfg.get("completions_kwargs", {}), "openai_api_base": base_url}
+    path = Path(folder) / name / "configs.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(configs, sort_keys=False))
+    return path
+
+
+def served_judges(jargs, benchmarks) -> list[tuple[str, str | None, str, bool]]:
+    """(model, base URL or None for the client's default, the setting that names it, whether alpaca_eval calls it)
+    of each judge a server answers: the engine judge on `openai`, and an alpaca_eval annotator."""
+    out = []
+    by_engine = [b for b in benchmarks if b == "arena_hard" or (b == "alpaca_eval" and jargs.alpaca_annotator == "engine")]
+    if by_engine and jargs.judge_engine == "openai":
+        out.append((jargs.judge_model, jargs.judge_base_url or os.environ.get("OPENAI_BASE_URL"), "judge_model", False))
+    if "alpaca_eval" in benchmarks and jargs.alpaca_annotator != "engine":
+        for cfg in alpaca_annotator_configs(jargs.alpaca_annotator).values():
+            if cfg.get("fn_completions") == "openai_completions":
+                # alpaca_eval's own spelling of the base URL first (decoders/openai.py), then the SDK's
+                url = jargs.judge_base_url or os.environ.get("OPENAI_API_BASE") or os.environ.get("OPENAI_BASE_URL")
+                out.append((cfg["completions_kwargs"]["model_name"], url,
+                            f"alpaca_annotator {jargs.alpaca_annotator}", True))
+    return list(dict.fromkeys(out))
+
+
+def check_judges(jargs, benchmarks, probe: bool = True) -> None:
+    """Raise one ValueError line, before any answer is generated, when a judge cannot judge: a model OpenAI no longer
+    serves (without a call), no key, or a server that refuses the model, the key or the connection (one 1-token
+    request: finding out after hours of generation would waste them)."""
+    probed = set()
+    for model, url, setting, by_alpaca_eval in served_judges(jargs, benchmarks):
+        on_openai = urlparse(url or "https://api.openai.com/v1").hostname == "api.openai.com"
+        if on_openai and model in RETIRED:
+            raise ValueError(f"judge {model} ({setting}) was shut down by OpenAI on {RETIRED[model]}; judge with "
+                             f"{REPLACEMENT}, or set judge_base_url to an archived deployment that still serves it")
+        # alpaca_eval's client needs a key even for a local server; ours sends "EMPTY" there
+        if (on_openai or by_alpaca_eval) and not os.environ.get("OPENAI_API_KEY"):
+            raise ValueError(f"judge {model} ({setting}) is called through the OpenAI API and OPENAI_API_KEY is not "
+                             f"set; export it, or judge locally: {LOCAL_JUDGE}")
+        if probe and (model, url) not in probed:
+            _probe(model, url, setting)
+            probed.add((model, url))
+
+
+def _probe(model: str, url: str | None, setting: str) -> None:
+    from synth.engines import get_engine
+
+    engine = get_engine("openai", model=model, base_url=url)
+    try:
+        engine.chat([[{"role": "user", "content": "Reply with the letter m."}]], Sampling(temperature=0.0, max_tokens=1))
+    except ValueError as e:  # the engine's ServerError: one line with the URL, the status and the server's words
+        fix = (f"judge with {REPLACEMENT}" if model != JUDGES[DEFAULT_JUDGE]["judge_model"]
+               else f"fix the key or judge_base_url, or judge locally: {LOCAL_JUDGE}")
+        raise ValueError(f"judge {model} ({setting}) cannot judge: {str(e).splitlines()[0].rstrip('.')}; {fix}") \
+            from None
+    finally:
+        engine.close()

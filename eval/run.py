@@ -20,7 +20,6 @@ import contextlib
 import functools
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -33,6 +32,7 @@ from synth.store import atomic_write_text
 
 from . import benchmarks
 from .config import BenchArgs, EvalArgs, HarnessArgs, JudgeArgs
+from .judges import alpaca_annotator_model, check_judges, write_alpaca_annotator
 
 JUDGED = ("alpaca_eval", "arena_hard")
 
@@ -237,14 +237,9 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     result = {"model": margs.model, "model_name": name, "profile": eargs.profile,
               "dataset": detect_dataset(margs.model), "row": eargs.row, "benchmarks": {}}
     judged = [b for b in eargs.benchmarks if b in JUDGED]
-    # Fail before any answer is generated when the API judge has no key: finding out after hours of
-    # generation would waste them (the answers would be kept, but the run would stop there).
-    via_api = (jargs.judge_engine == "openai" and not jargs.judge_base_url and bool(judged)) or \
-        ("alpaca_eval" in judged and jargs.alpaca_annotator != "engine")
-    if via_api and not os.environ.get("OPENAI_API_KEY"):
-        raise ValueError("the judge is the OpenAI API (paper: gpt-4-1106-preview) and OPENAI_API_KEY is not set; "
-                         "export it, or judge locally: --judge_engine vllm --judge_model "
-                         "meta-llama/Meta-Llama-3-70B-Instruct --alpaca_annotator engine")
+    # Fail before any answer is generated when a judge cannot judge (retired, no key, refused): finding out after
+    # hours of generation would waste them (the answers would be kept, but the run would stop there).
+    check_judges(jargs, judged)
     sources = {"alpaca_eval": (bargs.alpaca_prompts, bargs.alpaca_limit),
                "arena_hard": (bargs.arena_questions, bargs.arena_limit)}
     sets = {b: benchmarks.load(b, *sources[b], version=bargs.arena_version) for b in judged}
@@ -356,15 +351,25 @@ def judge_sets(jargs: JudgeArgs, work: list[tuple[str, list, Path, dict]]) -> li
                 for b, items, root, config in work]
 
 
+def judge_record(b: str, jargs: JudgeArgs) -> dict:
+    """Which judge scored benchmark `b`, as results.json and the table carry it: the model, the alpaca_eval
+    annotator config (AlpacaEval; `engine`: our judge on its weighted prompt) and a server of the user's own."""
+    package = b == "alpaca_eval" and jargs.alpaca_annotator != "engine"
+    rec = {"judge_model": alpaca_annotator_model(jargs.alpaca_annotator) if package else jargs.judge_model,
+           "judge_engine": "alpaca_eval" if package else jargs.judge_engine, "judge_base_url": jargs.judge_base_url}
+    return rec | ({"annotator": jargs.alpaca_annotator} if b == "alpaca_eval" else {})
+
+
 def _score(b, prompts, refs, answers, judgments, name, ref_name, root, eargs, jargs, bargs) -> dict:
-    if judgments is None:  # AlpacaEval by the alpaca_eval package's own annotator (the paper's, over the API)
+    if judgments is None:  # AlpacaEval by the alpaca_eval package's own annotator (e.g. weighted_alpaca_eval_gpt4.1)
         ann = _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, jargs.alpaca_annotator, eargs.seed,
-                                    root / "alpaca_eval_annotator_cache.json")
+                                    root, jargs.judge_base_url)
         annotator = jargs.alpaca_annotator
     else:
         annotator = f"{jargs.judge_engine}:{jargs.judge_model}"
         if b == "arena_hard":
-            return score_arena(prompts, refs, answers, judgments, name, ref_name, root, annotator, bargs, eargs.seed)
+            return score_arena(prompts, refs, answers, judgments, name, ref_name, root, annotator, bargs,
+                               eargs.seed) | judge_record(b, jargs)
         ann = alpaca_annotations(prompts, refs, answers, judgments, name, ref_name, annotator)
     from .alpaca import length_controlled_winrate, load_gamed
 
@@ -373,18 +378,21 @@ def _score(b, prompts, refs, answers, judgments, name, ref_name, root, eargs, ja
     # the gpt4_turbo references: only then does alpaca_eval's own LC GLM apply.
     full_ae2 = bargs.reference == "hub" and bargs.alpaca_prompts == "hub" and not bargs.alpaca_limit
     metrics = length_controlled_winrate(ann, gamed=load_gamed() if full_ae2 else None)
-    return {**{k: v for k, v in metrics.items() if not isinstance(v, dict)}, "judge": annotator}
+    return {**{k: v for k, v in metrics.items() if not isinstance(v, dict)}, "judge": annotator,
+            **judge_record(b, jargs)}
 
 
 def _alpaca_eval_annotate(prompts, refs, answers, name, ref_name, annotators_config: str, seed: int,
-                          cache: Path) -> list[dict]:
-    """The paper's judge as alpaca_eval runs it (e.g. weighted_alpaca_eval_gpt4_turbo: GPT-4-Turbo's
-    probability of each identifier), through the alpaca_eval package. Its cache of finished calls
-    lives in our output folder (not in site-packages), so an interrupted run pays for no call twice."""
+                          root: Path, base_url: str | None = None) -> list[dict]:
+    """AlpacaEval's judge as alpaca_eval runs it (e.g. weighted_alpaca_eval_gpt4.1: gpt-4.1's probability of each
+    identifier), through the alpaca_eval package, from the config file written under root (judges.py: configs newer
+    than the package, judge_base_url). Its cache of finished calls lives in root too (not in site-packages), so an
+    interrupted run pays for no call twice."""
     from . import import_alpaca_eval
 
+    config = write_alpaca_annotator(annotators_config, root / "alpaca_eval_annotators", base_url)
     annotator = import_alpaca_eval("alpaca_eval.annotators").PairwiseAnnotator(
-        annotators_config=annotators_config, seed=seed, caching_path=str(cache))
+        annotators_config=str(config), seed=seed, caching_path=str(root / "alpaca_eval_annotator_cache.json"))
     out1 = [{"instruction": p["instruction"], "output": refs[p["id"]], "generator": ref_name} for p in prompts]
     out2 = [{"instruction": p["instruction"], "output": answers[p["id"]]["response"], "generator": name}
             for p in prompts]

@@ -3,7 +3,9 @@
 `python -m eval table` reads each evaluation's `results.json`, places it on its paper row (the `row` it was given,
 else the SFT set it was trained on, else its model id), and writes table.md, table.csv and table.png (plus a W&B
 table when W&B is on). Rows keep the paper's order; a measured model that matches no paper row is listed after them.
-Deltas are ours minus the paper's.
+Deltas are ours minus the paper's. The paper's numbers are gpt-4-1106-preview's judgments; a delta between them and
+ours from another judge (the default is gpt-4.1: OpenAI shut the paper's down on 2026-03-26) is marked †, since it
+compares judges as well as models.
 """
 from __future__ import annotations
 
@@ -17,6 +19,10 @@ import yaml
 
 PAPER = Path(__file__).resolve().parent / "data" / "paper_table1.yaml"
 METRICS = (("lc", "AE2 LC"), ("wr", "AE2 WR"), ("arena", "Arena-Hard"))
+# Paper section 4.1: GPT-4-Turbo-1106 judged both benchmarks (AlpacaEval 2: weighted_alpaca_eval_gpt4_turbo).
+PAPER_JUDGE = "gpt-4-1106-preview"
+BENCH_OF = {"lc": "alpaca_eval", "wr": "alpaca_eval", "arena": "arena_hard"}
+ACROSS_JUDGES = "†"
 
 
 def paper_rows() -> tuple[list[dict], str]:
@@ -44,14 +50,32 @@ def row_of(result: dict, rows: list[dict]) -> str | None:
     return next((ids[k] for k in (result.get("row"), result.get("dataset"), result.get("model")) if k in ids), None)
 
 
+def judge_of(bench: dict) -> str | None:
+    """The judge model of one benchmark's result; for results written before `judge_model` was, read from `judge`
+    ("<engine>:<model>", or an alpaca_eval annotator config)."""
+    judge = bench.get("judge_model") or bench.get("judge")
+    if not judge or bench.get("judge_model"):
+        return judge
+    if ":" in judge:
+        return judge.split(":", 1)[1]
+    from .judges import alpaca_annotator_model
+
+    try:
+        return alpaca_annotator_model(judge) or judge
+    except (ValueError, ImportError):
+        return judge
+
+
 def measured(result: dict) -> dict:
-    """The three Table 1 numbers (and their error bars) of one results.json."""
+    """The three Table 1 numbers (and their error bars) of one results.json, and their judges."""
     b = result.get("benchmarks", {})
     ae, ah = b.get("alpaca_eval", {}), b.get("arena_hard", {})
     if ah.get("version", "v0.1") != "v0.1" or ah.get("control"):  # not the paper's v0.1 score: no delta to it
         ah = {}
     return {"lc": ae.get("length_controlled_winrate"), "wr": ae.get("win_rate"), "se": ae.get("standard_error"),
             "arena": ah.get("score"), "arena_ci": (ah.get("ci_lower"), ah.get("ci_upper")),
+            "judges": {"alpaca_eval": judge_of(ae), "arena_hard": judge_of(ah)},
+            "annotator": ae.get("annotator"),
             "lm_eval": {t: m for t, m in b.get("lm_eval", {}).items() if isinstance(m, dict)}}
 
 
@@ -73,11 +97,16 @@ def _line(row: dict | None, result: dict | None) -> dict:
     line = {"id": paper.get("id"), "label": row["label"] if row else result["model_name"],
             "size": paper.get("size", ""), "group": paper.get("group", "") if row else "measured",
             "measured_model": result["model_name"] if result else "",
-            "profile": result.get("profile") if result else ""}
+            "profile": result.get("profile") if result else "", "paper_judge": PAPER_JUDGE if row else None}
+    judges = ours.get("judges", {})
+    line.update({f"ours_judge_{b}": judges.get(b) for b in ("alpaca_eval", "arena_hard")},
+                ours_annotator=ours.get("annotator"))
     for key, _ in METRICS:
         p, mine = paper.get(key), ours.get(key)
-        line.update({f"paper_{key}": p, f"ours_{key}": mine,
-                     f"delta_{key}": mine - p if _num(mine) and _num(p) else None})
+        delta = mine - p if _num(mine) and _num(p) else None
+        judge = judges.get(BENCH_OF[key])
+        line.update({f"paper_{key}": p, f"ours_{key}": mine, f"delta_{key}": delta,
+                     f"across_judges_{key}": delta is not None and judge is not None and judge != PAPER_JUDGE})
     return {**line, "paper_sd": paper.get("sd"), "ours_se": ours.get("se"), "ours_arena_ci": ours.get("arena_ci"),
             "lm_eval": ours.get("lm_eval", {})}
 
@@ -88,6 +117,15 @@ def _num(x) -> bool:
 
 def _f(x, signed=False) -> str:
     return format(x, "+.2f" if signed else ".2f") if _num(x) else "–"
+
+
+def _delta(ln: dict, key: str) -> str:
+    return _f(ln[f"delta_{key}"], True) + (ACROSS_JUDGES if ln[f"across_judges_{key}"] else "")
+
+
+def _judges(ln: dict) -> str:
+    ae, ah = ln["ours_judge_alpaca_eval"], ln["ours_judge_arena_hard"]
+    return (ae or ah or "–") if ae == ah or not (ae and ah) else f"AE2 {ae}, Arena {ah}"
 
 
 def _arena(x, ci) -> str:
@@ -111,15 +149,24 @@ def csv_text(rows: list[dict], columns) -> str:
 
 def markdown(lines: list[dict]) -> str:
     rows, source = paper_rows()
-    head = ["Model", "Size", "Measured", "LC paper", "LC ours", "Δ LC", "WR paper", "WR ours", "Δ WR",
+    head = ["Model", "Size", "Measured", "Judge ours", "LC paper", "LC ours", "Δ LC", "WR paper", "WR ours", "Δ WR",
             "SD paper", "SE ours", "Arena paper", "Arena ours (95% CI)", "Δ Arena"]
-    cols = [(f"{w}_{k}", w == "delta") for k in ("lc", "wr") for w in ("paper", "ours", "delta")]
-    out = md_table(head, [[ln["label"], ln["size"], ln["measured_model"] or "–", *(_f(ln[c], d) for c, d in cols),
-                           _f(ln["paper_sd"]), _f(ln["ours_se"]), _arena(ln["paper_arena"], None),
-                           _arena(ln["ours_arena"], ln["ours_arena_ci"]), _f(ln["delta_arena"], True)] for ln in lines])
-    notes = [(f"Paper numbers: {source}. AE2 = AlpacaEval 2 (LC: length-controlled win rate, WR: win rate, "
+
+    def cells(ln):
+        ae = [x for k in ("lc", "wr") for x in (_f(ln[f"paper_{k}"]), _f(ln[f"ours_{k}"]), _delta(ln, k))]
+        return [ln["label"], ln["size"], ln["measured_model"] or "–", _judges(ln) if ln["measured_model"] else "–",
+                *ae, _f(ln["paper_sd"]), _f(ln["ours_se"]), _arena(ln["paper_arena"], None),
+                _arena(ln["ours_arena"], ln["ours_arena_ci"]), _delta(ln, "arena")]
+
+    out = md_table(head, [cells(ln) for ln in lines])
+    notes = [(f"Paper numbers: {source}, judged by {PAPER_JUDGE} (AlpacaEval 2: weighted_alpaca_eval_gpt4_turbo). "
+              "AE2 = AlpacaEval 2 (LC: length-controlled win rate, WR: win rate, "
               "both % against GPT-4-Turbo; SD as the paper reports it, SE: our standard error); Arena-Hard: "
               "% win rate against GPT-4-0314 with its bootstrap 95% CI. Δ = ours − paper.")]
+    if any(ln[f"across_judges_{k}"] for ln in lines for k in BENCH_OF):
+        notes.append(f"{ACROSS_JUDGES} ours were judged by another model than the paper's {PAPER_JUDGE} (which OpenAI "
+                     "shut down on 2026-03-26; see Judge ours): the delta compares different judges as well as "
+                     "different models.")
     if any(ln["profile"] == "tiny" for ln in lines):
         notes.append("**tiny profile**: the measured models are SmolLM2-135M fine-tunes, judged by SmolLM2-135M "
                      "against SmolLM2-135M's own answers on the repo's small prompt sets (24 AlpacaEval-style, "
@@ -149,7 +196,8 @@ def _lm_cell(metrics: dict) -> str:
 def to_csv(lines: list[dict]) -> str:
     metrics = [f"{w}_{k}" for k, _ in METRICS for w in ("paper", "ours", "delta")]
     return csv_text(lines, ["id", "label", "size", "group", "measured_model", "profile", *metrics,
-                            "paper_sd", "ours_se"])
+                            "paper_sd", "ours_se", "paper_judge", "ours_judge_alpaca_eval", "ours_annotator",
+                            "ours_judge_arena_hard", *(f"across_judges_{k}" for k, _ in METRICS)])
 
 
 def plot(lines: list[dict], path: Path) -> Path:
@@ -198,7 +246,8 @@ def write(results_paths, out_dir, only_measured: bool = False, log=None) -> dict
             import wandb
 
             cols = ["label", "measured_model", "paper_lc", "ours_lc", "delta_lc", "paper_wr", "ours_wr", "delta_wr",
-                    "paper_arena", "ours_arena", "delta_arena"]
+                    "paper_arena", "ours_arena", "delta_arena", "paper_judge", "ours_judge_alpaca_eval",
+                    "ours_judge_arena_hard"]
             log({"paper_table": wandb.Table(columns=cols, data=[[ln[c] for c in cols] for ln in lines]),
                  "paper_table_plot": wandb.Image(str(png))})
         except ImportError:

@@ -6,7 +6,9 @@
 Implements POST /v1/completions, POST /v1/chat/completions (rendered with the engine's chat
 template, as vLLM's server does) and GET /v1/models, with vLLM's extra sampling fields.
 `seen` collects the path of every request; `faults` (status, headers) answer the next POSTs
-before the engine does, to show what a client does with a rate limit or a failing server.
+before the engine does, to show what a client does with a rate limit or a failing server. `models`,
+when given, are the only model names served: a request for another gets OpenAI's 404
+`model_not_found` (what the API answers for a retired model); otherwise any name is answered.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ def _sampling(body: dict) -> Sampling:
     )
 
 
-def _handler(engine: Engine, api_key: str | None, lock: threading.Lock, seen: list, faults: list):
+def _handler(engine: Engine, api_key: str | None, lock: threading.Lock, seen: list, faults: list,
+             models: tuple[str, ...] | None = None):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # keep test output clean
             pass
@@ -61,7 +64,8 @@ def _handler(engine: Engine, api_key: str | None, lock: threading.Lock, seen: li
                 return
             if self.path.rstrip("/") != "/v1/models":
                 return self._error(404, f"no route {self.path}")
-            self._send(200, {"object": "list", "data": [{"id": engine.info.model, "object": "model"}]})
+            self._send(200, {"object": "list", "data": [{"id": m, "object": "model"}
+                                                        for m in models or (engine.info.model,)]})
 
         def do_POST(self):
             seen.append(self.path)
@@ -76,6 +80,10 @@ def _handler(engine: Engine, api_key: str | None, lock: threading.Lock, seen: li
                 return self._error(404, f"no route {self.path}")
             try:
                 body = json.loads(raw)
+                if models is not None and body.get("model") not in models:  # OpenAI's words and code
+                    error = {"message": f"The model `{body.get('model')}` does not exist or you do not have access "
+                             "to it.", "type": "invalid_request_error", "param": None, "code": "model_not_found"}
+                    return self._send(404, {"error": error})
                 sampling = _sampling(body)
                 if route == "/v1/completions":
                     prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
@@ -113,10 +121,12 @@ def _handler(engine: Engine, api_key: str | None, lock: threading.Lock, seen: li
 
 
 @contextlib.contextmanager
-def serve(engine: Engine, api_key: str | None = None, seen: list | None = None, faults: list | None = None):
+def serve(engine: Engine, api_key: str | None = None, seen: list | None = None, faults: list | None = None,
+          models: tuple[str, ...] | None = None):
     """Serve `engine` on 127.0.0.1 (a free port) in a background thread; yields the base URL."""
     seen, faults = [] if seen is None else seen, [] if faults is None else faults
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(engine, api_key, threading.Lock(), seen, faults))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(engine, api_key, threading.Lock(), seen, faults,
+                                                            None if models is None else tuple(models)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -198,6 +198,132 @@ def test_paper_judge_without_a_key_fails_before_any_generation(tmp_path, capsys,
     assert not (tmp_path / "o" / "alpaca_eval").exists()
 
 
+PAPER = str(ROOT / "recipes/configs/eval/paper.yaml")
+KEY = "sk-test-not-a-real-key-1234"
+
+
+def _no_answers(out: Path) -> bool:
+    return not any((out / b).exists() for b in ("alpaca_eval", "arena_hard"))
+
+
+def test_retired_judge_is_refused_by_name_before_any_answer(tmp_path, capsys, monkeypatch):
+    """OpenAI shut the paper's judges down on 2026-03-26: naming one on OpenAI's API is one line naming the
+    replacement, before any answer is generated and without a request."""
+    import synth.engines
+    from eval.__main__ import main
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    for var in ("OPENAI_BASE_URL", "OPENAI_API_BASE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(synth.engines, "get_engine", lambda *a, **k: pytest.fail("the judge was called"))
+    out = tmp_path / "o"
+    for judge, extra in (("gpt-4-1106-preview", ["--judge", "paper"]),
+                         ("gpt-4-0314", ["--judge_model", "gpt-4-0314", "--benchmarks", "arena_hard"])):
+        with pytest.raises(SystemExit) as e:
+            main(["run", "--config", PAPER, "--model", "some/model", "--output_dir", str(out), "--report_to", "none",
+                  *extra])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"error: judge {judge} ") and "shut down by OpenAI on 2026-03-26" in err
+        assert "--judge gpt-4.1 (judge_model gpt-4.1, alpaca_annotator weighted_alpaca_eval_gpt4.1)" in err
+        assert "judge_base_url" in err  # an archived deployment still runs it
+        assert _no_answers(out)
+
+
+@pytest.mark.parametrize("failure", ["model not found", "wrong key", "no server"])
+def test_a_judge_that_cannot_judge_is_one_line_before_any_answer(failure, tmp_path, capsys, monkeypatch):
+    """A server that does not serve the judge (OpenAI's 404 model_not_found), refuses the key, or is not there:
+    one request, then one line naming the judge and what replaces it, and no answer generated. A retired name on a
+    server of one's own (an archived deployment) is asked, not refused by name."""
+    from types import SimpleNamespace
+
+    from eval.__main__ import main
+    from tests.openai_server import serve
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong" if failure == "wrong key" else KEY)
+    seen, out = [], tmp_path / "o"
+    judge = "gpt-4-1106-preview" if failure == "model not found" else "gpt-4.1"
+    engine = SimpleNamespace(info=SimpleNamespace(model="gpt-4.1"))  # never asked to generate: every request fails
+    with serve(engine, api_key=KEY, seen=seen, models=("gpt-4.1",)) as url:
+        pass  # a port where no server listens any more
+    with serve(engine, api_key=KEY, seen=seen, models=("gpt-4.1",)) as live, pytest.raises(SystemExit) as e:
+        main(["run", "--config", EVAL_TINY, "--model", "embedded:smollm2-135m-instruct", "--report_to", "none",
+              "--output_dir", str(out), "--judge_engine", "openai", "--judge_model", judge,
+              "--judge_base_url", url if failure == "no server" else live])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: judge {judge} (judge_model) cannot judge: ")
+    assert {"model not found": "HTTP 404: The model `gpt-4-1106-preview` does not exist",
+            "wrong key": "HTTP 401", "no server": f"no server at {url}"}[failure] in err
+    assert ("--judge gpt-4.1" if judge != "gpt-4.1" else "judge locally: --judge_engine vllm") in err
+    assert seen == ([] if failure == "no server" else ["/v1/chat/completions"])  # one 1-token request
+    assert _no_answers(out)
+
+
+@pytest.mark.slow
+def test_results_and_table_say_which_judge_made_them(hf_engine, tmp_path, capsys, monkeypatch):
+    """The default judge's settings (gpt-4.1; AlpacaEval by alpaca_eval's weighted_alpaca_eval_gpt4.1, which its
+    0.6.6 release lacks) on a server of one's own, recorded per benchmark in results.json; the table marks the
+    deltas to the paper's gpt-4-1106-preview numbers. The model answers like its references (SmolLM2 both), so
+    every pair is a tie and the server sees only the 1-token check."""
+    from eval.__main__ import main
+    from eval.table import load_results, write
+    from tests.openai_server import serve
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    seen, out = [], tmp_path / "o"
+    with serve(hf_engine, api_key=KEY, seen=seen, models=("gpt-4.1",)) as url:
+        assert main(["run", "--config", EVAL_TINY, "--model", "embedded:smollm2-135m-instruct", "--report_to", "none",
+                     "--output_dir", str(out), "--references_dir", str(tmp_path / "refs"), "--row",
+                     "llama-3-8b-instruct", "--benchmarks", "alpaca_eval", "arena_hard", "--alpaca_limit", "2",
+                     "--arena_limit", "1", "--alpaca_max_tokens", "2", "--arena_max_tokens", "2",
+                     "--judge_engine", "openai", "--judge_model", "gpt-4.1", "--judge_base_url", url,
+                     "--alpaca_annotator", "weighted_alpaca_eval_gpt4.1"]) == 0
+    assert seen == ["/v1/chat/completions"]
+    [r] = load_results([out])
+    ae, ah = r["benchmarks"]["alpaca_eval"], r["benchmarks"]["arena_hard"]
+    assert {k: ae[k] for k in ("judge", "judge_model", "annotator", "judge_engine", "judge_base_url")} == {
+        "judge": "weighted_alpaca_eval_gpt4.1", "judge_model": "gpt-4.1", "annotator": "weighted_alpaca_eval_gpt4.1",
+        "judge_engine": "alpaca_eval", "judge_base_url": url}
+    assert (ah["judge"], ah["judge_model"], ah["judge_engine"]) == ("openai:gpt-4.1", "gpt-4.1", "openai")
+    assert ae["win_rate"] == 50.0 and ah["score"] == 50.0
+
+    capsys.readouterr()
+    md = (Path(write([out], tmp_path / "table", only_measured=True)["markdown"])).read_text()
+    row = next(ln for ln in md.splitlines() if ln.startswith("| Llama-3-8B-Instruct"))
+    assert "| gpt-4.1 |" in row and "+27.08†" in row and row.endswith("+29.40† |")  # 50 - 22.92, 50 - 20.6
+    assert "judged by gpt-4-1106-preview" in md and "† ours were judged by another model" in md
+
+
+def test_table_marks_deltas_across_judges(tmp_path):
+    """A delta is marked where our judge is not the paper's, including results recorded before `judge_model` was."""
+    from eval.table import build, load_results, markdown, to_csv
+
+    def bench(ae_judge, ah_judge):
+        b = _bench(24.0, 20.0, 1.3, 16.0, 14.5, 17.2)
+        b["alpaca_eval"].update(ae_judge)
+        b["arena_hard"].update(ah_judge)
+        return b
+
+    gpt41 = _result(tmp_path, "gpt41", row="sharegpt", benchmarks=bench(
+        {"judge_model": "gpt-4.1", "annotator": "weighted_alpaca_eval_gpt4.1"}, {"judge_model": "gpt-4.1"}))
+    old = _result(tmp_path, "old", row="wildchat", benchmarks=bench(
+        {"judge": "weighted_alpaca_eval_gpt4_turbo"}, {"judge": "openai:gpt-4-1106-preview"}))
+    mixed = _result(tmp_path, "mixed", row="evol-instruct", benchmarks=bench(
+        {"judge": "openai:gpt-4-1106-preview"}, {"judge_model": "gpt-4.1"}))
+    lines = {ln["measured_model"]: ln for ln in build(load_results([gpt41, old, mixed]), only_measured=True)}
+    assert [lines["gpt41"][f"across_judges_{k}"] for k in ("lc", "wr", "arena")] == [True, True, True]
+    assert [lines["old"][f"across_judges_{k}"] for k in ("lc", "wr", "arena")] == [False, False, False]
+    assert [lines["mixed"][f"across_judges_{k}"] for k in ("lc", "wr", "arena")] == [False, False, True]
+    assert lines["old"]["ours_judge_alpaca_eval"] == "gpt-4-1106-preview"
+    md = markdown(list(lines.values()))
+    row = {m: next(r for r in md.splitlines() if f"| {m} |" in r) for m in lines}
+    assert "†" not in row["old"] and row["gpt41"].count("†") == 3 and row["mixed"].count("†") == 1
+    assert "| AE2 gpt-4-1106-preview, Arena gpt-4.1 |" in row["mixed"]
+    rows = list(csv.DictReader(io.StringIO(to_csv(list(lines.values())))))
+    assert {r["measured_model"]: r["ours_annotator"] for r in rows}["gpt41"] == "weighted_alpaca_eval_gpt4.1"
+
+
 # ---------------------------------------------------------------------------------------------
 # A real tiny evaluation: the tiny SFT model and its base, on the same references and judge.
 
@@ -312,16 +438,44 @@ def test_eval_configs_parse(profile):
     from eval.config import ALL
     from synth.config import parse
 
-    margs, eargs, jargs, bargs, _ = parse(["--config", str(ROOT / f"recipes/configs/eval/{profile}.yaml")], ALL)
+    margs, eargs, _, bargs, _ = parse(["--config", str(ROOT / f"recipes/configs/eval/{profile}.yaml")], ALL)
     assert eargs.profile == profile and set(eargs.benchmarks) == {"alpaca_eval", "arena_hard", "lm_eval"}
     assert bargs.alpaca_repetition_penalty == 1.2  # paper: greedy with repetition penalty 1.2
     if profile == "paper":
-        from importlib import resources
-
         assert (bargs.alpaca_prompts, bargs.reference, margs.engine) == ("hub", "hub", "vllm")
-        # the annotator the paper's AlpacaEval 2 numbers come from is one alpaca_eval ships
-        cfg = resources.files("alpaca_eval") / "evaluators_configs" / jargs.alpaca_annotator / "configs.yaml"
-        assert "gpt-4-1106-preview" in cfg.read_text()
+
+
+def test_the_default_judge_exists_and_the_papers_is_kept_by_name(tmp_path):
+    """gpt-4.1 judges by default (AlpacaEval's weighted_alpaca_eval_gpt4.1, Arena-Hard v2.0's judge); `--judge paper`
+    is the paper's gpt-4-1106-preview, whose annotator config is the one alpaca_eval ships."""
+    import yaml
+
+    from eval.config import ALL
+    from eval.judges import alpaca_annotator_configs, alpaca_annotator_model, write_alpaca_annotator
+    from synth.config import parse
+
+    _, _, jargs, _, _ = parse(["--config", PAPER], ALL)
+    assert (jargs.judge_engine, jargs.judge_model, jargs.alpaca_annotator) == \
+        ("openai", "gpt-4.1", "weighted_alpaca_eval_gpt4.1")
+    assert alpaca_annotator_model(jargs.alpaca_annotator) == "gpt-4.1"
+    # The package's protocol with another model: its prompt, one token, top-5 log-probabilities, weighted parser.
+    [new] = alpaca_annotator_configs("weighted_alpaca_eval_gpt4.1").values()
+    [old] = alpaca_annotator_configs("weighted_alpaca_eval_gpt4_turbo").values()
+    assert {**new, "completions_kwargs": {**new["completions_kwargs"], "model_name": "gpt-4-1106-preview"}} == old
+    # alpaca_eval 0.6.6 lacks the config: the file written for its annotator finds the package's prompt.
+    [cfg] = yaml.safe_load(write_alpaca_annotator(jargs.alpaca_annotator, tmp_path, "http://x/v1").read_text()).values()
+    assert Path(cfg["prompt_template"]).is_file() and cfg["completions_kwargs"]["openai_api_base"] == "http://x/v1"
+
+    _, _, paper, _, _ = parse(["--config", PAPER, "--judge", "paper"], ALL)
+    assert (paper.judge_model, paper.alpaca_annotator) == ("gpt-4-1106-preview", "weighted_alpaca_eval_gpt4_turbo")
+    assert alpaca_annotator_model(paper.alpaca_annotator) == "gpt-4-1106-preview"
+    # a judge of one's own judges AlpacaEval on its weighted prompt; a named judge and another model contradict
+    _, _, own, _, _ = parse(["--config", PAPER, "--judge_engine", "vllm", "--judge_model", "m/x"], ALL)
+    assert (own.judge_model, own.alpaca_annotator) == ("m/x", "engine")
+    with pytest.raises(ValueError, match="command line: judge paper means judge_model gpt-4-1106-preview"):
+        parse(["--config", PAPER, "--judge", "paper", "--judge_model", "gpt-4.1"], ALL)
+    with pytest.raises(ValueError, match="judge must be one of gpt-4.1, paper"):
+        parse(["--config", PAPER, "--judge", "gpt-4"], ALL)
 
 
 def test_paper_rows_are_the_papers_and_name_the_recipes():
