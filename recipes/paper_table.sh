@@ -8,7 +8,8 @@
 #   bash recipes/paper_table.sh                               # evaluate them all and build the table
 #   bash recipes/paper_table.sh --alpaca_limit 100            # any eval config key as an override
 #
-# GPU (paper profile): answers with vLLM, GPT-4-Turbo judges (OPENAI_API_KEY), the instruct row is
+# GPU (paper profile): answers with vLLM, gpt-4.1 judges (OPENAI_API_KEY; --judge paper: the paper's gpt-4-1106-preview
+# on an archived deployment), the instruct row is
 # meta-llama/Meta-Llama-3-8B-Instruct. tiny (no CUDA): SmolLM2 answers, references and judges; the
 # instruct row is SmolLM2-135M-Instruct itself, the model the tiny data came from.
 # Interrupted? Run it again: finished evaluations are reused, unfinished ones resume.
