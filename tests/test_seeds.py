@@ -2,7 +2,6 @@
 rounds per shard, a Table 7 mix) no two samples share a stream on either engine. The old scheme (seed + round,
 + prompt index, + vLLM's child index; hf: + batch number) gave 54-68% exact duplicates at that shape.
 The vllm engine's run of the same check is tests/test_vllm.py::test_paper_shape_streams_are_independent."""
-import pytest
 from conftest import ROOT, assert_independent_streams
 
 from synth.config import InstructionArgs
@@ -14,7 +13,7 @@ AIR = str(ROOT / "recipes/configs/synth/air.yaml")
 # The paper config at a scale this CPU runs: the model, lengths and counts change; n is above the hf batch (8 > 4)
 # and a shard holds several rounds of a Table 7 mix (pro-1m: 3 rounds of 8 in each of three cells, 1 in the last).
 SHAPE = ["--model", "embedded:smollm2-135m-instruct", "--dtype", "auto", "--total_prompts", "80", "--n", "8",
-         "--mix", "pro-1m", "--rounds_per_shard", "4", "--max_tokens", "64", "--report_to", "none"]
+         "--mix", "pro-1m", "--rounds_per_shard", "4", "--max_tokens", "48", "--report_to", "none"]
 
 
 def test_every_sample_of_the_air_3m_plan_has_its_own_seed():
@@ -42,14 +41,17 @@ def test_hf_rows_draw_their_own_streams(hf_engine):
     assert [c.text for c in alone] == [c.text for c in mixed]
 
 
-@pytest.mark.slow
-def test_paper_shape_streams_are_independent_on_hf(tmp_path):
+def test_paper_shape_streams_are_independent_on_hf(hf_engine, tmp_path, monkeypatch):
+    """air.yaml's step 1 at the shape above on the hf engine, batches of 4 rows: the old scheme gave batch b of
+    round r and batch b-1 of round r+1 one stream (33.8% duplicates at this shape)."""
     from synth import store
-    from synth.__main__ import main
+    from synth.config import parse
+    from synth.instructions import generate_instructions
 
-    assert main(["instructions", "--config", AIR, "--output_dir", str(tmp_path), "--engine", "hf",
-                 "--hf_batch_size", "4", *SHAPE]) == 0
-    ds = store.DatasetDir(tmp_path / "instructions")
+    monkeypatch.setattr(hf_engine, "batch_size", 4)
+    margs, iargs, *_, run = parse(["--config", AIR, "--engine", "hf", *SHAPE])
+    generate_instructions(hf_engine, margs, iargs, run, tmp_path)
+    ds = store.DatasetDir(tmp_path)
     assert len(ds.shards()) == 3  # 10 rounds, 4 to a shard
-    c = assert_independent_streams(ds.records(), 8)
+    c = assert_independent_streams(ds.records(), iargs.n)
     print(f"hf at the paper's shape: {c}")

@@ -55,8 +55,8 @@ def test_two_vllm_models_take_turns_in_one_run(second_model, tmp_path):
         [sys.executable, "-m", "synth", "run", "--config", TINY, "--output_dir", str(out), "--engine", "vllm",
          "--stages", "instructions", "responses", "tag", "filter", "export", "--total_prompts", "8", "--n", "4", "--max_tokens", "32",
          "--response_max_tokens", "32", "--response_model", str(second_model), "--report_to", "none",
-         # the tag stage's judges and guard on vLLM too: one model group, one process, one engine
-         "--taggers", "difficulty", "llama_guard_2", "language", "--judge_engine", "vllm", "--guard_engine", "vllm"],
+         # the taggers on vLLM take their turns in tests/test_paper_shape.py; here the export's card matters
+         "--taggers", "language"],
         cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from synth import store
@@ -68,9 +68,6 @@ def test_two_vllm_models_take_turns_in_one_run(second_model, tmp_path):
     assert m["model"] == str(second_model) and m["instruction_model"] == TINY_MODEL
     tagged = store.DatasetDir(out / "tagged").records()
     assert [r["id"] for r in tagged] == [p["id"] for p in pairs]
-    assert {r["llama_guard_2"] for r in tagged} <= {"safe", "unsafe", None} and any(r["language"] for r in tagged)
-    parts = {n: store.DatasetDir(out / "tagged" / "parts" / n).manifest() for n in ("difficulty", "llama_guard_2")}
-    assert all(p["tagger_info"]["judge_engine" if n == "difficulty" else "guard_engine"] == "vllm"
-               for n, p in parts.items())
+    assert any(r["language"] for r in tagged)
     card = (out / "export" / "README.md").read_text()  # the card names both models
     assert f"answered by {second_model}" in " ".join(card.split()) and TINY_MODEL in card
