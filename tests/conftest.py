@@ -16,6 +16,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TINY_MODEL = "embedded:smollm2-135m-instruct"
 
 
+def pytest_collection_finish(session):
+    """Start what waits on the network while the other tests run: the gpu extra's pip resolution."""
+    for item in session.items:
+        if item.name == "test_the_gpu_extra_resolves_to_its_pins":
+            item.module.start_dry_run()
+
+
 @pytest.fixture(scope="session")
 def hf_engine():
     from synth.engines import get_engine
@@ -119,7 +126,7 @@ def evaluated(trained_sft, tmp_path_factory):
 def kill_when(module: str, argv: list[str], path: Path) -> bool:
     """Run `python -m module argv` and SIGKILL it as soon as `path` exists (a finished shard, say).
     True when the path appeared; False when the run ended first (callers then fail with its stderr, kept
-    in `kill_when.stderr`). No wall-clock limit: a loaded machine is slow, and pytest-timeout guards hangs."""
+    in `kill_when.stderr`). No wall-clock limit: a loaded machine is slow (`--timeout N` from pytest-timeout, if you want one)."""
     with open(os.devnull, "wb") as out, __import__("tempfile").TemporaryFile() as err:
         proc = subprocess.Popen([sys.executable, "-m", module, *argv], cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=err)
