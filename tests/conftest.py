@@ -126,7 +126,8 @@ def evaluated(trained_sft, tmp_path_factory):
 def kill_when(module: str, argv: list[str], path: Path) -> bool:
     """Run `python -m module argv` and SIGKILL it as soon as `path` exists (a finished shard, say).
     True when the path appeared; False when the run ended first (callers then fail with its stderr, kept
-    in `kill_when.stderr`). No wall-clock limit: a loaded machine is slow (`--timeout N` from pytest-timeout, if you want one)."""
+    in `kill_when.stderr`). No wall-clock limit: a loaded machine is slow (pytest-timeout's `--timeout N` if you
+    want one)."""
     with open(os.devnull, "wb") as out, __import__("tempfile").TemporaryFile() as err:
         proc = subprocess.Popen([sys.executable, "-m", module, *argv], cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=err)
