@@ -15,8 +15,8 @@ annotator does, the preference is weighted: 2 - P(m) / (P(m) + P(M)) from the to
 of the one generated token (1: the first output shown is better, 2: the second). Where neither token
 is among them, the generated text is read instead (1 or 2), else the judgment is unreadable.
 `alpaca_annotator: weighted_alpaca_eval_gpt4.1` (or any alpaca_eval config) hands the pairs to the alpaca_eval
-package's own annotator instead (eval/run.py); `engine` keeps them here. The two outputs are shown in alpaca_eval's own seeded random order
-(`alpaca_switched`), and identical outputs are a tie without a call.
+package's own annotator instead (eval/run.py); `engine` keeps them here. The two outputs are shown in alpaca_eval's
+own seeded random order (`alpaca_switched`), and identical outputs are a tie without a call.
 
 Arena-Hard v0.1 (judge GPT-4-Turbo-1106, temperature 0, 4096 tokens; v2.0: gpt-4.1): the judge sees the question
 and answers A and B, writes its reasoning and ends with one of five labels, `[[A>>B]]`, `[[A>B]]`,

@@ -45,7 +45,8 @@ def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_arg
     t0, before = time.perf_counter(), ds.shard_totals().get("tokens", 0)
     work = shards.ShardWork(str(ds.path), "synth.multiturn:extend_shard", role=margs.role(),
                             args=(str(src.path), mt, tpl, tuple(stops), tuple(stop_ids), answer, seed))
-    shards.run(work, shards.row_ranges(src.num_rows(), mt.mt_batch_size), engine, desc="multi-turn", unit="conv", cluster=cluster)
+    shards.run(work, shards.row_ranges(src.num_rows(), mt.mt_batch_size), engine, desc="multi-turn", unit="conv",
+               cluster=cluster)
     t = ds.shard_totals()
     counts = {"conversations": t.get("kept", 0), "input": t.get("input", 0), "tokens": t.get("tokens", 0),
               "prompt_too_long": t.get("prompt_too_long", 0),

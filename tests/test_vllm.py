@@ -92,7 +92,8 @@ def test_logprobs_agree_with_transformers(vllm_engine, hf_engine):
 def _cfg(*extra):
     from synth.config import parse
 
-    return parse(["--config", TINY, "--engine", "vllm", "--mix", "single", "--total_prompts", "12", "--n", "4", "--rounds_per_shard",
+    return parse(["--config", TINY, "--engine", "vllm", "--mix", "single", "--total_prompts", "12", "--n", "4",
+                  "--rounds_per_shard",
                   "2", "--max_tokens", "48", "--response_max_tokens", "48", "--response_batch_size", "8",
                   "--mt_max_tokens", "32", "--mt_batch_size", "8", "--report_to", "none", *extra])
 

@@ -9,11 +9,11 @@ whole shards (all rounds of an instruction shard, all conversations of a respons
 keeps the batch full instead of waiting for the longest sequence of a small call.
 
 Same seed, same records (vLLM): the same ids, rounds, samplings and seeds (sample j of a prompt seeded s draws
-from sample_seed(s, j), whatever the call holds), but not always the same text: vLLM is not batch-invariant (the same seed alone or in another batch, or bf16 greedy decoding
-under another batch shape, can give other text), and with prefix caching a prompt whose prefix is cached runs
-through other kernels, so a shard sent again in the same call can come out differently (seen here on a
-resumed shard). A resumed run loses nothing and doubles nothing; a redone shard is a new sample. For text
-that reproduces, use the hf engine (same seed and batch layout, same text).
+from sample_seed(s, j), whatever the call holds), but not always the same text: vLLM is not batch-invariant (the
+same seed alone or in another batch, or bf16 greedy decoding under another batch shape, can give other text), and
+with prefix caching a prompt whose prefix is cached runs through other kernels, so a shard sent again in the same
+call can come out differently (seen here on a resumed shard). A resumed run loses nothing and doubles nothing; a
+redone shard is a new sample. For text that reproduces, use the hf engine (same seed, same text).
 """
 from __future__ import annotations
 
