@@ -37,13 +37,13 @@ def count() -> int:
 def engine_sizes(profile: str) -> list[int]:
     """GPUs per engine of the profile's model roles (`*tensor_parallel_size` in its YAML), with 1 for the roles it
     leaves unset: every profile has those (its 8B taggers)."""
-    import yaml
+    from .config import read_config
 
     path = PROFILES / f"{profile}.yaml"
     if not path.is_file():
         raise ValueError(f"profile {profile!r}: no {path}; choose one of "
                          f"{', '.join(sorted(p.stem for p in PROFILES.glob('*.yaml')))}")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    cfg = read_config(path)  # include: resolved (tiny.yaml is air.yaml scaled down)
     return [int(v) for k, v in cfg.items() if k.endswith("tensor_parallel_size") and v] + [1]
 
 
