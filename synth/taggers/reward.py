@@ -146,8 +146,8 @@ class SequenceClassifierScorer:
         from ..engines.hf import torch_device, torch_dtype
 
         device, path = torch_device(device), models.resolve(model)
-        check_reward_model(model, trust_remote_code, build=False)  # the loading below builds it
-        restore_removed_names()
+        # the loading below builds it; the check has put back the names its code may import (restore_removed_names)
+        check_reward_model(model, trust_remote_code, build=False)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             self.model = AutoModelForSequenceClassification.from_pretrained(
