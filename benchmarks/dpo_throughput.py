@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def preferences(run: Path, root: Path, prompts: int) -> dict:
-    from synth import store
+    from core import store
 
     shutil.copytree(run / "tagged", root / "tagged")
     t0 = time.perf_counter()
@@ -71,7 +71,7 @@ def main():
     args = ap.parse_args()
     import torch
 
-    from synth.engines import cpu_computes_bf16
+    from core.engines import cpu_computes_bf16
 
     run = (ROOT / args.run) if not Path(args.run).is_absolute() else Path(args.run)
     if not (run / "tagged").is_dir():

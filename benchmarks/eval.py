@@ -31,9 +31,9 @@ TINY = "embedded:smollm2-135m-instruct"
 
 
 def bench_models(n_prompts: int, max_tokens: int) -> dict:
+    from core.engines import Sampling, get_engine
     from eval import benchmarks
     from eval.judges import PairwiseJudge
-    from synth.engines import Sampling, get_engine
 
     prompts = benchmarks.load("alpaca_eval", "tiny")[0][:n_prompts]
     engine = get_engine("hf", model=TINY, batch_size=16)

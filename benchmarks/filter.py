@@ -38,20 +38,15 @@ def build(path: Path, n: int, shard_rows: int, seed: int = 0) -> None:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from scale_data import begin_synthetic, word_pool  # benchmarks/ (this script's folder) is on sys.path
 
-    from synth import store
-    from synth.schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
+    from core.schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
 
-    ds = store.DatasetDir(path)
-    if ds.complete and ds.manifest()["counts"]["rows"] == n:
+    ds = begin_synthetic(path, "tag", "rows", {"benchmark": "filter", "rows": n, "seed": seed})
+    if ds is None:
         return
-    shutil.rmtree(path, ignore_errors=True)
-    ds.begin("tag", {"benchmark": "filter", "rows": n, "seed": seed})
     rng = np.random.default_rng(seed)
-    words = rng.choice(["the", "model", "data", "a", "of", "to", "answer", "question", "write", "code", "python",
-                        "explain", "why", "function", "list", "value", "and", "is", "in", "for", "with", "step"],
-                       size=2_000_000)
-    pool = " ".join(words)  # ~12M chars of word salad: compresses like text, not like random bytes
+    pool = word_pool(rng)
 
     def texts(k: int, mean: int) -> list[str]:
         lengths = np.clip(rng.normal(mean, mean / 3, k), 10, 4 * mean).astype(int)
@@ -104,7 +99,7 @@ def load_old(rev: str):
     """The interpreter at `rev`, imported from a temporary copy with its relative imports made absolute."""
     src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:synth/filters.py"], check=True,
                          capture_output=True, text=True).stdout
-    src = src.replace("from . import store", "from synth import store").replace("from .schema", "from synth.schema")
+    src = src.replace("from . import store", "from synth import store").replace("from .schema", "from core.schema")
     path = Path(tempfile.mkdtemp()) / "filters_old.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("filters_old", path)

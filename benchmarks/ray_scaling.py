@@ -36,7 +36,7 @@ def run(argv: list[str], out: Path) -> dict:
     import contextlib
     import io
 
-    from synth import store
+    from core import store
     from synth.__main__ import main
 
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Time, peak memory and file size of the run report (synth/report.py) on synthetic tagged sets. Prints JSON.
+"""Time, peak memory and file size of the run report (report/page.py) on synthetic tagged sets. Prints JSON.
 
     python benchmarks/report.py [--rows 1000 100000 1000000] [--data_dir /tmp/magpie-scale]
 
@@ -41,7 +41,7 @@ def prepare(data_dir: Path, rows: int) -> Path:
 
 
 def report(run: Path) -> dict:
-    code = ("import json, resource, sys; from synth.report import write_report; s = write_report(sys.argv[1]); "
+    code = ("import json, resource, sys; from report import write_report; s = write_report(sys.argv[1]); "
             "print(json.dumps({**s, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))")
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code, str(run)], cwd=ROOT, capture_output=True, text=True, check=True,

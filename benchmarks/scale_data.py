@@ -54,12 +54,33 @@ TAGGERS = {
 STEPS = ("filter", "stats", "export", "join")
 
 
+def begin_synthetic(path: Path, stage: str, count: str, config: dict):
+    """The synthetic set's dataset directory, begun afresh; None when a complete one of config["rows"] rows is
+    there already (counts[count])."""
+    from core import store
+
+    ds = store.DatasetDir(path)
+    if ds.complete and ds.manifest()["counts"][count] == config["rows"]:
+        return None
+    shutil.rmtree(path, ignore_errors=True)
+    ds.begin(stage, config)
+    return ds
+
+
+def word_pool(rng) -> str:
+    """~12M characters of word salad, drawn from `rng`: compresses like text, not like random bytes."""
+    words = rng.choice(["the", "model", "data", "a", "of", "to", "answer", "question", "write", "code", "python",
+                        "explain", "why", "function", "list", "value", "and", "is", "in", "for", "with", "step"],
+                       size=2_000_000)
+    return " ".join(words)
+
+
 def _shard(rng, pool: str, lo: int, m: int):
     """Rows [lo, lo + m) of the synthetic tagged set, as an Arrow table with the tag stage's columns."""
     import numpy as np
     import pyarrow as pa
 
-    from synth.schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
+    from core.schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
 
     def texts(k: int, shortest: int, longest: int) -> list[str]:
         lengths = rng.integers(shortest, longest + 1, k)
@@ -126,18 +147,12 @@ def build(path: Path, n: int, seed: int = 0) -> None:
     """The tagged set of n rows at `path` (kept when a complete one of n rows is there)."""
     import numpy as np
 
-    from synth import store
 
-    ds = store.DatasetDir(path)
-    if ds.complete and ds.manifest()["counts"]["records"] == n:
+    ds = begin_synthetic(path, "tagged", "records", {"benchmark": "scale_data", "rows": n, "seed": seed})
+    if ds is None:
         return
-    shutil.rmtree(path, ignore_errors=True)
-    ds.begin("tagged", {"benchmark": "scale_data", "rows": n, "seed": seed})
     rng = np.random.default_rng(seed)
-    words = rng.choice(["the", "model", "data", "a", "of", "to", "answer", "question", "write", "code", "python",
-                        "explain", "why", "function", "list", "value", "and", "is", "in", "for", "with", "step"],
-                       size=2_000_000)
-    pool = " ".join(words)
+    pool = word_pool(rng)
     for k, lo in enumerate(range(0, n, SHARD_ROWS)):
         ds.write_shard(k, _shard(rng, pool, lo, min(SHARD_ROWS, n - lo)))
     ds.finish({"records": n})
@@ -146,7 +161,7 @@ def build(path: Path, n: int, seed: int = 0) -> None:
 def build_join_input(tagged: Path, path: Path, part_rows: int) -> None:
     """The tagged set taken apart as the tag stage holds it before its join: the input (the responses
     stage's columns, shards of 2K rows) and `parts/<tagger>/` (id + its fields, shards of part_rows)."""
-    from synth import store
+    from core import store
 
     src = store.DatasetDir(tagged)
     n = src.num_rows()
@@ -176,7 +191,7 @@ def peak_rss_mb() -> int:
 
 def run_step(step: str, work: Path, args) -> dict:
     """One step, in this process: its seconds and counts."""
-    from synth import store
+    from core import store
 
     tagged, filtered = work / f"tagged-{args.rows}", work / f"filtered-{args.rows}-{args.preset}"
     scratch = Path(tempfile.mkdtemp(dir=work))

@@ -45,7 +45,7 @@ def main():
     args = ap.parse_args()
     import torch
 
-    from synth.engines import cpu_computes_bf16
+    from core.engines import cpu_computes_bf16
 
     results = [run(args.dataset, args.steps, p, args.batch, args.max_length, args.dtype) for p in (True, False)]
     print(json.dumps({"model": "embedded:smollm2-135m-instruct (LoRA r=16)", "device": "cpu",

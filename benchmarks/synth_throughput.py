@@ -32,9 +32,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def run_stages(engine, argv: list[str]) -> dict:
+    from core.answer import generate_responses
     from synth import config as cfg
     from synth.instructions import generate_instructions
-    from synth.responses import generate_responses
 
     margs, iargs, rargs, *_, run = cfg.parse(argv)
     calls = engine.stats["calls"]
@@ -80,7 +80,7 @@ def main():
 
     import torch
 
-    from synth.engines import get_engine
+    from core.engines import get_engine
 
     rounds = -(-args.total_prompts // args.n)
     base = ["--config", args.config, "--total_prompts", str(args.total_prompts), "--n", str(args.n),

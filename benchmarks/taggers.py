@@ -52,8 +52,8 @@ def main():
 
     import torch
 
+    from core.engines import shared_engine
     from synth.taggers import get_tagger
-    from synth.engines import shared_engine
 
     records = make_records(args.records)
     t0 = time.perf_counter()

@@ -20,15 +20,12 @@ import math
 import sys
 from pathlib import Path
 
-
-def _die(msg: str, code: int = 2):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(code)
+from core.cli import die
 
 
 def _run(rest: list[str]) -> int:
-    from synth import store, tracking
-    from synth.config import parse, stage_config
+    from core import store, tracking
+    from core.config import parse, stage_config
 
     from .config import ALL
     from .run import evaluate
@@ -36,7 +33,7 @@ def _run(rest: list[str]) -> int:
     try:
         margs, eargs, jargs, bargs, hargs = parse(rest, ALL)
     except ValueError as e:  # one line that says where the bad value came from
-        _die(str(e))
+        die(str(e))
     out = Path(eargs.output_dir)
     cfg = {"profile": eargs.profile, **stage_config(margs, eargs, jargs, bargs, hargs)}
     group = eargs.wandb_group or (out.parent.name if out.name == "eval" else out.name)
@@ -44,7 +41,7 @@ def _run(rest: list[str]) -> int:
         with tracking.stage_run("eval", cfg, out, eargs.report_to, eargs.wandb_project, group) as log:
             r = evaluate(margs, eargs, jargs, bargs, hargs, log=log)
     except (store.RunMismatch, store.IncompleteInput, FileNotFoundError, ImportError, ValueError, RuntimeError) as e:
-        _die(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+        die(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
     print(summary_line(r, out))
     return 0
 
@@ -72,7 +69,7 @@ def summary_line(r: dict, out: Path) -> str:
 
 
 def _table(rest: list[str]) -> int:
-    from synth import tracking
+    from core import tracking
 
     from .table import write
 
@@ -88,14 +85,14 @@ def _table(rest: list[str]) -> int:
                                 Path(a.output).name) as log:
             t = write(a.results, a.output, only_measured=a.only_measured, log=log)
     except (FileNotFoundError, ValueError) as e:
-        _die(str(e).splitlines()[0])
+        die(str(e).splitlines()[0])
     print(t["text"])
     print(f"[table] {t['rows']} rows, {t['measured']} measured -> {t['markdown']}, {t['csv']}, {t['png']}")
     return 0
 
 
 def _arena(rest: list[str]) -> int:
-    from synth import store
+    from core import store
 
     from .arena import CONTROL_FEATURES, VERSIONS
     from .leaderboard import leaderboard, text, write
@@ -115,7 +112,7 @@ def _arena(rest: list[str]) -> int:
         rows, info = leaderboard(a.evals, a.version, a.control_features, a.num_rounds, a.seed)
         files = write(rows, info, a.output)
     except (FileNotFoundError, ValueError, store.IncompleteInput) as e:
-        _die(str(e).splitlines()[0])
+        die(str(e).splitlines()[0])
     print(text(rows, info))
     print(f"[arena] {len(info['runs'])} evaluations, {rows['model'].nunique()} models -> {', '.join(files.values())}")
     return 0
@@ -129,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     verbs = {"run": _run, "table": _table, "arena": _arena}
     if argv[0] not in verbs:
-        _die(f"unknown verb {argv[0]!r}; choose run, table or arena")
+        die(f"unknown verb {argv[0]!r}; choose run, table or arena")
     return verbs[argv[0]](argv[1:])
 
 

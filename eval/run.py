@@ -9,15 +9,13 @@
     <output_dir>/lm_eval/results_<date>.json                lm-eval's results and samples (its tracker's files)
     <output_dir>/results.json                               every score, written last
 
-Answers go through the same stage as MAGPIE's step 2 (`synth.responses`), with each benchmark's
+Answers go through the same stage as MAGPIE's step 2 (`core.answer`), with each benchmark's
 decoding: AlpacaEval greedy with repetition penalty 1.2 (paper), Arena-Hard greedy (its repo).
 Every step resumes: a killed evaluation started again redoes only the missing shards, and
 `results.json` appears only when every benchmark has its score.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import math
 import re
@@ -26,12 +24,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from synth import procs, store
-from synth.config import ModelArgs, ResponseArgs
-from synth.store import atomic_write_text
+from core import procs, store
+from core.answer import generate_responses, responses_config
+from core.config import ModelArgs, ResponseArgs
+from core.engines import LazyEngine
+from core.store import atomic_write_text
 
 from . import benchmarks
 from .config import BenchArgs, EvalArgs, HarnessArgs, JudgeArgs
+from .harness import parse_model_args, run_harness
 from .judges import alpaca_annotator_model, check_judges, write_alpaca_annotator
 
 JUDGED = ("alpaca_eval", "arena_hard")
@@ -77,8 +78,6 @@ def detect_dataset(model: str) -> str | None:
 def _answer_dirs(margs: ModelArgs, prompts: list[dict], root: Path, max_tokens: int, repetition_penalty: float,
                  batch_size: int):
     """root/prompts (written here once), root/answers, the answers' ResponseArgs and whether they are done."""
-    from synth.responses import responses_config
-
     pdir = store.DatasetDir(root / "prompts")
     pdir.begin("prompts", {"prompts_hash": store.config_hash({"prompts": prompts})})
     if not pdir.complete:
@@ -92,42 +91,28 @@ def _answer_dirs(margs: ModelArgs, prompts: list[dict], root: Path, max_tokens: 
     return pdir, adir, rargs, done
 
 
-def answer_set(get_engine, margs: ModelArgs, prompts: list[dict], root: Path, *, max_tokens: int,
+def answer_set(engine, margs: ModelArgs, prompts: list[dict], root: Path, *, max_tokens: int,
                repetition_penalty: float, batch_size: int) -> dict[str, dict]:
-    """Greedy answers to `prompts` -> {id: record with `response`}; root/{prompts,answers}. `get_engine()` is
-    called only when answers are missing: a finished set with the same config is read back without the model."""
-    from synth.responses import generate_responses
-
+    """Greedy answers to `prompts` -> {id: record with `response`}; root/{prompts,answers}. `engine` (a LazyEngine)
+    loads only when answers are missing: a finished set with the same config is read back without the model."""
     pdir, adir, rargs, done = _answer_dirs(margs, prompts, root, max_tokens, repetition_penalty, batch_size)
     if not done:  # a mismatching finished set is refused by generate_responses with a clear message
-        generate_responses(get_engine(), margs, rargs, pdir.path, adir.path)
+        generate_responses(engine, margs, rargs, pdir.path, adir.path)
     return {r["id"]: r for r in adir.records()}
-
-
-@contextlib.contextmanager
-def lazy_engine(role):
-    """A function that builds `role`'s engine on its first call (a step whose outputs are all on disk loads no
-    model); the engine, if built, is closed on leaving."""
-    build = functools.cache(role.build)
-    try:
-        yield build
-    finally:
-        if build.cache_info().currsize:
-            build().close()
 
 
 def answer_sets(margs: ModelArgs, work: list[tuple[list, Path, dict]], batch_size: int) -> list[dict[str, dict]]:
     """One model's answers to several prompt sets ((prompts, root, decoding) each), one engine for all of them,
     built only if some answers are missing and closed at the end."""
-    with lazy_engine(margs.role()) as engine:
+    with LazyEngine(margs.role()) as engine:
         return [answer_set(engine, margs, prompts, root, batch_size=batch_size, **dec) for prompts, root, dec in work]
 
 
 def answers_in_own_process(margs: ModelArgs, work: list[tuple[list, Path, dict]], batch_size: int):
-    """answer_sets, in a process of its own where the model needs one (synth.procs) and answers are missing."""
+    """answer_sets, in a process of its own where the model needs one (core.procs) and answers are missing."""
     missing = not all(_answer_dirs(margs, p, root, batch_size=batch_size, **dec)[3] for p, root, dec in work)
     isolated = missing and procs.isolate(margs.engine)
-    return procs.call("eval.run:answer_sets", margs, work, batch_size, isolated=isolated)
+    return procs.call(answer_sets, margs, work, batch_size, isolated=isolated)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,7 +271,7 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
         "references": store.config_hash({"refs": refs[b]}), "seed": eargs.seed,
         "judge": make_judge(jargs, b, None).info()}) for b in by_engine}
     missing = any(not _judged(root, config, jargs.judge_batch_size) for _, root, config in work.values())
-    judged_sets = dict(zip(work, procs.call("eval.run:judge_sets", jargs, [(b, *w) for b, w in work.items()],
+    judged_sets = dict(zip(work, procs.call(judge_sets, jargs, [(b, *w) for b, w in work.items()],
                                             isolated=missing and procs.isolate(jargs.judge_engine))))
     for b in judged:
         prompts = sets[b][0]
@@ -300,11 +285,9 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
 
     # 4. lm-eval harness.
     if "lm_eval" in eargs.benchmarks:
-        from .harness import parse_model_args
-
         backend = hargs.lm_eval_backend or ("vllm" if margs.engine == "vllm" else "hf")
         # lm-eval builds its own model (vLLM: one LLM for the whole group): a process of its own where it needs one.
-        h = procs.call("eval.harness:run_harness", margs.model, out / "lm_eval", hargs.lm_eval_tasks,
+        h = procs.call(run_harness, margs.model, out / "lm_eval", hargs.lm_eval_tasks,
                        isolated=procs.isolate(backend), backend=backend, include_path=hargs.lm_eval_include_path,
                        num_fewshot=hargs.lm_eval_num_fewshot, limit=hargs.lm_eval_limit,
                        batch_size=hargs.lm_eval_batch_size, apply_chat_template=hargs.lm_eval_apply_chat_template,
@@ -346,7 +329,7 @@ def _judged(root: Path, config: dict, batch_size: int) -> bool:
 
 def judge_sets(jargs: JudgeArgs, work: list[tuple[str, list, Path, dict]]) -> list[list[dict]]:
     """The judgments of every (benchmark, items, root, config): one judge engine, built only if some are missing."""
-    with lazy_engine(jargs.role()) as engine:
+    with LazyEngine(jargs.role()) as engine:
         return [judge_set(make_judge(jargs, b, engine), b, items, root, config, jargs.judge_batch_size)
                 for b, items, root, config in work]
 

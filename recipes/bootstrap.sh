@@ -58,10 +58,10 @@ run_cmd() {
   fi
 }
 
-# GPUs to use: synth/gpus.py, the one count behind the profile, the training launch and the Ray layout
+# GPUs to use: core/gpus.py, the one count behind the profile, the training launch and the Ray layout
 # (MAGPIE_GPUS sets it; else the CUDA devices torch sees).
 gpu_count() {
-  (cd "$ROOT" && python -m synth.gpus)
+  (cd "$ROOT" && python -m core.gpus)
 }
 
 # The profile: $PROFILE if set; else the given GPU profile when the GPUs hold its largest engine (pro: tensor
@@ -70,15 +70,15 @@ pick_profile() {
   if [ -n "${PROFILE:-}" ]; then
     echo "$PROFILE"
   else
-    (cd "$ROOT" && python -m synth.gpus profile "$1")
+    (cd "$ROOT" && python -m core.gpus profile "$1")
   fi
 }
 
 # --ray_address local when the GPUs exceed some role's engine (air: 2+ GPUs; pro: its 8B taggers on its 4, two
-# 70B generators on 8): one engine actor per engine's GPUs shares the shards (synth/cluster.py). A single process
+# 70B generators on 8): one engine actor per engine's GPUs shares the shards (core/cluster.py). A single process
 # would use one engine's GPUs and leave the rest idle. An --ray_address among a recipe's ARGS comes later and wins.
 ray_args() {
-  if [ "$(cd "$ROOT" && python -m synth.gpus ray "$1")" = 1 ]; then
+  if [ "$(cd "$ROOT" && python -m core.gpus ray "$1")" = 1 ]; then
     echo "[ray] $(gpu_count) GPUs: synthesis on a local Ray cluster" >&2
     echo --ray_address local
   fi
@@ -113,7 +113,7 @@ launch_train() {
       "PROFILE=tiny for the CPU" >&2
     return 2
   fi
-  split="$(cd "$ROOT" && python -m synth.gpus split "$batch" "$per_device")"
+  split="$(cd "$ROOT" && python -m core.gpus split "$batch" "$per_device")"
   local processes="${split% *}" accumulation="${split#* }"
   if [ "$gpus" -ge 4 ]; then
     (cd "$ROOT" && run_cmd accelerate launch --config_file recipes/accelerate/zero3.yaml --num_processes "$processes" \
@@ -194,9 +194,9 @@ run_eval() {
   )
 }
 
-# run_report RUN_DIR [ARGS...]: one static HTML page of the run -> RUN_DIR/report/index.html (python -m synth report).
+# run_report RUN_DIR [ARGS...]: one static HTML page of the run -> RUN_DIR/report/index.html (python -m report).
 run_report() {
   local dir="$1"
   shift
-  (cd "$ROOT" && run_cmd python -m synth report "$dir" "$@")
+  (cd "$ROOT" && run_cmd python -m report "$dir" "$@")
 }

@@ -9,7 +9,7 @@
 #   PROFILE=tiny bash recipes/magpie_air.sh         # force a profile (tiny | air)
 #   bash recipes/magpie_air.sh --total_prompts 1000 # any config key as an override
 #
-# Hardware for `air` (paper: 4x A100-80GB, 206 GPU-hours for 3M), by the GPUs synth/gpus.py counts (MAGPIE_GPUS=N
+# Hardware for `air` (paper: 4x A100-80GB, 206 GPU-hours for 3M), by the GPUs core/gpus.py counts (MAGPIE_GPUS=N
 # uses N of them):
 #   1 GPU of 48-80 GB (A100/H100/L40S/A6000). Synthesis and tagging load one 8B model at a time (16 GB of bf16
 #     weights, plus vLLM's cache), each in a process of its own; SFT runs the LoRA variant

@@ -18,8 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from . import store
-from .schema import CATEGORICAL, COLUMNS, TAGS
+from core import store
+from core.schema import CATEGORICAL, COLUMNS, TAGS
+
 from .stats import UNTAGGED, Profile
 
 SHARD_ROWS = 50_000
@@ -47,20 +48,6 @@ def _messages(r: dict) -> list[dict]:
 def to_sharegpt(r: dict) -> dict:
     conv = [{"from": _SHAREGPT_ROLE[m["role"]], "value": m["content"]} for m in _messages(r)]
     return {"id": r.get("id"), "conversations": conv, **{t: r.get(t) for t in TAGS if t in r}}
-
-
-def _manifest_chain(path: Path, hops: int = 12) -> list[dict]:
-    """This directory's manifest and those of its inputs, following each stage's `input`."""
-    chain, seen = [], set()
-    while path is not None and hops > 0 and path.resolve() not in seen:
-        seen.add(path.resolve())
-        m = store.DatasetDir(path).manifest()
-        if m is None:
-            break
-        chain.append(m)
-        path = Path(m["input"]) if m.get("input") else None
-        hops -= 1
-    return chain
 
 
 def _find_key(obj, key: str, where: str = "") -> list[tuple[str, object]]:
@@ -207,7 +194,7 @@ def export(in_dir, out_dir, name: str, card_info: dict | None = None, push_to_hu
                     out.write_shard(k, store.concat(pieces))
 
         store.replace_whole(out.path / "sharegpt.jsonl", write)  # written whole or not at all, like a shard
-        chain = _manifest_chain(Path(in_dir))
+        chain = store.DatasetDir(in_dir).lineage()
         store.atomic_write_text(out.path / "README.md", render_card(name, counts, chain, card_info))
         # Recorded with their sha256: a truncated or edited release file is found and the release redone.
         m = out.finish({"records": counts.profile.rows, "columns": cols}, files=("sharegpt.jsonl", "README.md"))

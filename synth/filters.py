@@ -35,9 +35,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import store
-from .schema import COLUMNS as SCHEMA
-from .schema import LEVELS
+from core import store
+from core.schema import COLUMNS as SCHEMA
+from core.schema import LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def resolve(preset: str | Preset | None = None, expression: str | None = None, s
 # -- the language: DuckDB expressions, checked on their parse tree ---------------------------
 _ASSISTANT_CHARS = "list_sum([length(coalesce(m.content, '')) FOR m IN messages IF m.role = 'assistant'])"
 # name -> (SQL, the columns it reads). response_length is what the paper's length cut sorts by: the characters
-# the model wrote, all assistant turns for multi-turn records (as schema.response_length). dedup is the reference
+# the model wrote, all assistant turns for multi-turn records (as stats.response_lengths). dedup is the reference
 # release's rule (data_filter.ipynb): keep a row with no similar row, or the cluster's lowest-id row.
 DERIVED: dict[str, tuple[str, tuple[str, ...]]] = {
     "response_length": ((f"CAST(CASE WHEN len(messages) > 0 THEN coalesce({_ASSISTANT_CHARS}, 0) "
@@ -222,7 +222,7 @@ _CUTS = (None, "longest", "longest-balanced", "categories", "random", "first")
 def validate(preset: str | Preset | None, expression: str | None = None, size: int | None = None,
              columns=None) -> Preset:
     """The Preset to run, after every check that needs no data; `columns`: the input's (default: the known
-    schema, synth/schema.py COLUMNS + DERIVED)."""
+    schema, core/schema.py COLUMNS + DERIVED)."""
     p = resolve(preset, expression, size)
     if size is not None and int(size) < 1:
         raise FilterError(f"filter size {size} keeps nothing; give a positive number of rows, or none for the preset's")

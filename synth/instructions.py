@@ -10,12 +10,14 @@ instruction is one paragraph.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
-from . import control, sanitize, shards, store, templates
-from .config import MIXES, InstructionArgs, ModelArgs, RunArgs, stage_config
-from .engines import SEED_SCHEME, Sampling, sample_seed, stream_seed
+from core import shards, store, templates
+from core.config import ModelArgs, stage_config
+from core.engines import SEED_SCHEME, Sampling, sample_seed, stream_seed
+
+from . import control, sanitize
+from .config import MIXES, InstructionArgs, RunArgs
 
 log = logging.getLogger(__name__)
 
@@ -104,29 +106,23 @@ def generate_instructions(engine, margs: ModelArgs, iargs: InstructionArgs, rarg
                           cluster=None) -> dict:
     """Write `out_dir` (a dataset directory) with the instructions; resumes what is there. A finished run of
     this config is reused without touching `engine` (which may be lazy: nothing loads then). `cluster`: a
-    synth.cluster.Cluster whose actors compute the shards (`engine` then only lends its tokenizer)."""
+    core.cluster.Cluster whose actors compute the shards (`engine` then only lends its tokenizer)."""
     ds = store.DatasetDir(out_dir)
-    config = instructions_config(margs, iargs)
-    if (done := ds.reusable(config)) is not None:
-        return {**done["counts"], "reused": True}
-    tpl, stops = resolve_template(engine, margs, iargs)
-    do_clean = tpl.sanitize if iargs.sanitize is None else iargs.sanitize
-    stop_ids = templates.stop_token_ids(engine.tokenizer, stops) if engine.tokenizer is not None else []
-    ds.begin("instructions", config, model=margs.model, engine=engine.info.name,
-             template=tpl.to_dict(), stop=stops, stop_token_ids=stop_ids)
-    rounds = plan(iargs)
-    groups = [rounds[i:i + iargs.rounds_per_shard] for i in range(0, len(rounds), iargs.rounds_per_shard)]
-    t0 = time.perf_counter()
-    work = shards.ShardWork(str(ds.path), "synth.instructions:sample_shard", role=margs.role(),
-                            args=(margs.model, iargs, tpl.pre_query_template, tuple(stops), tuple(stop_ids), do_clean))
-    before = ds.shard_totals().get("tokens", 0)
-    shards.run(work, [(k, g, sum(r.count for r in g)) for k, g in enumerate(groups)], engine,
-               desc="instructions", unit="ins", cluster=cluster)
-    counts = summarize(ds)
-    seconds = time.perf_counter() - t0
-    ds.finish(counts, seconds_this_run=round(seconds, 2))
-    counts.update(seconds=seconds, tokens_this_run=counts["tokens"] - before)
-    return counts
+
+    def prepare():
+        tpl, stops = resolve_template(engine, margs, iargs)
+        do_clean = tpl.sanitize if iargs.sanitize is None else iargs.sanitize
+        stop_ids = templates.stop_token_ids(engine.tokenizer, stops) if engine.tokenizer is not None else []
+        rounds = plan(iargs)
+        groups = [rounds[i:i + iargs.rounds_per_shard] for i in range(0, len(rounds), iargs.rounds_per_shard)]
+        work = shards.ShardWork(str(ds.path), sample_shard, role=margs.role(), args=(
+            margs.model, iargs, tpl.pre_query_template, tuple(stops), tuple(stop_ids), do_clean))
+        manifest = dict(model=margs.model, engine=engine.info.name, template=tpl.to_dict(), stop=stops,
+                        stop_token_ids=stop_ids)
+        return work, [(k, g, sum(r.count for r in g)) for k, g in enumerate(groups)], manifest
+
+    return shards.write_stage(ds, "instructions", instructions_config(margs, iargs), prepare, summarize, engine,
+                              desc="instructions", unit="ins", cluster=cluster)
 
 
 def sample_shard(engine, rounds: list[Round], model: str, iargs: InstructionArgs, pre_query_template: str,
@@ -163,7 +159,7 @@ def sample_shard(engine, rounds: list[Round], model: str, iargs: InstructionArgs
                      "sampled": sum(r.count for r in rounds)}
 
 
-def summarize(ds: store.DatasetDir) -> dict:
-    t = ds.shard_totals()
+def summarize(t: dict) -> dict:
+    """The counts of step 1 from its shards' totals."""
     return {"sampled": t.get("sampled", 0), "kept": t.get("kept", 0), "tokens": t.get("tokens", 0),
             "dropped": {r: 0 for r in sanitize.REASONS} | t.get("dropped", {})}

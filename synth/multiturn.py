@@ -9,12 +9,13 @@ from the same history without that system turn, greedy, stopping at the end-of-t
 """
 from __future__ import annotations
 
-import time
+from core import shards, store, templates
+from core.answer import response_sampling
+from core.config import ModelArgs, stage_config
+from core.engines import SEED_SCHEME, Sampling, stream_seed, too_long_count
 
-from . import sanitize, shards, store, templates
-from .config import ModelArgs, MultiTurnArgs, stage_config
-from .engines import SEED_SCHEME, Sampling, stream_seed, too_long_count
-from .responses import response_sampling
+from . import sanitize
+from .config import MultiTurnArgs
 
 
 def followup_prompt(engine, tpl: templates.Template, messages: list[dict], system_prompt: str | None) -> str:
@@ -31,30 +32,25 @@ def multiturn_config(margs: ModelArgs, mt: MultiTurnArgs, response_args, in_dir,
 def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_args, in_dir, out_dir,
                        seed: int = 0, cluster=None) -> dict:
     src, ds = store.DatasetDir(in_dir), store.DatasetDir(out_dir)
-    config = multiturn_config(margs, mt, response_args, in_dir, seed)
-    if (done := ds.reusable(config)) is not None:  # the engine is not touched: a lazy one never loads
-        return {**done["counts"], "reused": True}
-    tpl = templates.from_tokenizer(engine.tokenizer, margs.model)
-    if not tpl.mt_append_template:
-        raise ValueError(f"could not derive a multi-turn append template for {margs.model}")
-    stops = list(tpl.stop_strings) + ["\n"]  # the reference samples follow-ups with the newline stop
-    stop_ids = templates.stop_token_ids(engine.tokenizer, stops)
-    answer = response_sampling(engine, response_args, margs.model)
-    ds.begin("multiturn", config, model=margs.model, engine=engine.info.name, input=str(in_dir),
-             mt_append_template=tpl.mt_append_template, stop=stops)
-    t0, before = time.perf_counter(), ds.shard_totals().get("tokens", 0)
-    work = shards.ShardWork(str(ds.path), "synth.multiturn:extend_shard", role=margs.role(),
-                            args=(str(src.path), mt, tpl, tuple(stops), tuple(stop_ids), answer, seed))
-    shards.run(work, shards.row_ranges(src.num_rows(), mt.mt_batch_size), engine, desc="multi-turn", unit="conv",
-               cluster=cluster)
-    t = ds.shard_totals()
-    counts = {"conversations": t.get("kept", 0), "input": t.get("input", 0), "tokens": t.get("tokens", 0),
-              "prompt_too_long": t.get("prompt_too_long", 0),
-              "dropped": {r: 0 for r in sanitize.REASONS} | t.get("dropped", {})}
-    seconds = time.perf_counter() - t0
-    ds.finish(counts, seconds_this_run=round(seconds, 2))
-    counts.update(seconds=seconds, tokens_this_run=counts["tokens"] - before)
-    return counts
+
+    def prepare():
+        tpl = templates.from_tokenizer(engine.tokenizer, margs.model)
+        if not tpl.mt_append_template:
+            raise ValueError(f"could not derive a multi-turn append template for {margs.model}")
+        stops = list(tpl.stop_strings) + ["\n"]  # the reference samples follow-ups with the newline stop
+        stop_ids = templates.stop_token_ids(engine.tokenizer, stops)
+        answer = response_sampling(engine, response_args, margs.model)
+        work = shards.ShardWork(str(ds.path), extend_shard, role=margs.role(),
+                                args=(str(src.path), mt, tpl, tuple(stops), tuple(stop_ids), answer, seed))
+        manifest = dict(model=margs.model, engine=engine.info.name, input=str(in_dir),
+                        mt_append_template=tpl.mt_append_template, stop=stops)
+        return work, shards.row_ranges(src.num_rows(), mt.mt_batch_size), manifest
+
+    return shards.write_stage(ds, "multiturn", multiturn_config(margs, mt, response_args, in_dir, seed), prepare,
+                              lambda t: {"conversations": t.get("kept", 0), "input": t.get("input", 0),
+                                         "tokens": t.get("tokens", 0), "prompt_too_long": t.get("prompt_too_long", 0),
+                                         "dropped": {r: 0 for r in sanitize.REASONS} | t.get("dropped", {})},
+                              engine, desc="multi-turn", unit="conv", cluster=cluster)
 
 
 def extend_shard(engine, rows: tuple[int, int], in_dir: str, mt: MultiTurnArgs, tpl: templates.Template,

@@ -1,18 +1,21 @@
 """Preference data for DPO, the paper's way (the "+DPO" rows of Table 1; ../shared/PAPER_FACTS.md, DPO).
 
-    python -m synth preferences --config recipes/configs/synth/air.yaml      # both stages below, in order
+    python -m synth preferences --config recipes/configs/synth/air.yaml      # the four stages below, in order
 
-From a tagged set, under `<output_dir>/preferences/`, every folder a resumable dataset directory:
+From a tagged set, under `<output_dir>/preferences/`, every folder a resumable dataset directory and a stage of
+the stage table (synth/stages.py; `stages: [preferences, preference_pairs]` in a config means all four):
 
     prompts/   the instructions a preset picks (a filter run: tag conditions, then task categories balanced)
+                                                                             stage `preference_prompts`
     samples/   k responses per instruction at T=0.8, top_p 1, through the chat template, stopping at the model's
                end-of-turn ids                                               stage `preferences` (the responder)
     scored/    every response's reward; chosen = the highest, rejected = the lowest; each instruction's status:
                ok, tie (best and worst score or text equal) or unscored (fewer than two scored responses: an
                empty answer, a failed scoring). Ties and unscored are counted and left out, never fatal.
+                                                                   stage `preference_scores` (the reward model)
     export/    the ok pairs in TRL's preference format (`prompt`, `chosen`, `rejected` as conversational messages,
                plus `score_chosen`/`score_rejected` as UltraFeedback-binarized has them), README.md (the card:
-               counts, score margins, stand-ins) and margins.png      stage `preference_pairs` (the reward model)
+               counts, score margins, stand-ins) and margins.png      stage `preference_pairs`
 
 The scorer is the taggers' reward machinery (synth/taggers/reward.py): a transformers sequence classifier (paper:
 RLHFlow/ArmoRM-Llama3-8B-v0.1) or, offline, SmolLM2's mean log-probability, named as a stand-in everywhere.
@@ -27,22 +30,36 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from . import shards, store
-from .config import NON_SEMANTIC_ROLE_KEYS, PreferenceArgs
-from .engines import SEED_SCHEME, stream_seed
+from core import shards, store
+from core.answer import chat_sampling
+from core.config import NON_SEMANTIC_ROLE_KEYS
+from core.engines import SEED_SCHEME, stream_seed
+
+from .config import PreferenceArgs
+from .export import _stand_ins, license_for, summary_row
+from .filters import filter_dataset
+from .taggers.reward import STAND_IN, STAND_IN_NOTE, check_reward_model, get_scorer
 
 STATUSES = ("ok", "tie", "unscored")
 _CARRY = ("task_category", "difficulty", "input_quality", "language", "instruct_reward")  # tags kept on each record
 _CARD = Path(__file__).with_name("preference_card.md")
 
 
-def prompts_dir(root) -> Path:
-    return Path(root) / "prompts"
-
-
-def _selection(pargs: PreferenceArgs, in_dir) -> dict:
+def _selection(pargs: PreferenceArgs, prompts) -> dict:
+    """The pick the samples come from: the preset, and the tagged set it picked from (prompts/ records its id)."""
+    picked = store.DatasetDir(prompts).manifest() or {}
     return {"preset": pargs.pref_preset, "size": pargs.pref_size, "seed": pargs.pref_seed,
-            "input_id": store.DatasetDir(in_dir).identity()}
+            "input_id": (picked.get("config") or {}).get("input_id")}
+
+
+def select_prompts(in_dir, out_dir, pargs: PreferenceArgs) -> dict:
+    """prompts/: the instructions of the tagged set `in_dir` that pref_preset picks (a filter run)."""
+    picked = filter_dataset(in_dir, out_dir, pargs.pref_preset, size=pargs.pref_size, seed=pargs.pref_seed)
+    if not picked["kept"]:
+        raise ValueError(f"preferences: preset {pargs.pref_preset!r} picked no instruction of {in_dir} "
+                         f"({picked['emptied_by']!r} removed the last ones); choose another pref_preset "
+                         "(python -m synth presets)")
+    return picked
 
 
 def preferences_config(role, pargs: PreferenceArgs, in_dir) -> dict:
@@ -53,45 +70,30 @@ def preferences_config(role, pargs: PreferenceArgs, in_dir) -> dict:
     return {**role_keys, **sampling, "selection": _selection(pargs, in_dir), "seed_scheme": SEED_SCHEME}
 
 
-def sample_preferences(engine, role, pargs: PreferenceArgs, in_dir, root, cluster=None) -> dict:
-    """Pick the instructions (prompts/), then sample k responses to each (samples/); a finished run is reused."""
-    from .filters import filter_dataset
-    from .responses import chat_sampling
+def sample_preferences(engine, role, pargs: PreferenceArgs, in_dir, out_dir, cluster=None) -> dict:
+    """samples/: k responses to each instruction of prompts/ (`in_dir`); a finished run is reused."""
+    out, src = store.DatasetDir(out_dir), store.DatasetDir(in_dir)
 
-    root = Path(root)
-    out = store.DatasetDir(root / "samples")
-    config = preferences_config(role, pargs, in_dir)
-    if (done := out.reusable(config)) is not None:  # the engine is not touched: a lazy one never loads
-        return {**done["counts"], "reused": True}
-    # The scorer of the next stage must load: refused now, in seconds, not after all k samples are drawn.
-    from .taggers.reward import check_reward_model
+    def prepare():
+        # The scorer of the next stage must load: refused now, in seconds, not after all k samples are drawn.
+        scorer = pargs.pref_reward_role()
+        check_reward_model(scorer.model, scorer.trust_remote_code, key="pref_reward_model")
+        picked = src.require_complete()
+        sampling = chat_sampling(engine, role.model, n=pargs.pref_k, temperature=pargs.pref_temperature,
+                                 top_p=pargs.pref_top_p, max_tokens=pargs.pref_max_tokens, seed=pargs.pref_seed)
+        columns = ["id", "instruction", *(c for c in _CARRY if c in set(src.columns()))]
+        gen_cfg = {**sampling.to_dict(), "output_generator": role.model, "engine": engine.info.name}
+        work = shards.ShardWork(str(out.path), sample_shard, role=role,
+                                args=(str(src.path), columns, sampling, gen_cfg))
+        manifest = dict(model=role.model, engine=engine.info.name, input=str(src.path), funnel=picked["funnel"],
+                        sampling=sampling.to_dict())
+        return work, shards.row_ranges(src.num_rows(), pargs.pref_batch_size), manifest
 
-    scorer = pargs.pref_reward_role()
-    check_reward_model(scorer.model, scorer.trust_remote_code, key="pref_reward_model")
-    picked = filter_dataset(in_dir, prompts_dir(root), pargs.pref_preset, size=pargs.pref_size, seed=pargs.pref_seed)
-    if not picked["kept"]:
-        raise ValueError(f"preferences: preset {pargs.pref_preset!r} picked no instruction of {in_dir} "
-                         f"({picked['emptied_by']!r} removed the last ones); choose another pref_preset "
-                         "(python -m synth presets)")
-    src = store.DatasetDir(prompts_dir(root))
-    sampling = chat_sampling(engine, role.model, n=pargs.pref_k, temperature=pargs.pref_temperature,
-                             top_p=pargs.pref_top_p, max_tokens=pargs.pref_max_tokens, seed=pargs.pref_seed)
-    out.begin("preferences", config, model=role.model, engine=engine.info.name, input=str(src.path),
-              funnel=picked["funnel"], sampling=sampling.to_dict())
-    t0, before = time.perf_counter(), out.shard_totals().get("tokens", 0)
-    columns = ["id", "instruction", *(c for c in _CARRY if c in set(src.columns()))]
-    gen_cfg = {**sampling.to_dict(), "output_generator": role.model, "engine": engine.info.name}
-    work = shards.ShardWork(str(out.path), "synth.preferences:sample_shard", role=role,
-                            args=(str(src.path), columns, sampling, gen_cfg))
-    shards.run(work, shards.row_ranges(src.num_rows(), pargs.pref_batch_size), engine, desc="preference samples",
-               unit="prompt", cluster=cluster)
-    t = out.shard_totals()
-    counts = {"instructions": t.get("kept", 0), "samples": t.get("samples", 0), "empty": t.get("empty", 0),
-              "truncated": t.get("truncated", 0), "tokens": t.get("tokens", 0), "selected_from": picked["input"]}
-    seconds = time.perf_counter() - t0
-    out.finish(counts, seconds_this_run=round(seconds, 2))
-    counts.update(seconds=seconds, tokens_this_run=counts["tokens"] - before)
-    return counts
+    return shards.write_stage(out, "preferences", preferences_config(role, pargs, in_dir), prepare, lambda t: {
+        "instructions": t.get("kept", 0), "samples": t.get("samples", 0), "empty": t.get("empty", 0),
+        "truncated": t.get("truncated", 0), "tokens": t.get("tokens", 0),
+        "selected_from": src.manifest()["counts"]["input"]}, engine, desc="preference samples", unit="prompt",
+        cluster=cluster)
 
 
 def sample_shard(engine, rows: tuple[int, int], in_dir: str, columns: list[str], sampling, gen_cfg: dict):
@@ -134,8 +136,6 @@ def pair(responses: list[str], scores: list[float | None]) -> dict:
 def score_shard(engine, rows: tuple[int, int], in_dir: str, kwargs: dict):
     """Rewards for every non-empty response of samples rows [start, stop), then each instruction's pair. A score
     that is not a finite number counts as a failed scoring (None)."""
-    from .taggers.reward import get_scorer
-
     scorer = get_scorer(**kwargs)
     batch = shards.input_rows(in_dir, *rows)
     todo = [(k, j) for k, r in enumerate(batch) for j, t in enumerate(r["responses"]) if t]
@@ -159,13 +159,9 @@ def score_shard(engine, rows: tuple[int, int], in_dir: str, kwargs: dict):
     return records, meta
 
 
-def pair_preferences(in_dir, root, pargs: PreferenceArgs, name: str, card_info: dict | None = None,
-                     cluster=None) -> dict:
-    """Score samples/ into scored/ (shard by shard, resumable), then write export/ with the usable pairs."""
-    from .taggers.reward import STAND_IN, STAND_IN_NOTE
-
-    root, src = Path(root), store.DatasetDir(in_dir)
-    scored = store.DatasetDir(root / "scored")
+def score_preferences(in_dir, out_dir, pargs: PreferenceArgs, cluster=None) -> dict:
+    """scored/: every sample of samples/ (`in_dir`) scored, and each instruction's pair (shard by shard, resumable)."""
+    src, scored = store.DatasetDir(in_dir), store.DatasetDir(out_dir)
     kwargs = scorer_kwargs(pargs)
     config = {"scorer": kwargs, "shard_size": pargs.pref_batch_size, "input_id": src.identity()}
     t0 = time.perf_counter()
@@ -173,17 +169,15 @@ def pair_preferences(in_dir, root, pargs: PreferenceArgs, name: str, card_info: 
                      **({"stand_in": STAND_IN_NOTE} if kwargs["reward_model"] == STAND_IN else {}))
     if m["status"] != "complete":
         # The scorer builds its own model (a reward model is no generation engine): an actor needs one GPU for it.
-        work = shards.ShardWork(str(scored.path), "synth.preferences:score_shard", args=(str(src.path), kwargs),
-                                tensor_parallel_size=1)
+        work = shards.ShardWork(str(scored.path), score_shard, args=(str(src.path), kwargs), tensor_parallel_size=1)
         shards.run(work, shards.row_ranges(src.num_rows(), pargs.pref_batch_size), desc="preference scores",
                    unit="prompt", cluster=cluster)
         t = scored.shard_totals()
         scored.finish({k: t.get(k, 0) for k in ("kept", "scored", "unscorable", *STATUSES)})
     counts = scored.manifest()["counts"]
-    exported = export_preferences(scored.path, root / "export", name, card_info)
     return {"instructions": counts["kept"], "pairs": counts["ok"], "scored": counts["scored"],
             "unscorable": counts["unscorable"], "dropped": {"tie": counts["tie"], "unscored": counts["unscored"]},
-            "export": exported["out_dir"], "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0}
 
 
 # -- the export ---------------------------------------------------------------------------------
@@ -224,7 +218,8 @@ def export_preferences(in_dir, out_dir, name: str, card_info: dict | None = None
                                                                     src, card_info or {}, rows[0]["reward_model"]))
         m = out.finish({"pairs": len(rows), "instructions": counts["kept"], "tie": counts["tie"],
                         "unscored": counts["unscored"]})
-    return {**m["counts"], "out_dir": str(out.path)}
+    c = m["counts"]
+    return {**c, "dropped": {"tie": c["tie"], "unscored": c["unscored"]}, "out_dir": str(out.path)}
 
 
 def plot_scores(chosen: list[float], rejected: list[float], path: Path, scorer: str) -> None:
@@ -250,9 +245,7 @@ def render_card(name: str, counts: dict, chosen: list[float], rejected: list[flo
                 scored: store.DatasetDir, card_info: dict, scorer: str) -> str:
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from .export import _manifest_chain, _stand_ins, license_for, summary_row
-
-    chain = _manifest_chain(scored.path)
+    chain = scored.lineage()
     by_stage = {mm.get("stage"): mm for mm in reversed(chain)}
     samples, pick = by_stage.get("preferences") or {}, by_stage.get("filter") or {}
     model = samples.get("model") or "unknown"

@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 matplotlib.use("Agg")  # files only: runs on headless machines and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 
-from . import store  # noqa: E402
-from .schema import CATEGORICAL, DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES  # noqa: E402
+from core import store  # noqa: E402
+from core.schema import CATEGORICAL, DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES  # noqa: E402
 
 UNTAGGED = "untagged"
 TOP_LANGUAGES = 15
@@ -70,7 +70,8 @@ def _turns(table: pa.Table, role: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def response_lengths(table: pa.Table) -> np.ndarray:
-    """schema.response_length for every row of `table`: all assistant turns, else the response."""
+    """The response length of every row of `table`, the one definition (the filter's SQL measures the same, tested):
+    the characters the model wrote, all assistant turns for multi-turn records, else the response."""
     has, _, chars = _turns(table, "assistant")
     return np.where(has, chars, _chars(table, "response"))
 

@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import procs, shards, store
-from .engines import too_long_count
-from .schema import CATEGORICAL
+from core import procs, shards, store
+from core.engines import too_long_count
+from core.schema import CATEGORICAL
+
 from .taggers import get_tagger, get_tagger_class
 
 
@@ -87,7 +88,7 @@ def run_taggers(group: dict[str, dict], in_dir, out_dir, batch_size: int, input_
         waves[-1] += [((f"parts/{name}", k), (name, rows), items) for k, rows, items in shards.row_ranges(n, size)]
     if parts:
         tp = max((kw.get("engine_kwargs", kw).get("tensor_parallel_size", 1) for kw in group.values()), default=1)
-        work = shards.ShardWork(str(out_dir), "synth.tag:tag_shard", args=(str(in_dir), group, str(out_dir)),
+        work = shards.ShardWork(str(out_dir), tag_shard, args=(str(in_dir), group, str(out_dir)),
                                 tensor_parallel_size=tp)
         try:
             for units in waves:
@@ -145,7 +146,7 @@ def model_groups(taggers: dict[str, dict]) -> list[dict[str, dict]]:
 def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256, shard_rows: int = 10_000,
                 plots: bool = True, cluster=None) -> dict:
     """`taggers`: name -> constructor kwargs, run in order. Returns counts for the summary. `cluster` (a
-    synth.cluster.Cluster): the model groups' shards go to its actors; nearest neighbours (all rows at once)
+    core.cluster.Cluster): the model groups' shards go to its actors; nearest neighbours (all rows at once)
     runs here."""
     src = store.DatasetDir(in_dir)
     input_id = src.identity()
@@ -164,12 +165,9 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
         engines = set().union(*(_models(kw)[1] for kw in group.values()))
         complete = all(_part_complete(name, kw, n, batch_size, input_id, out_dir) for name, kw in group.items())
         batched = all(get_tagger_class(name).batch_size is not None for name in group)
-        if cluster is not None and batched and not complete:
-            parts.update(run_taggers(group, in_dir, out_dir, batch_size, input_id, cluster=cluster))
-        elif procs.isolate(*engines) and not complete:
-            parts.update(procs.in_own_process("synth.tag:run_taggers", group, in_dir, out_dir, batch_size, input_id))
-        else:
-            parts.update(run_taggers(group, in_dir, out_dir, batch_size, input_id))
+        on_cluster = cluster is not None and batched and not complete
+        parts.update(procs.place(run_taggers, group, in_dir, out_dir, batch_size, input_id, engines=tuple(engines),
+                                 done=complete, local=on_cluster, **({"cluster": cluster} if on_cluster else {})))
     # Join: every record gets every tagger's fields (None where a tagger could not tag it), streamed.
     profile = join_parts(in_dir, out_dir, parts, shard_rows)
     counts = summarize(profile, parts)
@@ -257,3 +255,44 @@ def summarize(profile, parts: dict) -> dict:
         if f in profile.non_null:  # a column of the joined rows
             counts["distributions"][f] = dict(profile.category_counts(f, order))
     return counts
+
+
+# -- the configured taggers ---------------------------------------------------------------------------------
+def tagger_table(t) -> dict[str, dict]:
+    """Constructor arguments of every tagger, from TagArgs: each model role's engine settings go with it."""
+    def settings(role) -> dict:
+        kw = role.engine_kwargs()
+        kw.pop("model")
+        return kw
+
+    judge_role, guard_role, reward_role = t.judge_role(), t.guard_role(), t.reward_role()
+    reward = dict(reward_model=reward_role.model, dtype=reward_role.dtype, device=reward_role.device,
+                  trust_remote_code=reward_role.trust_remote_code,
+                  **({"batch_size": reward_role.hf_batch_size} if reward_role.hf_batch_size else {}))
+    base = {}
+    if t.base_model:
+        base_role = t.base_role()
+        base = dict(base_model=base_role.model, base_engine=base_role.engine, engine_kwargs=settings(base_role))
+    return {
+        **dict.fromkeys(("task_category", "difficulty", "input_quality"), dict(
+            judge_model=judge_role.model, judge_engine=judge_role.engine, max_tokens=t.judge_max_tokens,
+            prefill=t.judge_prefill, **settings(judge_role))),
+        "instruct_reward": reward,
+        "reward_difference": {**reward, **base, "base_max_tokens": t.base_max_tokens},
+        "llama_guard_2": dict(guard_model=guard_role.model, guard_engine=guard_role.engine, **settings(guard_role)),
+        "language": {},
+        "min_neighbor_distance": dict(embedding_model=t.embedding_model, k=t.knn_k,
+                                      repeat_threshold=t.repeat_threshold, index=t.knn_index, nprobe=t.knn_nprobe),
+    }
+
+
+def tagger_kwargs(t) -> dict[str, dict]:
+    """Constructor arguments of each configured tagger, in order."""
+    if "reward_difference" in t.taggers and not t.base_model:
+        raise ValueError("tagger reward_difference needs base_model (paper: meta-llama/Meta-Llama-3-8B)")
+    known = tagger_table(t)
+    for name in t.taggers:
+        if name not in known:
+            raise ValueError(f"unknown tagger {name!r} in taggers; choose from {', '.join(known)} "
+                             "(python -m synth taggers)")
+    return {name: known[name] for name in t.taggers}

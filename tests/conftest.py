@@ -25,7 +25,7 @@ def pytest_collection_finish(session):
 
 @pytest.fixture(scope="session")
 def hf_engine():
-    from synth.engines import get_engine
+    from core.engines import get_engine
 
     engine = get_engine("hf", model=TINY_MODEL, batch_size=16)
     yield engine

@@ -18,7 +18,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from synth.engines.base import Engine, Sampling, encode_prompt
+from core.engines.base import Engine, Sampling, encode_prompt
 
 
 def _sampling(body: dict) -> Sampling:

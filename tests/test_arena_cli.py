@@ -40,9 +40,9 @@ def _answer(i, long, markdown=False):
 
 def _evaluate(root, model, answers, *, baseline="base", judge="length-judge", version="v0.1", categories=False):
     """One model's evaluation folder, written as `eval run` writes it after its answers exist."""
+    from core.store import DatasetDir, config_hash
     from eval.config import BenchArgs
     from eval.run import _pairs, judge_set, score_arena
-    from synth.store import DatasetDir, config_hash
 
     cats = ("hard_prompt", "creative_writing")
     prompts = [{"id": f"q{i:02d}", "instruction": f"question {i}", "index": i,
@@ -161,9 +161,9 @@ def test_bad_arena_config_is_one_line(tmp_path, capsys, override, says):
 
 
 def test_arena_configs_and_tiny_v2_questions(tmp_path):
+    from core.config import parse
     from eval import benchmarks
     from eval.config import ALL
-    from synth.config import parse
 
     for profile in ("paper", "tiny"):
         bargs = parse(["--config", str(ROOT / f"recipes/configs/eval/{profile}.yaml")], ALL)[3]

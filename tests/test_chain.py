@@ -7,8 +7,8 @@ import datasets
 import pytest
 from conftest import TINY, chain_argv, kill_when, seeded  # the `chain` fixture is in conftest
 
+from core.store import DatasetDir
 from synth.__main__ import main
-from synth.store import DatasetDir
 
 
 @pytest.mark.slow

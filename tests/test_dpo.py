@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TINY, kill_when
 
 pytestmark = pytest.mark.slow
@@ -31,8 +30,8 @@ def preference_argv(root: Path, *extra) -> list[str]:
 def make_tagged(tiny_run: Path, root: Path) -> Path:
     """root/tagged: the session run's real instructions and answers with task categories cycled over four labels
     (the judge tagger is tested on its own; here the categories only steer the balanced pick)."""
-    from synth import store
-    from synth.schema import TASK_CATEGORIES
+    from core import store
+    from core.schema import TASK_CATEGORIES
 
     src, out = store.DatasetDir(tiny_run / "responses"), store.DatasetDir(root / "tagged")
     records = [{**r, "task_category": TASK_CATEGORIES[i % 4]} for i, r in enumerate(src.records())]
@@ -60,7 +59,7 @@ def preference_run(tagged, tmp_path_factory) -> Path:
 def test_preference_records(preference_run):
     import datasets
 
-    from synth import store
+    from core import store
 
     scored = store.DatasetDir(preference_run / "preferences/scored").records()
     assert len(scored) == 8
@@ -102,7 +101,7 @@ def wandb_keys(run: Path) -> set[str]:
 
 
 def test_killed_preference_stage_resumes_exactly(preference_run, tagged, tmp_path):
-    from synth import store
+    from core import store
 
     root = tmp_path / "run"
     shutil.copytree(tagged / "tagged", root / "tagged")
@@ -143,8 +142,8 @@ def policy_margin(model_dir, pairs) -> float:
 def test_dpo_steps_move_the_policy(preference_run, trained_sft, tmp_path):
     import datasets
 
+    from core.engines import Sampling, get_engine
     from eval.run import detect_dataset
-    from synth.engines import Sampling, get_engine
     from train.dpo import main
 
     export = preference_run / "preferences/export"
@@ -187,7 +186,7 @@ def test_table_shows_the_dpo_rows(tmp_path):
 def test_no_usable_pairs(tagged, tmp_path):
     """Greedy sampling gives five equal answers: every instruction is a tie, none is fatal on its own, and a set
     with no usable pair stops the stage with a line that says what was dropped."""
-    from synth import store
+    from core import store
 
     root = tmp_path / "run"
     shutil.copytree(tagged / "tagged", root / "tagged")
@@ -214,7 +213,7 @@ def test_dpo_refuses_a_set_without_usable_pairs(trained_sft, tmp_path):
 
 
 def test_reward_model_must_be_a_sequence_classifier(tagged, tmp_path):
-    from synth import models
+    from core import models
 
     causal_lm = models.resolve("embedded:smollm2-135m-instruct")  # a checkpoint with a language-model head
     root = tmp_path / "run"

@@ -3,8 +3,8 @@ import copy
 
 from tokenizers.processors import TemplateProcessing
 
-from synth import templates
-from synth.engines import Sampling, cut_at_stop, encode_prompt, get_engine
+from core import templates
+from core.engines import Sampling, cut_at_stop, encode_prompt, get_engine
 
 
 def bos_adding(tokenizer):
@@ -84,7 +84,7 @@ def test_top_logprobs_of_each_generated_token(hf_engine):
 def test_auto_dtype_follows_the_cpus_native_bf16(monkeypatch, hf_engine):
     import torch
 
-    from synth.engines import dtype as hf
+    from core.engines import dtype as hf
 
     for probe, native in (("_is_avx512_bf16_supported", True), ("_is_amx_tile_supported", True), (None, False)):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda p=probe: p == "_is_avx512_bf16_supported")
@@ -100,7 +100,7 @@ def test_auto_dtype_follows_the_cpus_native_bf16(monkeypatch, hf_engine):
 def test_tiny_sft_trains_in_fp32_where_bf16_is_emulated(monkeypatch, capsys):
     from conftest import ROOT
 
-    from synth.engines import dtype as hf
+    from core.engines import dtype as hf
     from train.sft import _hardware_precision, parse
 
     argv = ["--config", str(ROOT / "recipes/configs/sft/tiny.yaml"), "--output_dir", "unused"]
@@ -121,7 +121,7 @@ def test_document_prefix_is_what_the_tokenizer_puts_before_plain_text(smol_token
 
     from tokenizers.processors import TemplateProcessing
 
-    from synth.engines import document_prefix
+    from core.engines import document_prefix
 
     assert document_prefix(smol_tokenizer) == "" and document_prefix(None) == ""
     with_bos = copy.deepcopy(smol_tokenizer)

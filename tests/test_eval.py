@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 from conftest import EVAL_SMALL, EVAL_TINY, ROOT, kill_when
 
-
-
 # ---------------------------------------------------------------------------------------------
 # Judges: reading what they wrote.
 
@@ -159,9 +157,9 @@ def test_table_refuses_an_unfinished_evaluation(tmp_path):
 
 def test_trained_model_is_placed_by_its_sft_set(tmp_path):
     """train_summary.json's dataset -> the export name -> the paper row."""
+    from core.store import DatasetDir
     from eval.run import detect_dataset, trained_model
     from eval.table import paper_rows, row_of
-    from synth.store import DatasetDir
 
     run = tmp_path / "magpie_air"
     (run / "sft" / "merged").mkdir(parents=True)
@@ -209,13 +207,13 @@ def _no_answers(out: Path) -> bool:
 def test_retired_judge_is_refused_by_name_before_any_answer(tmp_path, capsys, monkeypatch):
     """OpenAI shut the paper's judges down on 2026-03-26: naming one on OpenAI's API is one line naming the
     replacement, before any answer is generated and without a request."""
-    import synth.engines
+    import core.engines
     from eval.__main__ import main
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     for var in ("OPENAI_BASE_URL", "OPENAI_API_BASE"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(synth.engines, "get_engine", lambda *a, **k: pytest.fail("the judge was called"))
+    monkeypatch.setattr(core.engines, "get_engine", lambda *a, **k: pytest.fail("the judge was called"))
     out = tmp_path / "o"
     for judge, extra in (("gpt-4-1106-preview", ["--judge", "paper"]),
                          ("gpt-4-0314", ["--judge_model", "gpt-4-0314", "--benchmarks", "arena_hard"])):
@@ -332,7 +330,7 @@ SMALL = EVAL_SMALL  # the `evaluated` fixture (conftest) used these
 
 @pytest.mark.slow
 def test_tiny_evaluation_of_the_sft_model(evaluated):
-    from synth.store import DatasetDir
+    from core.store import DatasetDir
 
     r = json.loads((evaluated / "sft" / "results.json").read_text())
     assert r["profile"] == "tiny" and r["model"].endswith("merged")
@@ -372,15 +370,15 @@ def test_the_base_against_its_own_references_is_even(evaluated):
 @pytest.mark.slow
 def test_rerun_loads_no_model_and_table_is_built(evaluated, trained_sft, monkeypatch, capsys):
     """A finished evaluation started again reads everything back: no model, reference or judge load."""
-    import synth.engines.base
+    import core.engines.registry
     from eval.__main__ import main
 
     def refuse(*_a, **_k):
         raise AssertionError("a model was loaded for a finished evaluation")
 
-    # every engine (a role's build, a shared engine) is built by synth.engines.base.get_engine
-    monkeypatch.setattr(synth.engines.base, "get_engine", refuse)
-    monkeypatch.setattr(synth.engines.base, "_SHARED", {})
+    # every engine (a role's build, a shared engine) is built by core.engines.registry.get_engine
+    monkeypatch.setattr(core.engines.registry, "get_engine", refuse)
+    monkeypatch.setattr(core.engines.registry, "_SHARED", {})
     before = json.loads((evaluated / "sft" / "results.json").read_text())
     assert main(["run", "--config", EVAL_TINY, "--references_dir", str(evaluated / "refs"), *SMALL,
                  "--model", str(trained_sft), "--output_dir", str(evaluated / "sft")]) == 0
@@ -407,8 +405,8 @@ def test_rerun_loads_no_model_and_table_is_built(evaluated, trained_sft, monkeyp
 def test_killed_judging_resumes_without_losing_or_repeating(evaluated, trained_sft, tmp_path):
     """SIGKILL the evaluation while it judges; the rerun keeps the shards already written, judges the
     rest, and every (question, game) is judged exactly once; no results.json in between."""
+    from core.store import DatasetDir
     from eval.__main__ import main
-    from synth.store import DatasetDir
 
     out = tmp_path / "sft"
     shutil.copytree(evaluated / "sft", out, ignore=shutil.ignore_patterns("judgments", "results.json", "wandb"))
@@ -435,8 +433,8 @@ def test_killed_judging_resumes_without_losing_or_repeating(evaluated, trained_s
 
 @pytest.mark.parametrize("profile", ["paper", "tiny"])
 def test_eval_configs_parse(profile):
+    from core.config import parse
     from eval.config import ALL
-    from synth.config import parse
 
     margs, eargs, _, bargs, _ = parse(["--config", str(ROOT / f"recipes/configs/eval/{profile}.yaml")], ALL)
     assert eargs.profile == profile and set(eargs.benchmarks) == {"alpaca_eval", "arena_hard", "lm_eval"}
@@ -450,9 +448,9 @@ def test_the_default_judge_exists_and_the_papers_is_kept_by_name(tmp_path):
     is the paper's gpt-4-1106-preview, whose annotator config is the one alpaca_eval ships."""
     import yaml
 
+    from core.config import parse
     from eval.config import ALL
     from eval.judges import alpaca_annotator_configs, alpaca_annotator_model, write_alpaca_annotator
-    from synth.config import parse
 
     _, _, jargs, _, _ = parse(["--config", PAPER], ALL)
     assert (jargs.judge_engine, jargs.judge_model, jargs.alpaca_annotator) == \

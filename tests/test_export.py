@@ -5,7 +5,7 @@ import os
 import datasets
 import pytest
 
-from synth import store
+from core import store
 from synth.export import export, license_for
 from synth.filters import filter_dataset
 

@@ -6,8 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from synth import filters, schema, store
+from core import store
+from synth import filters
 from synth.filters import FilterError, apply, filter_dataset, validate
+from synth.stats import response_lengths
 
 
 def row(i: int, length: int | None = None, **tags) -> dict:
@@ -133,7 +135,9 @@ def test_multi_turn_length_counts_every_assistant_turn():
     single = row(1, length=100)
     kept, _ = apply([mt, single], "pro-filter-3", size=1)
     assert [r["id"] for r in kept] == [0]  # 10 + 100 > 100
-    assert schema.response_length(mt) == 110 and apply([mt, single], "response_length = 110")[0] == [mt]
+    # The filter's SQL measures what stats.response_lengths (the report's and the card's) does.
+    assert list(response_lengths(pa.Table.from_pylist([mt, single]))) == [110, 100]
+    assert apply([mt, single], "response_length = 110")[0] == [mt]
     assert [r["id"] for r in apply([mt, single], "turns = 2")[0]] == [0]
 
 
@@ -249,7 +253,7 @@ def test_validate_checks_everything_without_the_data():
         validate("pro-300k-filtered", "instruct_reward >", None)
     assert "\n" not in str(e.value)
     with pytest.raises(FilterError, match="unknown column 'instruct_rewrd'.*columns: .*instruct_reward"):
-        validate(None, "instruct_rewrd > 0", None)  # the known schema: synth/schema.py + derived
+        validate(None, "instruct_rewrd > 0", None)  # the known schema: core/schema.py + derived
     with pytest.raises(FilterError, match="size 0"):
         validate("pro-300k-filtered", None, 0)
     # Against the input's schema: a known tag it lacks, a name nobody knows (listing what there is).

@@ -1,4 +1,4 @@
-"""Choices made by GPU count (synth/gpus.py): the profile a recipe picks, the exact training launch lines, the global
+"""Choices made by GPU count (core/gpus.py): the profile a recipe picks, the exact training launch lines, the global
 batch they keep (paper Tables 8 and 9), and synthesis on a local Ray cluster, at 0, 1, 4 and 8 GPUs.
 
 The recipes' own bash functions run (recipes/bootstrap.sh, sourced with MAGPIE_SETUP=0), with MAGPIE_GPUS setting
@@ -12,9 +12,9 @@ import shlex
 import subprocess
 
 import pytest
-
 from conftest import ROOT
-from synth import gpus
+
+from core import gpus
 
 SFT_LORA = "recipes/configs/sft/variants/lora.yaml"
 DPO_LORA = "recipes/configs/dpo/variants/lora.yaml"

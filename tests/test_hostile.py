@@ -10,7 +10,7 @@ import pytest
 from conftest import EVAL_TINY, ROOT, TINY
 from test_export import records
 
-from synth import store
+from core import store
 
 
 def error_line(capsys, main, argv) -> str:
@@ -46,6 +46,12 @@ def _synth():
     return main
 
 
+def _report():
+    from report.page import main
+
+    return main
+
+
 def _eval():
     from eval.__main__ import main
 
@@ -74,7 +80,7 @@ def _run_folder(root: Path) -> Path:
 
 @pytest.mark.parametrize("key", ["--sample", "--map_sample"])
 def test_report_refuses_a_negative_count(capsys, tmp_path, key):
-    line = error_line(capsys, _synth(), ["report", str(_run_folder(tmp_path)), key, "-1"])
+    line = error_line(capsys, _report(), [str(_run_folder(tmp_path)), key, "-1"])
     assert line == f"error: {key} -1: give 0 or more rows (0: none)"
 
 
@@ -89,7 +95,7 @@ def test_report_output_on_a_full_or_read_only_disk(capsys, tmp_path, monkeypatch
                 raise OSError(code, os.strerror(code), str(path))
 
             monkeypatch.setattr(store, "atomic_write_text", fail)
-        line = error_line(capsys, _synth(), ["report", str(run), "--output", str(disk / "index.html")])
+        line = error_line(capsys, _report(), [str(run), "--output", str(disk / "index.html")])
         assert not list(disk.glob(".*.tmp"))
     assert line.startswith(f"error: {disk}") and f"{os.strerror(code)}; {advice}" in line
 

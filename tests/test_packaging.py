@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from synth import store
-from synth.config import read_config
+from core import store
+from core.config import read_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,

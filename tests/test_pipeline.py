@@ -13,7 +13,7 @@ def manifest(d):
 
 
 def records(d):
-    from synth.store import DatasetDir
+    from core.store import DatasetDir
 
     return DatasetDir(d).records()
 
@@ -67,7 +67,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(full_run, tmp_path):
         assert [r["id"] for r in got] == [r["id"] for r in want]  # nothing lost, nothing twice
         assert got == want  # same seed on CPU: the same records
     # The run report of the resumed run shows the uninterrupted run's data.
-    from synth.report import gather
+    from report import gather
 
     def shown(run):
         data = gather(run)
@@ -83,13 +83,13 @@ def test_killed_run_resumes_without_loss_or_duplicates(full_run, tmp_path):
 
 @pytest.mark.slow
 def test_complete_run_is_reused_without_loading_a_model(full_run, capsys, monkeypatch):
-    import synth.engines
-    import synth.engines.base
+    import core.engines
+    import core.engines.registry
 
     def refuse(*_a, **_k):
         raise AssertionError("a model was loaded for a finished stage")
-    monkeypatch.setattr(synth.engines, "get_engine", refuse)
-    monkeypatch.setattr(synth.engines.base, "get_engine", refuse)
+    monkeypatch.setattr(core.engines, "get_engine", refuse)
+    monkeypatch.setattr(core.engines.registry, "get_engine", refuse)
     shards = {p: p.stat().st_mtime_ns for p in full_run.glob("*/data/*")}
     before = manifest(full_run / "responses")
     assert main(cli(full_run, "--report_to", "none")) == 0
@@ -191,7 +191,7 @@ def test_resume_with_another_shard_layout_is_refused_and_a_corrupt_shard_is_redo
     assert main(cli(out, *fast, "--rounds_per_shard", "1", verb="instructions")) == 0
     ins = out / "instructions"
     want = records(ins)
-    from synth.store import DatasetDir
+    from core.store import DatasetDir
 
     ds = DatasetDir(ins)
     assert ds.shards() == [0, 1, 2]  # one round per shard (a round that kept nothing leaves a .empty marker)

@@ -1,4 +1,4 @@
-"""One process per model (synth/procs.py): the same records in a process of their own, exceptions that come back
+"""One process per model (core/procs.py): the same records in a process of their own, exceptions that come back
 as themselves, and a worker that does not outlive a killed run."""
 import os
 import signal
@@ -10,7 +10,8 @@ import psutil
 import pytest
 from conftest import ROOT, cli
 
-from synth import procs, store
+from core import procs, store
+from core.models import looks_local, resolve
 
 
 def test_stages_in_their_own_processes_give_the_same_records(tiny_run, tmp_path, monkeypatch):
@@ -21,7 +22,7 @@ def test_stages_in_their_own_processes_give_the_same_records(tiny_run, tmp_path,
     procs.HISTORY.clear()
     assert main(cli(tmp_path, "--report_to", "none")) == 0
     ran = [(target, pid) for target, pid in procs.HISTORY]
-    assert [t for t, _ in ran] == ["synth.__main__:run_stage"] * 2  # instructions, then responses
+    assert [t for t, _ in ran] == ["synth.stages:run_stage"] * 2  # instructions, then responses
     assert len({pid for _, pid in ran} | {os.getpid()}) == 3  # two processes, neither of them this one
     for stage in ("instructions", "responses"):
         assert store.DatasetDir(tmp_path / stage).records() == store.DatasetDir(tiny_run / stage).records()
@@ -33,15 +34,15 @@ def test_stages_in_their_own_processes_give_the_same_records(tiny_run, tmp_path,
 
 def test_an_exception_in_the_worker_comes_back_as_itself(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        procs.in_own_process("synth.models:resolve", str(tmp_path / "no" / "such" / "model"))
-    assert procs.call("synth.models:looks_local", "/x", isolated=True) is True
+        procs.in_own_process(resolve, str(tmp_path / "no" / "such" / "model"))
+    assert procs.call(looks_local, "/x", isolated=True) is True
 
 
 def test_a_killed_run_leaves_no_worker_and_no_grandchild():
     """The worker (here running `sleep`, as a stage runs vLLM's engine core) and everything it started end when
     the process that asked for it is killed."""
-    parent = subprocess.Popen([sys.executable, "-c", "from synth.procs import in_own_process; "
-                               "in_own_process('subprocess:run', ['sleep', '3600'])"],
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess; from core.procs import in_own_process; "
+                               "in_own_process(subprocess.run, ['sleep', '3600'])"],
                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         p = psutil.Process(parent.pid)

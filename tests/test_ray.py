@@ -1,4 +1,4 @@
-"""The model stages on a real local Ray cluster (synth/cluster.py): the records of a single-process run, an actor
+"""The model stages on a real local Ray cluster (core/cluster.py): the records of a single-process run, an actor
 or the driver SIGKILLed mid-job losing nothing and writing nothing twice, and bad clusters refused in one line.
 
 The cluster has 3 logical CPUs on this 2-core machine: two 1-CPU engine actors plus the slot Ray Data's own tasks
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TINY
-from synth import store
+
+from core import store
 
 ray = pytest.importorskip("ray")
 
@@ -196,7 +196,7 @@ class _EnvWork:
 
 
 def test_an_actor_closes_its_engine_when_deleted(monkeypatch, tmp_path):
-    from synth.cluster import ShardActor
+    from core.cluster import ShardActor
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # restored after the test
     actor = ShardActor(_EnvWork(str(tmp_path), _FakeRole(str(tmp_path))), threads=0, gpus=1)
@@ -214,7 +214,7 @@ def test_zero_gpu_actors_see_no_gpu_and_close_their_engine_when_the_stage_ends(c
     may build one and get no shard)."""
     from ray import cloudpickle
 
-    from synth.cluster import Cluster
+    from core.cluster import Cluster
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
     work = _EnvWork(str(tmp_path), _FakeRole(str(tmp_path)))

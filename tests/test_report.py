@@ -1,4 +1,4 @@
-"""The run report (synth/report.py) on the session's real tiny run (multi-turn, every tiny tagger, filter, export) and
+"""The run report (report/page.py) on the session's real tiny run (multi-turn, every tiny tagger, filter, export) and
 its real evaluation, opened in a real headless Chromium: charts drawn, no console error, no network request, the
 sample browser's rows and filters; a run folder with missing stages; bad input."""
 import json
@@ -10,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -19,7 +18,7 @@ ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
 
 @pytest.fixture(scope="module")
 def reported(chain, evaluated, tmp_path_factory):
-    from synth.report import write_report
+    from report import write_report
 
     run = tmp_path_factory.mktemp("report") / "magpie_air"
     shutil.copytree(chain, run)
@@ -30,7 +29,7 @@ def reported(chain, evaluated, tmp_path_factory):
 
 
 def test_report_data(reported):
-    from synth import store
+    from core import store
 
     run, summary, data = reported
     tagged = store.DatasetDir(run / "tagged").records()

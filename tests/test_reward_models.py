@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TINY, TINY_MODEL
 
 # Code of our own, written the way ArmoRM-Llama3-8B-v0.1's modeling_custom.py is written for transformers 4: it imports
@@ -63,7 +62,7 @@ def _checkpoint(root: Path, name: str, imported: str | None) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
-    from synth import models
+    from core import models
 
     tokenizer = AutoTokenizer.from_pretrained(models.resolve(TINY_MODEL))
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
@@ -130,7 +129,7 @@ def test_a_reward_model_that_cannot_be_built_is_named(checkpoints):
 
 def _tagged(root: Path) -> Path:
     """root/tagged: a small tagged set (the preference stage's input), written as the tag stage writes one."""
-    from synth import store
+    from core import store
 
     out = store.DatasetDir(root / "tagged")
     out.begin("tag", {"input_id": "handmade"})
@@ -143,8 +142,9 @@ def _tagged(root: Path) -> Path:
 
 def test_preferences_refuse_a_scorer_that_cannot_load_before_sampling(checkpoints, tmp_path):
     """The function: nothing is picked, sampled or written, and the engine is never touched."""
+    from core.engines import ModelRole
     from synth.config import PreferenceArgs
-    from synth.engines import ModelRole
+    from core.layout import RunLayout
     from synth.preferences import sample_preferences
 
     class Untouchable:
@@ -155,7 +155,7 @@ def test_preferences_refuse_a_scorer_that_cannot_load_before_sampling(checkpoint
                            pref_reward_engine="hf")
     with pytest.raises(ValueError, match="cannot be built"):
         sample_preferences(Untouchable(), ModelRole(TINY_MODEL, engine="hf"), pargs, _tagged(tmp_path),
-                           tmp_path / "preferences")
+                           RunLayout(tmp_path))
     assert not (tmp_path / "preferences").exists()
 
 
@@ -204,7 +204,7 @@ def test_scores_batched_by_tokens_equal_one_by_one_in_input_order(checkpoints):
 # -- reward_difference: two models, two processes, the same records on resume -------------------------------------
 @pytest.mark.slow  # two spawned model processes, then one: 1-2 min on this shared 2-core machine
 def test_reward_difference_base_model_and_reward_model_run_in_two_processes(checkpoints, tmp_path, monkeypatch):
-    from synth import procs, store
+    from core import procs, store
     from synth.tag import tag_dataset
     from synth.taggers.reward import SequenceClassifierScorer
 

@@ -4,9 +4,9 @@ rounds per shard, a Table 7 mix) no two samples share a stream on either engine.
 The vllm engine's run of the same check is tests/test_vllm.py::test_paper_shape_streams_are_independent."""
 from conftest import ROOT, assert_independent_streams
 
+from core.engines import Sampling, sample_seed, stream_seed
+from core.engines.base import per_prompt
 from synth.config import InstructionArgs
-from synth.engines import Sampling, sample_seed, stream_seed
-from synth.engines.base import per_prompt
 from synth.instructions import plan, round_seed
 
 AIR = str(ROOT / "recipes/configs/synth/air.yaml")
@@ -44,7 +44,7 @@ def test_hf_rows_draw_their_own_streams(hf_engine):
 def test_paper_shape_streams_are_independent_on_hf(hf_engine, tmp_path, monkeypatch):
     """air.yaml's step 1 at the shape above on the hf engine, batches of 4 rows: the old scheme gave batch b of
     round r and batch b-1 of round r+1 one stream (33.8% duplicates at this shape)."""
-    from synth import store
+    from core import store
     from synth.config import parse
     from synth.instructions import generate_instructions
 

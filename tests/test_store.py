@@ -4,7 +4,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from synth import store
+from core import store
 from synth.tag import tag_dataset
 
 
@@ -183,7 +183,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
 
 def test_a_failed_stage_is_a_failed_wandb_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    from synth import tracking
+    from core import tracking
 
     with pytest.raises(RuntimeError):
         with tracking.stage_run("responses", {"x": 1}, tmp_path, "wandb", "magpie-repro-tests", "t"):
@@ -197,14 +197,15 @@ def test_every_shard_layout_key_is_part_of_the_resume_key():
     value would skip or double items while the manifest says complete."""
     from dataclasses import fields
 
+    from core.config import NON_SEMANTIC, stage_config
     from synth import config
 
     layout = {f.name for c in config.ALL for f in fields(c) if f.name.endswith(("batch_size", "rounds_per_shard"))}
     assert {"rounds_per_shard", "response_batch_size", "mt_batch_size", "tag_batch_size"} <= layout
-    assert not layout & config.NON_SEMANTIC
+    assert not layout & NON_SEMANTIC
     args = [c() for c in config.ALL[:-1]] + [config.RunArgs()]
-    base = store.config_hash(config.stage_config(*args))
+    base = store.config_hash(stage_config(*args))
     # a model role's hf_batch_size only groups rows inside one generate call
     for key in sorted(k for k in layout if not k.endswith("hf_batch_size")):
         changed = [type(a)(**{**vars(a), key: getattr(a, key) + 1}) if hasattr(a, key) else a for a in args]
-        assert store.config_hash(config.stage_config(*changed)) != base, key
+        assert store.config_hash(stage_config(*changed)) != base, key

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from synth import store
+from core import store
 
 ROWS = 500  # N; the second run has 4N rows
 BATCH = 25  # rows per batch in the measured steps (20 batches at N)

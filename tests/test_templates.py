@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from synth import templates
+from core import templates
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chat_templates"
 
@@ -94,7 +94,8 @@ def test_no_chat_template_says_what_to_do():
 def test_model_without_chat_template_needs_pre_query_template(hf_engine):
     import copy
 
-    from synth.config import InstructionArgs, ModelArgs
+    from core.config import ModelArgs
+    from synth.config import InstructionArgs
     from synth.instructions import resolve_template
 
     engine = copy.copy(hf_engine)
@@ -110,8 +111,9 @@ def test_model_without_chat_template_needs_pre_query_template(hf_engine):
 
 def test_control_system_prompts(hf_engine):
 
+    from core.config import ModelArgs
     from synth import control
-    from synth.config import InstructionArgs, ModelArgs
+    from synth.config import InstructionArgs
     from synth.instructions import resolve_template
 
     margs = ModelArgs(model="HuggingFaceTB/SmolLM2-135M-Instruct")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT
 
 CHATML_TRAINING = ROOT / "recipes/chat_templates/chatml_smollm2_training.jinja"
@@ -82,7 +81,7 @@ def test_few_steps_write_a_model_that_loads_and_generates(trained_sft):
     # The summary reads TRL's own log: its run loss is the mean of the two logged step losses (logged to 4 places).
     assert summary["train_loss"] == pytest.approx((summary["first_loss"] + summary["last_loss"]) / 2, abs=2e-4)
     assert (trained_sft / "adapter_model.safetensors").exists()
-    from synth.engines import Sampling, get_engine
+    from core.engines import Sampling, get_engine
 
     engine = get_engine("hf", model=str(trained_sft / "merged"))
     (c,), = engine.chat([[{"role": "user", "content": "What is the capital of France?"}]],
@@ -156,7 +155,7 @@ def test_missing_model_path_is_named(capsys, convs_file):
 
 
 def test_model_references(tmp_path):
-    from synth import models
+    from core import models
 
     for hub_id in ("meta-llama/Meta-Llama-3-8B", "gpt2", "Qwen/Qwen2.5-0.5B-Instruct"):
         assert models.resolve(hub_id) == hub_id  # passed on to transformers / vLLM untouched
@@ -194,8 +193,8 @@ def test_failed_run_is_recorded_as_failed_on_wandb(convs_file, tmp_path, monkeyp
     """The trainer opens the W&B run; a failure inside training must close it with exit code 1, which wandb
     writes to the offline run's log."""
     import trl
-    import wandb
 
+    import wandb
     from train.sft import main
 
     for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_PROJECT": "test",

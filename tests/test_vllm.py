@@ -25,7 +25,7 @@ PQ = "<|im_start|>user\n"  # SmolLM2's pre-query template
 
 @pytest.fixture(scope="module")
 def vllm_engine():
-    from synth.engines import get_engine
+    from core.engines import get_engine
 
     engine = get_engine("vllm", model=TINY_MODEL, dtype="auto", max_model_len=1024)
     yield engine
@@ -37,7 +37,7 @@ def chat_prompt(engine, text):
 
 
 def test_token_ids_in_one_bos_out(vllm_engine):
-    from synth.engines import Sampling, encode_prompt
+    from core.engines import Sampling, encode_prompt
 
     bos = vllm_engine.tokenizer.bos_token
     prompt = f"{bos}user\n"  # a template that starts with the BOS text, as Llama-3's does
@@ -53,7 +53,7 @@ def test_token_ids_in_one_bos_out(vllm_engine):
 
 
 def test_one_call_mixes_samplings_and_a_prompt_too_long_is_counted(vllm_engine):
-    from synth.engines import Sampling
+    from core.engines import Sampling
 
     samplings = [Sampling(temperature=1.0, top_p=0.99, n=3, max_tokens=24, stop=("\n",), seed=5),
                  Sampling(temperature=0.0, max_tokens=12),
@@ -75,7 +75,7 @@ def test_one_call_mixes_samplings_and_a_prompt_too_long_is_counted(vllm_engine):
 
 
 def test_logprobs_agree_with_transformers(vllm_engine, hf_engine):
-    from synth.engines import Sampling
+    from core.engines import Sampling
 
     s = Sampling(temperature=0.0, max_tokens=1, logprobs=5)
     prompt = chat_prompt(vllm_engine, "What is the capital of France? Answer in one word.")
@@ -104,7 +104,7 @@ def test_paper_shape_streams_are_independent(vllm_engine, tmp_path):
     from conftest import assert_independent_streams
     from test_seeds import AIR, SHAPE
 
-    from synth import store
+    from core import store
     from synth.config import parse
     from synth.instructions import generate_instructions
 
@@ -117,10 +117,10 @@ def test_paper_shape_streams_are_independent(vllm_engine, tmp_path):
 
 
 def test_synthesis_stages_on_vllm_in_whole_shard_calls_and_resume(vllm_engine, tmp_path):
-    from synth import store
+    from core import store
+    from core.answer import generate_responses
     from synth.instructions import generate_instructions
     from synth.multiturn import generate_multiturn
-    from synth.responses import generate_responses
 
     margs, iargs, rargs, mtargs, *_, run = _cfg()
     calls = vllm_engine.stats["calls"]
@@ -149,7 +149,7 @@ def test_synthesis_stages_on_vllm_in_whole_shard_calls_and_resume(vllm_engine, t
     redone = [r for r in again if r["id"] >= 8]
     assert all(8 <= r["id"] < 12 for r in redone) and len({r["id"] for r in again}) == len(again)
     # round 2's sample j: its own stream, whatever the shard or the call holds
-    from synth.engines import sample_seed
+    from core.engines import sample_seed
     from synth.instructions import plan, round_seed
 
     second = plan(iargs)[2]
@@ -179,7 +179,7 @@ RECORDS = [
 
 @pytest.mark.parametrize("prefill", ["label", "json"])
 def test_judge_taggers_on_vllm_count_an_over_long_prompt(vllm_engine, prefill):
-    from synth.schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
+    from core.schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
     from synth.taggers import get_tagger
 
     labels = {"task_category": TASK_CATEGORIES, "difficulty": DIFFICULTY_LEVELS, "input_quality": QUALITY_LEVELS}

@@ -13,10 +13,11 @@ from test_vllm import pytestmark  # noqa: F401  (the same skip where vllm is not
 
 
 def test_lm_eval_vllm_backend_on_the_tiny_tasks(tmp_path):
-    from synth.procs import in_own_process
+    from core.procs import in_own_process
+    from eval.harness import run_harness
 
     # lm-eval builds its own LLM: in a process of its own, as `eval run` does
-    res = in_own_process("eval.harness:run_harness", TINY_MODEL, tmp_path / "job", ["magpie_tiny"], backend="vllm",
+    res = in_own_process(run_harness, TINY_MODEL, tmp_path / "job", ["magpie_tiny"], backend="vllm",
                          limit=4, batch_size="auto", model_args={"max_model_len": 1024})
     tasks = {t: m for t, m in res.items() if isinstance(m, dict)}
     assert tasks and all(0.0 <= v <= 1.0 for m in tasks.values() for k, v in m.items() if "stderr" not in k)
@@ -30,7 +31,7 @@ def second_model(tmp_path_factory):
     """A second, different vLLM model: SmolLM2 cut to its first 8 of 30 layers (a real checkpoint)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from synth.models import resolve
+    from core.models import resolve
 
     path = resolve(TINY_MODEL)
     model = AutoModelForCausalLM.from_pretrained(path)
@@ -59,7 +60,7 @@ def test_two_vllm_models_take_turns_in_one_run(second_model, tmp_path):
          "--taggers", "language"],
         cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from synth import store
+    from core import store
 
     pairs = store.DatasetDir(out / "responses").records()
     assert pairs and all(p["gen_input_configs"]["input_generator"] == TINY_MODEL for p in pairs)

@@ -13,16 +13,20 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from core import models
+from core.config import parse as parse_config
+from core.engines import dtype_name
+from core.store import check_output_dir
+from core.tracking import offline_unless_configured
+
 
 class DiskFull(RuntimeError):
     """The disk under output_dir filled up while saving: said in one line, not in the trainer's traceback."""
 
 
 def parse(argv, data_cls, config_cls):
-    """(data args, TRL config, ModelConfig) from `--config x.yaml` and `--key value` (see synth.config.parse)."""
+    """(data args, TRL config, ModelConfig) from `--config x.yaml` and `--key value` (see core.config.parse)."""
     from trl import ModelConfig
-
-    from synth.config import parse as parse_config
 
     return parse_config(list(sys.argv[1:] if argv is None else argv), (data_cls, config_cls, ModelConfig))
 
@@ -30,8 +34,6 @@ def parse(argv, data_cls, config_cls):
 def check_model_inputs(training_args, model_args) -> None:
     """The dtype and the output folder, checked in a second (the model path by `models.resolve`)."""
     from trl import ModelConfig
-
-    from synth.store import check_output_dir
 
     # argparse checks the choices of a command-line --dtype only; a YAML value arrives unchecked.
     dtypes = ModelConfig.__dataclass_fields__["dtype"].metadata["choices"]
@@ -60,8 +62,7 @@ def closing_wandb(fn, *args):
 def wandb_env(training_args, group: str | None) -> None:
     """Offline unless W&B is configured; one project, runs grouped by the recipe's run folder."""
     if "wandb" in (training_args.report_to or []):
-        if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
-            os.environ["WANDB_MODE"] = "offline"
+        offline_unless_configured()
         os.environ.setdefault("WANDB_PROJECT", "magpie-repro")
         os.environ.setdefault("WANDB_RUN_GROUP", group or Path(training_args.output_dir).parent.name)
         os.environ.setdefault("WANDB_DIR", str(Path(training_args.output_dir).parent))
@@ -72,8 +73,6 @@ def hardware_precision(model_args, training_args, tag: str = "train"):
     Where bf16 is only emulated (no AVX512-BF16/AMX), bf16 autocast made the tiny LoRA run slower
     than fp32 (benchmarks/sft_throughput.py), so it trains in fp32 and says so."""
     import torch
-
-    from synth.engines import dtype_name
 
     on_cpu = training_args.use_cpu or not torch.cuda.is_available()
     if model_args.dtype != "auto" or not on_cpu:
@@ -89,8 +88,6 @@ def hardware_precision(model_args, training_args, tag: str = "train"):
 def prepare(model_args, training_args, wandb_group: str | None, tag: str):
     """What every trainer does before its data: resolve the model, set W&B up, pick the CPU precision and pass the
     ModelConfig's loading keys to the trainer. Returns (model path, training args)."""
-    from synth import models
-
     model_path = models.resolve(model_args.model_name_or_path)
     wandb_env(training_args, wandb_group)
     training_args = hardware_precision(model_args, training_args, tag)

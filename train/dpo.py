@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from core import models
+
 from . import common
 from .sft import DataArguments
 
@@ -44,8 +46,6 @@ def parse(argv=None):
 def start_model(model: str) -> str:
     """The model DPO starts from, checked: a missing SFT output is an error that says to train it first; a LoRA SFT's
     output directory (an adapter) starts from the merged model train/sft.py wrote beside it."""
-    from synth import models
-
     if model is None:
         raise ValueError("model_name_or_path is not set: give the SFT model DPO starts from (runs/<recipe>/sft)")
     if not models.looks_local(model):

@@ -32,7 +32,7 @@ class DataArguments:
 
 
 def parse(argv=None):
-    """The three configs from `--config x.yaml` and `--key value` overrides (see synth.config.parse)."""
+    """The three configs from `--config x.yaml` and `--key value` overrides (see core.config.parse)."""
     from trl import SFTConfig
 
     return common.parse(argv, DataArguments, SFTConfig)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..engines import shared_engine
+from core.engines import shared_engine
 
 _REGISTRY: dict[str, Callable[..., "Tagger"]] = {}
 
@@ -73,7 +73,4 @@ def get_tagger(name: str, **kwargs) -> Tagger:
 
 
 def _load_all() -> None:
-    import importlib
-
-    for mod in ("judge", "reward", "guard", "language", "neighbors"):  # each registers its taggers
-        importlib.import_module(f"{__name__}.{mod}")
+    from . import guard, judge, language, neighbors, reward  # noqa: F401  (each registers its taggers on import)

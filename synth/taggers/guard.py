@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 
-from ..engines import Sampling, document_prefix
+from core.engines import Sampling, document_prefix
+
 from . import Tagger, register_tagger, tagger_engine
 
 PAPER_GUARD = "meta-llama/Meta-Llama-Guard-2-8B"

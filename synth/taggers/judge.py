@@ -14,8 +14,9 @@ import json
 import re
 from typing import ClassVar
 
-from ..engines import Sampling
-from ..schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
+from core.engines import Sampling
+from core.schema import DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES
+
 from . import Tagger, register_tagger, tagger_engine
 
 PAPER_JUDGE = "meta-llama/Meta-Llama-3-8B-Instruct"

@@ -32,8 +32,8 @@ import logging
 import numpy as np
 from tqdm.auto import tqdm
 
-from synth.engines.hf import torch_device
-from synth.models import resolve
+from core.engines.hf import torch_device
+from core.models import resolve
 from synth.taggers import Tagger, register_tagger
 
 TINY_EMBEDDER = "embedded:all-minilm-l6-v2"

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 
-from ..engines import Sampling, document_prefix, shared_engine
+from core.engines import Sampling, document_prefix, shared_engine
+
 from . import Tagger, register_tagger, tagger_engine
 
 PAPER_RM = "sfairXC/FsfairX-LLaMA3-RM-v0.1"
@@ -79,7 +80,7 @@ def check_reward_model(model: str, trust_remote_code: bool = False, key: str = "
     import transformers
     from transformers import AutoConfig
 
-    from .. import models
+    from core import models
 
     path = models.resolve(model)
     restore_removed_names()
@@ -142,8 +143,8 @@ class SequenceClassifierScorer:
                  max_batch_tokens: int = 32_768):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from .. import models
-        from ..engines.hf import torch_device, torch_dtype
+        from core import models
+        from core.engines.hf import torch_device, torch_dtype
 
         device, path = torch_device(device), models.resolve(model)
         # the loading below builds it; the check has put back the names its code may import (restore_removed_names)

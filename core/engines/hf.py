@@ -4,8 +4,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from .base import (Completion, Engine, EngineInfo, Sampling, Samplings, cut_at_stop, encode_prompt, per_prompt,
-                   register_engine, sample_seed)
+from .base import (
+    Completion,
+    Engine,
+    EngineInfo,
+    Sampling,
+    Samplings,
+    cut_at_stop,
+    encode_prompt,
+    per_prompt,
+    sample_seed,
+)
 from .dtype import dtype_name
 
 
@@ -21,7 +30,6 @@ def torch_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-@register_engine("hf")
 class HFEngine(Engine):
     def __init__(
         self,

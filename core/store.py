@@ -126,6 +126,18 @@ def write_error(e: OSError, where, option: str = "output_dir") -> str:
     return f"{path}: {e.strerror or e}; {todo}"
 
 
+_NOT_IN_LINEAGE = ("files", "lineage", "versions")  # per-file hashes and library versions: not what readers need
+
+
+def _lineage_of(input_dir) -> list[dict]:
+    """What a stage reading `input_dir` records of where its input came from: the input's manifest and its own
+    lineage, so that later readers (the dataset cards, the report) find every upstream fact in one manifest."""
+    up = DatasetDir(input_dir).manifest()
+    if up is None:
+        return []
+    return [{k: v for k, v in up.items() if k not in _NOT_IN_LINEAGE}, *up.get("lineage", [])]
+
+
 class DatasetDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -163,6 +175,8 @@ class DatasetDir:
         for stale in (*self.path.glob(".*.tmp"), *self.data.glob(".*.tmp")):
             stale.unlink(missing_ok=True)
         redo = self.drop_unreadable()
+        if old is None and info.get("input") and "lineage" not in info:
+            info["lineage"] = _lineage_of(info["input"])
         m = old or {"stage": stage, "config": config, "config_hash": h, "created": time.time(), **info}
         for path in redo:  # what is written again is recorded again at finish
             (m.get("files") or {}).pop(path.relative_to(self.path).as_posix(), None)
@@ -170,6 +184,16 @@ class DatasetDir:
                  versions=library_versions())
         atomic_write_text(self.path / MANIFEST, json.dumps(m, indent=2, default=str))
         return m
+
+    def lineage(self) -> list[dict]:
+        """This directory's manifest, then those of the inputs it was made from, nearest first: as its manifest
+        recorded them when the stage began (a run from before `lineage` was recorded: its inputs' manifests)."""
+        m = self.manifest()
+        if m is None:
+            return []
+        if "lineage" in m:
+            return [m, *m["lineage"]]
+        return [m, *(DatasetDir(m["input"]).lineage() if m.get("input") else [])]
 
     def _unstarted(self) -> bool:
         """A folder with nothing of a run in it: empty, or holding only an empty data/ and temporary files (a run

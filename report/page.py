@@ -1,4 +1,4 @@
-"""One static HTML report per run: `python -m synth report runs/magpie_air` -> runs/magpie_air/report/index.html.
+"""One static HTML report per run: `python -m report runs/magpie_air` -> runs/magpie_air/report/index.html.
 
 The page is one self-contained file: Plotly's JavaScript and DataTables (the bundle the itables package ships) are
 inline, the data is inline JSON, nothing is fetched when it is viewed. It shows, from the run's own files:
@@ -30,9 +30,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import store
+from core import store
+from core.layout import FOLDERS, RunLayout
+from core.schema import CATEGORICAL as ORDER
+from eval.table import build
+from synth.export import _find_key
+from synth.filters import row_fates
+from synth.stats import Profile, response_lengths
+from synth.taggers.neighbors import NeighborTagger
+from train.data import load_sft_dataset
 
-STAGES = ("instructions", "responses", "multiturn", "tagged", "filtered", "export", "preferences/export")
+STAGES = ("instructions", "responses", "multiturn", "tagged", "filtered", "export", "pref_export")  # RunLayout names
 CORE = ("instructions", "responses", "tagged", "filtered", "export")  # every synthesis recipe makes these
 DATA_STAGES = ("tagged", "multiturn", "responses", "instructions")  # the set the data section describes
 CATEGORICAL = ("task_category", "difficulty", "input_quality", "language", "llama_guard_2")
@@ -65,8 +73,8 @@ def _json_safe(v):
 def _stages(root: Path) -> tuple[dict, list[str]]:
     """Each stage's manifest summary, and the stages that are not there (or not complete)."""
     out, missing = {}, []
-    for s in STAGES:
-        m = store.DatasetDir(root / s).manifest()
+    for key in STAGES:
+        s, m = FOLDERS[key], store.DatasetDir(getattr(RunLayout(root), key)).manifest()
         if m is None:
             if s in CORE:  # multi-turn and preference data belong to some recipes only
                 missing.append(s)
@@ -86,11 +94,9 @@ def _stages(root: Path) -> tuple[dict, list[str]]:
 
 
 def _stand_ins(root: Path) -> list[str]:
-    from .export import _find_key
-
     notes = []
-    for s in STAGES:
-        m = store.DatasetDir(root / s).manifest() or {}
+    for key in STAGES:
+        s, m = FOLDERS[key], store.DatasetDir(getattr(RunLayout(root), key)).manifest() or {}
         for where, v in _find_key(m, "stand_in"):
             line = f"{where.split('.')[-1] or s}: {v}"
             if line not in notes:
@@ -104,13 +110,15 @@ def _stand_ins(root: Path) -> list[str]:
 
 
 def _run_info(root: Path) -> dict:
-    ins = store.DatasetDir(root / "instructions").manifest() or {}
+    ins = store.DatasetDir(RunLayout(root).instructions).manifest() or {}
     template = (ins.get("template") or {}).get("pre_query_template")
-    versions = next((m.get("versions") for s in STAGES if (m := store.DatasetDir(root / s).manifest())), {}) or {}
+    versions = next((m.get("versions") for s in STAGES
+                     if (m := store.DatasetDir(getattr(RunLayout(root), s)).manifest())), {}) or {}
     wandb_runs = sorted(str(p.relative_to(root)) for p in root.glob("**/wandb/offline-run-*"))
     wandb_runs += [json.loads(p.read_text()).get("wandb_run_dir") for p in root.glob("*/train_summary.json")]
     cells = Counter()
-    src = next((root / s for s in ("instructions", "responses") if (root / s / "data").is_dir()), None)
+    src = next((p for s in ("instructions", "responses") if ((p := getattr(RunLayout(root), s)) / "data").is_dir()),
+               None)
     if src is not None:
         for t in store.DatasetDir(src).batches(50_000, ["gen_input_configs"]):
             for c in t.column("gen_input_configs").to_pylist():
@@ -131,9 +139,6 @@ def _histogram(values: np.ndarray, bins: int = 40) -> dict:
 
 
 def _distributions(ds: store.DatasetDir) -> dict:
-    from .schema import CATEGORICAL as ORDER
-    from .stats import Profile
-
     profile = Profile.of(ds)
     cats = {f: profile.category_counts(f, ORDER.get(f, ()), top=15 if f == "language" else None)
             for f in CATEGORICAL}
@@ -144,11 +149,9 @@ def _distributions(ds: store.DatasetDir) -> dict:
 
 def _fates(root: Path, src: store.DatasetDir) -> tuple[dict[int, str], dict | None]:
     """For each row of the tagged set: "kept" or the filter step that dropped it (None without a filter run)."""
-    m = store.DatasetDir(root / "filtered").manifest()
+    m = store.DatasetDir(RunLayout(root).filtered).manifest()
     if not m or m.get("status") != "complete" or src.path.name != "tagged":
         return {}, None
-    from .filters import row_fates
-
     cfg = m["config"]
     return row_fates(src.path, cfg["conditions"], cfg.get("cut"), cfg.get("size"), cfg.get("seed", 0)), cfg
 
@@ -164,8 +167,6 @@ def _conversation(r: dict) -> list[dict]:
 def _samples(ds: store.DatasetDir, fates: dict[int, str], k: int, seed: int) -> tuple[list[dict], int]:
     """A seeded sample of k rows (all of them below k), in dataset order, for the browser. Only the picked rows
     become dicts: a 1M-row set is read a batch at a time and 5,000 of its rows are converted."""
-    from .stats import response_lengths
-
     n = ds.num_rows()
     picked = np.array(sorted(random.Random(seed).sample(range(n), k)) if n > k else range(n), dtype=np.int64)
     out, start = [], 0
@@ -205,8 +206,6 @@ def _embedding_map(ds: store.DatasetDir, compare: list[Path], k: int, seed: int)
         labels += [name] * len(rows)
     if len(texts) < 3:
         return None
-    from .taggers.neighbors import NeighborTagger
-
     vecs = NeighborTagger(embedding_model=model).embed(texts)  # the vectors the neighbour tags came from
     if len(texts) >= 5:
         from sklearn.manifold import TSNE
@@ -231,8 +230,6 @@ def _instructions(path: Path, k: int, seed: int) -> list[tuple[str, str | None]]
         want = [c for c in ("instruction", "messages", "task_category") if c in cols]
         rows = [r for t in ds.batches(50_000, want) for r in t.to_pylist()]
     else:
-        from train.data import load_sft_dataset
-
         rows = load_sft_dataset(str(path)).to_list()
     rows = [((r.get("instruction") or next((m["content"] for m in r.get("messages") or [] if m["role"] == "user"), "")),
              r.get("task_category")) for r in rows]
@@ -248,8 +245,6 @@ def _evaluations(root: Path) -> list[dict]:
                     "pairs": {"alpaca_eval": _alpaca_pairs(d), "arena_hard": _arena_pairs(d)}, "raw": r})
     if not out:
         return out
-    from eval.table import build
-
     lines = build([e.pop("raw") for e in out], only_measured=True)
     for e in out:
         e["table"] = [ln for ln in lines if ln["measured_model"] == e["model"]]
@@ -310,13 +305,13 @@ def gather(root, compare=(), sample: int = 5000, map_sample: int = 2000, seed: i
     report = {"run": _run_info(root), "stages": stages, "missing": missing, "data_stage": data_stage,
               "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if data_stage:
-        ds = store.DatasetDir(root / data_stage)
+        ds = store.DatasetDir(getattr(RunLayout(root), data_stage))
         fates, filt = _fates(root, ds)
         report["distributions"] = _distributions(ds)
         report["filter"] = {"config": filt, "funnel": (stages.get("filtered") or {}).get("funnel")} if filt else None
         report["samples"], report["sample_of"] = _samples(ds, fates, sample, seed)
         report["embedding_map"] = _embedding_map(ds, [Path(p) for p in compare], map_sample, seed)
-    pref = store.DatasetDir(root / "preferences" / "export")
+    pref = store.DatasetDir(RunLayout(root).pref_export)
     if pref.complete:
         t = [r for t in pref.batches(50_000, ["score_chosen", "score_rejected", "margin"]) for r in t.to_pylist()]
         report["preferences"] = {"counts": pref.manifest()["counts"],
@@ -344,7 +339,7 @@ def write_report(root, out: str | Path | None = None, compare=(), sample: int = 
 
     t0 = time.perf_counter()
     data = gather(root, compare, sample, map_sample, seed)
-    out = Path(out) if out else Path(root) / "report" / "index.html"
+    out = Path(out) if out else RunLayout(root).report / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATE.parent)), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
@@ -362,7 +357,7 @@ def main(argv: list[str]) -> int:
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m synth report", description="One static HTML report of a run folder.")
+    ap = argparse.ArgumentParser(prog="python -m report", description="One static HTML report of a run folder.")
     ap.add_argument("run", help="a recipe's output_dir, e.g. runs/magpie_air")
     ap.add_argument("--compare", nargs="*", default=[], help="dataset dirs or SFT set files to map beside this run")
     ap.add_argument("--sample", type=int, default=5000, help="rows in the sample browser (seeded; default 5000)")

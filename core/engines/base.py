@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 Message = dict  # {"role": ..., "content": ...}
@@ -178,40 +178,5 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-_REGISTRY: dict[str, Callable[..., Engine]] = {}
-
-
-def register_engine(name: str):
-    def deco(cls):
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def get_engine(name: str, **kwargs) -> Engine:
-    """Build an engine by registry name. Engines whose library is missing say what to install."""
-    from . import hf, openai, vllm  # noqa: F401  (they register themselves; each imports its library lazily)
-
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown engine {name!r}; choose one of {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**kwargs)
-
-
-_SHARED: dict[tuple, Engine] = {}
-
-
-def shared_engine(name: str, model: str, **kwargs) -> Engine:
-    """One engine per (engine, model, kwargs) in this process: the three judge taggers (and the eval
-    judge) use the same model, and loading an 8B model three times would triple memory and start-up. A memory
-    setting (gpu_memory_utilization) makes no second engine of the same model: the first one's applies."""
-    key = (name, model, tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k != "gpu_memory_utilization")))
-    if key not in _SHARED:
-        _SHARED[key] = get_engine(name, model=model, **kwargs)
-    return _SHARED[key]
-
-
-def release_shared() -> None:
-    """Close and forget every shared engine of this process (a model's process does this before it exits)."""
-    while _SHARED:
-        _SHARED.popitem()[1].close()
+# vLLM's own settings: passed to vllm.LLM only when set (unset, vLLM's defaults apply and old runs stay resumable).
+VLLM_KEYS = ("quantization", "kv_cache_dtype", "max_num_seqs", "enforce_eager")

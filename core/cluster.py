@@ -146,7 +146,7 @@ class Cluster:
 
     # -- the job ----------------------------------------------------------------------------
     def map_shards(self, work, todo: list[tuple[object, object]], desc: str = ""):
-        """Compute `todo` ((key, spec)) of `work` (a synth.shards.ShardWork) on actors; yields each shard's key as
+        """Compute `todo` ((key, spec)) of `work` (a core.shards.ShardWork) on actors; yields each shard's key as
         its file is written."""
         if not todo:
             return

@@ -5,10 +5,10 @@ MAGPIE_GPUS sets it: the tests use 0, 1, 4 and 8, and a user can leave GPUs to o
 offers only that many, and one-GPU training sees only the first). Otherwise torch counts the CUDA devices that
 CUDA_VISIBLE_DEVICES leaves visible.
 
-    python -m synth.gpus                   # the count
-    python -m synth.gpus profile pro       # the profile a recipe runs: pro, tiny without GPUs, or why it cannot
-    python -m synth.gpus ray air           # 1 when synthesis should run on a local Ray cluster, else 0
-    python -m synth.gpus split 32 1        # processes and gradient accumulation for a global batch of 32
+    python -m core.gpus                   # the count
+    python -m core.gpus profile pro       # the profile a recipe runs: pro, tiny without GPUs, or why it cannot
+    python -m core.gpus ray air           # 1 when synthesis should run on a local Ray cluster, else 0
+    python -m core.gpus split 32 1        # processes and gradient accumulation for a global batch of 32
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
                       f"global batch at {argv[1]}", file=sys.stderr)
             print(processes, accumulation)
         else:
-            print("usage: python -m synth.gpus [profile PROFILE | ray PROFILE | split GLOBAL_BATCH PER_DEVICE]",
+            print("usage: python -m core.gpus [profile PROFILE | ray PROFILE | split GLOBAL_BATCH PER_DEVICE]",
                   file=sys.stderr)
             return 2
     except ValueError as e:

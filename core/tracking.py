@@ -12,6 +12,12 @@ import sys
 from pathlib import Path
 
 
+def offline_unless_configured() -> None:
+    """The one W&B rule of the project: runs are offline unless the user configured W&B (a key or WANDB_MODE)."""
+    if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, config: dict, run_dir, report_to: str = "wandb", project: str = "magpie-repro",
               group: str | None = None):
@@ -23,8 +29,7 @@ def stage_run(stage: str, config: dict, run_dir, report_to: str = "wandb", proje
         except ImportError:
             print("wandb is not installed; not logging (pip install wandb)", file=sys.stderr)
         else:
-            if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
-                os.environ["WANDB_MODE"] = "offline"
+            offline_unless_configured()
             os.environ.setdefault("WANDB_SILENT", "true")
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             run = wandb.init(project=project, group=group or Path(run_dir).name, job_type=stage,

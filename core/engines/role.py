@@ -1,7 +1,7 @@
 """A model role: which model a stage uses and how an engine runs it, the same keys for every role.
 
 The generator, the response model, the judge, the guard, the base model, the reward model, the eval
-reference and judge, and lm-eval each carry one `ModelRole` (config: `synth.config.role_args` gives each
+reference and judge, and lm-eval each carry one `ModelRole` (config: `core.config.role_args` gives each
 role its prefixed keys, `judge_engine`, `judge_max_model_len`, ...). `build()` makes the engine.
 """
 from __future__ import annotations
@@ -9,14 +9,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from . import base
+from . import base, registry
+from .base import VLLM_KEYS
 
 ENGINES = ("vllm", "hf", "openai")
 KEYS = ("model", "engine", "dtype", "device", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization",
         "hf_batch_size", "base_url", "trust_remote_code", "quantization", "kv_cache_dtype", "max_num_seqs",
         "enforce_eager")
-# vLLM's own settings: passed to vllm.LLM only when set (unset, vLLM's defaults apply and old runs stay resumable).
-VLLM_KEYS = ("quantization", "kv_cache_dtype", "max_num_seqs", "enforce_eager")
 
 
 @dataclass(frozen=True)
@@ -55,9 +54,49 @@ class ModelRole:
         raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
 
     def build(self) -> base.Engine:
-        return base.get_engine(self.engine, **self.engine_kwargs())  # every engine of the repo is built there
+        return registry.get_engine(self.engine, **self.engine_kwargs())  # every engine of the repo is built there
 
     def shared(self) -> base.Engine:
         """The process's one engine for this role (roles on the same model and settings share it)."""
         kw = self.engine_kwargs()
-        return base.shared_engine(self.engine, kw.pop("model"), **kw)
+        return registry.shared_engine(self.engine, kw.pop("model"), **kw)
+
+
+def check_context(limits: dict, context: int | None, model: str) -> None:
+    """Refuse a token limit longer than the model's context (prompt and answer share it): vLLM and transformers
+    would accept --max_tokens 10000000000 and the stage would run on a limit it can never reach."""
+    for key, value in limits.items():
+        if context and value is not None and value > context:
+            raise ValueError(f"{key} {value} is more than the context of {model}, {context} tokens (max_model_len); "
+                             f"lower {key}")
+
+
+class LazyEngine:
+    """A model role's engine, built on first use: work whose output is already complete never loads it.
+    `limits` ({key: tokens}) are checked against the model's context as it loads, before anything is generated."""
+
+    def __init__(self, role: ModelRole, limits: dict | None = None):
+        self.role, self.loaded, self.limits = role, None, limits or {}
+
+    def within_context(self, limits: dict) -> LazyEngine:
+        self.limits = limits
+        if self.loaded is not None:
+            check_context(limits, getattr(self.loaded, "max_model_len", None), self.role.model)
+        return self
+
+    def __getattr__(self, name):
+        if self.loaded is None:
+            self.loaded = self.role.build()
+            check_context(self.limits, getattr(self.loaded, "max_model_len", None), self.role.model)
+        return getattr(self.loaded, name)
+
+    def close(self) -> None:  # free the model before another one loads (one model at a time)
+        if self.loaded is not None:
+            self.loaded.close()
+            self.loaded = None
+
+    def __enter__(self) -> LazyEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

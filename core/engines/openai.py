@@ -18,15 +18,13 @@ from collections.abc import Sequence
 
 import openai
 
-from .base import (Completion, Engine, EngineInfo, Message, Sampling, Samplings, per_prompt, register_engine,
-                   sample_seed)
+from .base import Completion, Engine, EngineInfo, Message, Sampling, Samplings, per_prompt, sample_seed
 
 
 class ServerError(ValueError):
     """One line naming the URL and what to do: the CLIs print it as `error: ...` and exit 2."""
 
 
-@register_engine("openai")
 class OpenAIEngine(Engine):
     def __init__(
         self,

@@ -28,11 +28,3 @@ CATEGORICAL: dict[str, tuple[str, ...]] = {
     "task_category": TASK_CATEGORIES, "difficulty": DIFFICULTY_LEVELS, "input_quality": QUALITY_LEVELS,
     "llama_guard_2": ("safe",), "language": (),
 }
-
-
-def response_length(r: dict) -> int:
-    """Characters the model wrote: all assistant turns for multi-turn records (the paper's length cut)."""
-    msgs = r.get("messages")
-    if msgs:
-        return sum(len(m.get("content") or "") for m in msgs if m.get("role") == "assistant")
-    return len(r.get("response") or "")

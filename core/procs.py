@@ -15,7 +15,6 @@ stage's ValueError arrives as the same ValueError, the worker's traceback in its
 """
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import subprocess
@@ -53,16 +52,16 @@ while alive(os.killpg, group):
 """
 
 
-def _call(target: str, args: tuple, kwargs: dict):
-    module, fn = target.split(":")
-    return getattr(importlib.import_module(module), fn)(*args, **kwargs)
+def name_of(fn) -> str:
+    """`module:function`, how a log line and HISTORY name a function."""
+    return f"{fn.__module__}:{fn.__qualname__}"
 
 
 def _stop_descendants(keep: set[int]) -> None:
     """End what this process started and left running (closed engines are gone already): SIGTERM, then SIGKILL."""
     import psutil
 
-    from .engines.base import release_shared
+    from .engines.registry import release_shared
 
     release_shared()
     me = psutil.Process()
@@ -80,12 +79,12 @@ def _stop_descendants(keep: set[int]) -> None:
             pass
 
 
-def _worker(conn, parent: int, target: str, args: tuple, kwargs: dict) -> None:
+def _worker(conn, parent: int, target, args: tuple, kwargs: dict) -> None:
     os.setpgrp()  # vLLM's engine core and workers join this group; the watcher can end them all
     watcher = subprocess.Popen([sys.executable, "-S", "-c", _WATCHER, str(parent), str(os.getpgrp())],
                                start_new_session=True, stdin=subprocess.DEVNULL)
     try:
-        result = (True, (os.getpid(), _call(target, args, kwargs)))
+        result = (True, (os.getpid(), target(*args, **kwargs)))
     except BaseException as e:  # noqa: BLE001  (everything goes back to the parent)
         tb = traceback.format_exc()
         try:
@@ -99,7 +98,7 @@ def _worker(conn, parent: int, target: str, args: tuple, kwargs: dict) -> None:
         try:
             conn.send(result)
         except Exception as e:  # a result that does not pickle
-            conn.send((False, (RuntimeError(f"the result of {target} cannot be sent back: {e}"), "")))
+            conn.send((False, (RuntimeError(f"the result of {name_of(target)} cannot be sent back: {e}"), "")))
     finally:
         conn.close()
         _stop_descendants(keep={watcher.pid})
@@ -107,20 +106,22 @@ def _worker(conn, parent: int, target: str, args: tuple, kwargs: dict) -> None:
         watcher.wait()
 
 
-def in_own_process(target: str, *args, **kwargs):
-    """`module:function(*args, **kwargs)` run in a fresh spawned process; its result, or its exception."""
+def in_own_process(target, *args, **kwargs):
+    """`target(*args, **kwargs)` run in a fresh spawned process; its result, or its exception. `target` is a
+    module-level function: it travels by reference (its module is imported in the child)."""
     import multiprocessing as mp
 
+    name = name_of(target)
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(send, os.getpid(), target, args, kwargs), name=f"magpie:{target}")
+    proc = ctx.Process(target=_worker, args=(send, os.getpid(), target, args, kwargs), name=f"magpie:{name}")
     proc.start()
     send.close()
     try:
         ok, payload = recv.recv()
     except EOFError:  # the worker died before it could answer
         proc.join()
-        raise RuntimeError(f"the process running {target} died without an answer (exit code {proc.exitcode}: "
+        raise RuntimeError(f"the process running {name} died without an answer (exit code {proc.exitcode}: "
                            "killed, or out of memory); run the command again: finished shards are kept") from None
     except BaseException:  # interrupted here (Ctrl-C): take the worker's group down with us
         try:
@@ -133,18 +134,29 @@ def in_own_process(target: str, *args, **kwargs):
     proc.join()
     if not ok:
         error, tb = payload
-        error.add_note(f"(raised in the process running {target}:)\n{tb}")
+        error.add_note(f"(raised in the process running {name}:)\n{tb}")
         raise error
     pid, result = payload
-    HISTORY.append((target, pid))
+    HISTORY.append((name, pid))
     return result
 
 
-def call(target: str, *args, isolated: bool, **kwargs):
-    """`module:function(*args, **kwargs)`: in a process of its own when `isolated`, else here."""
+def call(target, *args, isolated: bool, **kwargs):
+    """`target(*args, **kwargs)`: in a process of its own when `isolated`, else here."""
     if isolated:
         return in_own_process(target, *args, **kwargs)
-    return _call(target, args, kwargs)
+    return target(*args, **kwargs)
+
+
+def place(fn, *args, engines: tuple = (), done: bool = False, local: bool = False, here=None, **kwargs):
+    """The one placement decision of the project (the stages, the tag groups, eval's answers, judges and lm-eval):
+    `fn(*args, **kwargs)` in a process of its own when a model on `engines` needs one (`isolate`) and there is work
+    left (`done`: its output is complete, so it only reads it back), else in this process: `local` keeps it here
+    (a Ray driver, whose actors load the models), and `here`, if given, is what runs in this process instead of
+    `fn` (a stage with the engine this process already holds)."""
+    if not local and not done and isolate(*engines):
+        return in_own_process(fn, *args, **kwargs)
+    return (here or fn)(*args, **kwargs)
 
 
 def isolate(*engines: str) -> bool:

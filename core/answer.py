@@ -1,12 +1,10 @@
-"""Step 2 of MAGPIE: answer each instruction through the model's normal chat template.
+"""Answer a prompt set through the model's normal chat template: MAGPIE's step 2, and eval's answers.
 
 Greedy, up to 4096 new tokens, stopping only at the model's end-of-turn tokens (paper
 section 2; reference gen_res.py). Records gain `response`, `messages` (the TRL conversational
 format) and `gen_response_configs`.
 """
 from __future__ import annotations
-
-import time
 
 from . import shards, store, templates
 from .config import ModelArgs, ResponseArgs, stage_config
@@ -34,28 +32,23 @@ def responses_config(margs: ModelArgs, rargs: ResponseArgs, in_dir) -> dict:
 
 
 def generate_responses(engine, margs: ModelArgs, rargs: ResponseArgs, in_dir, out_dir, cluster=None) -> dict:
+    """Answer every instruction of `in_dir` into `out_dir` (synth's responses stage, eval's answers), shard by
+    shard; a finished directory of this config is reused without touching `engine`."""
     src, ds = store.DatasetDir(in_dir), store.DatasetDir(out_dir)
-    config = responses_config(margs, rargs, in_dir)
-    if (done := ds.reusable(config)) is not None:  # the engine is not touched: a lazy one never loads
-        return {**done["counts"], "reused": True}
     role = rargs.response_role(margs.role())  # the generator, unless a response model of its own is set
-    sampling = response_sampling(engine, rargs, role.model)
-    ds.begin("responses", config, model=role.model, instruction_model=margs.model, engine=engine.info.name,
-             input=str(in_dir), sampling=sampling.to_dict())
-    t0, before = time.perf_counter(), ds.shard_totals().get("tokens", 0)
-    gen_cfg = {**sampling.to_dict(), "output_generator": role.model, "engine": engine.info.name}
-    work = shards.ShardWork(str(ds.path), "synth.responses:answer_shard", role=role,
-                            args=(str(src.path), sampling, gen_cfg))
-    # Shard k answers input rows [k * response_batch_size, ...): read shard by shard, never the whole set.
-    shards.run(work, shards.row_ranges(src.num_rows(), rargs.response_batch_size), engine,
-               desc="responses", unit="res", cluster=cluster)
-    t = ds.shard_totals()
-    counts = {"pairs": t.get("kept", 0), "truncated": t.get("truncated", 0), "tokens": t.get("tokens", 0),
-              "prompt_too_long": t.get("prompt_too_long", 0)}
-    seconds = time.perf_counter() - t0
-    ds.finish(counts, seconds_this_run=round(seconds, 2))
-    counts.update(seconds=seconds, tokens_this_run=counts["tokens"] - before)
-    return counts
+
+    def prepare():
+        sampling = response_sampling(engine, rargs, role.model)
+        gen_cfg = {**sampling.to_dict(), "output_generator": role.model, "engine": engine.info.name}
+        work = shards.ShardWork(str(ds.path), answer_shard, role=role, args=(str(src.path), sampling, gen_cfg))
+        manifest = dict(model=role.model, instruction_model=margs.model, engine=engine.info.name, input=str(in_dir),
+                        sampling=sampling.to_dict())
+        # Shard k answers input rows [k * response_batch_size, ...): read shard by shard, never the whole set.
+        return work, shards.row_ranges(src.num_rows(), rargs.response_batch_size), manifest
+
+    return shards.write_stage(ds, "responses", responses_config(margs, rargs, in_dir), prepare, lambda t: {
+        "pairs": t.get("kept", 0), "truncated": t.get("truncated", 0), "tokens": t.get("tokens", 0),
+        "prompt_too_long": t.get("prompt_too_long", 0)}, engine, desc="responses", unit="res", cluster=cluster)
 
 
 def answer_shard(engine, rows: tuple[int, int], in_dir: str, sampling: Sampling, gen_cfg: dict):

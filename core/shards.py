@@ -1,17 +1,17 @@
-"""A model stage's shards, computed in this process or by engine actors on a Ray cluster (synth/cluster.py).
+"""A model stage's shards, computed in this process or by engine actors on a Ray cluster (core/cluster.py).
 
 A stage splits its work into shards, the unit of resume, and names a *shard function* that turns one shard's
-spec into its records: `fn(engine, spec, *args) -> (records, meta)`, a module-level function ("module:function")
-so that an actor on another machine imports the same code. Whoever computes shard k writes it, whole
+spec into its records: `fn(engine, spec, *args) -> (records, meta)`, a module-level function, which pickles by
+reference: an actor on another machine imports the same code. Whoever computes shard k writes it, whole
 (DatasetDir.write_shard), into the stage's output directory: with or without Ray, and whatever the number of
 actors, the output is the same directory, shard for shard, and a rerun skips the shards on disk.
 """
 from __future__ import annotations
 
-import importlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
@@ -22,14 +22,13 @@ from . import store
 class ShardWork:
     """One stage's shard function and what it needs besides the engine: everything here is pickled to the actors."""
     out_dir: str
-    fn: str  # "synth.responses:answer_shard"
+    fn: Callable[..., tuple[list[dict], dict]]  # a module-level function, e.g. core.answer.answer_shard
     args: tuple = ()
     role: Any = None  # the ModelRole whose engine `fn` gets (built once per process); None: fn builds what it needs
     tensor_parallel_size: int | None = None  # GPUs an actor needs when `fn` builds its own models (default: role's)
 
     def compute(self, engine, spec) -> tuple[list[dict], dict]:
-        module, name = self.fn.split(":")
-        return getattr(importlib.import_module(module), name)(engine, spec, *self.args)
+        return self.fn(engine, spec, *self.args)
 
     def target(self, key) -> tuple[store.DatasetDir, int]:
         """Where shard `key` goes: k (the output directory's shard k) or (subfolder, k) (the tag stage's parts)."""
@@ -45,7 +44,7 @@ class ShardWork:
 def run(work: ShardWork, units: list[tuple[Any, Any, int]], engine=None, *, desc: str, unit: str,
         cluster=None) -> int:
     """Compute and write the shards of `units` ((key, spec, items); a key is k or (subfolder, k), see
-    ShardWork.target) that are not on disk yet: here on `engine`, or on `cluster` (a synth.cluster.Cluster) by
+    ShardWork.target) that are not on disk yet: here on `engine`, or on `cluster` (a core.cluster.Cluster) by
     actors that build `work.role`'s engine. The progress bar counts items and starts at the work already done.
     Returns the number of shards computed."""
     on_disk: dict[Path, set] = {}
@@ -88,3 +87,21 @@ def input_rows(in_dir, start: int, stop: int, columns: list[str] | None = None) 
         _INPUTS.clear()
         _INPUTS[key] = store.DatasetDir(in_dir)
     return _INPUTS[key].rows(start, stop, columns)
+
+
+def write_stage(ds: store.DatasetDir, kind: str, config: dict, prepare: Callable[[], tuple], counts: Callable[[dict],
+                dict], engine=None, *, desc: str, unit: str, cluster=None) -> dict:
+    """A dataset directory written shard by shard, the skeleton of every model stage: reuse a finished one of this
+    `config` (nothing prepared, no model loaded) -> `prepare()` -> begin -> the shards not on disk yet -> `counts`
+    of the shards' totals -> finish. `prepare()` returns (work, units, manifest fields); it is where a stage first
+    touches its engine (the template, the stop ids). Returns the counts with `seconds` and `tokens_this_run`."""
+    if (done := ds.reusable(config)) is not None:  # the engine is not touched: a lazy one never loads
+        return {**done["counts"], "reused": True}
+    work, units, manifest = prepare()
+    ds.begin(kind, config, **manifest)
+    t0, before = time.perf_counter(), ds.shard_totals().get("tokens", 0)
+    run(work, units, engine, desc=desc, unit=unit, cluster=cluster)
+    result = counts(ds.shard_totals())
+    seconds = time.perf_counter() - t0
+    ds.finish(result, seconds_this_run=round(seconds, 2))
+    return {**result, "seconds": seconds, "tokens_this_run": result.get("tokens", 0) - before}

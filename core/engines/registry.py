@@ -1,0 +1,51 @@
+"""The engines by name: `get_engine("vllm", model=...)` builds one, `shared_engine` keeps one per model and settings
+in this process. The three engines of the repo are registered here (each imports its library only when built);
+`register_engine` adds another."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .base import Engine
+from .hf import HFEngine
+from .openai import OpenAIEngine
+from .vllm import VLLMEngine
+
+_REGISTRY: dict[str, Callable[..., Engine]] = {}
+
+
+def register_engine(name: str):
+    def deco(cls):
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def get_engine(name: str, **kwargs) -> Engine:
+    """Build an engine by registry name. Engines whose library is missing say what to install."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown engine {name!r}; choose one of {sorted(_REGISTRY)}")
+    return _REGISTRY[name](**kwargs)
+
+
+_SHARED: dict[tuple, Engine] = {}
+
+
+def shared_engine(name: str, model: str, **kwargs) -> Engine:
+    """One engine per (engine, model, kwargs) in this process: the three judge taggers (and the eval
+    judge) use the same model, and loading an 8B model three times would triple memory and start-up. A memory
+    setting (gpu_memory_utilization) makes no second engine of the same model: the first one's applies."""
+    key = (name, model, tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k != "gpu_memory_utilization")))
+    if key not in _SHARED:
+        _SHARED[key] = get_engine(name, model=model, **kwargs)
+    return _SHARED[key]
+
+
+def release_shared() -> None:
+    """Close and forget every shared engine of this process (a model's process does this before it exits)."""
+    while _SHARED:
+        _SHARED.popitem()[1].close()
+
+
+for _name, _cls in (("hf", HFEngine), ("vllm", VLLMEngine), ("openai", OpenAIEngine)):
+    register_engine(_name)(_cls)
