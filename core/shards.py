@@ -47,13 +47,7 @@ def run(work: ShardWork, units: list[tuple[Any, Any, int]], engine=None, *, desc
     ShardWork.target) that are not on disk yet: here on `engine`, or on `cluster` (a core.cluster.Cluster) by
     actors that build `work.role`'s engine. The progress bar counts items and starts at the work already done.
     Returns the number of shards computed."""
-    on_disk: dict[Path, set] = {}
-
-    def done(key) -> bool:
-        ds, k = work.target(key)
-        return k in on_disk.setdefault(ds.path, set(ds.shards()))
-
-    todo = [(key, spec, n) for key, spec, n in units if not done(key)]
+    todo = pending(work, units)
     items = {key: n for key, _, n in todo}
     bar = tqdm(total=sum(n for *_, n in units), initial=sum(n for *_, n in units) - sum(items.values()),
                desc=desc, unit=unit)
@@ -68,6 +62,18 @@ def run(work: ShardWork, units: list[tuple[Any, Any, int]], engine=None, *, desc
     finally:
         bar.close()
     return len(todo)
+
+
+def pending(work: ShardWork, units: list[tuple[Any, Any, int]]) -> list[tuple[Any, Any, int]]:
+    """The units whose shard is not on disk yet (a shard that failed its check was removed by `begin`): the one
+    resume rule of every stage."""
+    on_disk: dict[Path, set] = {}
+
+    def done(key) -> bool:
+        ds, k = work.target(key)
+        return k in on_disk.setdefault(ds.path, set(ds.shards()))
+
+    return [(key, spec, n) for key, spec, n in units if not done(key)]
 
 
 def row_ranges(n: int, size: int) -> list[tuple[int, tuple[int, int], int]]:

@@ -313,24 +313,6 @@ class DatasetDir:
                     totals[key] = totals.get(key, 0) + v
         return totals
 
-    def pending(self, items: list, size: int, desc: str, unit: str):
-        """(shard number, batch) for each batch of `size` items whose shard is not on disk yet, with a
-        progress bar that starts at the work already done: the resume loop of every batched stage."""
-        from tqdm.auto import tqdm
-
-        size = max(size, 1)
-        batches = [items[i:i + size] for i in range(0, len(items), size)]
-        done = set(self.shards())
-        bar = tqdm(total=len(items), desc=desc, unit=unit,
-                   initial=sum(len(batches[k]) for k in done if k < len(batches)))
-        try:
-            for k, batch in enumerate(batches):
-                if k not in done:
-                    yield k, batch
-                    bar.update(len(batch))
-        finally:
-            bar.close()
-
     @contextmanager
     def _reading(self, path: Path):
         """A shard that does not read back is named, with what repairs it (pyarrow's error names neither)."""

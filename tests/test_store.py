@@ -4,7 +4,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from core import store
+from core import shards, store
 from synth.tag import tag_dataset
 
 
@@ -44,8 +44,8 @@ def test_unreadable_shard_is_named_removed_and_the_run_is_no_longer_complete(tmp
     m = ds.begin("responses", {"x": 1})
     assert m["status"] == "running" and not path.exists() and ds.shards() == [0, 2]
     assert str(path) in caplog.text and "written again" in caplog.text
-    batches = list(ds.pending(list(range(3)), 1, "t", "r"))
-    assert batches == [(1, [1])]  # exactly the lost shard is redone
+    todo = shards.pending(shards.ShardWork(str(ds.path), None), shards.row_ranges(3, 1))
+    assert todo == [(1, (1, 2), 1)]  # exactly the lost shard is redone
 
 
 def test_a_shard_corrupted_behind_an_intact_footer_is_named_and_redone(tmp_path, caplog):
@@ -70,7 +70,8 @@ def test_a_shard_corrupted_behind_an_intact_footer_is_named_and_redone(tmp_path,
     m = ds.begin("responses", {"x": 1})
     assert m["status"] == "running" and not path.exists() and ds.shards() == [0, 2]
     assert str(path) in caplog.text and "sha256" in caplog.text and "written again" in caplog.text
-    assert [k for k, _ in ds.pending(list(range(150)), 50, "t", "r")] == [1]  # that shard alone is redone
+    todo = shards.pending(shards.ShardWork(str(ds.path), None), shards.row_ranges(150, 50))
+    assert [k for k, *_ in todo] == [1]  # that shard alone is redone
     ds.write_shard(1, _rows(50), {"kept": 50})
     ds.finish({"kept": 150})
     assert ds.reusable({"x": 1}) is not None and len(ds.records()) == 150
