@@ -143,8 +143,8 @@ def _tagged(root: Path) -> Path:
 def test_preferences_refuse_a_scorer_that_cannot_load_before_sampling(checkpoints, tmp_path):
     """The function: nothing is picked, sampled or written, and the engine is never touched."""
     from core.engines import ModelRole
-    from synth.config import PreferenceArgs
     from core.layout import RunLayout
+    from synth.config import PreferenceArgs
     from synth.preferences import sample_preferences
 
     class Untouchable:
@@ -155,7 +155,7 @@ def test_preferences_refuse_a_scorer_that_cannot_load_before_sampling(checkpoint
                            pref_reward_engine="hf")
     with pytest.raises(ValueError, match="cannot be built"):
         sample_preferences(Untouchable(), ModelRole(TINY_MODEL, engine="hf"), pargs, _tagged(tmp_path),
-                           RunLayout(tmp_path))
+                           RunLayout(tmp_path).pref_samples)
     assert not (tmp_path / "preferences").exists()
 
 
