@@ -33,6 +33,7 @@ TINY = "embedded:smollm2-135m-instruct"
 def bench_models(n_prompts: int, max_tokens: int) -> dict:
     from core.engines import Sampling, get_engine
     from eval import benchmarks
+    from eval.benchmarks import get_benchmark
     from eval.judges import PairwiseJudge
 
     prompts = benchmarks.load("alpaca_eval", "tiny")[0][:n_prompts]
@@ -47,7 +48,7 @@ def bench_models(n_prompts: int, max_tokens: int) -> dict:
     out = {"answers": len(prompts), "answers_per_min": round(len(prompts) / t_answers * 60, 1),
            "answer_tokens_per_s": round(sum(x[0].num_tokens for x in a) / t_answers, 1)}
     for bench, prefill, n in (("alpaca_eval", "none", items), ("arena_hard", "label", items + items)):
-        judge = PairwiseJudge(engine, bench, max_tokens=8, prefill=prefill)
+        judge = PairwiseJudge(engine, get_benchmark(bench), max_tokens=8, prefill=prefill)
         t0 = time.perf_counter()
         verdicts = judge.judge(n)
         dt = time.perf_counter() - t0

@@ -141,13 +141,6 @@ def in_own_process(target, *args, **kwargs):
     return result
 
 
-def call(target, *args, isolated: bool, **kwargs):
-    """`target(*args, **kwargs)`: in a process of its own when `isolated`, else here."""
-    if isolated:
-        return in_own_process(target, *args, **kwargs)
-    return target(*args, **kwargs)
-
-
 def place(fn, *args, engines: tuple = (), done: bool = False, local: bool = False, here=None, **kwargs):
     """The one placement decision of the project (the stages, the tag groups, eval's answers, judges and lm-eval):
     `fn(*args, **kwargs)` in a process of its own when a model on `engines` needs one (`isolate`) and there is work

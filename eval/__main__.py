@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -47,24 +46,9 @@ def _run(rest: list[str]) -> int:
 
 
 def summary_line(r: dict, out: Path) -> str:
-    b = r["benchmarks"]
-    parts = []
-    if "alpaca_eval" in b:
-        a = b["alpaca_eval"]
-        parts.append(f"AlpacaEval LC {a['length_controlled_winrate']:.2f} WR {a['win_rate']:.2f}"
-                     f"±{a['standard_error']:.2f} ({a['n_total']} prompts, {a.get('n_unparsed', 0)} unparsed)")
-    if "arena_hard" in b:
-        h = b["arena_hard"]
-        pc = h.get("position_consistency")
-        agrees = isinstance(pc, float) and not math.isnan(pc)
-        pc = f", judge agrees with itself across orders on {pc:.0%}" if agrees else ""
-        shown = "; ".join(f"{c} {x['display']}" for c, x in h["categories"].items()) if "categories" in h \
-            else h["display"]
-        parts.append(f"Arena-Hard {shown} ({h.get('n_unparsed', 0)} unparsed{pc})")
-    if "lm_eval" in b:
-        h = b["lm_eval"]
-        n_tasks = len([t for t, m in h.items() if isinstance(m, dict)])
-        parts.append(f"lm-eval {n_tasks} tasks ({h.get('seconds', 0):.0f}s)")
+    from .benchmarks import BENCHMARKS
+
+    parts = [b.summary(r["benchmarks"][name]) for name, b in BENCHMARKS.items() if name in r["benchmarks"]]
     return f"[eval] {r['model_name']}: " + "; ".join(parts) + f"; {r['seconds']:.0f}s in all -> {out}/results.json"
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+NAME = "arena_hard"  # the benchmark's name: its folder in an evaluation and its key in results.json
 BASELINE = "gpt-4-0314"  # v0.1 show_result.py --baseline
 V2_BASELINES = {"hard_prompt": "o3-mini-2025-01-31", "coding": "o3-mini-2025-01-31", "math": "o3-mini-2025-01-31",
                 "creative_writing": "gemini-2.0-flash-001"}  # v2.0 utils/judge_utils.py JUDGE_SETTINGS

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from core.config import ModelArgs, check_roles, require_positive, role_args, with_roles
 
-BENCHMARKS = ("alpaca_eval", "arena_hard", "lm_eval")
+from .benchmarks import BENCHMARKS
 
 
 @dataclass
@@ -19,8 +19,8 @@ class EvalArgs:
     model_name: str | None = field(default=None, metadata={"help": "name in tables; default: from the model path"})
     row: str | None = field(default=None, metadata={
         "help": "paper Table 1 row id (eval/data/paper_table1.yaml); default: from the SFT run's dataset"})
-    benchmarks: list[str] = field(default_factory=lambda: ["alpaca_eval", "arena_hard", "lm_eval"],
-                                  metadata={"help": "any of alpaca_eval, arena_hard, lm_eval"})
+    benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS),
+                                  metadata={"help": f"any of {', '.join(BENCHMARKS)} (eval/benchmarks/)"})
     profile: str = field(default="paper", metadata={"help": "paper or tiny; recorded with every result"})
     seed: int = field(default=0, metadata={"help": "order randomisation (AlpacaEval) and bootstrap (Arena-Hard)"})
     report_to: str = field(default="wandb", metadata={"help": "wandb or none"})

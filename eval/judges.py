@@ -1,4 +1,8 @@
-"""Pairwise LLM judges for AlpacaEval 2 and Arena-Hard, on any engine of `core.engines`, and the named judges.
+"""Pairwise LLM judges on any engine of `core.engines`, the readers of their verdicts, and the named judges.
+
+`PairwiseJudge` asks a judge model about (question, answer A, answer B) items with a benchmark's prompt and reads
+its verdicts as the benchmark says (eval/benchmarks/: AlpacaEval 2's one weighted token, Arena-Hard's labels).
+A verdict that cannot be read is None: counted by the scorers, never fatal.
 
 Which judge: OpenAI shut the paper's judge (gpt-4-1106-preview) down on 2026-03-26, so the default (`judge:
 gpt-4.1`) is the one both benchmarks moved to: AlpacaEval's `weighted_alpaca_eval_gpt4.1` (the paper's protocol,
@@ -6,29 +10,9 @@ logprob-weighted, with gpt-4.1) and arena-hard-auto v2.0's judge, gpt-4.1. `judg
 a user with an archived deployment (`judge_base_url`). `check_judges` refuses a judge that cannot judge in one
 line before any answer is generated. The references stay the benchmarks' files (gpt4_turbo, gpt-4-0314 answers).
 
-AlpacaEval 2 (paper: GPT-4-Turbo-1106, `weighted_alpaca_eval_gpt4_turbo`; `weighted_alpaca_eval_gpt4.1` is the
-same with gpt-4.1): the judge sees the instruction and two outputs labelled `m` and `M` and writes one token, the
-better one's label. The
-prompt is read at run time from the installed alpaca_eval package
-(`alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt`), so the wording is AlpacaEval's own. As that
-annotator does, the preference is weighted: 2 - P(m) / (P(m) + P(M)) from the top-5 log-probabilities
-of the one generated token (1: the first output shown is better, 2: the second). Where neither token
-is among them, the generated text is read instead (1 or 2), else the judgment is unreadable.
-`alpaca_annotator: weighted_alpaca_eval_gpt4.1` (or any alpaca_eval config) hands the pairs to the alpaca_eval
-package's own annotator instead (eval/run.py); `engine` keeps them here. The two outputs are shown in alpaca_eval's
-own seeded random order (`alpaca_switched`), and identical outputs are a tie without a call.
-
-Arena-Hard v0.1 (judge GPT-4-Turbo-1106, temperature 0, 4096 tokens; v2.0: gpt-4.1): the judge sees the question
-and answers A and B, writes its reasoning and ends with one of five labels, `[[A>>B]]`, `[[A>B]]`,
-`[[A=B]]`, `[[B>A]]`, `[[B>>A]]`. Each question is judged twice, the baseline first (game 1) and
-second (game 2), to cancel position bias. The prompt (eval/data/arena_judge_prompt.yaml) is ours; the official
-one can be given as a YAML file (`system_prompt`, `prompt_template` with {QUESTION} {ANSWER_A} {ANSWER_B}).
-
-`prefill: label` (tiny Arena-Hard judges): the reply is prefilled up to the verdict, so the judge
-only has to name it; SmolLM2-135M cannot be trusted to write an analysis and then a label. (The
-AlpacaEval judge needs no prefill: it is read from the first token's probabilities; greedy text
-alone left 19 of 24 tiny judgments unreadable, SmolLM2 mostly writing "The best model identifier".)
-A verdict that cannot be read is None: counted by the scorers, never fatal.
+`prefill: label` (tiny Arena-Hard judges): the reply is prefilled up to the verdict, so the judge only has to name
+it. (The AlpacaEval judge needs no prefill: it is read from the first token's probabilities; greedy text alone
+left 19 of 24 tiny judgments unreadable, SmolLM2 mostly writing "The best model identifier".)
 """
 from __future__ import annotations
 
@@ -36,7 +20,7 @@ import importlib.util
 import math
 import os
 import re
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -48,10 +32,6 @@ ARENA_LABELS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
 # Arena-Hard's own reading: the double-bracket form first, then single brackets; the verdict is
 # the label found, and two different labels in one judgment make it unreadable.
 _ARENA_PATTERNS = (re.compile(r"\[\[([AB<>=]+)\]\]"), re.compile(r"\[([AB<>=]+)\]"))
-
-ARENA_PROMPT = Path(__file__).resolve().parent / "data" / "arena_judge_prompt.yaml"
-ARENA_PREFILL = "My final verdict is: [["
-ALPACA_PROMPT = ("alpaca_eval", "evaluators_configs/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt")
 PREFILLS = ("none", "label")
 
 # Named judges (`judge: <name>`): the keys each fills where the config leaves them unset.
@@ -109,68 +89,47 @@ def parse_alpaca_verdict(text: str | None) -> int | None:
     return {"m": 1, "M": 2}.get(token[0].strip("\"'`*.:")) if token else None
 
 
-def _alpaca_messages() -> list[dict]:
-    from . import import_alpaca_eval
-
-    utils = import_alpaca_eval("alpaca_eval.utils")  # first: it imports the package quietly
-    package, path = ALPACA_PROMPT
-    return utils.prompt_to_chatml(resources.files(package).joinpath(path).read_text())
-
-
 def _fill(template: str, values: dict[str, str]) -> str:
     # One pass over the placeholders: an answer that happens to contain "{output_2}" stays as written.
     keys = "|".join(map(re.escape, values))
     return re.sub(r"\{(" + keys + r")\}", lambda m: values[m.group(1)], template)
 
 
-def alpaca_switched(instructions: list[str], seed: int) -> list[bool]:
-    """Which AlpacaEval pairs show the model's output first: alpaca_eval's own seeded choice (its
-    RandomSwitchTwoColumnsProcessor, seeded on the instruction as its pairwise annotator does), so
-    that a judge here sees every pair in the order alpaca_eval's annotator would show it."""
-    import pandas as pd
+@dataclass
+class JudgePrompt:
+    """A benchmark's judge prompt: chat messages with three placeholders (the question, answer A, answer B, in this
+    order), the judge's sampling, where the wording comes from (recorded with the judgments) and the text the
+    judge's reply is prefilled with ("": none)."""
+    messages: list[dict]
+    placeholders: tuple[str, str, str]
+    sampling: Sampling
+    source: str
+    prefill: str = ""
 
-    from . import import_alpaca_eval
-
-    processors = import_alpaca_eval("alpaca_eval.processors")
-    switch = processors.RandomSwitchTwoColumnsProcessor(
-        two_columns_to_switch=["output_1", "output_2"], random_seed_columns=["instruction"],
-        _switch_column="is_switched_outputs", seed=seed)
-    df = pd.DataFrame({"instruction": instructions, "output_1": "", "output_2": ""})
-    return [bool(x) for x in switch.preprocess(df)["is_switched_outputs"]]
+    def conversation(self, item: dict) -> list[dict]:
+        values = dict(zip(self.placeholders, (item["question"], item["answer_a"], item["answer_b"])))
+        return [{**m, "content": _fill(m["content"], values)} for m in self.messages]
 
 
 class PairwiseJudge:
-    """`judge(items)` with items {"question", "answer_a", "answer_b"} -> [{"judgment", "verdict"}].
+    """`judge(items)` with items {"question", "answer_a", "answer_b"} -> [{"judgment", "verdict"}], on a judged
+    benchmark's prompt (the registered object, eval.benchmarks.get_benchmark), its verdicts as it reads them (A and B in the order given; callers
+    randomise the order)."""
 
-    For AlpacaEval the verdict is a preference in [1, 2] (1: answer_a better, 2: answer_b, in the
-    order given; callers randomise the order); for Arena-Hard one of ARENA_LABELS, A and B as given.
-    """
-
-    def __init__(self, engine, benchmark: str, max_tokens: int, prefill: str = "none",
+    def __init__(self, engine, benchmark, max_tokens: int, prefill: str = "none",
                  prompt_file: str | None = None, top_logprobs: int = 5, names: tuple[str, str] | None = None):
         """`engine`: an engine, or a function that builds one when the first judgment is asked for
         (with `names` = (engine name, model) for `info()` meanwhile): a resumed run whose judgments
-        are all on disk never loads the judge."""
+        are all on disk never loads the judge. Each benchmark takes the settings that are its own."""
         if prefill not in PREFILLS:
             raise ValueError(f"judge prefill must be one of {PREFILLS}, got {prefill!r}")
-        if benchmark not in ("alpaca_eval", "arena_hard"):
-            raise ValueError(f"no pairwise judge for {benchmark!r}")
-        self._engine, self.benchmark, self.prefill = engine, benchmark, prefill
+        self.benchmark = benchmark
+        if not self.benchmark.judged:
+            raise ValueError(f"no pairwise judge for {self.benchmark.name!r}")
+        self._engine, self.prefill = engine, prefill
         self.names = names or (engine.info.name, engine.info.model)
-        if benchmark == "alpaca_eval":
-            # One token and its top-5 log-probabilities (weighted_alpaca_eval_gpt4_turbo's settings).
-            self.messages = _alpaca_messages()
-            self.prompt_source = "alpaca_eval:" + ALPACA_PROMPT[1]
-            self.sampling = Sampling(temperature=0.0, max_tokens=1, logprobs=top_logprobs)
-            return
-        cfg = yaml.safe_load(Path(prompt_file or ARENA_PROMPT).read_text())
-        if not isinstance(cfg, dict) or not {"system_prompt", "prompt_template"} <= set(cfg):
-            raise ValueError(f"{prompt_file}: needs the keys system_prompt and prompt_template")
-        self.prompt_source = str(prompt_file) if prompt_file else "ours"
-        self.messages = [{"role": "system", "content": cfg["system_prompt"]},
-                         {"role": "user", "content": cfg["prompt_template"]}]
-        stop = ("]]",) if prefill == "label" else ()
-        self.sampling = Sampling(temperature=0.0, max_tokens=max_tokens, stop=stop)
+        self.prompt = self.benchmark.judge_prompt(max_tokens=max_tokens, prefill=prefill, prompt_file=prompt_file,
+                                                  top_logprobs=top_logprobs)
 
     @property
     def engine(self):
@@ -178,30 +137,15 @@ class PairwiseJudge:
             self._engine = self._engine()
         return self._engine
 
-    def _conversation(self, item: dict) -> list[dict]:
-        keys = ("instruction", "output_1", "output_2") if self.benchmark == "alpaca_eval" else \
-            ("QUESTION", "ANSWER_A", "ANSWER_B")
-        values = dict(zip(keys, (item["question"], item["answer_a"], item["answer_b"])))
-        return [{**m, "content": _fill(m["content"], values)} for m in self.messages]
-
     def judge(self, items: list[dict]) -> list[dict]:
         if not items:
             return []
-        conversations = [self._conversation(it) for it in items]
-        if self.benchmark == "alpaca_eval":
-            outs = [o[0] for o in self.engine.chat(conversations, self.sampling)]
-            return [{"judgment": o.text, "verdict": alpaca_preference((o.top_logprobs or [None])[0], o.text)}
-                    for o in outs]
-        if self.prefill == "label":
-            prompts = [self.engine.render_chat(c) + ARENA_PREFILL for c in conversations]
-            texts = [ARENA_PREFILL + o[0].text + "]]" for o in self.engine.complete(prompts, self.sampling)]
-        else:
-            texts = [o[0].text for o in self.engine.chat(conversations, self.sampling)]
-        return [{"judgment": t, "verdict": parse_arena_verdict(t)} for t in texts]
+        conversations = [self.prompt.conversation(it) for it in items]
+        return self.benchmark.verdicts(self.engine, conversations, self.prompt)
 
     def info(self) -> dict:
         return {"judge_model": self.names[1], "judge_engine": self.names[0],
-                "prefill": self.prefill, "prompt": self.prompt_source, "sampling": self.sampling.to_dict()}
+                "prefill": self.prefill, "prompt": self.prompt.source, "sampling": self.prompt.sampling.to_dict()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,25 +195,25 @@ def write_alpaca_annotator(name: str, folder: Path, base_url: str | None = None)
 
 def served_judges(jargs, benchmarks) -> list[tuple[str, str | None, str, bool]]:
     """(model, base URL or None for the client's default, the setting that names it, whether alpaca_eval calls it)
-    of each judge a server answers: the engine judge on `openai`, and an alpaca_eval annotator."""
+    of each judge a server answers for the judged `benchmarks`: the engine judge on `openai`, and the alpaca_eval
+    annotators."""
     out = []
-    by_engine = [b for b in benchmarks if b == "arena_hard" or (b == "alpaca_eval" and jargs.alpaca_annotator == "engine")]
-    if by_engine and jargs.judge_engine == "openai":
+    annotators = [b.annotator(jargs) for b in benchmarks]
+    if None in annotators and jargs.judge_engine == "openai":  # some benchmark is judged here
         out.append((jargs.judge_model, jargs.judge_base_url or os.environ.get("OPENAI_BASE_URL"), "judge_model", False))
-    if "alpaca_eval" in benchmarks and jargs.alpaca_annotator != "engine":
-        for cfg in alpaca_annotator_configs(jargs.alpaca_annotator).values():
+    for name in dict.fromkeys(a for a in annotators if a):
+        for cfg in alpaca_annotator_configs(name).values():
             if cfg.get("fn_completions") == "openai_completions":
                 # alpaca_eval's own spelling of the base URL first (decoders/openai.py), then the SDK's
                 url = jargs.judge_base_url or os.environ.get("OPENAI_API_BASE") or os.environ.get("OPENAI_BASE_URL")
-                out.append((cfg["completions_kwargs"]["model_name"], url,
-                            f"alpaca_annotator {jargs.alpaca_annotator}", True))
+                out.append((cfg["completions_kwargs"]["model_name"], url, f"alpaca_annotator {name}", True))
     return list(dict.fromkeys(out))
 
 
 def check_judges(jargs, benchmarks, probe: bool = True) -> None:
-    """Raise one ValueError line, before any answer is generated, when a judge cannot judge: a model OpenAI no longer
-    serves (without a call), no key, or a server that refuses the model, the key or the connection (one 1-token
-    request: finding out after hours of generation would waste them)."""
+    """Raise one ValueError line, before any answer is generated, when a judge of the judged `benchmarks` cannot
+    judge: a model OpenAI no longer serves (without a call), no key, or a server that refuses the model, the key or
+    the connection (one 1-token request: finding out after hours of generation would waste them)."""
     probed = set()
     for model, url, setting, by_alpaca_eval in served_judges(jargs, benchmarks):
         on_openai = urlparse(url or "https://api.openai.com/v1").hostname == "api.openai.com"

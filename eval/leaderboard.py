@@ -3,7 +3,7 @@ scores every judgment file of its data folder in one call (`python -m eval arena
 
 Scoring together matters for style control: its covariates are centred on the battles scored at once, so only
 a joint fit compares the models' styles (eval/arena.py). Each folder holds what `eval run` wrote under
-arena_hard/ (eval/run.py); the runs must share the judge and the baseline.
+arena_hard/ (eval/benchmarks/arena_hard.py); the runs must share the judge and the baseline.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pandas as pd
 from core import store
 from core.store import atomic_write_text
 
-from .arena import arena_hard_score, format_score
-from .table import csv_text, md_table
+from .arena import NAME, arena_hard_score, format_score
+from .formats import csv_text, md_table
 
 _CSV = ("category", "model", "score", "ci_lower", "ci_upper", "ci_minus", "ci_plus", "avg_tokens", "n_judgments",
         "n_unparsed", "n_battles", "baseline", "version", "control", "interval", "run")
@@ -72,7 +72,7 @@ def _avg_tokens(meta: dict, model: str, qids) -> float:
 def read_run(path) -> dict:
     """One evaluation's Arena-Hard outputs; FileNotFoundError or ValueError naming what is missing."""
     p = Path(path)
-    root = p if p.name == "arena_hard" else p / "arena_hard"
+    root = p if p.name == NAME else p / NAME
     again = "run `python -m eval run` for it (a finished evaluation started again loads no model and writes it)"
     for need in ("scores.json", "answer_metadata.json", "judgments", "prompts"):
         if not (root / need).exists():

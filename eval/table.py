@@ -9,19 +9,23 @@ compares judges as well as models.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
 
 import yaml
 
+from .benchmarks import BENCHMARKS
+from .formats import csv_text, md_table
+
 PAPER = Path(__file__).resolve().parent / "data" / "paper_table1.yaml"
-METRICS = (("lc", "AE2 LC"), ("wr", "AE2 WR"), ("arena", "Arena-Hard"))
+# The Table 1 columns (key in paper_table1.yaml, title), each filled by the benchmark that names it in its `table`.
+METRICS = tuple(m for b in BENCHMARKS.values() for m in b.table)
+BENCH_OF = {key: b.name for b in BENCHMARKS.values() for key, _ in b.table}
+METRIC_COLUMNS = [f"{w}_{k}" for k, _ in METRICS for w in ("paper", "ours", "delta")]
+JUDGED = [b for b in BENCHMARKS.values() if b.judged]  # whose judges a line names
 # Paper section 4.1: GPT-4-Turbo-1106 judged both benchmarks (AlpacaEval 2: weighted_alpaca_eval_gpt4_turbo).
 PAPER_JUDGE = "gpt-4-1106-preview"
-BENCH_OF = {"lc": "alpaca_eval", "wr": "alpaca_eval", "arena": "arena_hard"}
 ACROSS_JUDGES = "†"
 
 
@@ -67,16 +71,15 @@ def judge_of(bench: dict) -> str | None:
 
 
 def measured(result: dict) -> dict:
-    """The three Table 1 numbers (and their error bars) of one results.json, and their judges."""
-    b = result.get("benchmarks", {})
-    ae, ah = b.get("alpaca_eval", {}), b.get("arena_hard", {})
-    if ah.get("version", "v0.1") != "v0.1" or ah.get("control"):  # not the paper's v0.1 score: no delta to it
-        ah = {}
-    return {"lc": ae.get("length_controlled_winrate"), "wr": ae.get("win_rate"), "se": ae.get("standard_error"),
-            "arena": ah.get("score"), "arena_ci": (ah.get("ci_lower"), ah.get("ci_upper")),
-            "judges": {"alpaca_eval": judge_of(ae), "arena_hard": judge_of(ah)},
-            "annotator": ae.get("annotator"),
-            "lm_eval": {t: m for t, m in b.get("lm_eval", {}).items() if isinstance(m, dict)}}
+    """The Table 1 numbers (and their error bars) of one results.json, each benchmark's, and their judges."""
+    out: dict = {"judges": {}}
+    for bench in BENCHMARKS.values():
+        res = result.get("benchmarks", {}).get(bench.name, {})
+        res = res if bench.comparable(res) else {}  # not what the paper measured: no delta to it
+        out.update(bench.measured(res))
+        if bench.judged:
+            out["judges"][bench.name] = judge_of(res)
+    return out
 
 
 def build(results: list[dict], only_measured: bool = False) -> list[dict]:
@@ -99,8 +102,7 @@ def _line(row: dict | None, result: dict | None) -> dict:
             "measured_model": result["model_name"] if result else "",
             "profile": result.get("profile") if result else "", "paper_judge": PAPER_JUDGE if row else None}
     judges = ours.get("judges", {})
-    line.update({f"ours_judge_{b}": judges.get(b) for b in ("alpaca_eval", "arena_hard")},
-                ours_annotator=ours.get("annotator"))
+    line.update({f"ours_judge_{b.name}": judges.get(b.name) for b in JUDGED}, ours_annotator=ours.get("annotator"))
     for key, _ in METRICS:
         p, mine = paper.get(key), ours.get(key)
         delta = mine - p if _num(mine) and _num(p) else None
@@ -124,8 +126,10 @@ def _delta(ln: dict, key: str) -> str:
 
 
 def _judges(ln: dict) -> str:
-    ae, ah = ln["ours_judge_alpaca_eval"], ln["ours_judge_arena_hard"]
-    return (ae or ah or "–") if ae == ah or not (ae and ah) else f"AE2 {ae}, Arena {ah}"
+    """The one judge of a line's benchmarks, or each benchmark's where they differ."""
+    judges = [(b.label, ln[f"ours_judge_{b.name}"]) for b in JUDGED]
+    given = {j for _, j in judges if j}
+    return ", ".join(f"{label} {j}" for label, j in judges if j) if len(given) > 1 else next(iter(given), "–")
 
 
 def _arena(x, ci) -> str:
@@ -133,18 +137,6 @@ def _arena(x, ci) -> str:
         return "–"
     lo, hi = ci or (None, None)
     return f"{x:.1f} ({lo - x:+.1f}/{hi - x:+.1f})" if _num(lo) and _num(hi) else f"{x:.1f}"
-
-
-def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def csv_text(rows: list[dict], columns) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def markdown(lines: list[dict]) -> str:
@@ -194,10 +186,9 @@ def _lm_cell(metrics: dict) -> str:
 
 
 def to_csv(lines: list[dict]) -> str:
-    metrics = [f"{w}_{k}" for k, _ in METRICS for w in ("paper", "ours", "delta")]
-    return csv_text(lines, ["id", "label", "size", "group", "measured_model", "profile", *metrics,
-                            "paper_sd", "ours_se", "paper_judge", "ours_judge_alpaca_eval", "ours_annotator",
-                            "ours_judge_arena_hard", *(f"across_judges_{k}" for k, _ in METRICS)])
+    return csv_text(lines, ["id", "label", "size", "group", "measured_model", "profile", *METRIC_COLUMNS,
+                            "paper_sd", "ours_se", "paper_judge", *(c for b in JUDGED for c in b.judge_columns),
+                            *(f"across_judges_{k}" for k, _ in METRICS)])
 
 
 def plot(lines: list[dict], path: Path) -> Path:
@@ -245,9 +236,7 @@ def write(results_paths, out_dir, only_measured: bool = False, log=None) -> dict
         try:
             import wandb
 
-            cols = ["label", "measured_model", "paper_lc", "ours_lc", "delta_lc", "paper_wr", "ours_wr", "delta_wr",
-                    "paper_arena", "ours_arena", "delta_arena", "paper_judge", "ours_judge_alpaca_eval",
-                    "ours_judge_arena_hard"]
+            cols = ["label", "measured_model", *METRIC_COLUMNS, "paper_judge", *(f"ours_judge_{b.name}" for b in JUDGED)]
             log({"paper_table": wandb.Table(columns=cols, data=[[ln[c] for c in cols] for ln in lines]),
                  "paper_table_plot": wandb.Image(str(png))})
         except ImportError:

@@ -33,6 +33,7 @@ import pyarrow as pa
 from core import store
 from core.layout import FOLDERS, RunLayout
 from core.schema import CATEGORICAL as ORDER
+from eval.benchmarks import BENCHMARKS
 from eval.table import build
 from synth.export import _find_key
 from synth.filters import row_fates
@@ -242,54 +243,13 @@ def _evaluations(root: Path) -> list[dict]:
     for d in sorted(p for p in root.glob("eval*") if (p / "results.json").exists()):
         r = json.loads((d / "results.json").read_text())
         out.append({"dir": d.name, "model": r.get("model_name"), "results": r.get("benchmarks", {}),
-                    "pairs": {"alpaca_eval": _alpaca_pairs(d), "arena_hard": _arena_pairs(d)}, "raw": r})
+                    "pairs": {name: b.pairs(d) for name, b in BENCHMARKS.items() if b.judged}, "raw": r})
     if not out:
         return out
     lines = build([e.pop("raw") for e in out], only_measured=True)
     for e in out:
         e["table"] = [ln for ln in lines if ln["measured_model"] == e["model"]]
     return _json_safe(out)
-
-
-def _outcome(score: float | None) -> str:
-    if score is None or (isinstance(score, float) and math.isnan(score)):
-        return "unparsed"
-    return "win" if score > 0.5 else "loss" if score < 0.5 else "tie"
-
-
-def _alpaca_pairs(d: Path) -> list[dict]:
-    f = d / "alpaca_eval" / "annotations.json"
-    if not f.exists():
-        return []
-    rows = []
-    for a in json.loads(f.read_text()):
-        pref = a.get("preference")
-        pref = float(pref) if pref is not None else None
-        # preference: 1 = the reference (output_1) wins, 2 = the model (output_2); weighted in between
-        rows.append({"id": a.get("index"), "instruction": a["instruction"], "model": a["output_2"],
-                     "reference": a["output_1"], "verdict": _outcome(None if pref is None or math.isnan(pref)
-                                                                      else pref - 1.0),
-                     "preference": pref, "judgment": a.get("raw_judgment")})
-    return rows
-
-
-_A_SCORE = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0}
-
-
-def _arena_pairs(d: Path) -> list[dict]:
-    jd = store.DatasetDir(d / "arena_hard" / "judgments")
-    if not jd.complete:
-        return []
-    prompts = {p["id"]: p for p in store.DatasetDir(d / "arena_hard" / "prompts").records()}
-    answers = {a["id"]: a["response"] for a in store.DatasetDir(d / "arena_hard" / "answers").records()}
-    rows = []
-    for j in jd.records():
-        a = _A_SCORE.get(j.get("verdict"))
-        model_score = None if a is None else (a if j["swapped"] else 1.0 - a)  # game 1: the baseline is A
-        rows.append({"id": j["id"], "game": j["game"], "instruction": prompts.get(j["id"], {}).get("instruction"),
-                     "category": prompts.get(j["id"], {}).get("category"), "model": answers.get(j["id"]),
-                     "verdict": _outcome(model_score), "label": j.get("verdict"), "judgment": j.get("judgment")})
-    return rows
 
 
 def gather(root, compare=(), sample: int = 5000, map_sample: int = 2000, seed: int = 0) -> dict:

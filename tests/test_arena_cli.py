@@ -1,8 +1,8 @@
 """Arena-Hard from the command line: arena_version and arena_control_features in `eval run`'s config, and the
 `python -m eval arena` leaderboard on evaluation folders written by the eval stage's own code (prompts in the
-project's store, judgments by `judge_set`, scores and answer metadata by `score_arena`). The judge here is a
-rule, not a model: it prefers the longer answer (a length bias that style control should remove), so the tests
-run in seconds and know what the scores must do."""
+project's store, judge items by the benchmark, judgments by `judge_set`, scores and answer metadata by
+`score_arena`). The judge here is a rule, not a model: it prefers the longer answer (a length bias that style
+control should remove), so the tests run in seconds and know what the scores must do."""
 import csv
 import json
 
@@ -41,8 +41,10 @@ def _answer(i, long, markdown=False):
 def _evaluate(root, model, answers, *, baseline="base", judge="length-judge", version="v0.1", categories=False):
     """One model's evaluation folder, written as `eval run` writes it after its answers exist."""
     from core.store import DatasetDir, config_hash
+    from eval.benchmarks import HeadToHead, get_benchmark
+    from eval.benchmarks.arena_hard import score_arena
     from eval.config import BenchArgs
-    from eval.run import _pairs, judge_set, score_arena
+    from eval.run import judge_set
 
     cats = ("hard_prompt", "creative_writing")
     prompts = [{"id": f"q{i:02d}", "instruction": f"question {i}", "index": i,
@@ -55,7 +57,8 @@ def _evaluate(root, model, answers, *, baseline="base", judge="length-judge", ve
     pdir.finish({"prompts": len(prompts)})
     recs = {p["id"]: {"id": p["id"], "response": a} for p, a in zip(prompts, answers)}
     j = LengthJudge(judge)
-    judgments = judge_set(j, "arena_hard", _pairs("arena_hard", prompts, refs, recs, 0), out,
+    items = get_benchmark("arena_hard").items(HeadToHead(prompts, recs, refs, model, baseline, out), 0)
+    judgments = judge_set(j, "arena_hard", items, out,
                           {"references": config_hash({"refs": refs}), "judge": j.info()}, 16)
     bargs = BenchArgs(reference="generate", reference_model="base", arena_version=version)
     res = score_arena(prompts, refs, recs, judgments, model, baseline, out, f"rule:{judge}", bargs, 0)
@@ -163,6 +166,7 @@ def test_bad_arena_config_is_one_line(tmp_path, capsys, override, says):
 def test_arena_configs_and_tiny_v2_questions(tmp_path):
     from core.config import parse
     from eval import benchmarks
+    from eval.benchmarks.arena_hard import arena_baseline
     from eval.config import ALL
 
     for profile in ("paper", "tiny"):
@@ -171,7 +175,7 @@ def test_arena_configs_and_tiny_v2_questions(tmp_path):
     prompts, refs = benchmarks.load("arena_hard", "tiny", version="v2.0")
     assert refs is None and {p["category"] for p in prompts} == {"hard_prompt", "creative_writing"}
     assert {p["category"] for p in prompts[:2]} == {"hard_prompt", "creative_writing"}  # --arena_limit 2 sees both
-    assert benchmarks.arena_baseline("v2.0", "creative_writing") == "gemini-2.0-flash-001"
+    assert arena_baseline("v2.0", "creative_writing") == "gemini-2.0-flash-001"
     (tmp_path / "q.jsonl").write_text(json.dumps({"uid": "q-01", "prompt": "Say hi."}) + "\n")
     with pytest.raises(ValueError, match="needs a `category` on every question; q-01 has none"):
         benchmarks.load("arena_hard", str(tmp_path / "q.jsonl"), version="v2.0")

@@ -89,15 +89,16 @@ def test_top_logprobs_over_both_apis_match_the_local_engine(remote, hf):
 
 
 def test_alpaca_judge_over_http_agrees_with_local(remote, hf):
+    from eval.benchmarks import get_benchmark
     from eval.judges import PairwiseJudge
 
     items = [{"question": "What is 2+2?", "answer_a": "4",
               "answer_b": "2+2 is 4, because adding two and two gives four."},
              {"question": "Name a fruit.", "answer_a": "A chair.", "answer_b": "An apple."}]
-    over_http = PairwiseJudge(remote, "alpaca_eval", max_tokens=1).judge(items)
+    over_http = PairwiseJudge(remote, get_benchmark("alpaca_eval"), max_tokens=1).judge(items)
     # The server answers one request at a time; left padding in a shared local batch moves the
     # logits enough to reorder near-tied top tokens, so the local judge sees one item at a time too.
-    local_judge = PairwiseJudge(hf, "alpaca_eval", max_tokens=1)
+    local_judge = PairwiseJudge(hf, get_benchmark("alpaca_eval"), max_tokens=1)
     local = [v for it in items for v in local_judge.judge([it])]
     assert [v["verdict"] for v in over_http] == pytest.approx([v["verdict"] for v in local])
     assert all(1 <= v["verdict"] <= 2 for v in local)

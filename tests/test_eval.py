@@ -50,7 +50,8 @@ def test_alpaca_preference_is_weighted_by_the_two_tokens():
 
 
 def test_alpaca_judge_prompt_is_alpaca_evals_own():
-    from eval.judges import _alpaca_messages, _fill
+    from eval.benchmarks.alpaca_eval import _alpaca_messages
+    from eval.judges import _fill
 
     msgs = _alpaca_messages()
     assert [m["role"] for m in msgs] == ["system", "user"]
@@ -60,7 +61,7 @@ def test_alpaca_judge_prompt_is_alpaca_evals_own():
 
 
 def test_alpaca_order_randomisation_is_alpaca_evals():
-    from eval.judges import alpaca_switched
+    from eval.benchmarks.alpaca_eval import alpaca_switched
 
     instructions = [f"instruction {i}" for i in range(200)]
     flips = alpaca_switched(instructions, 0)
@@ -70,7 +71,7 @@ def test_alpaca_order_randomisation_is_alpaca_evals():
 
 
 def test_annotations_undo_the_order_swap():
-    from eval.run import alpaca_annotations
+    from eval.benchmarks.alpaca_eval import alpaca_annotations
 
     prompts = [{"id": i, "instruction": f"q{i}", "index": n} for n, i in enumerate("abcd")]
     refs = {i: f"ref {i}" for i in "abcd"}
@@ -183,6 +184,24 @@ def test_bad_eval_config_is_one_line_error(tmp_path, capsys):
         main(["run", "--config", EVAL_TINY, "--alpaca_prompts", str(tmp_path / "none.jsonl"),
               "--benchmarks", "alpaca_eval", "--output_dir", str(tmp_path / "o"), "--report_to", "none"])
     assert e.value.code == 2 and "none.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_benchmarks_are_found_by_name_and_an_unknown_one_is_refused_naming_the_known(tmp_path, capsys):
+    from eval.__main__ import main
+    from eval.benchmarks import BENCHMARKS, get_benchmark
+    from eval.benchmarks.arena_hard import ArenaHard
+
+    assert list(BENCHMARKS) == ["alpaca_eval", "arena_hard", "lm_eval"]
+    arena = get_benchmark("arena_hard")
+    assert isinstance(arena, ArenaHard) and arena.name == "arena_hard" and arena.judged
+    assert not get_benchmark("lm_eval").judged
+    with pytest.raises(ValueError, match=r"unknown benchmark 'mt_bench'; choose from \['alpaca_eval', 'arena_hard'"):
+        get_benchmark("mt_bench")
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--config", EVAL_TINY, "--benchmarks", "arena_hard", "mt_bench", "--output_dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "unknown benchmark(s) ['mt_bench']; choose from ['alpaca_eval', 'arena_hard', 'lm_eval']" in err
 
 
 def test_paper_judge_without_a_key_fails_before_any_generation(tmp_path, capsys, monkeypatch):

@@ -35,7 +35,8 @@ def test_stages_in_their_own_processes_give_the_same_records(tiny_run, tmp_path,
 def test_an_exception_in_the_worker_comes_back_as_itself(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         procs.in_own_process(resolve, str(tmp_path / "no" / "such" / "model"))
-    assert procs.call(looks_local, "/x", isolated=True) is True
+    assert procs.place(looks_local, "/x", engines=("vllm",)) is True  # a vLLM model's work: in its own process
+    assert procs.HISTORY[-1][0] == "core.models:looks_local"
 
 
 def test_a_killed_run_leaves_no_worker_and_no_grandchild():

@@ -215,17 +215,18 @@ def test_guard_and_base_answers_on_vllm(vllm_engine):
 
 
 def test_alpaca_logprob_judge_and_arena_judge_on_vllm(vllm_engine):
+    from eval.benchmarks import get_benchmark
     from eval.judges import ARENA_LABELS, PairwiseJudge, parse_alpaca_verdict
 
     items = [{"question": "What is 2+2?", "answer_a": "4", "answer_b": "2+2 is 4, because two and two make four."},
              {"question": "Name a fruit.", "answer_a": "A car.", "answer_b": "An apple."},
              {"question": "Say hello.", "answer_a": "Hello!", "answer_b": "Goodbye."}]
-    alpaca = PairwiseJudge(vllm_engine, "alpaca_eval", 8, top_logprobs=5)
+    alpaca = PairwiseJudge(vllm_engine, get_benchmark("alpaca_eval"), 8, top_logprobs=5)
     out = alpaca.judge(items)
     # SmolLM2 writes "The ...": no label in the text, so each preference (a weight in [1, 2]) comes from the first
     # token's top-5 log-probabilities (M is among them; m, when absent, has probability 0 there)
     assert all(parse_alpaca_verdict(v["judgment"]) is None for v in out)
     assert all(v["verdict"] is not None and 1.0 <= v["verdict"] <= 2.0 for v in out)
-    arena = PairwiseJudge(vllm_engine, "arena_hard", 8, prefill="label")
+    arena = PairwiseJudge(vllm_engine, get_benchmark("arena_hard"), 8, prefill="label")
     verdicts = [v["verdict"] for v in arena.judge(items)]
     assert set(verdicts) <= set(ARENA_LABELS) | {None} and sum(v is not None for v in verdicts) >= 2
