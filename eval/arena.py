@@ -53,9 +53,9 @@ NUM_ROUNDS, WEIGHT = 100, 3  # show_result.py: --num-rounds (v0.1), range(100) (
 CONTROL_FEATURES = ("length", "markdown")
 # label_to_score (v2.0 show_result.py) as assistant A's score; it also reads the mirrored spellings (A<B ...),
 # which v0.1's get_battles_from_row skipped silently. Our judge parser emits only the first five.
-_A_SCORE = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0,
+A_SCORE = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0,
             "A<<B": 0.0, "A<B": 0.0, "B=A": 0.5, "B<A": 1.0, "B<<A": 1.0}
-LABELS = tuple(_A_SCORE)
+LABELS = tuple(A_SCORE)
 _STRONG = ("A>>B", "B>>A", "A<<B", "B<<A")
 JUDGMENT_COLUMNS = ("question_id", "model", "baseline", "game", "verdict")
 _COUNTS = {(1.0, True): "n_strong_win", (1.0, False): "n_win", (0.5, False): "n_tie", (0.0, False): "n_loss",
@@ -93,7 +93,7 @@ def _check_judgments(judgments, columns: Sequence[str] = JUDGMENT_COLUMNS) -> pd
     if len(bad):
         raise ValueError(f"judgments row {bad[0]}: unknown game {_show(df.at[bad[0], 'game'])}; expected 1 "
                          "(baseline is assistant A) or 2 (baseline is assistant B)")
-    a_score = df["verdict"].map(_A_SCORE)
+    a_score = df["verdict"].map(A_SCORE)
     bad = df.index[df["verdict"].notna() & a_score.isna()]
     if len(bad):
         raise ValueError(f"judgments row {bad[0]}: unknown verdict label {_show(df.at[bad[0], 'verdict'])}; expected "

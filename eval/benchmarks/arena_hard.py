@@ -38,7 +38,7 @@ from core.engines import Sampling
 from core.store import atomic_write_text
 
 from .. import arena, leaderboard
-from ..arena import BASELINE, V2_BASELINES, answer_metadata, format_score, position_consistency
+from ..arena import A_SCORE, BASELINE, V2_BASELINES, answer_metadata, format_score, position_consistency
 from ..judges import JudgePrompt, parse_arena_verdict
 from .base import (
     DATA,
@@ -56,7 +56,6 @@ ARENA_REPO = "lmarena-ai/arena-hard-auto"
 TINY, TINY_V2 = DATA / "tiny_arena.jsonl", DATA / "tiny_arena_v2.jsonl"
 ARENA_PROMPT = DATA / "arena_judge_prompt.yaml"
 ARENA_PREFILL = "My final verdict is: [["
-_A_SCORE = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0}  # answer A's score in one game
 
 
 def arena_baseline(version: str, category: str | None = None) -> str:
@@ -211,7 +210,7 @@ class ArenaHard(JudgedBenchmark):
         answers = {a["id"]: a["response"] for a in store.DatasetDir(d / self.name / "answers").records()}
         rows = []
         for j in jd.records():
-            a = _A_SCORE.get(j.get("verdict"))
+            a = A_SCORE.get(j.get("verdict"))  # answer A's score in one game
             model_score = None if a is None else (a if j["swapped"] else 1.0 - a)  # game 1: the baseline is A
             rows.append({"id": j["id"], "game": j["game"], "instruction": prompts.get(j["id"], {}).get("instruction"),
                          "category": prompts.get(j["id"], {}).get("category"), "model": answers.get(j["id"]),
