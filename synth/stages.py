@@ -100,11 +100,13 @@ class Stage:
         here (on a Ray cluster: here, the actors loading the model). A finished output of this config is read back
         here: no process, no model."""
         role = self.model(c) if self.model is not None else None
-        if role is None or c.cluster is not None or procs.isolate(role.engine):
+        local = c.cluster is not None  # a Ray driver: the actors load the model
+        own = role is not None and not local and procs.isolate(role.engine)  # a process of its own, if work is left
+        if role is None or local or own:
             c.close()  # one model at a time: taggers, actors and stage processes load their own
-        done = role is None or store.DatasetDir(out).reusable(self.config(c, src)) is not None
+        done = not own or store.DatasetDir(out).reusable(self.config(c, src)) is not None
         return procs.place(run_stage, self.name, c.parsed, src, out, engines=(role.engine,) if role else (),
-                           done=done, local=c.cluster is not None, here=lambda *_: self.run_here(c, src, out))
+                           done=done, local=local, here=lambda *_: self.run_here(c, src, out))
 
     def run_here(self, c: Context, src, out) -> dict:
         engine = None
