@@ -145,11 +145,11 @@ def place(fn, *args, engines: tuple = (), done: bool = False, local: bool = Fals
     """The one placement decision of the project (the stages, the tag groups, eval's answers, judges and lm-eval):
     `fn(*args, **kwargs)` in a process of its own when a model on `engines` needs one (`isolate`) and there is work
     left (`done`: its output is complete, so it only reads it back), else in this process: `local` keeps it here
-    (a Ray driver, whose actors load the models), and `here`, if given, is what runs in this process instead of
+    (a Ray driver, whose actors load the models), and `here()`, if given, is what runs in this process instead of
     `fn` (a stage with the engine this process already holds)."""
     if not local and not done and isolate(*engines):
         return in_own_process(fn, *args, **kwargs)
-    return (here or fn)(*args, **kwargs)
+    return here() if here is not None else fn(*args, **kwargs)
 
 
 def isolate(*engines: str) -> bool:

@@ -22,6 +22,7 @@ from core import procs, shards, store
 from core.answer import generate_responses, responses_config
 from core.config import ModelArgs, ResponseArgs
 from core.engines import LazyEngine
+from core.layout import RunLayout
 from core.store import atomic_write_text
 
 from .benchmarks import HeadToHead, get_benchmark
@@ -57,7 +58,7 @@ def detect_dataset(model: str) -> str | None:
         return None
     dp = Path(dataset)
     if dp.is_dir():
-        filt = store.DatasetDir(dp.parent / "filtered").manifest() or {}
+        filt = store.DatasetDir(RunLayout(dp.parent).filtered).manifest() or {}
         preset = filt.get("config", {}).get("preset")
         return f"{dp.parent.name}-{preset}" if preset else dp.parent.name
     return dataset
@@ -126,24 +127,26 @@ def judge_shard(judge, items: list[dict]) -> tuple[list[dict], dict]:
 def judge_set(judge, bench: str, items: list[dict], root: Path, config: dict, batch_size: int) -> list[dict]:
     """The judgments of `items` -> root/judgments, shard by shard (a shard: batch_size items in order)."""
     jdir = store.DatasetDir(root / "judgments")
-    # The batch size fixes which items each shard holds: it is part of what a resumed run must match.
-    jdir.begin("judgments", {**config, "batch_size": batch_size}, judge=judge.info())
-    if not jdir.complete:
+
+    def prepare():
         units = [(k, items[i:i + batch_size], len(items[i:i + batch_size]))
                  for k, i in enumerate(range(0, len(items), batch_size))]
-        shards.run(shards.ShardWork(str(jdir.path), judge_shard), units, judge, desc=f"judge {bench}", unit="judgment")
-        t = jdir.shard_totals()
-        jdir.finish({"judgments": t.get("judgments", 0), "unparsed": t.get("unparsed", 0)})
+        return shards.ShardWork(str(jdir.path), judge_shard), units, {"judge": judge.info()}
+
+    # The batch size fixes which items each shard holds: it is part of what a resumed run must match.
+    shards.write_stage(jdir, "judgments", {**config, "batch_size": batch_size}, prepare,
+                       lambda t: {"judgments": t.get("judgments", 0), "unparsed": t.get("unparsed", 0)}, judge,
+                       desc=f"judge {bench}", unit="judgment")
     return jdir.records()
 
 
 def make_judge(jargs: JudgeArgs, bench: str, engine):
-    """The pairwise judge of `bench`; `engine` a function that builds the judge's engine on first use (None:
-    for its info() only)."""
+    """The pairwise judge of `bench`; `engine` the judge's engine, a LazyEngine that loads on the first judgment
+    (None: for its info() only)."""
     role = jargs.role()
-    return PairwiseJudge(engine or (lambda: None), get_benchmark(bench), jargs.arena_judge_max_tokens, prefill=jargs.judge_prefill,
-                         prompt_file=jargs.arena_judge_prompt_file, top_logprobs=jargs.alpaca_top_logprobs,
-                         names=(role.engine, role.model))
+    return PairwiseJudge(engine or (lambda: None), get_benchmark(bench), jargs.arena_judge_max_tokens,
+                         prefill=jargs.judge_prefill, prompt_file=jargs.arena_judge_prompt_file,
+                         top_logprobs=jargs.alpaca_top_logprobs, names=(role.engine, role.model))
 
 
 def _judged(root: Path, config: dict, batch_size: int) -> bool:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -164,20 +163,20 @@ def score_preferences(in_dir, out_dir, pargs: PreferenceArgs, cluster=None) -> d
     src, scored = store.DatasetDir(in_dir), store.DatasetDir(out_dir)
     kwargs = scorer_kwargs(pargs)
     config = {"scorer": kwargs, "shard_size": pargs.pref_batch_size, "input_id": src.identity()}
-    t0 = time.perf_counter()
-    m = scored.begin("preference_pairs", config, input=str(src.path),
-                     **({"stand_in": STAND_IN_NOTE} if kwargs["reward_model"] == STAND_IN else {}))
-    if m["status"] != "complete":
+
+    def prepare():
         # The scorer builds its own model (a reward model is no generation engine): an actor needs one GPU for it.
         work = shards.ShardWork(str(scored.path), score_shard, args=(str(src.path), kwargs), tensor_parallel_size=1)
-        shards.run(work, shards.row_ranges(src.num_rows(), pargs.pref_batch_size), desc="preference scores",
-                   unit="prompt", cluster=cluster)
-        t = scored.shard_totals()
-        scored.finish({k: t.get(k, 0) for k in ("kept", "scored", "unscorable", *STATUSES)})
-    counts = scored.manifest()["counts"]
+        manifest = {"input": str(src.path), **({"stand_in": STAND_IN_NOTE} if kwargs["reward_model"] == STAND_IN
+                                               else {})}
+        return work, shards.row_ranges(src.num_rows(), pargs.pref_batch_size), manifest
+
+    counts = shards.write_stage(scored, "preference_pairs", config, prepare,
+                                lambda t: {k: t.get(k, 0) for k in ("kept", "scored", "unscorable", *STATUSES)},
+                                desc="preference scores", unit="prompt", cluster=cluster)
     return {"instructions": counts["kept"], "pairs": counts["ok"], "scored": counts["scored"],
             "unscorable": counts["unscorable"], "dropped": {"tie": counts["tie"], "unscored": counts["unscored"]},
-            "seconds": time.perf_counter() - t0}
+            **{k: counts[k] for k in ("seconds", "reused") if k in counts}}
 
 
 # -- the export ---------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ class Stage:
             c.close()  # one model at a time: taggers, actors and stage processes load their own
         done = not own or store.DatasetDir(out).reusable(self.config(c, src)) is not None
         return procs.place(run_stage, self.name, c.parsed, src, out, engines=(role.engine,) if role else (),
-                           done=done, local=local, here=lambda *_: self.run_here(c, src, out))
+                           done=done, local=local, here=lambda: self.run_here(c, src, out))
 
     def run_here(self, c: Context, src, out) -> dict:
         engine = None

@@ -167,7 +167,7 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
         batched = all(get_tagger_class(name).batch_size is not None for name in group)
         on_cluster = cluster is not None and batched and not complete
         parts.update(procs.place(run_taggers, group, in_dir, out_dir, batch_size, input_id, engines=tuple(engines),
-                                 done=complete, local=on_cluster, **({"cluster": cluster} if on_cluster else {})))
+                                 done=complete, local=on_cluster, cluster=cluster if on_cluster else None))
     # Join: every record gets every tagger's fields (None where a tagger could not tag it), streamed.
     profile = join_parts(in_dir, out_dir, parts, shard_rows)
     counts = summarize(profile, parts)

@@ -10,7 +10,7 @@ from .hf import HFEngine
 from .openai import OpenAIEngine
 from .vllm import VLLMEngine
 
-_REGISTRY: dict[str, Callable[..., Engine]] = {}
+_REGISTRY: dict[str, Callable[..., Engine]] = {"hf": HFEngine, "vllm": VLLMEngine, "openai": OpenAIEngine}
 
 
 def register_engine(name: str):
@@ -46,6 +46,3 @@ def release_shared() -> None:
     while _SHARED:
         _SHARED.popitem()[1].close()
 
-
-for _name, _cls in (("hf", HFEngine), ("vllm", VLLMEngine), ("openai", OpenAIEngine)):
-    register_engine(_name)(_cls)
