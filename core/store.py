@@ -132,10 +132,7 @@ _NOT_IN_LINEAGE = ("files", "lineage", "versions")  # per-file hashes and librar
 def _lineage_of(input_dir) -> list[dict]:
     """What a stage reading `input_dir` records of where its input came from: the input's manifest and its own
     lineage, so that later readers (the dataset cards, the report) find every upstream fact in one manifest."""
-    up = DatasetDir(input_dir).manifest()
-    if up is None:
-        return []
-    return [{k: v for k, v in up.items() if k not in _NOT_IN_LINEAGE}, *up.get("lineage", [])]
+    return [{k: v for k, v in m.items() if k not in _NOT_IN_LINEAGE} for m in DatasetDir(input_dir).lineage()]
 
 
 class DatasetDir:
@@ -185,15 +182,17 @@ class DatasetDir:
         atomic_write_text(self.path / MANIFEST, json.dumps(m, indent=2, default=str))
         return m
 
-    def lineage(self) -> list[dict]:
+    def lineage(self, _seen: tuple = ()) -> list[dict]:
         """This directory's manifest, then those of the inputs it was made from, nearest first: as its manifest
-        recorded them when the stage began (a run from before `lineage` was recorded: its inputs' manifests)."""
+        recorded them when the stage began (a run from before `lineage` was recorded: its inputs' manifests, each
+        directory once)."""
         m = self.manifest()
         if m is None:
             return []
         if "lineage" in m:
             return [m, *m["lineage"]]
-        return [m, *(DatasetDir(m["input"]).lineage() if m.get("input") else [])]
+        seen, up = (*_seen, self.path.resolve()), Path(m["input"]).resolve() if m.get("input") else None
+        return [m] if up is None or up in seen else [m, *DatasetDir(up).lineage(seen)]
 
     def _unstarted(self) -> bool:
         """A folder with nothing of a run in it: empty, or holding only an empty data/ and temporary files (a run

@@ -210,3 +210,19 @@ def test_every_shard_layout_key_is_part_of_the_resume_key():
     for key in sorted(k for k in layout if not k.endswith("hf_batch_size")):
         changed = [type(a)(**{**vars(a), key: getattr(a, key) + 1}) if hasattr(a, key) else a for a in args]
         assert store.config_hash(stage_config(*changed)) != base, key
+
+
+def test_a_stage_records_its_inputs_lineage_and_an_old_run_is_walked_once(tmp_path):
+    """begin() records the input's manifest and lineage (what the cards read); a run from before that has none, and
+    its inputs are read instead, each directory once even where a manifest names itself as its input."""
+    a = store.DatasetDir(tmp_path / "a")
+    a.begin("instructions", {"x": 1})
+    a.write_shard(0, [{"id": 0}])
+    a.finish({"kept": 1})
+    b = store.DatasetDir(tmp_path / "b")
+    b.begin("responses", {"y": 1}, input=str(a.path))
+    assert [m["stage"] for m in b.lineage()] == ["responses", "instructions"]
+    assert "files" not in b.manifest()["lineage"][0]  # upstream facts, not its file hashes
+    old = json.loads((a.path / "manifest.json").read_text()) | {"input": str(a.path)}  # no lineage; names itself
+    (a.path / "manifest.json").write_text(json.dumps(old))
+    assert [m["stage"] for m in a.lineage()] == ["instructions"]
