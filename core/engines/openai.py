@@ -15,10 +15,12 @@ import asyncio
 import os
 import time
 from collections.abc import Sequence
-
-import openai
+from typing import TYPE_CHECKING
 
 from .base import Completion, Engine, EngineInfo, Message, Sampling, Samplings, per_prompt, sample_seed
+
+if TYPE_CHECKING:
+    import openai  # imported when a request is sent, as hf and vllm import their libraries when they build
 
 
 class ServerError(ValueError):
@@ -78,6 +80,8 @@ class OpenAIEngine(Engine):
     async def _send(self, path: str, bodies: list[dict], key: str | None) -> list:
         # A client per call: an async client belongs to the event loop it first ran on, and each call
         # runs its own loop. Servers without auth accept any key; "EMPTY" is vLLM's convention.
+        import openai
+
         async with openai.AsyncOpenAI(api_key=key or "EMPTY", base_url=self.base_url, timeout=self.timeout,
                                       max_retries=self.max_retries) as client:
             create = client.completions.create if path == "/completions" else client.chat.completions.create
@@ -97,6 +101,8 @@ class OpenAIEngine(Engine):
 
     def _run(self, path: str, requests: list[list[dict]], text_of, top_of) -> list[list[Completion]]:
         """Send every prompt's requests at once; a prompt's completions are its requests' choices, in order."""
+        import openai
+
         t0 = time.perf_counter()
         bodies = [b for group in requests for b in group]
         key = os.environ.get(self.api_key_env)
@@ -127,6 +133,8 @@ class OpenAIEngine(Engine):
         return rows
 
     def _error(self, e: openai.APIError, path: str, key: str | None) -> ServerError:
+        import openai
+
         url = f"{self.base_url}{path}"
         if isinstance(e, openai.APITimeoutError):
             return ServerError(f"{url}: no answer within {self.timeout:g} s, {self.max_retries + 1} attempts; "
