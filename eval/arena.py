@@ -26,6 +26,26 @@ together, so a model scored alone is controlled against its own average style: p
 model of a leaderboard at once (as arena-hard-auto does) for the correction to compare models. The 2024 code's
 own `--style-control` (an L2-penalised fit on raw markdown counts) is not reproduced.
 
+How each round is fitted, chosen by `control_fit` and recorded beside `control` in every row:
+
+* "show_result" (the default: leaderboards print its numbers): utils/math_utils.py fit_pairwise_model as
+  show_result.py calls it (read at commit 196f6b8, unchanged since the v2.0 release 404392d). torch float32
+  throughout; every coefficient starts at 0.5, the baseline's -1 column included (columns in sorted model
+  order, then the covariates); loss binary_cross_entropy_with_logits summed over battles; torch.optim.LBFGS
+  with lr 0.1, max_iter 50, tolerance_grad and tolerance_change 1e-9, no line search; win rate
+  exp(c_m) / (exp(c_m) + exp(c_baseline)) (to_winrate_probabilities). Run on the repo's own code with the same
+  draws (tests/fixtures/arena_show_result_style.json) it gives the same numbers to the last bit; torch on
+  another thread count rounds its sums otherwise (the repo's numbers themselves moved by 0.006 points from one
+  thread to two), so the fit runs on one, which is also 3x faster on 2 cores. The 50 steps stop short of the
+  optimum: on 4 models x 60 random questions the median is 0.04 to 0.26 points from "converged"'s, an interval
+  bound up to 0.45; further where style all but decides the verdicts (1.3 points for a judge that prefers the
+  longer answer, tests/test_arena_cli.py). A model without a battle in a round keeps its starting 0.5 there
+  and is counted, as in the repo. The repo's `--control-features length` alone crashes and `markdown` alone mislabels the models (it
+  slices the design's first columns, not the covariates); here both fit the covariates named.
+* "converged": the same likelihood minimised to convergence by Newton's method (the baseline's column dropped,
+  which fixes its rating at 0; float64): the maximum-likelihood fit the L-BFGS run approximates. A model
+  without a battle in a round is left out of that round's quantiles.
+
 Arena-Hard judges each model only against the baseline (a star design). There the Bradley-Terry MLE win
 rate of a model is its own win rate over its battles, so v0.1 is computed in that closed form (the tests
 check it against compute_mle_elo's regression, round by round). A model that wins every battle has an
@@ -51,6 +71,9 @@ V2_CATEGORY = "hard_prompt"  # v2.0 show_result.py --category
 VERSIONS = ("v0.1", "v2.0")
 NUM_ROUNDS, WEIGHT = 100, 3  # show_result.py: --num-rounds (v0.1), range(100) (v2.0); weight=3
 CONTROL_FEATURES = ("length", "markdown")
+CONTROL_FITS = ("show_result", "converged")  # show_result's own L-BFGS, or the maximum-likelihood fit
+# utils/math_utils.py fit_pairwise_model's defaults, which show_result.py keeps (commit 196f6b8)
+LBFGS_SETTINGS = {"lr": 0.1, "max_iter": 50, "tolerance_grad": 1e-9, "tolerance_change": 1e-9}
 # label_to_score (v2.0 show_result.py) as assistant A's score; it also reads the mirrored spellings (A<B ...),
 # which v0.1's get_battles_from_row skipped silently. Our judge parser emits only the first five.
 A_SCORE = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0,
@@ -61,7 +84,8 @@ JUDGMENT_COLUMNS = ("question_id", "model", "baseline", "game", "verdict")
 _COUNTS = {(1.0, True): "n_strong_win", (1.0, False): "n_win", (0.5, False): "n_tie", (0.0, False): "n_loss",
            (0.0, True): "n_strong_loss"}
 COLUMNS = ("model", "score", "ci_lower", "ci_upper", "ci_minus", "ci_plus", "n_judgments", "n_unparsed",
-           "n_battles", *_COUNTS.values(), "note", "version", "category", "baseline", "interval", "control")
+           "n_battles", *_COUNTS.values(), "note", "version", "category", "baseline", "interval", "control",
+           "control_fit")
 
 
 def _show(value) -> str:
@@ -166,10 +190,9 @@ def _v20(code, s, k, rng, num_rounds):
     return boot.mean(axis=0), np.quantile(boot, 0.05, axis=0), np.quantile(boot, 0.95, axis=0)
 
 
-def _fit_bt(x: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _fit_converged(x: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Coefficients of the unpenalised, intercept-free logistic fit of battle scores s in [0, 1] on x: bt_loss's
-    summed cross-entropy, minimised by Newton's method (the repo runs 50 L-BFGS steps from 0.5, which stopped
-    up to 0.05 points of win rate short of the optimum on 3 models x 60 random questions; this converges)."""
+    summed cross-entropy, minimised by Newton's method to convergence."""
     beta = np.zeros(x.shape[1])
     for _ in range(100):
         p = expit(x @ beta)
@@ -181,8 +204,27 @@ def _fit_bt(x: np.ndarray, s: np.ndarray) -> np.ndarray:
     return beta
 
 
-def _style_features(battles, baseline, control_features, metadata) -> np.ndarray:
-    """show_result.py v2.0 print_leaderboard_with_style_features: model vs baseline style per battle."""
+def _fit_show_result(x, s):
+    """fit_pairwise_model(loss_type="bt") of arena-hard-auto's utils/math_utils.py: x and s float32 tensors, the
+    coefficients after one LBFGS.step of LBFGS_SETTINGS from 0.5 each."""
+    import torch  # here, not at the top: it takes seconds to import and only this fit needs it
+
+    w = torch.full((x.shape[1],), 0.5, dtype=torch.float32, requires_grad=True)  # BTModel: constant_(..., 0.5)
+    opt = torch.optim.LBFGS([w], **LBFGS_SETTINGS)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w, s, reduction="sum")  # bt_loss
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach()
+
+
+def _style_features(battles, baseline, control_features, metadata, dtype=np.float64) -> np.ndarray:
+    """show_result.py v2.0 print_leaderboard_with_style_features: model vs baseline style per battle, computed
+    in `dtype` (the repo: float32, standardised by torch)."""
     tokenizers = set()
 
     def style(model, qid):
@@ -195,8 +237,8 @@ def _style_features(battles, baseline, control_features, metadata) -> np.ndarray
                              "pass metadata={model: {question_id: answer_metadata(answer)}} for every model "
                              "and the baseline") from None
 
-    m = np.array([style(a, q) for a, q in zip(battles["model"], battles["question_id"])], float).reshape(-1, 4)
-    b = np.array([style(baseline, q) for q in battles["question_id"]], float).reshape(-1, 4)
+    m = np.array([style(a, q) for a, q in zip(battles["model"], battles["question_id"])], dtype).reshape(-1, 4)
+    b = np.array([style(baseline, q) for q in battles["question_id"]], dtype).reshape(-1, 4)
     if len(tokenizers) > 1:
         raise ValueError(f"answer metadata counts tokens with different tokenizers {sorted(tokenizers)}; the length "
                          "ratio needs one: recompute it with answer_metadata (install tiktoken for arena-hard's)")
@@ -205,19 +247,49 @@ def _style_features(battles, baseline, control_features, metadata) -> np.ndarray
         length = np.nan_to_num((m[:, 0] - b[:, 0]) / (m[:, 0] + b[:, 0]))
     dm, db = m[:, 1:] / (m[:, :1] + 1), b[:, 1:] / (b[:, :1] + 1)
     f = np.column_stack([length, (dm - db) / (dm + db + 1)])
-    f = f[:, [i for i, name in enumerate(("length",) + ("markdown",) * 3) if name in control_features]]
+    if dtype == np.float32:  # torch's float32 mean and std round otherwise than numpy's: the repo's own
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(f))
+        mean, std = (x.numpy() for x in (t.mean(dim=0), t.std(dim=0)))
+    else:
+        mean, std = f.mean(axis=0), f.std(axis=0, ddof=1)
     # torch.std is the n - 1 one. A constant covariate (e.g. no bold text anywhere) explains nothing: it is
     # left at 0 where the repo's NaN assert would stop.
-    std = f.std(axis=0, ddof=1) if len(f) > 1 else np.zeros(f.shape[1])
-    return np.where(std > 0, (f - f.mean(axis=0)) / np.where(std > 0, std, 1.0), 0.0)
+    ok = np.isfinite(std) & (std > 0)
+    f = np.where(ok, (f - mean) / np.where(ok, std, 1), 0).astype(dtype)
+    # standardised before the choice, as there: torch rounds a column's sum otherwise when it stands alone
+    return f[:, [i for i, name in enumerate(("length",) + ("markdown",) * 3) if name in control_features]]
 
 
-def _style_controlled(code, s, k, rng, num_rounds, features):
-    x = np.hstack([np.eye(k)[code], features])  # the baseline's -1 column dropped: it fixes its rating at 0
+def _style_controlled(code, s, k, rng, num_rounds, features, fit, base):
+    """(median, 5%, 95%) over bootstrap rounds of the model's win rate vs the baseline; `base` is the baseline's
+    place among the sorted model names (show_result's one-hot column order)."""
+    draws = rng.integers(0, len(s), (num_rounds, len(s)))  # bootstrap_pairwise_model's draws
     boot = np.full((num_rounds, k), np.nan)
-    for r, i in enumerate(rng.integers(0, len(s), (num_rounds, len(s)))):  # bootstrap_pairwise_model's draws
-        present = np.bincount(code[i], minlength=k) > 0
-        boot[r, present] = expit(_fit_bt(x[i], s[i])[:k][present])
+    if fit == "show_result":
+        import torch
+
+        col = np.arange(k) + (np.arange(k) >= base)  # the models' columns around the baseline's
+        onehot = np.zeros((len(s), k + 1), np.float32)
+        onehot[np.arange(len(s)), col[code]] = 1
+        onehot[:, base] = -1  # one_hot_encode keeps the baseline's column
+        x = torch.from_numpy(np.hstack([onehot, features]))
+        y = torch.from_numpy(s.astype(np.float32))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tensors this small only wait on each other's threads: 3x faster on 2 cores
+        try:
+            for r, i in enumerate(draws):
+                i = torch.from_numpy(i)
+                c = torch.exp(_fit_show_result(x[i], y[i])[:k + 1])
+                boot[r] = (c / (c + c[base])).numpy()[col]  # to_winrate_probabilities, float32
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        x = np.hstack([np.eye(k)[code], features])  # the baseline's -1 column dropped: it fixes its rating at 0
+        for r, i in enumerate(draws):
+            present = np.bincount(code[i], minlength=k) > 0
+            boot[r, present] = expit(_fit_converged(x[i], s[i])[:k][present])
     return tuple(np.nanquantile(boot, q, axis=0) for q in (0.5, 0.05, 0.95))
 
 
@@ -226,7 +298,8 @@ def _style_controlled(code, s, k, rng, num_rounds, features):
 
 def arena_hard_score(judgments, baseline: str | None = None, num_rounds: int = NUM_ROUNDS, seed: int = 0,
                      weight: int = WEIGHT, version: str = "v0.1", category: str | None = None,
-                     control_features: Sequence[str] = (), metadata: Mapping | None = None) -> pd.DataFrame:
+                     control_features: Sequence[str] = (), metadata: Mapping | None = None,
+                     control_fit: str = "show_result") -> pd.DataFrame:
     """Arena-Hard score of every model in `judgments` against the baseline, one row per model, best first.
 
     judgments: rows (dicts or a DataFrame) with question_id, model, baseline, game (1: baseline is A, 2: swapped)
@@ -235,11 +308,14 @@ def arena_hard_score(judgments, baseline: str | None = None, num_rounds: int = N
     category: v2.0 only, the leaderboard to score (hard_prompt by default); other categories' rows are left out.
     control_features: any of "length", "markdown" for style control, which needs metadata:
       {model: {question_id: answer_metadata(answer)}} for every model and the baseline.
+    control_fit: how style control fits each round: "show_result" (its 50 float32 L-BFGS steps, whose numbers
+      leaderboards print) or "converged" (the maximum-likelihood fit); see the module docstring.
 
     Columns: score, ci_lower, ci_upper (percent), ci_minus = score - ci_lower, ci_plus = ci_upper - score,
     n_judgments (games, unparsed included), n_unparsed, n_battles (strong verdicts counted `weight` times),
     n_strong_win ... n_strong_loss (verdicts from the model's side), note (why a score is 100, 0 or NaN), and
-    how it was computed: version, category, baseline, interval (0.95 or 0.9), control.
+    how it was computed: version, category, baseline, interval (0.95 or 0.9), control, control_fit (None
+    without style control).
     Bootstrap draws come from np.random.default_rng(seed) (the repo: a global np.random seed): v0.1 and style
     control draw rng.integers(0, n, (num_rounds, n)) over the n battles in order; v2.0 draws the same for each
     model's battles, model by model in sorted order. The same seed gives the same frame.
@@ -252,6 +328,9 @@ def arena_hard_score(judgments, baseline: str | None = None, num_rounds: int = N
     if unknown or isinstance(control_features, str):
         raise ValueError(f"unknown control feature(s) {unknown or control_features!r}; choose from "
                          f"{', '.join(CONTROL_FEATURES)} (a list, as show_result's --control-features)")
+    if control_fit not in CONTROL_FITS:
+        raise ValueError(f"unknown control fit {control_fit!r}; choose {' or '.join(CONTROL_FITS)} (show_result: "
+                         "arena-hard-auto's own L-BFGS, as leaderboards print it; converged: the exact optimum)")
     if control_features and metadata is None:
         raise ValueError("style control needs metadata={model: {question_id: answer_metadata(answer)}} "
                          "for every model and the baseline")
@@ -284,8 +363,10 @@ def arena_hard_score(judgments, baseline: str | None = None, num_rounds: int = N
     rng, est = np.random.default_rng(seed), (np.array([]),) * 3
     if rated:
         if control_features:
-            est = _style_controlled(code, s, len(rated), rng, num_rounds,
-                                    _style_features(battles, baseline, control_features, metadata))
+            dtype = np.float32 if control_fit == "show_result" else np.float64
+            features = _style_features(battles, baseline, control_features, metadata, dtype)
+            base = sorted([*rated, baseline], key=str).index(baseline)
+            est = _style_controlled(code, s, len(rated), rng, num_rounds, features, control_fit, base)
         else:
             est = (_v01 if version == "v0.1" else _v20)(code, s, len(rated), rng, num_rounds)
 
@@ -301,7 +382,7 @@ def arena_hard_score(judgments, baseline: str | None = None, num_rounds: int = N
                      **{c: int(counts.get((model, *key), 0)) for key, c in _COUNTS.items()}, "note": note,
                      "version": version, "category": category, "baseline": baseline,
                      "interval": 0.95 if version == "v0.1" and not control_features else 0.9,
-                     "control": " ".join(control_features)})
+                     "control": " ".join(control_features), "control_fit": control_fit if control_features else None})
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     table.index = pd.Index(table["model"].tolist())
     return table.sort_values("score", ascending=False, na_position="last", kind="stable")

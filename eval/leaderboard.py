@@ -20,7 +20,7 @@ from .arena import NAME, arena_hard_score, format_score
 from .formats import csv_text, md_table
 
 _CSV = ("category", "model", "score", "ci_lower", "ci_upper", "ci_minus", "ci_plus", "avg_tokens", "n_judgments",
-        "n_unparsed", "n_battles", "baseline", "version", "control", "interval", "run")
+        "n_unparsed", "n_battles", "baseline", "version", "control", "control_fit", "interval", "run")
 
 
 def games(prompts, judgments, model: str, baselines: dict[str, str]) -> list[dict]:
@@ -43,8 +43,9 @@ def style(meta: dict) -> dict:
 
 
 def score(judgments: list[dict], meta: dict, version: str = "v0.1", control_features=(), num_rounds: int = 100,
-          seed: int = 0) -> pd.DataFrame:
-    """Every model's rows: one per category in the questions' order for v2.0, one for v0.1; `avg_tokens` added."""
+          seed: int = 0, control_fit: str = "show_result") -> pd.DataFrame:
+    """Every model's rows: one per category in the questions' order for v2.0, one for v0.1; `avg_tokens` added.
+    control_fit: style control's fit, show_result (its own L-BFGS) or converged (eval/arena.py)."""
     df = pd.DataFrame(judgments)
     tables = []
     for category in dict.fromkeys(df["category"]) if version == "v2.0" else [None]:
@@ -54,7 +55,8 @@ def score(judgments: list[dict], meta: dict, version: str = "v0.1", control_feat
             raise ValueError(f"the judgments compare against several baselines ({', '.join(baselines)}); v0.1 has "
                              "one: score them with --version v2.0 (one leaderboard per category)")
         t = arena_hard_score(df, baseline=baselines[0], num_rounds=num_rounds, seed=seed, version=version,
-                             category=category, control_features=list(control_features), metadata=meta)
+                             category=category, control_features=list(control_features), metadata=meta,
+                             control_fit=control_fit)
         t["avg_tokens"] = [_avg_tokens(meta, m, rows.loc[rows["model"] == m, "question_id"]) for m in t["model"]]
         tables.append(t)
     return pd.concat(tables, ignore_index=True)
@@ -120,7 +122,8 @@ def check_shared(runs: list[dict]) -> None:
                                  f"{name!r} (question {diff}); Arena-Hard scores against one set of baseline answers")
 
 
-def leaderboard(paths, version: str | None = None, control_features=(), num_rounds: int = 100, seed: int = 0):
+def leaderboard(paths, version: str | None = None, control_features=(), num_rounds: int = 100, seed: int = 0,
+                control_fit: str = "show_result"):
     """(rows DataFrame with a `run` column and the baselines' rows at 50.0, info dict)."""
     runs = [read_run(p) for p in paths]
     check_shared(runs)
@@ -139,7 +142,7 @@ def leaderboard(paths, version: str | None = None, control_features=(), num_roun
         judgments += games(r["prompts"], r["judgments"], r["model"], r["baselines"])
     if not judgments:
         raise ValueError("every run given is the baseline itself; add the evaluation of another model")
-    table = score(judgments, meta, version, control_features, num_rounds, seed)
+    table = score(judgments, meta, version, control_features, num_rounds, seed, control_fit)
     table["run"] = table["model"].map(where)
     blocks = []
     for category, t in _blocks(table):  # category None for v0.1
@@ -148,12 +151,14 @@ def leaderboard(paths, version: str | None = None, control_features=(), num_roun
         # show_result lists the baseline at 50.0 (-0.0 / +0.0)
         base = {"model": name, "score": 50.0, "ci_lower": 50.0, "ci_upper": 50.0, "ci_minus": 0.0, "ci_plus": 0.0,
                 "category": category, "baseline": name, "version": version, "control": t["control"].iloc[0],
+                "control_fit": t["control_fit"].iloc[0],
                 "interval": t["interval"].iloc[0], "note": "the baseline", "avg_tokens": _avg_tokens(meta, name, qids),
                 "run": where.get(name)}
         blocks.append(pd.concat([t, pd.DataFrame([base])]).sort_values("score", ascending=False, na_position="last",
                                                                        kind="stable"))
     rows = pd.concat(blocks, ignore_index=True)
-    info = {"version": version, "control": list(control_features), "judge": runs[0]["judge"],
+    info = {"version": version, "control": list(control_features),
+            "control_fit": control_fit if control_features else None, "judge": runs[0]["judge"],
             "baselines": baselines, "runs": [r["path"] for r in runs], "num_rounds": num_rounds, "seed": seed}
     return rows, info
 
@@ -169,7 +174,7 @@ def _blocks(rows: pd.DataFrame):
 
 def _title(info: dict, category, t) -> str:
     judge = info["judge"] or {}
-    ctl = f", style control: {' '.join(info['control'])}" if info["control"] else ""
+    ctl = f", style control: {' '.join(info['control'])} ({info.get('control_fit')} fit)" if info["control"] else ""
     cat = f", {category}" if category else ""
     return (f"Arena-Hard {info['version']}{cat} vs {t['baseline'].iloc[0]}, judge "
             f"{judge.get('judge_engine')}:{judge.get('judge_model')}{ctl}")
@@ -200,8 +205,11 @@ def markdown(rows: pd.DataFrame, info: dict) -> str:
             [[r["model"], format_score(r), f"{r['interval']:.0%}", _num(r["avg_tokens"]), _num(r.get("n_battles"))]
              for _, r in t.iterrows()]), ""]
     if info["control"]:
+        fit = ("show_result.py's own (50 float32 L-BFGS steps per round)" if info.get("control_fit") == "show_result"
+               else "converged to the maximum-likelihood one, not show_result.py's 50 L-BFGS steps")
         out.append("Style control (arena-hard-auto show_result.py --control-features): the scores are those of a "
-                   "Bradley-Terry fit with the style covariates of the models listed here, scored together.")
+                   "Bradley-Terry fit with the style covariates of the models listed here, scored together; "
+                   f"the fit is {fit}.")
     return "\n".join(out) + "\n"
 
 

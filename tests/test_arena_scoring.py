@@ -3,10 +3,14 @@
 The references below follow show_result.py of lmarena-ai/arena-hard-auto: the v0.1 one (commit 0489bf3:
 get_battles_from_row, compute_mle_elo with sklearn, get_bootstrap_result, percentiles 2.5 / 97.5,
 predict_win_rate) and the v2.0 one (commit 404392d: load_judgments' label_to_score and explode, per-model
-bootstrap means, quantiles 0.05 / 0.95, and print_leaderboard_with_style_features for style control). The only
-change is the random draws, which use arena_hard_score's documented seeded Generator instead of a global seed.
+bootstrap means, quantiles 0.05 / 0.95, and print_leaderboard_with_style_features for style control, fitted to
+convergence). The only change is the random draws, which use arena_hard_score's documented seeded Generator
+instead of a global seed. Style control's default fit, show_result's own 50 L-BFGS steps, is checked against
+numbers that the repo's own code produced (tests/fixtures/arena_show_result_style.json, its `source`).
 """
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +27,8 @@ from eval.arena import (
     format_score,
     position_consistency,
 )
+
+SHOW_RESULT_STYLE = Path(__file__).parent / "fixtures" / "arena_show_result_style.json"
 
 O3, GEMINI = V2_BASELINES["hard_prompt"], V2_BASELINES["creative_writing"]
 # The model's outcome as the judge's label in each game: game 1 shows the baseline as A, game 2 as B.
@@ -217,18 +223,69 @@ def test_v20_equals_show_result_bootstrap_means_with_5_and_95_percent_quantiles(
 
 
 @pytest.mark.parametrize("control_features", [["length", "markdown"], ["length"], ["markdown"]])
-def test_style_control_equals_show_result_fit(control_features):
+def test_converged_style_control_equals_the_maximum_likelihood_fit(control_features):
     models = ["m1", "m2"]
     records = random_records(models, 25, seed=4)
     metadata = random_metadata(models + [O3], 25, seed=6)
     want = show_result_style(records, metadata, O3, control_features, num_rounds=12, seed=1)
     got = arena_hard_score(as_rows(records, O3, games=(2, 1)), version="v2.0", num_rounds=12, seed=1,
-                           control_features=control_features, metadata=metadata)
+                           control_features=control_features, metadata=metadata, control_fit="converged")
     for model in models:
         for col in ("score", "ci_lower", "ci_upper"):
             assert got.loc[model, col] == pytest.approx(want.loc[model, col], abs=1e-5), (model, col)
+    assert set(got["control_fit"]) == {"converged"} and set(got["control"]) == {" ".join(control_features)}
     plain = arena_hard_score(as_rows(records, O3, games=(2, 1)), version="v2.0", num_rounds=12, seed=1)
     assert abs(got.loc["m1", "score"] - plain.loc["m1", "score"]) > 0.1  # the covariates did something
+
+
+def show_result_case(name):
+    """One case of the fixture: our judgment rows (game 2 before game 1, as the repo's battles), metadata, and
+    the repo's numbers {model: {score, ci_lower, ci_upper, point}} in percent."""
+    fx = json.loads(SHOW_RESULT_STYLE.read_text())
+    case = next(c for c in fx["cases"] if c["name"] == name)
+    rows = [{"question_id": j["uid"], "model": j["model"], "baseline": fx["baseline"], "game": g,
+             "category": fx["category"], "verdict": j["games"][g - 1]}
+            for j in fx["judgments"] if j["model"] in case["models"] for g in (2, 1)]
+    # the fixture keeps each count summed (all the fit reads); spread over keys as arena-hard's files hold them
+    metadata = {m: {u: {"token_len": n, "header_count": {"h1": h // 2, "h2": h - h // 2},
+                        "list_count": {"ordered": li // 3, "unordered": li - li // 3}, "bold_count": {"**": b}}
+                    for u, (n, h, li, b) in answers.items()} for m, answers in fx["metadata"].items()}
+    return case, rows, metadata
+
+
+def styled(case, rows, metadata, control_fit="show_result"):
+    return arena_hard_score(rows, version="v2.0", num_rounds=case["num_rounds"], seed=case["seed"],
+                            control_features=case["control_features"], metadata=metadata, control_fit=control_fit)
+
+
+@pytest.mark.parametrize("name", ["length-markdown", "length", "markdown", "alone"])
+def test_show_result_fit_equals_arena_hard_autos_own_run(name):
+    # The repo's show_result.py and utils/math_utils.py ran on these judgments with the same bootstrap draws
+    # (the fixture's `source` says how): its torch L-BFGS, 50 steps from 0.5, float32, whole bootstrap.
+    case, rows, metadata = show_result_case(name)
+    got = styled(case, rows, metadata)
+    assert sorted(got["model"]) == sorted(case["want"]) and got["n_battles"].sum() == case["n_battles"]
+    for model, want in case["want"].items():
+        for col in ("score", "ci_lower", "ci_upper"):
+            assert got.loc[model, col] == pytest.approx(want[col], abs=0.1), (model, col)
+        # the median of the rounds lies near the one fit on every battle, as it should
+        assert got.loc[model, "score"] == pytest.approx(want["point"], abs=1.5)
+    assert set(got["control_fit"]) == {"show_result"} and set(got["interval"]) == {0.9}
+
+
+def test_converged_fit_is_a_few_tenths_of_a_point_from_show_results():
+    case, rows, metadata = show_result_case("length-markdown")
+    ours, exact = styled(case, rows, metadata), styled(case, rows, metadata, control_fit="converged")
+    default = arena_hard_score(rows, version="v2.0", num_rounds=1, control_features=["length"], metadata=metadata)
+    assert set(default["control_fit"]) == {"show_result"}  # the fit leaderboards print is the default
+    gap = (exact["score"] - ours.loc[exact.index, "score"]).abs()
+    # 50 L-BFGS steps stop short of the optimum: measurably (0.05 to 0.16 points here), by less than half a point
+    assert gap.max() > 0.1 and (gap < 0.5).all(), gap.to_dict()
+    for col in ("ci_lower", "ci_upper"):
+        assert ((exact[col] - ours.loc[exact.index, col]).abs() < 0.5).all(), col
+    assert set(exact["control_fit"]) == {"converged"}
+    # without style control no fit is named
+    assert arena_hard_score(rows, version="v2.0", num_rounds=5)["control_fit"].isna().all()
 
 
 def test_style_control_takes_away_a_win_that_only_length_bought():
@@ -273,6 +330,8 @@ def test_style_control_needs_every_answers_metadata_from_one_tokenizer():
         arena_hard_score(rows, version="v2.0", control_features=["length"])
     with pytest.raises(ValueError, match=r"unknown control feature\(s\) \['style'\]; choose from length, markdown"):
         arena_hard_score(rows, version="v2.0", control_features=["style"], metadata=meta)
+    with pytest.raises(ValueError, match=r"unknown control fit 'exact'; choose show_result or converged"):
+        arena_hard_score(rows, version="v2.0", control_features=["length"], metadata=meta, control_fit="exact")
 
 
 # ------------------------------------------------------------------------------------------------
