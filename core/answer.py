@@ -56,19 +56,19 @@ def answer_shard(engine, rows: tuple[int, int], in_dir: str, sampling: Sampling,
     batch = shards.input_rows(in_dir, *rows)
     before = too_long_count(engine)
     # Greedy by default (the paper); a sampled answer (response_temperature > 0) draws a stream of its own record's
-    outs = engine.chat([[{"role": "user", "content": r["instruction"]}] for r in batch],
-                       [sampling.replace(seed=stream_seed(sampling.seed, "responses", r["id"])) for r in batch])
+    # A record with a `history` (earlier turns, e.g. WildBench's multi-turn tasks) is answered in that conversation.
+    convs = [[*(r.get("history") or []), {"role": "user", "content": r["instruction"]}] for r in batch]
+    outs = engine.chat(convs, [sampling.replace(seed=stream_seed(sampling.seed, "responses", r["id"])) for r in batch])
     records, truncated, tokens = [], 0, 0
     skipped = too_long_count(engine) - before  # kept, with an empty "length" response
-    for r, (c, *_) in zip(batch, outs):
+    for r, conv, (c, *_) in zip(batch, convs, outs):
         response = c.text.strip()
         truncated += c.finish_reason == "length"
         tokens += c.num_tokens
         records.append({
             **r,
             "response": response,
-            "messages": [{"role": "user", "content": r["instruction"]},
-                         {"role": "assistant", "content": response}],
+            "messages": [*conv, {"role": "assistant", "content": response}],
             "gen_response_configs": gen_cfg,
             "response_finish_reason": c.finish_reason,
         })

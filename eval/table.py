@@ -6,6 +6,10 @@ table when W&B is on). Rows keep the paper's order; a measured model that matche
 Deltas are ours minus the paper's. The paper's numbers are gpt-4-1106-preview's judgments; a delta between them and
 ours from another judge (the default is gpt-4.1: OpenAI shut the paper's down on 2026-03-26) is marked †, since it
 compares judges as well as models.
+
+Numbers the paper does not report (WildBench's WB-Score, IFEval, IFBench: each benchmark's `beyond`) are never Table 1
+columns: table.md prints them in a section of their own, "Beyond the paper", beside the published numbers of
+eval/data/reference_scores.yaml (each with its source, date and judge).
 """
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ from .benchmarks import BENCHMARKS
 from .formats import csv_text, md_table
 
 PAPER = Path(__file__).resolve().parent / "data" / "paper_table1.yaml"
+REFERENCES = Path(__file__).resolve().parent / "data" / "reference_scores.yaml"
+# The "Beyond the paper" columns (key in reference_scores.yaml, title), each filled by the benchmark that names it.
+BEYOND = tuple(m for b in BENCHMARKS.values() for m in b.beyond)
 # The Table 1 columns (key in paper_table1.yaml, title), each filled by the benchmark that names it in its `table`.
 METRICS = tuple(m for b in BENCHMARKS.values() for m in b.table)
 BENCH_OF = {key: b.name for b in BENCHMARKS.values() for key, _ in b.table}
@@ -82,6 +89,18 @@ def measured(result: dict) -> dict:
     return out
 
 
+def beyond(result: dict) -> dict:
+    """One results.json's numbers beyond the paper ({key: value}) and the judge of each judged one."""
+    values, judges = {}, {}
+    for bench in BENCHMARKS.values():
+        res = result.get("benchmarks", {}).get(bench.name)
+        if res:
+            got = bench.beyond_values(res)
+            values.update(got)
+            judges.update({k: judge_of(res) for k in got if bench.judged})
+    return {"values": values, "judges": judges}
+
+
 def build(results: list[dict], only_measured: bool = False) -> list[dict]:
     """One dict per table line: paper numbers, ours, deltas."""
     rows, _ = paper_rows()
@@ -110,7 +129,7 @@ def _line(row: dict | None, result: dict | None) -> dict:
         line.update({f"paper_{key}": p, f"ours_{key}": mine, f"delta_{key}": delta,
                      f"across_judges_{key}": delta is not None and judge is not None and judge != PAPER_JUDGE})
     return {**line, "paper_sd": paper.get("sd"), "ours_se": ours.get("se"), "ours_arena_ci": ours.get("arena_ci"),
-            "lm_eval": ours.get("lm_eval", {})}
+            "lm_eval": ours.get("lm_eval", {}), "beyond": beyond(result) if result else {"values": {}, "judges": {}}}
 
 
 def _num(x) -> bool:
@@ -174,7 +193,50 @@ def markdown(lines: list[dict]) -> str:
                 body.append([f"paper: {row['label']} (Table 3)", *(f"{paper[t]:.2f} %" if t in paper else "–"
                                                                    for t in tasks)])
         out += ["", "lm-eval harness:", "", *md_table(["Model", *tasks], body)]
+    out += beyond_section(lines)
     return "\n".join(out + [""] + notes) + "\n"
+
+
+def beyond_section(lines: list[dict]) -> list[str]:
+    """table.md's "Beyond the paper": our numbers that the paper does not report, beside the published ones
+    (eval/data/reference_scores.yaml) with their sources; [] where no evaluation measured any."""
+    ours = [ln for ln in lines if ln["beyond"]["values"]]
+    if not ours:
+        return []
+    refs = yaml.safe_load(REFERENCES.read_text())["models"]
+    keys = [(k, title) for k, title in BEYOND if any(k in ln["beyond"]["values"] for ln in ours)]
+    ref_judge = {k: next((m["scores"][k].get("judge") for m in refs if m["scores"].get(k, {}).get("judge")), None)
+                 for k, _ in keys}
+
+    def mine(ln, k):
+        judge = ln["beyond"]["judges"].get(k)
+        other = judge is not None and ref_judge[k] is not None and judge != ref_judge[k]
+        return _f(ln["beyond"]["values"].get(k)) + (ACROSS_JUDGES if other and k in ln["beyond"]["values"] else "")
+
+    body = [[f"{ln['measured_model']} (ours)", *(mine(ln, k) for k, _ in keys)] for ln in ours]
+    sources = []
+    for m in refs:
+        scores = {k: m["scores"].get(k) or {} for k, _ in keys}
+        if not any(s for s in scores.values()):
+            continue
+        body.append([f"{m['label']} (published)", *(_f(s.get("value")) for s in scores.values())])
+        for (k, title), s in zip(keys, scores.values()):
+            if s.get("value") is not None:
+                judge = f", judge {s['judge']}" if s.get("judge") else ""
+                sources.append(f"- {m['label']}, {title}: {s['source']} ({s['date']}{judge}) {s['url']}")
+            elif s:
+                sources.append(f"- {m['label']}, {title}: {s.get('note', 'no published number')}")
+    notes = []
+    if any(ACROSS_JUDGES in c for row in body for c in row):
+        ours_judges = sorted({j for ln in ours for j in ln["beyond"]["judges"].values() if j})
+        notes.append(f"{ACROSS_JUDGES} judged by {', '.join(ours_judges)}, the published number by another judge: "
+                     "they compare judges as well as models.")
+    if any(ln["profile"] == "tiny" for ln in ours):
+        notes.append("**tiny profile**: ours are SmolLM2-135M runs on the repo's small task sets, judged by "
+                     "SmolLM2-135M; they prove the pipeline, not a comparison with the published numbers.")
+    head = ["Model", *(title for _, title in keys)]
+    return ["", "Beyond the paper (not in MAGPIE's tables; published numbers for reference):", "",
+            *md_table(head, body), "", "Published numbers:", *sources, *([""] + notes if notes else [])]
 
 
 def _lm_cell(metrics: dict) -> str:

@@ -5,7 +5,7 @@
 
 Implements POST /v1/completions, POST /v1/chat/completions (rendered with the engine's chat
 template, as vLLM's server does) and GET /v1/models, with vLLM's extra sampling fields.
-`seen` collects the path of every request; `faults` (status, headers) answer the next POSTs
+`seen` collects the path of every request, `usage` (when given) the token counts of every answer; `faults` (status, headers) answer the next POSTs
 before the engine does, to show what a client does with a rate limit or a failing server. `models`,
 when given, are the only model names served: a request for another gets OpenAI's 404
 `model_not_found` (what the API answers for a retired model); otherwise any name is answered.
@@ -35,7 +35,7 @@ def _sampling(body: dict) -> Sampling:
 
 
 def _handler(engine: Engine, api_key: str | None, lock: threading.Lock, seen: list, faults: list,
-             models: tuple[str, ...] | None = None):
+             models: tuple[str, ...] | None = None, usage: list | None = None):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # keep test output clean
             pass
@@ -111,6 +111,8 @@ def _handler(engine: Engine, api_key: str | None, lock: threading.Lock, seen: li
                     choices.append(choice)
             prompt_tokens = sum(len(encode_prompt(engine.tokenizer, p)) for p in prompts)
             completion_tokens = sum(c.num_tokens for row in results for c in row)
+            if usage is not None:
+                usage.append({"path": self.path, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})
             self._send(200, {
                 "object": "text_completion" if route == "/v1/completions" else "chat.completion",
                 "model": body.get("model", engine.info.model), "choices": choices,
@@ -131,11 +133,11 @@ class _Server(ThreadingHTTPServer):
 
 @contextlib.contextmanager
 def serve(engine: Engine, api_key: str | None = None, seen: list | None = None, faults: list | None = None,
-          models: tuple[str, ...] | None = None):
+          models: tuple[str, ...] | None = None, usage: list | None = None):
     """Serve `engine` on 127.0.0.1 (a free port) in a background thread; yields the base URL."""
     seen, faults = [] if seen is None else seen, [] if faults is None else faults
     server = _Server(("127.0.0.1", 0), _handler(engine, api_key, threading.Lock(), seen, faults,
-                                                 None if models is None else tuple(models)))
+                                                 None if models is None else tuple(models), usage))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -16,6 +16,8 @@ N = 40
 class LengthJudge:
     """Prefers the longer answer; every fifth question it prefers the shorter one (so the fit is not separable)."""
 
+    engine = None  # no model behind it: eval.run's judge_shard reads the judge's token usage from its engine
+
     def __init__(self, name="length-judge"):
         self.name = name
 
@@ -88,6 +90,7 @@ def test_eval_stage_writes_answer_metadata_and_style(two_models):
     assert s["baselines"] == {"": "base"} and s["version"] == "v0.1" and len(s["rows"]) == 1
     assert s["style"]["base"]["avg_tokens"] == 50 and s["style"]["verbose"]["avg_tokens"] > 60
     assert s["rows"][0]["score"] > 60 and s["rows"][0]["n_judgments"] == 2 * N
+    assert s["control"] == [] and s["control_fit"] is None and s["rows"][0]["control_fit"] is None  # no style control
 
 
 def test_style_control_brings_the_verbose_model_toward_the_other(two_models, tmp_path, capsys):
@@ -107,7 +110,19 @@ def test_style_control_brings_the_verbose_model_toward_the_other(two_models, tmp
     board = json.loads((styled / "leaderboard.json").read_text())
     assert board["control"] == ["length", "markdown"] and board["judge"]["judge_model"] == "length-judge"
     assert {r["interval"] for r in board["rows"]} == {0.9}  # style control: 5% and 95% quantiles
-    assert "style control: length markdown" in (styled / "leaderboard.md").read_text()
+    # show_result's own L-BFGS fit unless told otherwise, named in every row
+    assert board["control_fit"] == "show_result" and {r["control_fit"] for r in board["rows"]} == {"show_result"}
+    assert {r["control_fit"] for r in _rows(styled)} == {"show_result"}
+    assert "style control: length markdown (show_result fit)" in (styled / "leaderboard.md").read_text()
+    exact = tmp_path / "exact"
+    assert main(["arena", *map(str, two_models), "-f", "length", "markdown", "--control-fit", "converged",
+                 "--output", str(exact)]) == 0
+    converged = {r["model"]: float(r["score"]) for r in _rows(exact)}
+    assert {r["control_fit"] for r in _rows(exact)} == {"converged"}
+    # The same correction run to its optimum: where style all but decides the verdicts, as for this judge, the 50
+    # steps stop further short than on random verdicts (1.3 points here, tests/test_arena_scoring.py: 0.2).
+    assert abs(converged["verbose"] - converged["concise"]) < (before["verbose"] - before["concise"]) / 2
+    assert 0.5 < abs(converged["verbose"] - after["verbose"]) < 2
 
 
 def test_mismatched_baseline_or_judge_is_refused_in_one_line(tmp_path, capsys):
@@ -153,6 +168,7 @@ def test_v2_scores_one_row_per_category(tmp_path, capsys):
 @pytest.mark.parametrize("override, says", [
     (["--arena_version", "v3"], "arena_version must be one of v0.1, v2.0, got 'v3'"),
     (["--arena_control_features", "length", "colour"], "arena_control_features must be a list of length, markdown"),
+    (["--arena_control_fit", "exact"], "arena_control_fit must be one of show_result, converged, got 'exact'"),
 ])
 def test_bad_arena_config_is_one_line(tmp_path, capsys, override, says):
     from eval.__main__ import main
@@ -172,6 +188,7 @@ def test_arena_configs_and_tiny_v2_questions(tmp_path):
     for profile in ("paper", "tiny"):
         bargs = parse(["--config", str(ROOT / f"recipes/configs/eval/{profile}.yaml")], ALL)[3]
         assert (bargs.arena_version, bargs.arena_control_features) == ("v0.1", [])  # the paper's
+        assert bargs.arena_control_fit == "show_result"  # when style control is asked for: show_result's numbers
     prompts, refs = benchmarks.load("arena_hard", "tiny", version="v2.0")
     assert refs is None and {p["category"] for p in prompts} == {"hard_prompt", "creative_writing"}
     assert {p["category"] for p in prompts[:2]} == {"hard_prompt", "creative_writing"}  # --arena_limit 2 sees both

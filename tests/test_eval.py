@@ -191,7 +191,7 @@ def test_benchmarks_are_found_by_name_and_an_unknown_one_is_refused_naming_the_k
     from eval.benchmarks import BENCHMARKS, get_benchmark
     from eval.benchmarks.arena_hard import ArenaHard
 
-    assert list(BENCHMARKS) == ["alpaca_eval", "arena_hard", "lm_eval"]
+    assert list(BENCHMARKS) == ["alpaca_eval", "arena_hard", "lm_eval", "wildbench"]
     arena = get_benchmark("arena_hard")
     assert isinstance(arena, ArenaHard) and arena.name == "arena_hard" and arena.judged
     assert not get_benchmark("lm_eval").judged
@@ -201,7 +201,7 @@ def test_benchmarks_are_found_by_name_and_an_unknown_one_is_refused_naming_the_k
         main(["run", "--config", EVAL_TINY, "--benchmarks", "arena_hard", "mt_bench", "--output_dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1, err
-    assert "unknown benchmark(s) ['mt_bench']; choose from ['alpaca_eval', 'arena_hard', 'lm_eval']" in err
+    assert "unknown benchmark(s) ['mt_bench']; choose from ['alpaca_eval', 'arena_hard', 'lm_eval', 'wildbench']" in err
 
 
 def test_paper_judge_without_a_key_fails_before_any_generation(tmp_path, capsys, monkeypatch):
@@ -272,7 +272,7 @@ def test_a_judge_that_cannot_judge_is_one_line_before_any_answer(failure, tmp_pa
     assert err.startswith(f"error: judge {judge} (judge_model) cannot judge: ")
     assert {"model not found": "HTTP 404: The model `gpt-4-1106-preview` does not exist",
             "wrong key": "HTTP 401", "no server": f"no server at {url}"}[failure] in err
-    assert ("--judge gpt-4.1" if judge != "gpt-4.1" else "judge locally: --judge_engine vllm") in err
+    assert ("--judge gpt-4.1" if judge != "gpt-4.1" else "judge locally: --judge llama-3.3-70b") in err
     assert seen == ([] if failure == "no server" else ["/v1/chat/completions"])  # one 1-token request
     assert _no_answers(out)
 
@@ -491,8 +491,33 @@ def test_the_default_judge_exists_and_the_papers_is_kept_by_name(tmp_path):
     assert (own.judge_model, own.alpaca_annotator) == ("m/x", "engine")
     with pytest.raises(ValueError, match="command line: judge paper means judge_model gpt-4-1106-preview"):
         parse(["--config", PAPER, "--judge", "paper", "--judge_model", "gpt-4.1"], ALL)
-    with pytest.raises(ValueError, match="judge must be one of gpt-4.1, paper"):
+    with pytest.raises(ValueError, match=r"judge must be one of gpt-4.1, gpt-5-nano, paper, .* \(eval/data/judges.yaml\)"):
         parse(["--config", PAPER, "--judge", "gpt-4"], ALL)
+
+
+def test_every_registered_judge_fills_its_settings_and_names_itself():
+    """eval/data/judges.yaml is the one registry: each name gives its settings (a key the config sets keeps its
+    value), each annotator it names resolves to a config that calls the judge's model, a retired one is marked,
+    and a judge given by its keys alone is recorded under its registry name."""
+    from core.config import parse
+    from eval.config import ALL
+    from eval.judges import DEFAULT_JUDGE, JUDGES, RETIRED, alpaca_annotator_model, judge_name_of
+
+    assert DEFAULT_JUDGE == "gpt-4.1" and JUDGES[DEFAULT_JUDGE]["status"] == "serves"
+    for name, entry in JUDGES.items():
+        _, _, j, _, _ = parse(["--config", PAPER, "--judge", name], ALL)
+        for key, value in entry["settings"].items():
+            assert getattr(j, key) == value, (name, key)
+        if j.alpaca_annotator != "engine":
+            assert alpaca_annotator_model(j.alpaca_annotator) == j.judge_model, name
+        assert judge_name_of(j) == name
+        assert (entry["status"] == "retired") == (j.judge_model in RETIRED), name
+    _, _, j, _, _ = parse(["--config", PAPER, "--judge", "llama-3.3-70b", "--judge_tensor_parallel_size", "8"], ALL)
+    assert (j.judge_engine, j.judge_tensor_parallel_size, j.alpaca_annotator) == ("vllm", 8, "engine")
+    _, _, tiny, _, _ = parse(["--config", EVAL_TINY], ALL)  # spelled out as keys, recognised by them
+    assert judge_name_of(tiny) == "smollm2-135m" and tiny.judge_prefill == "label"
+    _, _, own, _, _ = parse(["--config", EVAL_TINY, "--judge_model", "embedded:smollm2-360m-instruct"], ALL)
+    assert judge_name_of(own) is None
 
 
 def test_paper_rows_are_the_papers_and_name_the_recipes():

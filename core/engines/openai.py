@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -21,6 +22,10 @@ from .base import Completion, Engine, EngineInfo, Message, Sampling, Samplings, 
 
 if TYPE_CHECKING:
     import openai  # imported when a request is sent, as hf and vllm import their libraries when they build
+
+
+# OpenAI's reasoning models (o1, o3, o4-mini, gpt-5*): requests without temperature, with max_completion_tokens
+REASONING = re.compile(r"^(o\d|gpt-5)")
 
 
 class ServerError(ValueError):
@@ -65,6 +70,10 @@ class OpenAIEngine(Engine):
             "model": self.info.model, "n": sampling.n, "temperature": sampling.temperature,
             "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
         }
+        if REASONING.match(self.info.model.rsplit("/", 1)[-1]):
+            # OpenAI's reasoning models take only their default temperature and top_p, and count their hidden
+            # reasoning in max_completion_tokens (max_tokens is refused)
+            body = {"model": body["model"], "n": sampling.n, "max_completion_tokens": sampling.max_tokens}
         if sampling.stop:
             body["stop"] = list(sampling.stop)
         # vLLM's server extensions; sent only when set, so that strict servers (OpenAI) accept

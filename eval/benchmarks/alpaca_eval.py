@@ -125,6 +125,9 @@ class AlpacaEval(JudgedBenchmark):
     def hub_reference(self, bargs, prompts):
         return ALPACA_REFERENCE_NAME
 
+    def version(self, bargs):
+        return "2.0"  # AlpacaEval 2: gpt4_turbo references, length-controlled win rate
+
     def annotator(self, jargs):
         return None if jargs.alpaca_annotator == "engine" else jargs.alpaca_annotator
 

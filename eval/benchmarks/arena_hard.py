@@ -98,6 +98,7 @@ def score_arena(prompts, refs, answers, judgments, name, ref_name, root: Path, j
     """Arena-Hard's scores (eval/arena.py) of one model: root/scores.json and root/answer_metadata.json, which
     `python -m eval arena` reads to score models together."""
     version, control = bargs.arena_version, list(bargs.arena_control_features)
+    control_fit = bargs.arena_control_fit if control else None  # which style-control fit made the scores
     cat = {p["id"]: p.get("category") or "" for p in prompts}
     cats = dict.fromkeys(cat.values())
     baselines = {c: arena_baseline(version, c or None) if bargs.reference == "hub" else ref_name for c in cats}
@@ -110,17 +111,20 @@ def score_arena(prompts, refs, answers, judgments, name, ref_name, root: Path, j
         # The baseline against itself: Arena-Hard lists it at 50.0 (-0.0 / +0.0) by definition.
         rows = [{"model": name, "score": 50.0, "ci_lower": 50.0, "ci_upper": 50.0, "n_unparsed": 0,
                  "n_judgments": sum(version == "v0.1" or cat[j["id"]] == c for j in judgments),
-                 "note": "the model is the baseline", "version": version, "category": c or None, "baseline": name}
+                 "note": "the model is the baseline", "version": version, "category": c or None, "baseline": name,
+                 "control": " ".join(control), "control_fit": control_fit}
                 for c in (cats if version == "v2.0" else [""])]
     else:
         games = leaderboard.games(prompts, judgments, name, baselines)
         pc = position_consistency(games)[name]
-        table = leaderboard.score(games, meta, version, control, bargs.arena_bootstrap_rounds, seed)
+        table = leaderboard.score(games, meta, version, control, bargs.arena_bootstrap_rounds, seed,
+                                  bargs.arena_control_fit)
         rows = [{**r, "position_consistency": pc} for r in table.to_dict("records")]
     style = {m: leaderboard.style(x) for m, x in meta.items()}
     atomic_write_text(root / "scores.json", json.dumps({"model": name, "judge": judge, "version": version,
-                                                        "control": control, "baselines": baselines, "style": style,
-                                                        "rows": rows}, indent=2, default=str))
+                                                        "control": control, "control_fit": control_fit,
+                                                        "baselines": baselines, "style": style, "rows": rows},
+                                                       indent=2, default=str))
     head = next((r for r in rows if r.get("category") == "hard_prompt"), rows[0])  # show_result's default category
     out = {**head, "display": format_score(head), "judge": judge, "avg_tokens": style[name]["avg_tokens"]}
     if version == "v2.0":
@@ -156,6 +160,9 @@ class ArenaHard(JudgedBenchmark):
 
     def hub_reference(self, bargs, prompts):
         return ", ".join(dict.fromkeys(arena_baseline(bargs.arena_version, p.get("category")) for p in prompts))
+
+    def version(self, bargs):
+        return bargs.arena_version
 
     def references_folder(self, bargs):
         # v2.0 asks other questions: its references live beside v0.1's, not over them.

@@ -7,14 +7,18 @@
 The name is the entry of a config's `benchmarks:`, the benchmark's folder under the evaluation's output_dir and
 its key in results.json. Two kinds:
 
-- JudgedBenchmark (AlpacaEval 2, Arena-Hard): the model under test answers a prompt set and a judge compares each
-  answer with a reference answer. `evaluate` (eval/run.py) takes the configured ones through the same phases
-  together, so that each model loads once for all of them: the answers (one engine), the references (one engine),
-  the judgments (one judge), then each one's score. The object supplies what is its own at each phase.
+- JudgedBenchmark (AlpacaEval 2, Arena-Hard, WildBench): the model under test answers a prompt set and a judge
+  compares each answer with a reference answer, or grades it alone (`needs_reference = False`: WildBench's
+  WB-Score, no reference, one judgment per prompt). `evaluate` (eval/run.py) takes the configured ones through the
+  same phases together, so that each model loads once for all of them: the answers (one engine), the references
+  (one engine, for those that need them), the judgments (one judge), then each one's score. The object supplies
+  what is its own at each phase.
 - Benchmark: a job that runs by itself on the model under test (lm-eval's harness).
 
 Both say what their results.json entry prints (`summary`), logs (`log_values`), puts in the paper's Table 1
-(`table`, `measured`) and, for a judged one, which judged pairs the report shows (`pairs`).
+(`table`, `measured`), puts in the table's "Beyond the paper" section beside published reference numbers
+(`beyond`, `beyond_values`; eval/data/reference_scores.yaml) and, for a judged one, which judged pairs the report
+shows (`pairs`).
 """
 from __future__ import annotations
 
@@ -49,6 +53,9 @@ class Benchmark:
     name: str = ""
     judged = False
     table: tuple[tuple[str, str], ...] = ()  # (key, title) of the paper Table 1 columns it fills (eval/table.py)
+    # (key, title) of the columns it fills in the table's "Beyond the paper" section: numbers the paper does not
+    # report, printed beside eval/data/reference_scores.yaml's published ones under the same key, never as Table 1
+    beyond: tuple[tuple[str, str], ...] = ()
 
     def run(self, margs, eargs, hargs) -> dict:
         """Its results.json entry, computed on the model under test (margs)."""
@@ -72,6 +79,11 @@ class Benchmark:
         results.json entry ({} where the benchmark did not run)."""
         return {}
 
+    def beyond_values(self, res: dict) -> dict:
+        """Its numbers in the "Beyond the paper" section (the keys of `beyond`) from its results.json entry ({} where
+        the benchmark did not run or measured none of them)."""
+        return {}
+
     def pairs(self, d: Path) -> list[dict]:
         """The judged pairs the report shows, from the evaluation folder d."""
         return []
@@ -82,20 +94,26 @@ class HeadToHead:
     """One judged benchmark's prompts, the model's answers and the references they are judged against."""
     prompts: list[dict]
     answers: dict[str, dict]  # prompt id -> the model's answer record (`response`)
-    refs: dict[str, str]  # prompt id -> the reference answer
+    refs: dict[str, str]  # prompt id -> the reference answer ({} for a benchmark graded without references)
     model: str  # the two names, as results.json, the annotations and the scores carry them
-    reference: str
+    reference: str | None  # None: graded without references (needs_reference False)
     root: Path  # <output_dir>/<benchmark>
 
 
 class JudgedBenchmark(Benchmark):
     judged = True
     label = ""  # its short name where the paper table names each benchmark's judge
+    # Pairwise (True): the judge compares the answer with a reference answer (the benchmark's own, or generated).
+    # Single-answer grading (False): the judge scores each answer alone; `load` returns {} as its references,
+    # `evaluate` fetches or generates none, and `items` are one per prompt with answer_b "" (so that an empty
+    # answer is "identical" and scored without a call).
+    needs_reference = True
 
     # -- the prompt set, the answers and the references
     def load(self, source: str, limit: int | None = None, version: str | None = None) -> tuple[list[dict], dict | None]:
-        """(prompts, the benchmark's own reference answers by prompt id, or None). `source`: hub, tiny, or a local
-        .jsonl/.json; `version`: where the benchmark has several (Arena-Hard), None for its default."""
+        """(prompts, the benchmark's own reference answers by prompt id, or None; {} where it needs none). `source`:
+        hub, tiny, or a local .jsonl/.json; `version`: where the benchmark has several (Arena-Hard), None for its
+        default."""
         raise NotImplementedError
 
     def prompt_set(self, bargs) -> tuple[list[dict], dict | None]:
@@ -149,10 +167,17 @@ class JudgedBenchmark(Benchmark):
         """Its results.json entry (files of its own under h.root); `judgments` None where `annotator` judged."""
         raise NotImplementedError
 
+    def version(self, bargs) -> str:
+        """The benchmark's version, recorded beside its numbers (a score is only compared with its version's)."""
+        raise NotImplementedError
+
     def judge_record(self, jargs) -> dict:
-        """Which judge scored it, as results.json and the table carry it: the model and a server of the user's own."""
-        return {"judge_model": jargs.judge_model, "judge_engine": jargs.judge_engine,
-                "judge_base_url": jargs.judge_base_url}
+        """Which judge scored it, as results.json and the table carry it: its name in eval/data/judges.yaml (None:
+        a judge of the user's own), the model and a server of the user's own."""
+        from ..judges import judge_name_of
+
+        return {"judge_name": judge_name_of(jargs), "judge_model": jargs.judge_model,
+                "judge_engine": jargs.judge_engine, "judge_base_url": jargs.judge_base_url}
 
     @property
     def judge_columns(self) -> tuple[str, ...]:
