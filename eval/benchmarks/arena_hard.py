@@ -33,7 +33,6 @@ from pathlib import Path
 
 import yaml
 
-from core import store
 from core.engines import Sampling
 from core.store import atomic_write_text
 
@@ -45,6 +44,8 @@ from .base import (
     JudgedBenchmark,
     engine_judge,
     hub_file,
+    judge_texts,
+    judged_records,
     outcome,
     prompt_records,
     read_jsonl,
@@ -184,12 +185,8 @@ class ArenaHard(JudgedBenchmark):
 
     def verdicts(self, engine, conversations, prompt):
         # The verdict is one of judges.ARENA_LABELS, A and B as shown.
-        if prompt.prefill:
-            prompts = [engine.render_chat(c) + prompt.prefill for c in conversations]
-            texts = [prompt.prefill + o[0].text + "]]" for o in engine.complete(prompts, prompt.sampling)]
-        else:
-            texts = [o[0].text for o in engine.chat(conversations, prompt.sampling)]
-        return [{"judgment": t, "verdict": parse_arena_verdict(t)} for t in texts]
+        return [{"judgment": t, "verdict": parse_arena_verdict(t)} for t in judge_texts(engine, conversations, prompt,
+                                                                                          "]]")]
 
     def score(self, h, judgments, eargs, jargs, bargs):
         return score_arena(h.prompts, h.refs, h.answers, judgments, h.model, h.reference, h.root, engine_judge(jargs),
@@ -210,13 +207,9 @@ class ArenaHard(JudgedBenchmark):
         return {"arena": res.get("score"), "arena_ci": (res.get("ci_lower"), res.get("ci_upper"))}
 
     def pairs(self, d):
-        jd = store.DatasetDir(d / self.name / "judgments")
-        if not jd.complete:
-            return []
-        prompts = {p["id"]: p for p in store.DatasetDir(d / self.name / "prompts").records()}
-        answers = {a["id"]: a["response"] for a in store.DatasetDir(d / self.name / "answers").records()}
+        judgments, prompts, answers = judged_records(d, self.name)
         rows = []
-        for j in jd.records():
+        for j in judgments:
             a = A_SCORE.get(j.get("verdict"))  # answer A's score in one game
             model_score = None if a is None else (a if j["swapped"] else 1.0 - a)  # game 1: the baseline is A
             rows.append({"id": j["id"], "game": j["game"], "instruction": prompts.get(j["id"], {}).get("instruction"),

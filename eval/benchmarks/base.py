@@ -185,6 +185,29 @@ class JudgedBenchmark(Benchmark):
         return (f"ours_judge_{self.name}",)
 
 
+def judged_records(d: Path, name: str) -> tuple[list[dict], dict[str, dict], dict[str, str]]:
+    """A judged benchmark's finished judgments in the evaluation folder d, its prompts and the model's answers by
+    id (what `pairs` shows); nothing where the judgments are not finished."""
+    from core import store
+
+    jd = store.DatasetDir(d / name / "judgments")
+    if not jd.complete:
+        return [], {}, {}
+    prompts = {p["id"]: p for p in store.DatasetDir(d / name / "prompts").records()}
+    answers = {a["id"]: a["response"] for a in store.DatasetDir(d / name / "answers").records()}
+    return jd.records(), prompts, answers
+
+
+def judge_texts(engine, conversations: list[list[dict]], prompt: JudgePrompt, closing: str) -> list[str]:
+    """The judge's replies to `conversations`. A prefilled reply (`prompt.prefill`, judge_prefill: label) is completed
+    from the rendered chat plus the prefill, and returned whole: the prefill, the text, and `closing` (what the stop
+    string cut, e.g. Arena-Hard's "]]")."""
+    if prompt.prefill:
+        prompts = [engine.render_chat(c) + prompt.prefill for c in conversations]
+        return [prompt.prefill + o[0].text + closing for o in engine.complete(prompts, prompt.sampling)]
+    return [o[0].text for o in engine.chat(conversations, prompt.sampling)]
+
+
 def engine_judge(jargs) -> str:
     """The judge here, as results.json's `judge` names it."""
     return f"{jargs.judge_engine}:{jargs.judge_model}"

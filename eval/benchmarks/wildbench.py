@@ -45,12 +45,11 @@ from pathlib import Path
 
 import yaml
 
-from core import store
 from core.engines import Sampling
 from core.store import atomic_write_text
 
 from ..judges import JudgePrompt
-from .base import DATA, JudgedBenchmark, engine_judge, read_jsonl, register_benchmark
+from .base import DATA, JudgedBenchmark, engine_judge, judge_texts, judged_records, read_jsonl, register_benchmark
 
 WB_REPO, WB_CONFIG, WB_SPLIT = "allenai/WildBench", "v2", "test"
 VERSION = "v2"
@@ -257,12 +256,8 @@ class WildBench(JudgedBenchmark):
                            prefill=PREFILL if label else "", fields=("history", "question", "answer_a", "checklist"))
 
     def verdicts(self, engine, conversations, prompt):
-        if prompt.prefill:
-            prompts = [engine.render_chat(c) + prompt.prefill for c in conversations]
-            texts = [prompt.prefill + o[0].text + '"}' for o in engine.complete(prompts, prompt.sampling)]
-        else:
-            texts = [o[0].text for o in engine.chat(conversations, prompt.sampling)]
-        return [{"judgment": t, "verdict": parse_wildbench_score(t)} for t in texts]
+        return [{"judgment": t, "verdict": parse_wildbench_score(t)} for t in judge_texts(engine, conversations,
+                                                                                            prompt, '"}')]
 
     def score(self, h, judgments, eargs, jargs, bargs):
         by_id = {j["id"]: j for j in judgments}
@@ -301,13 +296,9 @@ class WildBench(JudgedBenchmark):
         return {k: res[k] for k, _ in self.beyond if _num(res.get(k))}
 
     def pairs(self, d):
-        jd = store.DatasetDir(d / self.name / "judgments")
-        if not jd.complete:
-            return []
-        prompts = {p["id"]: p for p in store.DatasetDir(d / self.name / "prompts").records()}
-        answers = {a["id"]: a["response"] for a in store.DatasetDir(d / self.name / "answers").records()}
+        judgments, prompts, answers = judged_records(d, self.name)
         rows = []
-        for j in jd.records():
+        for j in judgments:
             p = prompts.get(j["id"], {})
             verdict = "empty" if j.get("identical") else "unparsed" if j.get("verdict") is None else \
                 f"{float(j['verdict']):g}"
