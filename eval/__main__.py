@@ -28,8 +28,6 @@ from pathlib import Path
 
 from core.cli import die
 
-CONFIG_FILE = "eval_config.yaml"  # every key of a run, beside its results: what `rejudge` starts from
-
 
 def _parse(rest: list[str]):
     from core.config import parse
@@ -42,23 +40,14 @@ def _parse(rest: list[str]):
         die(str(e))
 
 
-def _run(rest: list[str], rejudged_from: Path | None = None) -> int:
-    from dataclasses import asdict
-
-    import yaml
-
+def _run(rest: list[str]) -> int:
     from core import store, tracking
     from core.config import stage_config
-    from core.store import atomic_write_text
 
     from .run import evaluate
 
-    margs, eargs, jargs, bargs, hargs = parts = _parse(rest)
+    margs, eargs, jargs, bargs, hargs = _parse(rest)
     out = Path(eargs.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    keys = {k: v for p in parts for k, v in asdict(p).items() if k != "yes"}  # no secret is a key: they are env vars
-    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump({**keys, "rejudged_from": str(rejudged_from)}
-                                                        if rejudged_from else keys, sort_keys=False))
     cfg = {"profile": eargs.profile, **stage_config(margs, eargs, jargs, bargs, hargs)}
     group = eargs.wandb_group or (out.parent.name if out.name == "eval" else out.name)
     try:
@@ -88,6 +77,7 @@ def _rejudge(rest: list[str]) -> int:
 
     from .benchmarks import get_benchmark
     from .config import JudgeArgs
+    from .run import CONFIG_FILE
 
     if not rest or rest[0].startswith("-"):
         die("python -m eval rejudge EVAL_DIR --judge NAME [--output_dir DIR] [any judge key]: name the evaluation")
@@ -97,7 +87,6 @@ def _rejudge(rest: list[str]) -> int:
         die(f"{src} has no {CONFIG_FILE} (evaluations record it since the judge registry; older ones: run "
             f"`python -m eval run` again with its config, the new judge and another --output_dir)")
     keys = yaml.safe_load(saved.read_text())
-    keys.pop("rejudged_from", None)
     for f in fields(JudgeArgs):  # the judge is the new one's, every key of it
         keys.pop(f.name, None)
     keys["benchmarks"] = [b for b in keys["benchmarks"] if get_benchmark(b).judged]
@@ -110,7 +99,7 @@ def _rejudge(rest: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.yaml"
         cfg.write_text(yaml.safe_dump(keys, sort_keys=False))
-        argv = ["--config", str(cfg), *rest]
+        argv = ["--config", str(cfg), *rest, "--rejudged_from", str(src)]
         out = Path(_parse(argv)[1].output_dir)
         if out.resolve() == src.resolve():
             die(f"--output_dir {out} is the evaluation judged already; give another folder")
@@ -118,7 +107,7 @@ def _rejudge(rest: list[str]) -> int:
             for part in ("prompts", "answers"):
                 if (src / b / part).is_dir() and not (out / b / part).exists():
                     shutil.copytree(src / b / part, out / b / part)
-        return _run(argv, rejudged_from=src)
+        return _run(argv)
 
 
 def _cost(rest: list[str]) -> int:

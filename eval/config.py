@@ -26,6 +26,8 @@ class EvalArgs:
     report_to: str = field(default="wandb", metadata={"help": "wandb or none"})
     wandb_project: str = field(default="magpie-repro")
     wandb_group: str | None = field(default=None, metadata={"help": "default: the run folder's name"})
+    rejudged_from: str | None = field(default=None, metadata={
+        "help": "set by `python -m eval rejudge`: the evaluation whose answers are judged again here"})
     yes: bool = field(default=False, metadata={
         "help": "run judges whose estimated cost is above judge_max_usd (the estimate is printed either way)"})
 

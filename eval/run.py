@@ -30,6 +30,19 @@ from .benchmarks import HeadToHead, get_benchmark
 from .config import BenchArgs, EvalArgs, HarnessArgs, JudgeArgs
 from .judges import PairwiseJudge, check_judges
 
+CONFIG_FILE = "eval_config.yaml"  # every key of a run beside its results, written once its checks pass: `rejudge` reads it
+
+
+def write_config(out: Path, *parts) -> None:
+    """Every key of the evaluation (no secret is a key: keys and tokens are environment variables)."""
+    from dataclasses import asdict
+
+    import yaml
+
+    keys = {k: v for p in parts for k, v in asdict(p).items() if k != "yes"}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(keys, sort_keys=False))
+
 
 def trained_model(path: str) -> str:
     """A PEFT run's merged model where there is one (train/sft.py writes `<output_dir>/merged`)."""
@@ -178,6 +191,8 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     name = eargs.model_name or default_name(margs.model)
     result = {"model": margs.model, "model_name": name, "profile": eargs.profile,
               "dataset": detect_dataset(margs.model), "row": eargs.row, "benchmarks": {}}
+    if eargs.rejudged_from:
+        result["rejudged_from"] = eargs.rejudged_from
     benches = [get_benchmark(b) for b in eargs.benchmarks]
     judged = [b for b in benches if b.judged]
     check_judges(jargs, judged, probe=False)  # a retired judge, no key: one line before anything is read or sent
@@ -193,6 +208,7 @@ def evaluate(margs: ModelArgs, eargs: EvalArgs, jargs: JudgeArgs, bargs: BenchAr
     counters: dict = {}  # the judges' token counters, loaded once
     _check_cost(cost_before_answers(margs, eargs, jargs, bargs, sets, counters), jargs, eargs, "")
     check_judges(jargs, judged)
+    write_config(out, margs, eargs, jargs, bargs, hargs)
 
     # 1. The model's answers: one engine for every set, loaded only if some answers are missing (in a process
     # of its own where the model needs one: it is gone before the reference model and the judge load).

@@ -220,7 +220,7 @@ KEY = "sk-test-not-a-real-key-1234"
 
 
 def _no_answers(out: Path) -> bool:
-    return not any((out / b).exists() for b in ("alpaca_eval", "arena_hard"))
+    return not any((out / b).exists() for b in ("alpaca_eval", "arena_hard", "eval_config.yaml"))
 
 
 def test_retired_judge_is_refused_by_name_before_any_answer(tmp_path, capsys, monkeypatch):

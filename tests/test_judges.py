@@ -84,6 +84,7 @@ def test_rejudge_asks_for_yes_then_costs_what_it_estimated(evaluated, hf_engine,
         assert e.value.code == 2 and len(err.splitlines()) == 1, err
         assert "more than judge_max_usd $0.01" in err and "--yes" in err
         assert seen == [] and not (out / "alpaca_eval" / "judgments").exists()
+        assert not (out / "eval_config.yaml").exists()  # written once the run's checks pass
 
         assert main([*argv, "--judge_base_url", url, "--yes"]) == 0
     printed = capsys.readouterr().out
@@ -100,6 +101,7 @@ def test_rejudge_asks_for_yes_then_costs_what_it_estimated(evaluated, hf_engine,
     used = {b: r["benchmarks"][b]["judge_usage"] for b in ("alpaca_eval", "arena_hard")}
     server_tokens = sum(u["prompt_tokens"] + u["completion_tokens"] for u in judging)
     estimated = sum(x["input_tokens"] + x["output_tokens"] for x in est.values())
+    print(f"[cost] estimated {estimated} tokens, the server saw {server_tokens}")
     assert abs(estimated - server_tokens) <= 0.10 * server_tokens, (estimated, server_tokens)
     assert sum(x["calls"] for x in est.values()) == sum(x["calls"] for x in used.values()) == len(judging)
     assert sum(x["input_tokens"] + x["output_tokens"] for x in used.values()) == server_tokens
@@ -108,7 +110,7 @@ def test_rejudge_asks_for_yes_then_costs_what_it_estimated(evaluated, hf_engine,
         assert (res["judge_model"], res["judge_engine"], res["judge_name"]) == (SERVED, "openai", None)
         assert res["version"] == {"alpaca_eval": "2.0", "arena_hard": "v0.1"}[b]
         assert est[b]["judge_model"] == SERVED and est[b]["usd"] > 0
-    assert yaml.safe_load((out / "eval_config.yaml").read_text())["rejudged_from"] == str(src)
+    assert yaml.safe_load((out / "eval_config.yaml").read_text())["rejudged_from"] == r["rejudged_from"] == str(src)
 
 
 def test_rejudge_of_an_evaluation_without_its_config_says_what_to_do(tmp_path, capsys):
