@@ -52,7 +52,18 @@ def run(work: ShardWork, units: list[tuple[Any, Any, int]], engine=None, *, desc
     bar = tqdm(total=sum(n for *_, n in units), initial=sum(n for *_, n in units) - sum(items.values()),
                desc=desc, unit=unit)
     try:
-        if cluster is None:
+        in_flight = getattr(engine, "in_flight", 1) if cluster is None and engine is not None and len(todo) > 1 else 1
+        if cluster is None and in_flight > 1:
+            # Several shards at once on one engine that batches calls from threads together (vLLM): the call size
+            # no longer drains the batch at every shard's longest answer; each shard is written as it completes.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=in_flight) as pool:
+                futures = {pool.submit(work.write, key, spec, engine): n for key, spec, n in todo}
+                for f in _as_done(futures):
+                    f.result()  # a failed shard stops the stage (the finished ones stay on disk)
+                    bar.update(futures[f])
+        elif cluster is None:
             for key, spec, n in todo:
                 work.write(key, spec, engine)
                 bar.update(n)
@@ -62,6 +73,17 @@ def run(work: ShardWork, units: list[tuple[Any, Any, int]], engine=None, *, desc
     finally:
         bar.close()
     return len(todo)
+
+
+def _as_done(futures):
+    from concurrent.futures import as_completed
+
+    try:
+        yield from as_completed(futures)
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
 
 
 def pending(work: ShardWork, units: list[tuple[Any, Any, int]]) -> list[tuple[Any, Any, int]]:

@@ -2,9 +2,10 @@
 
 A stage declares its name, output folder, inputs, model role, what it checks before anything loads, its resume key
 (model stages), its shard function's entry point, the counts key and unit of its summary line, and an optional
-after-step (W&B tables, plots). `run(stages, c)` does, for every stage: validate (all of them first) -> place it
-(here, a process of its own, or the Ray cluster: `Stage.__call__`, the one placement decision) -> the stage
-function (reuse -> begin -> shards -> finish, core.shards.write_stage) -> summary line -> W&B.
+after-step (W&B tables, plots). `run(stages, c)` validates every stage first, cuts the run where the model changes
+(`segments`: consecutive stages on one model share one process and one engine, built once), places each segment
+(here, a process of its own, or the Ray cluster: `place_segment`, the one placement decision) and runs its stages:
+the stage function (reuse -> begin -> shards -> finish, core.shards.write_stage) -> summary line -> W&B.
 """
 from __future__ import annotations
 
@@ -95,18 +96,11 @@ class Stage:
         if self.validate is not None:
             self.validate(c)
 
-    def __call__(self, c: Context, src, out) -> dict:
-        """Run the stage where core.procs.place puts it: in a process of its own when its model needs one, else
-        here (on a Ray cluster: here, the actors loading the model). A finished output of this config is read back
-        here: no process, no model."""
-        role = self.model(c) if self.model is not None else None
-        local = c.cluster is not None  # a Ray driver: the actors load the model
-        own = role is not None and not local and procs.isolate(role.engine)  # a process of its own, if work is left
-        if role is None or local or own:
-            c.close()  # one model at a time: taggers, actors and stage processes load their own
-        done = not own or store.DatasetDir(out).reusable(self.config(c, src)) is not None
-        return procs.place(run_stage, self.name, c.parsed, src, out, engines=(role.engine,) if role else (),
-                           done=done, local=local, here=lambda: self.run_here(c, src, out))
+    def done(self, c: Context, src, out) -> bool:
+        """Whether a finished output of this config is on disk (read back: no process, no model)."""
+        if self.config is None or (src is not None and not store.DatasetDir(src).complete):
+            return False
+        return store.DatasetDir(out).reusable(self.config(c, src)) is not None
 
     def run_here(self, c: Context, src, out) -> dict:
         engine = None
@@ -119,13 +113,72 @@ class Stage:
         return self.fn(*args, **kwargs)
 
 
-def run_stage(name: str, parsed: tuple, src, out) -> dict:
-    """A stage in this process, from its parsed config (what a stage's own process runs)."""
+def segments(names: list[str], c: Context) -> list[list[str]]:
+    """The run cut where the model changes: consecutive stages on one model role (instructions -> responses ->
+    multiturn on the generator), with the stages between them that load no model (filter, export, the preference
+    prompts), share one process and one engine. A stage that loads models of its own (tag, preference scores) is a
+    segment by itself."""
+    out: list[list[str]] = []
+    held: list = []  # per segment: its model role (None: none yet), or False where it loads models of its own
+    for name in names:
+        s = STAGES[name]
+        role = s.model(c) if s.model is not None else None
+        if out and not s.cluster_kw and held[-1] is not False and (role is None or held[-1] in (None, role)):
+            out[-1].append(name)
+            held[-1] = held[-1] or role
+        else:
+            out.append([name])
+            held.append(False if s.cluster_kw else role)
+    return out
+
+
+def place_segment(segment: list[str], names: list[str], c: Context) -> None:
+    """Run a segment where core.procs.place puts it: in a process of its own when its model needs one and some of
+    its output is missing, else here (on a Ray cluster: here, the actors loading the model)."""
+    role = next((STAGES[n].model(c) for n in segment if STAGES[n].model is not None), None)
+    local = c.cluster is not None  # a Ray driver: the actors load the model
+    own = role is not None and not local and procs.isolate(role.engine)
+    if role is None or local or own:
+        c.close()  # one model at a time: taggers, actors and stage processes load their own
+    done = True
+    if own:
+        layout = layout_of(c)
+        for n in segment:  # in order: a stage's input is the one before it
+            s = STAGES[n]
+            if s.model is not None and not s.done(c, source(s, names, layout), getattr(layout, s.out)):
+                done = False
+                break
+    procs.place(run_segment, segment, names, c.parsed, engines=(role.engine,) if role else (), done=done,
+                local=local, here=lambda: _run_here(segment, names, c))
+
+
+def run_segment(segment: list[str], names: list[str], parsed: tuple) -> None:
+    """A segment in this process, from its parsed config (what a segment's own process runs)."""
     c = Context(*parsed)
     try:
-        return STAGES[name].run_here(c, src, out)
+        _run_here(segment, names, c)
     finally:
         c.close()
+
+
+def _run_here(segment: list[str], names: list[str], c: Context) -> None:
+    layout = layout_of(c)
+    group = c.run.wandb_group or layout.root.name
+    log_cfg = {"profile": c.run.profile,
+               **stage_config(c.margs, c.iargs, c.rargs, c.mtargs, c.targs, c.fargs, c.eargs, c.pargs)}
+    for name in segment:
+        stage, out = STAGES[name], getattr(layout, STAGES[name].out)
+        with tracking.stage_run(name, log_cfg, layout.root, c.run.report_to, c.run.wandb_project, group) as log:
+            t0 = time.perf_counter()
+            counts = stage.run_here(c, source(stage, names, layout), out)
+            dt = time.perf_counter() - t0
+            n = counts.get(stage.count, 0)
+            log({f"{name}/{k}": v for k, v in counts.items() if isinstance(v, (int, float))}
+                | {f"{name}/per_min": n / dt * 60})
+            if stage.after is not None:
+                stage.after(log, out, counts)
+        print(summary(name, n, stage.unit, dt, out, counts), flush=True)
+        _warn_emptied(counts)
 
 
 # -- what each stage checks first, and does after --------------------------------------------------------------
@@ -268,24 +321,11 @@ def source(stage: Stage, names: list[str], run: RunLayout) -> Path | None:
 
 
 def run(names: list[str], c: Context) -> int:
-    """Run `names` in order: all checked first, then each placed, run, summarized and logged."""
+    """Run `names` in order: all checked first, then each segment (stages on one model) placed and run, each stage
+    summarized and logged."""
     names, layout = plan(names, c), layout_of(c)
     if names and STAGES[names[0]].inputs:  # fail on a missing input before loading a model
         store.DatasetDir(source(STAGES[names[0]], names, layout)).require_complete()
-    group = c.run.wandb_group or layout.root.name
-    log_cfg = {"profile": c.run.profile,
-               **stage_config(c.margs, c.iargs, c.rargs, c.mtargs, c.targs, c.fargs, c.eargs, c.pargs)}
-    for name in names:
-        stage, out = STAGES[name], getattr(layout, STAGES[name].out)
-        with tracking.stage_run(name, log_cfg, layout.root, c.run.report_to, c.run.wandb_project, group) as log:
-            t0 = time.perf_counter()
-            counts = stage(c, source(stage, names, layout), out)
-            dt = time.perf_counter() - t0
-            n = counts.get(stage.count, 0)
-            log({f"{name}/{k}": v for k, v in counts.items() if isinstance(v, (int, float))}
-                | {f"{name}/per_min": n / dt * 60})
-            if stage.after is not None:
-                stage.after(log, out, counts)
-        print(summary(name, n, stage.unit, dt, out, counts))
-        _warn_emptied(counts)
+    for segment in segments(names, c):
+        place_segment(segment, names, c)
     return 0

@@ -15,15 +15,16 @@ from core.models import looks_local, resolve
 
 
 def test_stages_in_their_own_processes_give_the_same_records(tiny_run, tmp_path, monkeypatch):
-    """MAGPIE_ISOLATE=1 puts the hf stages where vLLM's always go: a spawned process per stage."""
+    """MAGPIE_ISOLATE=1 puts the hf stages where vLLM's always go: a spawned process, one for the consecutive stages
+    on one model (instructions and responses: one engine, built once)."""
     from synth.__main__ import main
 
     monkeypatch.setenv("MAGPIE_ISOLATE", "1")
     procs.HISTORY.clear()
     assert main(cli(tmp_path, "--report_to", "none")) == 0
     ran = [(target, pid) for target, pid in procs.HISTORY]
-    assert [t for t, _ in ran] == ["synth.stages:run_stage"] * 2  # instructions, then responses
-    assert len({pid for _, pid in ran} | {os.getpid()}) == 3  # two processes, neither of them this one
+    assert [t for t, _ in ran] == ["synth.stages:run_segment"]  # instructions, then responses, in one process
+    assert len({pid for _, pid in ran} | {os.getpid()}) == 2  # not this one
     for stage in ("instructions", "responses"):
         assert store.DatasetDir(tmp_path / stage).records() == store.DatasetDir(tiny_run / stage).records()
     # Complete: a second run reads both stages back without a process (and without a model)

