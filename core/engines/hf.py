@@ -170,8 +170,9 @@ class RowSampler:
     """A logits processor that samples each row of a batch with its own temperature, top_p and seeded generator, as
     vLLM treats each request: transformers' sampling draws every row from one global generator with one setting, so
     a row's stream would depend on its batch and its place in it. vLLM's semantics (top_p: the smallest set of
-    likeliest tokens whose mass reaches it; temperature 0: greedy); the pick comes back as a one-token
-    distribution, which greedy decoding then takes. A row without a seed draws from the global generator."""
+    likeliest tokens whose mass reaches it; temperature 0: greedy); a row's pick is the inverse of its CDF at one
+    uniform draw of its generator, and comes back as a one-token distribution, which greedy decoding then takes. A
+    row without a seed draws from the global generator."""
 
     def __init__(self, seeds: list[int | None], temperatures: list[float], top_ps: list[float]):
         self.seeds, self.temperatures, self.top_ps = seeds, temperatures, top_ps
@@ -184,11 +185,20 @@ class RowSampler:
             self.generators = [None if s is None else torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
         temps = torch.tensor(self.temperatures, device=scores.device)
         probs = (scores.float() / temps.clamp_min(1e-6)[:, None]).softmax(-1)
-        top_p = torch.tensor(self.top_ps, device=scores.device)[:, None]
-        if (top_p < 1).any():
-            sorted_p, order = probs.sort(-1, descending=True)
+        rows = [r for r, t in enumerate(self.temperatures) if t > 0]  # greedy rows need no distribution
+        nucleus = [r for r in rows if self.top_ps[r] < 1]
+        if nucleus:  # sorted only where a row asks for a nucleus (a sort of the vocabulary costs ~2 ms a row)
+            top_p = torch.tensor([self.top_ps[r] for r in nucleus], device=scores.device)[:, None]
+            sorted_p, order = probs[nucleus].sort(-1, descending=True)
             drop = sorted_p.cumsum(-1) - sorted_p >= top_p
-            probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
-        picks = torch.cat([scores[r].argmax()[None] if t == 0 else torch.multinomial(probs[r], 1, generator=g)
-                           for r, (t, g) in enumerate(zip(self.temperatures, self.generators))])
+            probs[nucleus] = probs[nucleus].scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+        picks = scores.argmax(-1)
+        if rows:
+            # One uniform draw per row from its own generator, then the inverse of the row's CDF, for all rows at once
+            # (a multinomial per row cost 16 ms a step on 16 rows here: a third of a sampled stage's time; this 0.5)
+            u = torch.tensor([(torch.rand((), generator=self.generators[r]) if self.generators[r] is not None
+                               else torch.rand(())).item() for r in rows], dtype=probs.dtype, device=probs.device)
+            cdf = probs[rows].cumsum(-1)
+            drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_max(scores.shape[-1] - 1)
+            picks[rows] = drawn[:, 0]
         return torch.full_like(scores, -float("inf")).scatter(-1, picks[:, None], 0.0)
