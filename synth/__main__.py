@@ -12,6 +12,8 @@ Verbs (each reads and writes dataset directories under --output_dir):
                  reward model, chosen = best, rejected = worst (stages preference_prompts, preferences,
                  preference_scores, preference_pairs)             -> preferences/{prompts,samples,scored,export}/
   run            the config's `stages`, in order (what recipes/*.sh call)
+  plan           forecast the job's time and GPU-hours per stage from a short calibration run of it
+                 (--calibrate N instructions; default: one shard's, at least 64)
   template       print the derived pre-query template, stops and multi-turn append template
   taggers        list the taggers: fields, models (from --config if given), model batch cap
   presets        list the filter presets: conditions, cut, size, source
@@ -40,7 +42,7 @@ from .stages import STAGES, VERB_STAGES, Context, run
 from .tag import tagger_table
 from .taggers import get_tagger_class
 
-VERBS = (*STAGES, "run", "template", "taggers", "presets", "report")
+VERBS = (*STAGES, "run", "plan", "template", "taggers", "presets", "report")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return _list_presets()
     if verb == "report":  # the run report is a package above this one: the command is handed over to it
         return subprocess.call([sys.executable, "-m", "report", *rest])
+    if verb == "plan":
+        return _plan(rest)
     try:
         parsed = parse(rest)
     except ValueError as e:  # bad YAML, unknown key, bad value: one line that says where, no usage dump
@@ -75,6 +79,23 @@ def main(argv: list[str] | None = None) -> int:
         die(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
     finally:
         c.close()
+
+
+def _plan(rest: list[str]) -> int:
+    from .plan import plan, text
+
+    calibrate = None
+    if "--calibrate" in rest[:-1]:
+        i = rest.index("--calibrate")
+        calibrate, rest = rest[i + 1], rest[:i] + rest[i + 2:]
+        if not calibrate.isdigit() or int(calibrate) < 1:
+            die(f"--calibrate must be a positive number of instructions, got {calibrate!r}")
+    try:
+        p = plan(rest, int(calibrate) if calibrate else None)
+    except (ValueError, RuntimeError) as e:
+        die(str(e).splitlines()[0])
+    print(text(p))
+    return 0
 
 
 def _list_taggers(targs) -> int:

@@ -179,6 +179,7 @@ def _run_here(segment: list[str], names: list[str], c: Context) -> None:
                 stage.after(log, out, counts)
         print(summary(name, n, stage.unit, dt, out, counts), flush=True)
         _warn_emptied(counts)
+        _record_time(layout.root, name, dt, counts)
 
 
 # -- what each stage checks first, and does after --------------------------------------------------------------
@@ -318,6 +319,20 @@ def source(stage: Stage, names: list[str], run: RunLayout) -> Path | None:
         if s in names or (getattr(run, STAGES[s].out) / store.MANIFEST).exists():
             return getattr(run, STAGES[s].out)
     return getattr(run, STAGES[stage.inputs[-1]].out) if stage.inputs else None
+
+
+TIMES = "stage_times.jsonl"  # one line per stage run: what `python -m synth plan` scales up
+
+
+def _record_time(root: Path, name: str, seconds: float, counts: dict) -> None:
+    """The stage's wall time (engine builds included) and its compute time (`seconds` of a shard-written stage:
+    the shards alone), beside its numbers, appended to <output_dir>/stage_times.jsonl."""
+    import json
+
+    nums = {k: v for k, v in counts.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    line = {"stage": name, "wall_seconds": round(seconds, 3), "at": time.time(), **nums}
+    with open(root / TIMES, "a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def run(names: list[str], c: Context) -> int:

@@ -102,7 +102,12 @@ def test_pro_mt_recipe_scaled_down_on_vllm(tmp_path, capsys):
     --filter_preset mt-300k) on vLLM-CPU, tensor parallel 1 (a CPU has one "GPU")."""
     stages = ["--stages", "instructions", "responses", "multiturn", "tag", "filter", "export", "--turns", "2",
               "--filter_preset", "mt-300k"]
+    from core import procs
+
+    procs.HISTORY.clear()
     _run(tmp_path, "pro.yaml", capsys, *stages, *scaled_down(tensor_parallel_size=1), "--report_to", "none")
+    # instructions, responses and multi-turn on the one generator: one process, one engine (the taggers: theirs)
+    assert [t for t, _ in procs.HISTORY if t.startswith("synth.stages")] == ["synth.stages:run_segment"]
     m = store.DatasetDir(tmp_path / "instructions").manifest()
     assert m["config"]["mix"] == "pro-1m" and m["config"]["n"] == 200 and m["engine"] == "vllm"
     conv = store.DatasetDir(tmp_path / "multiturn").records()

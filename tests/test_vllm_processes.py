@@ -73,24 +73,3 @@ def test_two_vllm_models_take_turns_in_one_run(second_model, tmp_path):
     card = (out / "export" / "README.md").read_text()  # the card names both models
     assert f"answered by {second_model}" in " ".join(card.split()) and TINY_MODEL in card
 
-
-def test_stages_on_one_vllm_model_share_one_process(tmp_path):
-    """Instructions, responses and multi-turn on one vLLM model: one process and one engine for the three (an LLM()
-    costs 30-50 s here, and each stage used to build its own), the stages' outputs as usual; a second run finds
-    them complete and starts no process."""
-    from core import procs, store
-    from synth.__main__ import main
-
-    argv = ["run", "--config", TINY, "--output_dir", str(tmp_path), "--engine", "vllm", "--stages", "instructions",
-            "responses", "multiturn", "--total_prompts", "8", "--n", "4", "--max_tokens", "24",
-            "--response_max_tokens", "24", "--mt_max_tokens", "24", "--report_to", "none"]
-    procs.HISTORY.clear()
-    assert main(argv) == 0
-    assert [t for t, _ in procs.HISTORY] == ["synth.stages:run_segment"]
-    pairs = store.DatasetDir(tmp_path / "responses").records()
-    convs = store.DatasetDir(tmp_path / "multiturn").records()
-    assert pairs and all(p["gen_response_configs"]["engine"] == "vllm" for p in pairs)
-    assert store.DatasetDir(tmp_path / "multiturn").complete and {c["id"] for c in convs} <= {p["id"] for p in pairs}
-    procs.HISTORY.clear()
-    assert main(argv) == 0
-    assert procs.HISTORY == []

@@ -166,6 +166,21 @@ class HFEngine(Engine):
             torch.cuda.empty_cache()
 
 
+def _nucleus(probs, top_p, k: int = 256):
+    """`probs` with every token outside each row's nucleus zeroed: the smallest set of likeliest tokens whose mass
+    reaches top_p (a token is kept while the mass before it is below top_p). Rows whose nucleus lies in their k
+    likeliest tokens (almost all: a model's top 256 hold 0.99 of its mass) are found by topk; only the others sort
+    the whole vocabulary (2 ms a row here, against 0.3)."""
+    vals, idx = probs.topk(min(k, probs.shape[-1]), dim=-1)  # sorted, likeliest first
+    out = probs.new_zeros(probs.shape).scatter(-1, idx, vals.masked_fill(vals.cumsum(-1) - vals >= top_p, 0.0))
+    wide = (vals.sum(-1, keepdim=True) < top_p).squeeze(-1)
+    if wide.any():
+        sorted_p, order = probs[wide].sort(-1, descending=True)
+        out[wide] = probs[wide].scatter(-1, order, sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= top_p[wide],
+                                                                        0.0))
+    return out
+
+
 class RowSampler:
     """A logits processor that samples each row of a batch with its own temperature, top_p and seeded generator, as
     vLLM treats each request: transformers' sampling draws every row from one global generator with one setting, so
@@ -187,11 +202,9 @@ class RowSampler:
         probs = (scores.float() / temps.clamp_min(1e-6)[:, None]).softmax(-1)
         rows = [r for r, t in enumerate(self.temperatures) if t > 0]  # greedy rows need no distribution
         nucleus = [r for r in rows if self.top_ps[r] < 1]
-        if nucleus:  # sorted only where a row asks for a nucleus (a sort of the vocabulary costs ~2 ms a row)
-            top_p = torch.tensor([self.top_ps[r] for r in nucleus], device=scores.device)[:, None]
-            sorted_p, order = probs[nucleus].sort(-1, descending=True)
-            drop = sorted_p.cumsum(-1) - sorted_p >= top_p
-            probs[nucleus] = probs[nucleus].scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+        if nucleus:  # only where a row asks for a nucleus
+            probs[nucleus] = _nucleus(probs[nucleus], torch.tensor([self.top_ps[r] for r in nucleus],
+                                                                   device=scores.device)[:, None])
         picks = scores.argmax(-1)
         if rows:
             # One uniform draw per row from its own generator, then the inverse of the row's CDF, for all rows at once

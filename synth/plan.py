@@ -1,0 +1,112 @@
+"""How long a synthesis job will take, and on how many GPU-hours: a forecast from a short run of the job itself.
+
+    python -m synth plan --config recipes/configs/synth/air.yaml [--calibrate 400] [--key value ...]
+
+The calibration is the configured job, for real, on `calibrate` instructions (and the preference stages on as
+large a share of theirs) in a temporary folder: the same model, engine and settings, the same n per round, shard
+and batch sizes, so every call has the production shape up to the calibration's size. Each stage's measured time
+is split into what grows with the work (the shards: `seconds` of a shard-written stage; a stage without that is
+counted as all growing) and what does not (the engine build, the process, the imports), and the growing part is
+scaled by the job's size over the calibration's. Per stage: items, generated tokens, hours, and GPU-hours (hours x
+the GPUs its engine holds, tensor_parallel_size; none on a CPU), beside the paper's cost of Air-3M.
+
+What it cannot see: a calibration smaller than one call of the full job runs its calls less full (on a GPU the
+forecast is then an upper bound: use a calibration of a few shards), and a Ray cluster's actors (the forecast is
+for this machine). `benchmarks/plan_accuracy.py` checks the forecast against the real tiny run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Paper section 3 / Table 11: Air-3M, 1.55 h of instructions + 50 h of responses on 4 A100-80GB = 206 GPU-hours.
+PAPER_AIR = {"pairs": 3_000_000, "gpu_hours": 206, "instructions_hours": 1.55, "responses_hours": 50, "gpus": 4}
+# The stages whose items are the preference set's, not the instructions'.
+PREFERENCE_STAGES = ("preference_prompts", "preferences", "preference_scores", "preference_pairs")
+
+
+def calibration_argv(argv: list[str], total: int, calibrate: int, pref_size: int | None, out: str) -> list[str]:
+    scale = calibrate / total
+    extra = ["--total_prompts", str(calibrate), "--output_dir", out, "--report_to", "none"]
+    if pref_size:
+        extra += ["--pref_size", str(max(2, math.ceil(pref_size * scale)))]
+    return [*argv, *extra]
+
+
+def forecast(times: list[dict], scale: float, pref_scale: float, gpus: dict[str, int]) -> list[dict]:
+    """Per stage of a calibration (its stage_times.jsonl lines): the job's items, tokens, seconds and GPU-hours."""
+    rows = []
+    for t in times:
+        f = pref_scale if t["stage"] in PREFERENCE_STAGES else scale
+        growing = min(t.get("seconds", t["wall_seconds"]), t["wall_seconds"])
+        fixed = t["wall_seconds"] - growing
+        seconds = fixed + growing * f
+        tokens = t.get("tokens_this_run", t.get("tokens"))
+        rows.append({"stage": t["stage"], "calibration_seconds": round(t["wall_seconds"], 1),
+                     "fixed_seconds": round(fixed, 1), "seconds": round(seconds, 1), "hours": seconds / 3600,
+                     "tokens": None if tokens is None else int(tokens * f), "gpus": gpus.get(t["stage"], 0),
+                     "gpu_hours": seconds / 3600 * gpus.get(t["stage"], 0)})
+    return rows
+
+
+def plan(argv: list[str], calibrate: int | None = None) -> dict:
+    """Calibrate on a short run of the job `argv` (a synth config and overrides) and forecast the whole job."""
+    from core import gpus as gpu_count
+    from core.layout import RunLayout
+
+    from .config import parse
+    from .stages import STAGES, TIMES, Context, expand
+
+    parsed = parse(argv)
+    c = Context(*parsed)
+    total, pref_size = c.iargs.total_prompts, c.pargs.pref_size
+    calibrate = min(calibrate or max(c.iargs.n * c.iargs.rounds_per_shard, 64), total)
+    names = expand(c.run.stages)
+    cuda = gpu_count.count() > 0
+    gpus = {n: (STAGES[n].model(c).tensor_parallel_size if cuda else 0) for n in names if STAGES[n].model is not None}
+    gpus.update({n: (1 if cuda else 0) for n in names if STAGES[n].cluster_kw})  # its own models, one GPU each
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "synth", "run", *calibration_argv(argv, total, calibrate, pref_size, tmp)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env={**os.environ, "TQDM_DISABLE": "1"}, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"the calibration run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        times = [json.loads(line) for line in (Path(tmp) / TIMES).read_text().splitlines()]
+        prompts = RunLayout(Path(tmp)).pref_prompts / "manifest.json"
+        picked = json.loads(prompts.read_text())["counts"].get("kept") if prompts.exists() else None
+    scale = total / calibrate
+    pref_full = pref_size or (None if picked is None else picked * scale)
+    pref_scale = (pref_full / picked) if picked and pref_full else scale
+    rows = forecast(times, scale, pref_scale, gpus)
+    startup = max(wall - sum(t["wall_seconds"] for t in times), 0.0)  # the CLI's own imports and checks
+    total_seconds = startup + sum(r["seconds"] for r in rows)
+    return {"config": argv, "total_prompts": total, "calibrate": calibrate, "calibration_seconds": round(wall, 1),
+            "startup_seconds": round(startup, 1), "stages": rows, "seconds": round(total_seconds, 1),
+            "hours": total_seconds / 3600, "gpu_hours": sum(r["gpu_hours"] for r in rows), "cuda": cuda,
+            "paper_air_3m": PAPER_AIR}
+
+
+def text(p: dict) -> str:
+    def dur(s):
+        return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
+
+    lines = [f"[plan] {p['total_prompts']:,} instructions, forecast from a calibration on {p['calibrate']:,} "
+             f"({dur(p['calibration_seconds'])})", "",
+             f"{'stage':<20} {'tokens':>14} {'time':>10} {'GPUs':>5} {'GPU-hours':>10}"]
+    for r in p["stages"]:
+        tok = f"{r['tokens']:,}" if r["tokens"] is not None else "–"
+        lines.append(f"{r['stage']:<20} {tok:>14} {dur(r['seconds']):>10} {r['gpus']:>5} {r['gpu_hours']:>10.2f}")
+    lines.append(f"{'all (+ start-up)':<20} {'':>14} {dur(p['seconds']):>10} {'':>5} {p['gpu_hours']:>10.2f}")
+    a = p["paper_air_3m"]
+    lines += ["", f"paper, Air-3M ({a['pairs']:,} pairs): {a['gpu_hours']} GPU-hours on {a['gpus']} A100-80GB "
+              f"({a['instructions_hours']} h instructions + {a['responses_hours']} h responses)"]
+    if not p["cuda"]:
+        lines.append("(no GPU here: the forecast is for this machine's CPU; GPU-hours are 0)")
+    return "\n".join(lines)
