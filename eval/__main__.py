@@ -89,9 +89,9 @@ def _rejudge(rest: list[str]) -> int:
     keys = yaml.safe_load(saved.read_text())
     for f in fields(JudgeArgs):  # the judge is the new one's, every key of it
         keys.pop(f.name, None)
-    keys["benchmarks"] = [b for b in keys["benchmarks"] if get_benchmark(b).judged]
+    evaluated, keys["benchmarks"] = keys["benchmarks"], [b for b in keys["benchmarks"] if get_benchmark(b).judged]
     if not keys["benchmarks"]:
-        die(f"{src}: no judged benchmark to judge again (its benchmarks: {yaml.safe_load(saved.read_text())['benchmarks']})")
+        die(f"{src}: no judged benchmark to judge again (its benchmarks: {evaluated})")
     given = {a[2:].split("=", 1)[0] for a in rest if a.startswith("--")}
     if "output_dir" not in given:
         judge = next((rest[i + 1] for i, a in enumerate(rest[:-1]) if a in ("--judge", "--judge_model")), "judge")
@@ -124,7 +124,7 @@ def _cost(rest: list[str]) -> int:
             est = cost_before_answers(margs, eargs, jargs, bargs)
         except (FileNotFoundError, ValueError, RuntimeError) as e:
             die(str(e).splitlines()[0])
-        print(cost.summary(est).replace("[eval] judge cost estimate", f"[cost] judge {judge or jargs.judge_model}"))
+        print(cost.summary(est, title=f"[cost] judge {judge or jargs.judge_model}"))
     return 0
 
 

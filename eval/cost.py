@@ -181,10 +181,10 @@ def total_usd(estimates: list[Estimate]) -> float:
     return sum(e.usd or 0.0 for e in estimates)
 
 
-def summary(estimates: list[Estimate]) -> str:
+def summary(estimates: list[Estimate], title: str = "[eval] judge cost estimate") -> str:
     """The lines an evaluation prints before its first paid call."""
     as_of = next((e.prices_as_of for e in estimates if e.prices_as_of), None)
-    head = f"[eval] judge cost estimate{f' (prices of {as_of})' if as_of else ''}: ${total_usd(estimates):,.2f} in all"
+    head = f"{title}{f' (prices of {as_of})' if as_of else ''}: ${total_usd(estimates):,.2f} in all"
     return "\n".join([head, *(f"  {e.line()}" for e in estimates)])
 
 

@@ -27,8 +27,6 @@ from pathlib import Path
 
 # Paper section 3 / Table 11: Air-3M, 1.55 h of instructions + 50 h of responses on 4 A100-80GB = 206 GPU-hours.
 PAPER_AIR = {"pairs": 3_000_000, "gpu_hours": 206, "instructions_hours": 1.55, "responses_hours": 50, "gpus": 4}
-# The stages whose items are the preference set's, not the instructions'.
-PREFERENCE_STAGES = ("preference_prompts", "preferences", "preference_scores", "preference_pairs")
 
 
 def calibration_argv(argv: list[str], total: int, calibrate: int, pref_size: int | None, out: str) -> list[str]:
@@ -40,10 +38,13 @@ def calibration_argv(argv: list[str], total: int, calibrate: int, pref_size: int
 
 
 def forecast(times: list[dict], scale: float, pref_scale: float, gpus: dict[str, int]) -> list[dict]:
-    """Per stage of a calibration (its stage_times.jsonl lines): the job's items, tokens, seconds and GPU-hours."""
+    """Per stage of a calibration (its stage_times.jsonl lines): the job's items, tokens, seconds and GPU-hours. The
+    preference stages scale with the preference set, the others with the instructions."""
+    from .stages import VERB_STAGES
+
     rows = []
     for t in times:
-        f = pref_scale if t["stage"] in PREFERENCE_STAGES else scale
+        f = pref_scale if t["stage"] in VERB_STAGES["preferences"] else scale
         growing = min(t.get("seconds", t["wall_seconds"]), t["wall_seconds"])
         fixed = t["wall_seconds"] - growing
         seconds = fixed + growing * f

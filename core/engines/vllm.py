@@ -121,7 +121,7 @@ class VLLMEngine(Engine):
         self.stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "calls": 0, "too_long": 0}
         # shards in flight (_generate): requests waiting to be added, the finished ones, whose turn it is to step
         self._incoming, self._finished, self._request_ids = collections.deque(), {}, itertools.count()
-        self._turn, self._stepping, self._lock = threading.Condition(), False, threading.Lock()
+        self._turn, self._stepping = threading.Condition(), False
         self.in_flight = in_flight
 
     def _requests(self, sampling: Sampling) -> list:
@@ -164,7 +164,7 @@ class VLLMEngine(Engine):
                            for step in o.logprobs]
                 result[i].append(Completion(o.text, len(o.token_ids), reason, top))
                 generated += len(o.token_ids)
-        with self._lock:  # shards in flight call from threads of their own
+        with self._turn:  # shards in flight call from threads of their own
             self.stats["prompt_tokens"] += prompt_tokens
             self.stats["generated_tokens"] += generated
             self.stats["seconds"] += time.perf_counter() - t0
