@@ -248,6 +248,7 @@ class DriverView:
         from .engines.base import EngineInfo
 
         self.role, self.info, self._tokenizer = role, EngineInfo(role.engine, role.model), None
+        self.template_kwargs = role.template_kwargs()  # as the actors' engines render (Engine.template_kwargs)
 
     @property
     def tokenizer(self):

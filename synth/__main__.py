@@ -14,7 +14,9 @@ Verbs (each reads and writes dataset directories under --output_dir):
   run            the config's `stages`, in order (what recipes/*.sh call)
   plan           forecast the job's time and GPU-hours per stage from a short calibration run of it
                  (--calibrate N instructions; default: one shard's, at least 64)
-  template       print the derived pre-query template, stops and multi-turn append template
+  template       print the derived pre-query template, stops, stop ids, end of turn, flags and overrides of
+                 --model (its tokenizer only: no weights load), or of --chat_template_file F (a
+                 tokenizer_config.json, chat_template.json or .jinja); --json for JSON
   taggers        list the taggers: fields, models (from --config if given), model batch cap
   presets        list the filter presets: conditions, cut, size, source
   report RUN     one static HTML page of a run folder (an alias of `python -m report RUN`) -> RUN/report/
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.call([sys.executable, "-m", "report", *rest])
     if verb == "plan":
         return _plan(rest)
+    if verb == "template":
+        return _template(rest)
     try:
         parsed = parse(rest)
     except ValueError as e:  # bad YAML, unknown key, bad value: one line that says where, no usage dump
@@ -68,10 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if verb == "taggers":
             return _list_taggers(c.targs)
-        if verb == "template":
-            tpl, stops = resolve_template(c.engine(c.margs.role()), c.margs, c.iargs)
-            print(json.dumps({**tpl.to_dict(), "instruction_stops": stops}, indent=2))
-            return 0
         return run(list(VERB_STAGES.get(verb, [verb])) if verb in STAGES else list(c.run.stages), c)
     except OSError as e:  # a read-only or full filesystem, an output_dir that is a file
         die(write_error(e, c.run.output_dir))
@@ -79,6 +79,66 @@ def main(argv: list[str] | None = None) -> int:
         die(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
     finally:
         c.close()
+
+
+def _template(rest: list[str]) -> int:
+    """The template a run of this config would sample from, derived from the model's tokenizer (no weights load) or
+    from --chat_template_file; what to check before a run on a new model (README: Your model)."""
+    from types import SimpleNamespace
+
+    from core import templates
+    from core.cluster import DriverView
+    from core.engines.base import EngineInfo
+
+    as_json, file = "--json" in rest, None
+    rest = [a for a in rest if a != "--json"]
+    if "--chat_template_file" in rest[:-1]:
+        i = rest.index("--chat_template_file")
+        file, rest = rest[i + 1], rest[:i] + rest[i + 2:]
+    try:
+        c = Context(*parse(rest))
+    except ValueError as e:
+        die(str(e))
+    margs, iargs = c.margs, c.iargs
+    try:
+        if file is not None:
+            config = templates.read_chat_template_file(file)
+            view = SimpleNamespace(tokenizer=templates.tokenizer_from_config(config), info=EngineInfo("file", file))
+            source = f"{file}" + ("" if config.get("added_tokens_decoder") or config.get("added_tokens")
+                                  else " (no special tokens in it: no stop ids)")
+        else:
+            view, source = DriverView(margs.role()), f"the tokenizer of {margs.model}"
+        tpl, stops = resolve_template(view, margs, iargs)
+        ids = templates.stop_token_ids(view.tokenizer, stops)
+        answer_ids = templates.stop_token_ids(view.tokenizer, tpl.response_stop_strings)
+    except (OSError, ValueError, ImportError) as e:  # no such model or file, no chat template, a bad flag
+        die(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+    finally:
+        c.close()
+    if as_json:
+        print(json.dumps({**tpl.to_dict(), "instruction_stops": stops, "instruction_stop_ids": ids,
+                          "response_stop_ids": answer_ids}, indent=2, ensure_ascii=False))
+        return 0
+    flags = {**tpl.template_kwargs}
+    rows = [
+        ("model", margs.model), ("chat template", source),
+        ("flags", ", ".join(f"{k}={v!r}" for k, v in flags.items()) or "none (the template's defaults)"),
+        ("date", f"{tpl.template_date} (template_date)" if tpl.template_date else "the template reads none"),
+        ("pre_query_template", repr(tpl.pre_query_template)),
+        ("post_query_template", repr(tpl.post_query_template)),
+        ("mt_append_template", repr(tpl.mt_append_template)),
+        ("end of turn", repr(tpl.end_of_turn)),
+        ("instruction stops", f"{stops} ids {ids}" + ("  ('\\n': the newline stop)" if "\n" in stops else "")),
+        ("response stops", f"{list(tpl.response_stop_strings)} ids {answer_ids}"),
+        ("sanitize", str(tpl.sanitize)),
+        ("override", tpl.family or "none: as the template renders"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    for note in tpl.notes:
+        print(f"{'note':<{width}}  {note}")
+    return 0
 
 
 def _plan(rest: list[str]) -> int:

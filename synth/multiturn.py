@@ -34,7 +34,7 @@ def generate_multiturn(engine, margs: ModelArgs, mt: MultiTurnArgs, response_arg
     src, ds = store.DatasetDir(in_dir), store.DatasetDir(out_dir)
 
     def prepare():
-        tpl = templates.from_tokenizer(engine.tokenizer, margs.model)
+        tpl = templates.from_tokenizer(engine.tokenizer, margs.model, margs.role().template_kwargs())
         if not tpl.mt_append_template:
             raise ValueError(f"could not derive a multi-turn append template for {margs.model}")
         stops = list(tpl.stop_strings) + ["\n"]  # the reference samples follow-ups with the newline stop

@@ -35,6 +35,11 @@ class Sampling:
     # Top-k log-probabilities of each generated token (vLLM's `logprobs`, OpenAI's `top_logprobs`);
     # AlpacaEval 2's judge reads the probabilities of its two answer tokens from these.
     logprobs: int | None = None
+    # The k likeliest tokens only (vLLM's top_k; 0: all). Thinking models' cards ask for it (Qwen3: 20).
+    top_k: int = 0
+    # vllm and openai: drop special tokens from the text (vLLM's default). False where an answer's markup is special
+    # tokens that must be parsed (Harmony's channels: core/reasoning.py). The hf engine always keeps them.
+    skip_special_tokens: bool = True
 
     def __post_init__(self):
         if self.max_tokens <= 0:
@@ -47,6 +52,8 @@ class Sampling:
             raise ValueError(f"logprobs must be positive, got {self.logprobs}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0: all tokens), got {self.top_k}")
         # Accept lists from YAML/JSON but keep the dataclass hashable.
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(int(i) for i in self.stop_token_ids))
@@ -67,6 +74,9 @@ class Completion:
     finish_reason: str  # "stop" (stop string / id / eos) or "length"
     # With Sampling.logprobs: per generated token, {token text: log-probability} of the top k.
     top_logprobs: list[dict[str, float]] | None = None
+    # The reasoning as a server parsed it out of the text (vLLM's --reasoning-parser, behind the openai engine); None
+    # where the text holds it in its family's markup (core/reasoning.py splits that).
+    reasoning: str | None = None
 
 
 @dataclass
@@ -130,6 +140,9 @@ class Engine(abc.ABC):
     # Shards a stage keeps in flight on this engine (core.shards.run): >1 where calls from several threads share
     # one running batch (vLLM: the engine never drains to wait on one call's longest answer).
     in_flight: int = 1
+    # The role's chat template variables (ModelRole.template_kwargs: enable_thinking, the date, ...): every render_chat
+    # gets them, so answers see the template the pre-query template was derived from.
+    template_kwargs: dict | None = None
 
     @abc.abstractmethod
     def complete(self, prompts: Sequence[str], sampling: Samplings) -> list[list[Completion]]:
@@ -151,14 +164,18 @@ class Engine(abc.ABC):
                 counts[id(self.stats)] = counts.get(id(self.stats), 0) + 1
         return send
 
-    def render_chat(self, conversation: Sequence[Message], add_generation_prompt: bool = True) -> str:
+    def render_chat(self, conversation: Sequence[Message], add_generation_prompt: bool = True,
+                    tools: list[dict] | None = None) -> str:
+        """The conversation through the model's chat template, with the role's template variables and, given, the tools
+        the model may call (the template renders them in its family's tool format)."""
         if self.tokenizer is None or not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(
                 f"model {self.info.model} has no chat template; choose a chat model or pass a template"
             )
-        return self.tokenizer.apply_chat_template(
-            list(conversation), tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+        from ..templates import apply_chat_template
+
+        kw = {**(self.template_kwargs or {}), "tools": tools} if tools else self.template_kwargs
+        return apply_chat_template(self.tokenizer, conversation, add_generation_prompt, kw)
 
     def chat(self, conversations: Sequence[Sequence[Message]], sampling: Samplings) -> list[list[Completion]]:
         return self.complete([self.render_chat(c) for c in conversations], sampling)

@@ -44,12 +44,14 @@ class OpenAIEngine(Engine):
         max_retries: int = 2,
         concurrency: int = 8,
         tokenizer: str | None = None,  # only for render_chat (e.g. deriving a pre-query template)
+        template_kwargs: dict | None = None,  # the role's chat template variables (Engine.template_kwargs)
     ):
         if concurrency <= 0 or max_retries < 0:
             raise ValueError(f"need concurrency > 0 and max_retries >= 0, got {concurrency} and {max_retries}")
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
         self.api_key_env, self.timeout = api_key_env, timeout
         self.max_retries, self.concurrency = max_retries, concurrency
+        self.template_kwargs = template_kwargs
         if tokenizer:
             from transformers import AutoTokenizer
 
@@ -81,6 +83,11 @@ class OpenAIEngine(Engine):
         ext = {"repetition_penalty": sampling.repetition_penalty} if sampling.repetition_penalty != 1.0 else {}
         if sampling.stop_token_ids:
             ext["stop_token_ids"] = list(sampling.stop_token_ids)
+        if sampling.top_k:
+            ext["top_k"] = sampling.top_k
+        if not sampling.skip_special_tokens:
+            ext["skip_special_tokens"] = False
+        ext = {**extra.pop("extra_body", {}), **ext}
         body = {**body, **extra} | ({"extra_body": ext} if ext else {})
         if sampling.seed is None:
             return [body]
@@ -129,8 +136,8 @@ class OpenAIEngine(Engine):
             # choice gets an even share (the total, which stats records, stays exact).
             total = (resp.usage and resp.usage.completion_tokens) or 0
             shares = [total // n + (k < total % n) for k in range(n)]
-            result.append([Completion(text_of(c), share, "length" if c.finish_reason == "length" else "stop", top_of(c))
-                           for c, share in zip(choices, shares)])
+            result.append([Completion(text_of(c), share, "length" if c.finish_reason == "length" else "stop", top_of(c),
+                                      _reasoning_of(c)) for c, share in zip(choices, shares)])
             self.stats["prompt_tokens"] += (resp.usage and resp.usage.prompt_tokens) or 0
             self.stats["generated_tokens"] += total
         self.stats["seconds"] += time.perf_counter() - t0
@@ -169,21 +176,40 @@ class OpenAIEngine(Engine):
         return self._run("/completions", requests, lambda c: c.text or "",
                          lambda c: c.logprobs.top_logprobs if c.logprobs else None)
 
-    def render_chat(self, conversation: Sequence[Message], add_generation_prompt: bool = True) -> str:
+    def render_chat(self, conversation: Sequence[Message], add_generation_prompt: bool = True,
+                    tools: list[dict] | None = None) -> str:
         if self.tokenizer is None:
             raise ValueError(
                 f"the openai engine for {self.info.model} has no local tokenizer to render a chat "
                 "template; pass tokenizer=<hub id or path of the served model>"
             )
-        return super().render_chat(conversation, add_generation_prompt)
+        return super().render_chat(conversation, add_generation_prompt, tools)
 
     def chat(self, conversations: Sequence[Sequence[Message]], sampling: Samplings) -> list[list[Completion]]:
         # The server applies its model's chat template: no local tokenizer needed.
         # chat API: a flag plus top_logprobs (OpenAI allows at most 20)
+        # A vLLM server takes the template's variables as chat_template_kwargs (sent only when set). The date is the
+        # server's: its template's strftime_now reads the server's clock (date_string, where read, is sent).
+        variables = {k: v for k, v in (self.template_kwargs or {}).items() if k != "template_date"}
+        if self.template_kwargs and "template_date" in self.template_kwargs:
+            from ..templates import template_day
+
+            variables.setdefault("date_string", template_day(self.template_kwargs).strftime("%d %b %Y"))
         requests = [self._bodies(s, {"messages": list(c)}
-                                 | ({"logprobs": True, "top_logprobs": s.logprobs} if s.logprobs else {}))
+                                 | ({"logprobs": True, "top_logprobs": s.logprobs} if s.logprobs else {})
+                                 | ({"extra_body": {"chat_template_kwargs": variables}} if variables else {}))
                     for c, s in zip(conversations, per_prompt(sampling, len(conversations)))]
         return self._run("/chat/completions", requests, lambda c: c.message.content or "", _chat_top_logprobs)
+
+
+def _reasoning_of(choice) -> str | None:
+    """The reasoning a server parsed out of a chat answer (vLLM's --reasoning-parser: `reasoning_content`, or
+    `reasoning` in newer releases); None for completions and for servers that leave it in the text."""
+    message = getattr(choice, "message", None)
+    value = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
+    extra = getattr(message, "model_extra", None) or {}
+    value = value or extra.get("reasoning_content") or extra.get("reasoning")
+    return value if isinstance(value, str) else None
 
 
 def _chat_top_logprobs(choice) -> list[dict[str, float]] | None:

@@ -7,7 +7,7 @@ role its prefixed keys, `judge_engine`, `judge_max_model_len`, ...). `build()` m
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import base, registry
 from .base import VLLM_KEYS
@@ -15,7 +15,7 @@ from .base import VLLM_KEYS
 ENGINES = ("vllm", "hf", "openai")
 KEYS = ("model", "engine", "dtype", "device", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization",
         "hf_batch_size", "base_url", "trust_remote_code", "quantization", "kv_cache_dtype", "max_num_seqs",
-        "enforce_eager")
+        "enforce_eager", "enable_thinking", "chat_template_kwargs", "template_date", "chat_template")
 
 
 @dataclass(frozen=True)
@@ -34,23 +34,46 @@ class ModelRole:
     kv_cache_dtype: str | None = None  # vllm: auto, fp8
     max_num_seqs: int | None = None  # vllm: sequences in flight per step
     enforce_eager: bool | None = None  # vllm: no CUDA graphs / torch.compile (default on a CPU, see engines/vllm.py)
+    # The chat template's variables (core/templates.py), the same in every render of this role: the pre-query
+    # template, the answers, a judge's prompts. None: the template's own default.
+    enable_thinking: bool | None = None  # Qwen3, SmolLM3, ...
+    chat_template_kwargs: dict | None = field(default=None, hash=False)  # reasoning_effort, tools, ...
+    template_date: str | None = None  # YYYY-MM-DD rendered as today (None: templates.DEFAULT_TEMPLATE_DATE)
+    # A chat template file used instead of the tokenizer's own (.jinja, chat_template.json, tokenizer_config.json):
+    # every render of this role, the pre-query template included. None: the model's.
+    chat_template: str | None = None
 
     def replace(self, **kw) -> ModelRole:
         return dataclasses.replace(self, **kw)
 
+    def template_kwargs(self) -> dict:
+        """The variables of every render of this role's chat template: chat_template_kwargs, enable_thinking and the
+        date (templates.DATE_KEY). The one place they live: the engine renders answers with them (engine_kwargs) and
+        the pre-query template is derived with them."""
+        kw = dict(self.chat_template_kwargs or {})
+        if self.enable_thinking is not None:
+            if kw.get("enable_thinking", self.enable_thinking) != self.enable_thinking:
+                raise ValueError(f"enable_thinking {self.enable_thinking} and chat_template_kwargs' enable_thinking "
+                                 f"{kw['enable_thinking']} disagree; set one of them")
+            kw["enable_thinking"] = self.enable_thinking
+        return kw | ({"template_date": self.template_date} if self.template_date is not None else {})
+
     def engine_kwargs(self) -> dict:
         """Constructor arguments of this role's engine, `model` included."""
+        # sent only when set: an engine of a role without them is the same shared engine as before
+        tk = {"template_kwargs": self.template_kwargs()} if self.template_kwargs() else {}
+        tk |= {"chat_template": self.chat_template} if self.chat_template else {}  # registry.get_engine puts it in
         if self.engine == "hf":
             kw = dict(model=self.model, dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code,
                       max_model_len=self.max_model_len)
-            return kw | ({"batch_size": self.hf_batch_size} if self.hf_batch_size else {})
+            return kw | ({"batch_size": self.hf_batch_size} if self.hf_batch_size else {}) | tk
         if self.engine == "vllm":
             kw = dict(model=self.model, dtype=self.dtype, tensor_parallel_size=self.tensor_parallel_size,
                       gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
                       trust_remote_code=self.trust_remote_code)
-            return kw | {k: getattr(self, k) for k in VLLM_KEYS if getattr(self, k) is not None}
+            return kw | {k: getattr(self, k) for k in VLLM_KEYS if getattr(self, k) is not None} | tk
         if self.engine == "openai":
-            return dict(model=self.model) | ({"base_url": self.base_url} if self.base_url else {})
+            return dict(model=self.model) | ({"base_url": self.base_url} if self.base_url else {}) | tk
         raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
 
     def build(self) -> base.Engine:
