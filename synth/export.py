@@ -1,12 +1,15 @@
 """Export a dataset directory as a release: TRL-ready Parquet, ShareGPT JSONL and a dataset card.
 
-    out_dir/data/part-0000k.parquet             `messages` plus the reference release's fields
+    out_dir/data/part-0000k.parquet             `messages` plus the reference release's fields (export_format
+                                                native), or the released Magpie sets' columns (magpie)
     out_dir/sharegpt.jsonl                      {"id", "conversations": [{"from", "value"}], tags...}
     out_dir/README.md                           the card: source, template, sampling, filters, counts,
-                                                tag distributions, and what stood in for the paper's models
+                                                tag distributions, what stood in for the paper's models, and
+                                                the generator's licence and the data's, separately
 
-`datasets.load_dataset("parquet", data_dir=out_dir + "/data")` opens it, and TRL's SFTTrainer
-takes its `messages` column as it is. Nothing is uploaded unless `push_to_hub` names a repo.
+`datasets.load_dataset("parquet", data_dir=out_dir + "/data")` opens it; TRL's SFTTrainer takes the native
+`messages` column as it is, and train.data reads either layout. Nothing is uploaded unless `push_to_hub` names a
+repo.
 """
 from __future__ import annotations
 
@@ -21,22 +24,70 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from core import store
 from core.schema import CATEGORICAL, COLUMNS, TAGS
 
+from . import released
 from .stats import UNTAGGED, Profile
 
+FORMATS = ("native", "magpie")  # native: TRL `messages` + our columns; magpie: the released sets' (released.py)
 SHARD_ROWS = 50_000
 _BATCH_ROWS = 10_000  # rows made into dicts at a time (ShareGPT lines, `messages`): ~50 MB of text; divides SHARD_ROWS
 _SHAREGPT_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
 
-# The generator's license governs its outputs (the reference releases say so in their cards).
-_LICENSES = [  # (substring of the lower-cased model name, HF license id, sentence)
-    ("llama-3.3", "llama3.3", "the Llama 3.3 Community License"),
-    ("llama-3.1", "llama3.1", "the Llama 3.1 Community License"),
-    ("llama-3", "llama3", "the Meta Llama 3 Community License"),
-    ("llama3", "llama3", "the Meta Llama 3 Community License"),
-    ("smollm", "apache-2.0", "Apache-2.0, the license of SmolLM2"),
-    ("qwen2", "apache-2.0", "Apache-2.0 for most Qwen2 sizes (check the model card of the size used)"),
+# The generator's licence governs its outputs (the Magpie-Align cards say "Please follow" the generator's licence,
+# and tag the set with it). (substring of the lower-cased model name, Hub licence id, name), the first match wins,
+# so a size with its own terms comes before its family. Source: the `license` field of each family's model cards
+# on huggingface.co (meta-llama/*, Qwen/*, google/gemma-*, microsoft/Phi-*, mistralai/*, HuggingFaceTB/SmolLM2-*).
+MODEL_LICENSES = [
+    ("llama-3.3", "llama3.3", "Llama 3.3 Community License"),
+    ("llama-3.2", "llama3.2", "Llama 3.2 Community License"),
+    ("llama-3.1", "llama3.1", "Llama 3.1 Community License"),
+    ("llama-3", "llama3", "Meta Llama 3 Community License"),
+    ("llama3", "llama3", "Meta Llama 3 Community License"),
+    ("llama-2", "llama2", "Llama 2 Community License"),
+    ("qwen2-72b", "other", "Tongyi Qianwen License Agreement"),
+    ("qwen2.5-72b", "other", "Qwen License Agreement"),
+    ("qwen2.5-3b", "other", "Qwen Research License Agreement"),
+    ("qwen2", "apache-2.0", "Apache-2.0 (Qwen2 / Qwen2.5 sizes other than 72B and 2.5-3B)"),
+    ("qwen3", "apache-2.0", "Apache-2.0 (Qwen3)"),
+    ("gemma", "gemma", "Gemma Terms of Use"),
+    ("phi-3", "mit", "MIT (Phi-3)"),
+    ("phi-4", "mit", "MIT (Phi-4)"),
+    ("mistral-7b", "apache-2.0", "Apache-2.0 (Mistral-7B)"),
+    ("mixtral-8x", "apache-2.0", "Apache-2.0 (Mixtral)"),
+    ("smollm", "apache-2.0", "Apache-2.0 (SmolLM2)"),
 ]
+# The data licence the Magpie authors give their released sets: "Data License: CC BY-NC 4.0" (the badge of
+# github.com/magpie-align/magpie's README); the cards themselves only name the generator's (issue #47 there asks).
+DATA_LICENSE = ("cc-by-nc-4.0", "CC BY-NC 4.0")
 
+
+def license_for(model: str | None) -> tuple[str, str]:
+    """(Hub licence id, name) of a generator model from MODEL_LICENSES; ("other", ...) when it is not there."""
+    name = (model or "").lower()
+    for key, lic, title in MODEL_LICENSES:
+        if key in name:
+            return lic, title
+    return "other", f"unknown: set model_license (the licence of {model or 'the generator model'}, on its model card)"
+
+
+def _license(value: str) -> tuple[str, str]:
+    """A licence given in the config: a Hub id ("llama3.1", "apache-2.0") is its own name; free text is "other"."""
+    value = value.strip()
+    return (value.lower(), value) if value and " " not in value else ("other", value)
+
+
+def licenses(model: str | None, model_license: str | None = None, data_license: str | None = None) -> dict:
+    """The two licences a card states, separately: the generator's (its outputs follow its terms: `model_license`
+    or MODEL_LICENSES) and the data's (`data_license`, default DATA_LICENSE), each with where it came from; `ids`
+    is the card's `license:` list."""
+    if model_license:
+        m, m_src = _license(model_license), "config model_license"
+    else:
+        m = license_for(model)
+        m_src = "the table of known model families (synth/export.py)" if m[0] != "other" else "not known"
+    d, d_src = ((_license(data_license), "config data_license") if data_license else
+                (DATA_LICENSE, "the data licence of the Magpie-Align releases (default; set data_license)"))
+    return {"model": {"id": m[0], "name": m[1], "source": m_src}, "data": {"id": d[0], "name": d[1], "source": d_src},
+            "ids": list(dict.fromkeys((m[0], d[0])))}
 
 def _messages(r: dict) -> list[dict]:
     if r.get("messages"):
@@ -83,14 +134,6 @@ def _stand_ins(chain: list[dict], card_info: dict) -> list[str]:
     return notes
 
 
-def license_for(model: str | None) -> tuple[str, str]:
-    name = (model or "").lower()
-    for key, lic, sentence in _LICENSES:
-        if key in name:
-            return lic, sentence
-    return "other", f"the license of {model or 'the generator model'} (check its model card)"
-
-
 # -- the card: values here, prose and tables in dataset_card.md ----------------------------------
 _CARD = Path(__file__).with_name("dataset_card.md")
 # The Hub's size buckets are decades from 1K (datasets/utils/resources/size_categories.json lists them), so a
@@ -130,16 +173,17 @@ def _summary(profile: Profile, field: str) -> tuple[int, int, list[float]]:
     return len(v), profile.missing(field), summary_row(v)
 
 
-def render_card(name: str, counts: CardCounts, chain: list[dict], card_info: dict) -> str:
+def render_card(name: str, counts: CardCounts, chain: list[dict], card_info: dict, export_format: str = "native",
+                model_license: str | None = None, data_license: str | None = None) -> str:
     profile, first = counts.profile, counts.first or {}
     n = profile.rows
     gin, gres = first.get("gen_input_configs") or {}, first.get("gen_response_configs") or {}
     by_stage = {m.get("stage"): m for m in reversed(chain)}  # nearest manifest of each stage wins
     ins = by_stage.get("instructions") or {}
     model = card_info.get("source_model") or gin.get("input_generator") or ins.get("model") or "unknown"
-    lic, lic_sentence = (card_info["license"],) * 2 if card_info.get("license") else license_for(model)
+    lic = licenses(model, model_license or card_info.get("license"), data_license)
     front = DatasetCardData(
-        license=lic, language=sorted({k.lower() for k, c in profile.counts["language"].items()
+        license=lic["ids"], language=sorted({k.lower() for k, c in profile.counts["language"].items()
                                       if k and k != UNTAGGED and c}) or None,
         task_categories=["text-generation"], size_categories=[_SIZES[min(max(len(str(n)) - 3, 0), len(_SIZES) - 1)]],
         tags=["synthetic", "magpie", "instruction-tuning"],
@@ -148,7 +192,7 @@ def render_card(name: str, counts: CardCounts, chain: list[dict], card_info: dic
     card = DatasetCard.from_template(
         front, template_path=str(_CARD), name=name, info=card_info, n=n, model=model,
         response_model=gres.get("output_generator") or (by_stage.get("responses") or {}).get("model") or model,
-        engine=gin.get("engine") or ins.get("engine", ""), license_sentence=lic_sentence,
+        engine=gin.get("engine") or ins.get("engine", ""), licenses=lic, export_format=export_format,
         pre_query_template=card_info.get("pre_query_template") or first.get("pre_query_template")
         or (ins.get("template") or {}).get("pre_query_template"),
         stand_ins=_stand_ins(chain, card_info), cells=sorted(counts.cells.items(), key=str),
@@ -161,21 +205,36 @@ def render_card(name: str, counts: CardCounts, chain: list[dict], card_info: dic
 
 
 # -- the stage --------------------------------------------------------------------------------
-def export(in_dir, out_dir, name: str, card_info: dict | None = None, push_to_hub: str | None = None) -> dict:
+def export(in_dir, out_dir, name: str, card_info: dict | None = None, push_to_hub: str | None = None,
+           export_format: str = "native", model_license: str | None = None, data_license: str | None = None) -> dict:
     """Write the release of `in_dir` (a complete dataset directory) as a dataset directory of its own:
-    `data/part-*.parquet` (TRL's `messages` first, then the reference's fields), `sharegpt.jsonl` and the card
-    `README.md`, each written whole or not at all; resumable and keyed by its input like every stage."""
+    `data/part-*.parquet`, `sharegpt.jsonl` and the card `README.md`, each written whole or not at all; resumable
+    and keyed by its input like every stage. `export_format` native: TRL's `messages` first, then the reference's
+    fields; magpie: the columns and types of the released Magpie-Align sets (synth/released.py). The licences are
+    the card's (`licenses`)."""
+    if export_format not in FORMATS:
+        raise ValueError(f"export_format must be one of {', '.join(FORMATS)}, got {export_format!r}")
     card_info = dict(card_info or {})
     src = store.DatasetDir(in_dir)
     out = store.DatasetDir(out_dir)
-    m = out.begin("export", {"name": name, "card_info": card_info, "input_id": src.identity()}, input=str(in_dir))
+    # The new keys are None at their defaults: an export made before they existed is still this config.
+    config = {"name": name, "card_info": card_info, "input_id": src.identity(), "model_license": model_license,
+              "data_license": data_license, "format": None if export_format == "native" else export_format}
+    m = out.begin("export", config, input=str(in_dir))
     if m["status"] != "complete":
         if not src.num_rows():
             raise ValueError(f"{in_dir} has no rows to export; loosen the filter or check the earlier stages")
         # `messages` first, then the reference's fields in its order; working columns stay behind.
         present = set(src.columns())
         cols = ["messages"] + [c for c in COLUMNS if c != "messages" and c in present]
+        chain = src.lineage()
+        ctx = released.context(chain)
         counts = CardCounts()
+
+        def table_of(records: list[dict]) -> pa.Table:
+            if export_format == "magpie":
+                return released.sft_table([released.sft_row(r, _messages(r), ctx) for r in records], ctx["turns"])
+            return pa.Table.from_pylist([{**{c: r.get(c) for c in cols}, "messages": _messages(r)} for r in records])
 
         def write(sharegpt: Path) -> None:
             # _BATCH_ROWS rows at a time, in order: shard k gets rows [k*SHARD_ROWS, ...), sharegpt.jsonl a line each
@@ -183,8 +242,7 @@ def export(in_dir, out_dir, name: str, card_info: dict | None = None, push_to_hu
             with sharegpt.open("w") as f:
                 for table in src.batches(_BATCH_ROWS, cols):  # all the rows, card and lines read
                     records = table.to_pylist()
-                    pieces.append(pa.Table.from_pylist([{**{c: r.get(c) for c in cols}, "messages": _messages(r)}
-                                                        for r in records]))
+                    pieces.append(table_of(records))
                     f.writelines(json.dumps(to_sharegpt(r), ensure_ascii=False) + "\n" for r in records)
                     counts.add(table, records)
                     if sum(p.num_rows for p in pieces) >= SHARD_ROWS:
@@ -194,10 +252,11 @@ def export(in_dir, out_dir, name: str, card_info: dict | None = None, push_to_hu
                     out.write_shard(k, store.concat(pieces))
 
         store.replace_whole(out.path / "sharegpt.jsonl", write)  # written whole or not at all, like a shard
-        chain = store.DatasetDir(in_dir).lineage()
-        store.atomic_write_text(out.path / "README.md", render_card(name, counts, chain, card_info))
+        store.atomic_write_text(out.path / "README.md", render_card(name, counts, chain, card_info, export_format,
+                                                                    model_license, data_license))
+        columns = cols if export_format == "native" else out.columns()
         # Recorded with their sha256: a truncated or edited release file is found and the release redone.
-        m = out.finish({"records": counts.profile.rows, "columns": cols}, files=("sharegpt.jsonl", "README.md"))
+        m = out.finish({"records": counts.profile.rows, "columns": columns}, files=("sharegpt.jsonl", "README.md"))
     pushed = None
     if push_to_hub:  # only on request: an upload is public and permanent enough to need intent
         import datasets

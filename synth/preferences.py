@@ -14,8 +14,9 @@ the stage table (synth/stages.py; `stages: [preferences, preference_pairs]` in a
                empty answer, a failed scoring). Ties and unscored are counted and left out, never fatal.
                                                                    stage `preference_scores` (the reward model)
     export/    the ok pairs in TRL's preference format (`prompt`, `chosen`, `rejected` as conversational messages,
-               plus `score_chosen`/`score_rejected` as UltraFeedback-binarized has them), README.md (the card:
-               counts, score margins, stand-ins) and margins.png      stage `preference_pairs`
+               plus `score_chosen`/`score_rejected` as UltraFeedback-binarized has them; export_format magpie: the
+               released Magpie DPO sets' columns, synth/released.py), README.md (the card: counts, score margins,
+               stand-ins, licences) and margins.png                   stage `preference_pairs`
 
 The scorer is the taggers' reward machinery (synth/taggers/reward.py): a transformers sequence classifier (paper:
 RLHFlow/ArmoRM-Llama3-8B-v0.1) or, offline, SmolLM2's mean log-probability, named as a stand-in everywhere.
@@ -34,13 +35,17 @@ from core.answer import chat_sampling
 from core.config import NON_SEMANTIC_ROLE_KEYS
 from core.engines import SEED_SCHEME, stream_seed
 
+from . import released
 from .config import PreferenceArgs
-from .export import _stand_ins, license_for, summary_row
+from .export import FORMATS, _stand_ins, licenses, summary_row
 from .filters import filter_dataset
 from .taggers.reward import STAND_IN, STAND_IN_NOTE, check_reward_model, get_scorer
 
 STATUSES = ("ok", "tie", "unscored")
-_CARRY = ("task_category", "difficulty", "input_quality", "language", "instruct_reward")  # tags kept on each record
+# Tags (and the instruction's sampling) kept on each record: the native export's, and what the released DPO layout
+# holds (export_format magpie).
+_CARRY = ("task_category", "difficulty", "input_quality", "language", "instruct_reward", "intent", "knowledge",
+          "quality_explanation", "gen_input_configs")
 _CARD = Path(__file__).with_name("preference_card.md")
 
 
@@ -189,32 +194,42 @@ def to_trl(r: dict) -> dict:
             **{c: r.get(c) for c in ("task_category", "difficulty", "input_quality")}, "reward_model": r["reward_model"]}
 
 
-def export_preferences(in_dir, out_dir, name: str, card_info: dict | None = None) -> dict:
-    """export/: the ok pairs of scored/ as TRL preference records (data/part-*.parquet), README.md and margins.png.
-    No usable pair is an error that says what was dropped: a DPO run would have nothing to learn from."""
+def export_preferences(in_dir, out_dir, name: str, card_info: dict | None = None, export_format: str = "native",
+                       model_license: str | None = None, data_license: str | None = None) -> dict:
+    """export/: the ok pairs of scored/ as TRL preference records (data/part-*.parquet; export_format magpie: in the
+    released Magpie DPO sets' columns, synth/released.py), README.md and margins.png. No usable pair is an error
+    that says what was dropped: a DPO run would have nothing to learn from."""
+    if export_format not in FORMATS:
+        raise ValueError(f"export_format must be one of {', '.join(FORMATS)}, got {export_format!r}")
     src, out = store.DatasetDir(in_dir), store.DatasetDir(out_dir)
-    m = out.begin("preference_export", {"name": name, "card_info": card_info or {}, "input_id": src.identity()},
-                  input=str(in_dir))
+    # The keys added later are None at their defaults: an export made before they existed is still this config.
+    config = {"name": name, "card_info": card_info or {}, "input_id": src.identity(), "model_license": model_license,
+              "data_license": data_license, "format": None if export_format == "native" else export_format}
+    m = out.begin("preference_export", config, input=str(in_dir))
     counts = src.manifest()["counts"]
     if not counts["ok"]:
         raise ValueError(f"{in_dir}: no usable preference pair in {counts['kept']:,} instructions ({counts['tie']:,} "
                          f"ties, {counts['unscored']:,} unscored); raise pref_k or pref_temperature, or check the "
                          "reward model")
     if m["status"] != "complete":
-        rows, chosen, rejected, status_by_cat = [], [], [], {}
+        ctx = released.context(src.lineage())
+        rows, chosen, rejected, status_by_cat, scorer = [], [], [], {}, None
         for table in src.batches(10_000):
             for r in table.to_pylist():
                 cat = r.get("task_category") or "untagged"
                 status_by_cat.setdefault(cat, dict.fromkeys(STATUSES, 0))[r["status"]] += 1
                 if r["status"] == "ok":
-                    rows.append(to_trl(r))
+                    rows.append(released.pair_row(r, ctx) if export_format == "magpie" else to_trl(r))
                     chosen.append(r["score_chosen"])
                     rejected.append(r["score_rejected"])
+                    scorer = scorer or r["reward_model"]
+        schema = released.PREFERENCE_SCHEMA if export_format == "magpie" else None
         for k, start in enumerate(range(0, len(rows), 50_000)):
-            out.write_shard(k, pa.Table.from_pylist(rows[start:start + 50_000]))
-        plot_scores(chosen, rejected, out.path / "margins.png", rows[0]["reward_model"])
-        store.atomic_write_text(out.path / "README.md", render_card(name, counts, chosen, rejected, status_by_cat,
-                                                                    src, card_info or {}, rows[0]["reward_model"]))
+            out.write_shard(k, pa.Table.from_pylist(rows[start:start + 50_000], schema=schema))
+        plot_scores(chosen, rejected, out.path / "margins.png", scorer)
+        store.atomic_write_text(out.path / "README.md", render_card(
+            name, counts, chosen, rejected, status_by_cat, src, card_info or {}, scorer, export_format,
+            licenses(ctx["responder"], model_license or (card_info or {}).get("license"), data_license)))
         m = out.finish({"pairs": len(rows), "instructions": counts["kept"], "tie": counts["tie"],
                         "unscored": counts["unscored"]})
     c = m["counts"]
@@ -241,20 +256,22 @@ def plot_scores(chosen: list[float], rejected: list[float], path: Path, scorer: 
 
 
 def render_card(name: str, counts: dict, chosen: list[float], rejected: list[float], by_cat: dict,
-                scored: store.DatasetDir, card_info: dict, scorer: str) -> str:
+                scored: store.DatasetDir, card_info: dict, scorer: str, export_format: str = "native",
+                lic: dict | None = None) -> str:
     from huggingface_hub import DatasetCard, DatasetCardData
 
     chain = scored.lineage()
     by_stage = {mm.get("stage"): mm for mm in reversed(chain)}
     samples, pick = by_stage.get("preferences") or {}, by_stage.get("filter") or {}
     model = samples.get("model") or "unknown"
-    lic, sentence = license_for(model)
+    lic = lic or licenses(model)
     n = counts["ok"]
-    front = DatasetCardData(license=lic, task_categories=["text-generation"], tags=["synthetic", "magpie", "dpo",
+    front = DatasetCardData(license=lic["ids"], task_categories=["text-generation"], tags=["synthetic", "magpie", "dpo",
                             "preference"], configs=[{"config_name": "default", "data_files": [
                                 {"split": "train", "path": "data/part-*.parquet"}]}])
     card = DatasetCard.from_template(
-        front, template_path=str(_CARD), name=name, n=n, counts=counts, model=model, license_sentence=sentence,
+        front, template_path=str(_CARD), name=name, n=n, counts=counts, model=model, licenses=lic,
+        export_format=export_format,
         k=(samples.get("sampling") or {}).get("n", "k"),
         sampling=json.dumps({k: v for k, v in (samples.get("sampling") or {}).items()
                              if k in ("n", "temperature", "top_p", "max_tokens")}),
@@ -266,6 +283,18 @@ def render_card(name: str, counts: dict, chosen: list[float], rejected: list[flo
     return str(card)
 
 
+def pair_scores(export_dir) -> tuple[list[float], list[float]]:
+    """(chosen, rejected) scores of every pair of a preference export, native or magpie layout."""
+    ds = store.DatasetDir(export_dir)
+    cols = [c for c in ("score_chosen", "score_rejected", "rewards_armorm") if c in set(ds.columns())]
+    chosen, rejected = [], []
+    for t in ds.tables(cols):
+        c, r = released.pair_scores(t)
+        chosen += c
+        rejected += r
+    return chosen, rejected
+
+
 def wandb_logs(export_dir) -> dict:
     """The preference stage's score distributions for W&B: histograms of chosen, rejected and margins, the plot."""
     try:
@@ -275,8 +304,9 @@ def wandb_logs(export_dir) -> dict:
     ds = store.DatasetDir(export_dir)
     if not ds.complete:
         return {}
-    t = pa.concat_tables(ds.tables(["score_chosen", "score_rejected", "margin"]))
-    out = {f"preference_pairs/{c}": wandb.Histogram(t.column(c).to_pylist()) for c in t.column_names}
+    chosen, rejected = pair_scores(export_dir)
+    scores = {"score_chosen": chosen, "score_rejected": rejected, "margin": [c - r for c, r in zip(chosen, rejected)]}
+    out = {f"preference_pairs/{c}": wandb.Histogram(v) for c, v in scores.items()}
     if (ds.path / "margins.png").exists():
         out["preference_pairs/margins_plot"] = wandb.Image(str(ds.path / "margins.png"))
     return out

@@ -217,12 +217,18 @@ def _warn_emptied(counts: dict) -> None:
 
 def _export_args(c: Context, engine, src, out):
     name = c.eargs.export_name or f"{Path(c.run.output_dir).name}-{c.fargs.filter_preset or 'custom'}"
-    return (src, out, name), dict(card_info=c.card_info(), push_to_hub=c.eargs.push_to_hub)
+    return (src, out, name), dict(card_info=c.card_info(), push_to_hub=c.eargs.push_to_hub, **_release_kw(c))
+
+
+def _release_kw(c: Context) -> dict:
+    """The export keys both exports take: the layout and the cards' licences."""
+    return {"export_format": c.eargs.export_format, "model_license": c.eargs.model_license,
+            "data_license": c.eargs.data_license}
 
 
 def _pairs_args(c: Context, engine, src, out):
     name = c.pargs.pref_export_name or f"{Path(c.run.output_dir).name}-dpo"
-    return (src, out, name), dict(card_info=c.card_info())
+    return (src, out, name), dict(card_info=c.card_info(), **_release_kw(c))
 
 
 STAGES = {s.name: s for s in (

@@ -6,7 +6,7 @@ import datasets
 import pytest
 
 from core import store
-from synth.export import export, license_for
+from synth.export import export, license_for, licenses
 from synth.filters import filter_dataset
 
 TEMPLATE = "<|im_start|>user\n"
@@ -79,7 +79,10 @@ def test_export_parquet_sharegpt_and_card(filtered, tmp_path):
 
     card = (out / "README.md").read_text()
     front = card.split("---\n")[1]
-    assert "license: apache-2.0" in front and "path: data/part-*.parquet" in front  # SmolLM2 outputs
+    # Two licences, each stated: SmolLM2's for its outputs, and the data's (the Magpie releases' by default).
+    assert "license:\n- apache-2.0\n- cc-by-nc-4.0\n" in front and "path: data/part-*.parquet" in front
+    assert "**The generator model's**: Apache-2.0 (SmolLM2); Hub id `apache-2.0`; source: the table of known" in card
+    assert "**The data's**: CC BY-NC 4.0; Hub id `cc-by-nc-4.0`; source: the data licence of the Magpie-Align" in card
     assert "4 conversations" in card and "| rows | 4 |" in card
     assert repr(TEMPLATE) in card
     assert STAND_IN in card and "tiny reward model for FsfairX" in card
@@ -90,8 +93,31 @@ def test_export_parquet_sharegpt_and_card(filtered, tmp_path):
 def test_licenses_follow_the_generator():
     assert license_for("meta-llama/Meta-Llama-3-8B-Instruct")[0] == "llama3"
     assert license_for("meta-llama/Llama-3.1-8B-Instruct")[0] == "llama3.1"
+    assert license_for("meta-llama/Llama-3.3-70B-Instruct")[0] == "llama3.3"
     assert license_for("HuggingFaceTB/SmolLM2-1.7B-Instruct")[0] == "apache-2.0"
-    assert license_for("some/unknown")[0] == "other"
+    assert license_for("Qwen/Qwen2.5-7B-Instruct")[0] == "apache-2.0"
+    assert license_for("Qwen/Qwen2.5-72B-Instruct") == ("other", "Qwen License Agreement")  # a size of its own
+    assert license_for("google/gemma-2-9b-it")[0] == "gemma"
+    assert license_for("microsoft/Phi-3-mini-4k-instruct")[0] == "mit"
+    unknown = "unknown: set model_license (the licence of some/unknown, on its model card)"
+    assert license_for("some/unknown") == ("other", unknown)
+
+
+def test_the_card_states_both_licences_and_takes_them_from_the_config(filtered, tmp_path):
+    """Magpie issue #47: which licence covers the data? The card says the generator's and the data's apart, each
+    with its source; the config keys replace either."""
+    lic = licenses("some/unknown")
+    assert lic["model"] == {"id": "other", "name": license_for("some/unknown")[1], "source": "not known"}
+    assert lic["data"]["id"] == "cc-by-nc-4.0" and lic["ids"] == ["other", "cc-by-nc-4.0"]
+    out = tmp_path / "release"
+    export(filtered, out, "x", {}, model_license="llama3.1", data_license="Apache-2.0")
+    card = (out / "README.md").read_text()
+    assert "license:\n- llama3.1\n- apache-2.0\n" in card.split("---\n")[1]
+    assert "**The generator model's**: llama3.1; Hub id `llama3.1`; source: config model_license" in card
+    assert "**The data's**: Apache-2.0; Hub id `apache-2.0`; source: config data_license" in card
+    # A licence is part of what the export is: changed, the finished export is not silently reused.
+    with pytest.raises(store.RunMismatch, match="data_license"):
+        export(filtered, out, "x", {}, model_license="llama3.1", data_license="MIT")
 
 
 def test_export_refuses_incomplete_or_empty(tmp_path):

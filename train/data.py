@@ -2,7 +2,9 @@
 
     ds = load_sft_dataset("ultrachat")                          # the hub set (needs network)
     ds = load_sft_dataset("sharegpt", path="sg.json")            # a local copy in the hub schema
-    ds = load_sft_dataset("runs/air-300k/export")                # a Magpie export dir of ours (data/*.parquet)
+    ds = load_sft_dataset("runs/air-300k/export")                # a Magpie export dir of ours (data/*.parquet), in
+                                                                 # either export_format (native `messages`, or magpie:
+                                                                 # the released sets' `conversations`)
     python -m train.data                                         # lists the registered sets
 
 Every loader returns a `datasets.Dataset` with two columns: `messages` (a list of
@@ -116,8 +118,9 @@ def from_messages(messages: list[dict] | None) -> list[Message]:
 
 
 def _messages_or_conversations(r: dict) -> list[Message]:
-    # Our own exports carry `messages` (synth/export.py); the Magpie-Align releases carry ShareGPT
-    # `conversations`. Prefer `messages` when a file has both (HuggingFaceTB's H4 re-upload does).
+    # Our native exports carry `messages` (synth/export.py); the Magpie-Align releases, and our exports with
+    # export_format magpie, carry ShareGPT `conversations`. Prefer `messages` when a file has both (HuggingFaceTB's
+    # H4 re-upload does).
     if r.get("messages") is not None:
         return from_messages(r["messages"])
     return from_sharegpt(r.get("conversations"))
@@ -456,11 +459,14 @@ def load_preference_dataset(name_or_path: str, path: str | None = None, split: s
 _PAIR_COLUMNS = (("chosen", "rejected"),)
 register_dataset("preferences", None, _PAIR_COLUMNS, kind="preference",
                  notes="Local preference data: TRL's format (prompt + chosen/rejected completions; our "
-                       "preferences/export) or whole chosen/rejected conversations.")(preference_pair)
-# Schema seen in the dataset_info of a translation of Magpie-Pro-DPO-100K-v0.1 (youjunhyeok/...-ko, same columns):
-# instruction, responses, rewards_armorm, chosen and rejected as [{content, role}] conversations; 98,000 train rows.
-# The Air release is assumed to share it (its card was not readable here); the MagpieLM-DPO card says both were
-# made with 5 samples at T=0.8 scored by ArmoRM, chosen the best and rejected the worst.
+                       "preferences/export) or whole chosen/rejected conversations (the released Magpie DPO sets, "
+                       "our export with export_format magpie).")(preference_pair)
+# Schema of Magpie-Pro-DPO-100K-v0.1 (its card's dataset_info, read on a mirror of its README, and the same in the
+# translation youjunhyeok/Magpie-Pro-DPO-100K-v0.1-ko): uuid, instruction, gen_input_configs, the tags, input_length,
+# responses, gen_response_configs, rewards_armorm [{score}], chosen and rejected as [{content, role}] user + assistant
+# conversations; 98,000 train + 2,000 test rows. Our preference export with export_format magpie writes it
+# (synth/released.py). The Air release is assumed to share it (its card was not readable here); the MagpieLM-DPO card
+# says both were made with 5 samples at T=0.8 scored by ArmoRM, chosen the best and rejected the worst.
 register_dataset("magpie-air-dpo", "Magpie-Align/Magpie-Air-DPO-100K-v0.1", _PAIR_COLUMNS, kind="preference",
                  paper_size="100K", notes="Magpie-Air-DPO-100K-v0.1: chosen/rejected conversations (user + "
                  "assistant), 5 responses per instruction scored by ArmoRM.")(preference_pair)
