@@ -19,9 +19,11 @@ LEVELS: dict[str, tuple[str, ...]] = {"input_quality": QUALITY_LEVELS, "difficul
 TAGS = ("task_category", "other_task_category", "difficulty", "intent", "knowledge", "input_quality",
         "quality_explanation", "instruct_reward", "reward_model", "reward_difference", "llama_guard_2", "language",
         "min_neighbor_distance", "repeat_count", "min_similar_conversation_id")
-# The release's columns: what export writes (those present) after `messages`.
+# The release's columns: what export writes (those present) after `messages`. `steer` is ours: what steered a
+# record's step 1 (synth/steering.py), a struct with a field per kind in STEER_KINDS that the run used.
 COLUMNS = ("id", "instruction", "response", "messages", "pre_query_template", "gen_input_configs",
-           "gen_response_configs") + TAGS
+           "gen_response_configs", "steer") + TAGS
+STEER_KINDS = ("prefill", "system", "persona", "topic", "language")
 # Tags with a small set of values: distributions in the manifest, the card and the plots, with their
 # display order (empty: by count).
 CATEGORICAL: dict[str, tuple[str, ...]] = {

@@ -7,8 +7,8 @@ inline, the data is inline JSON, nothing is fetched when it is viewed. It shows,
   versions, stand-ins for the paper's models, W&B runs, and which stages are missing;
 - the data (every row, streamed: stats.Profile): task category, difficulty, input quality, language and safety
   distributions, reward and min-neighbour-distance histograms, instruction/response lengths, the filter funnel,
-  and an embedding map (a 2-D t-SNE of the instructions, as the paper's Figure 4; with `--compare` other sets on
-  the same map);
+  for a steered run the task-category distribution of each steer value (table and chart), and an embedding map
+  (a 2-D t-SNE of the instructions, as the paper's Figure 4; with `--compare` other sets on the same map);
 - a sample browser: up to `--sample` rows (seeded; the page says how many of how many), searchable, filterable by
   every tag, sortable, each with its whole conversation, its tags and whether the filter kept it or which
   condition dropped it;
@@ -37,7 +37,9 @@ from eval.benchmarks import BENCHMARKS
 from eval.table import build
 from synth.export import _find_key
 from synth.filters import row_fates
+from synth.preferences import pair_scores
 from synth.stats import Profile, response_lengths
+from synth.steering import label as steer_label
 from synth.taggers.neighbors import NeighborTagger
 from train.data import load_sft_dataset
 
@@ -143,9 +145,12 @@ def _distributions(ds: store.DatasetDir) -> dict:
     profile = Profile.of(ds)
     cats = {f: profile.category_counts(f, ORDER.get(f, ()), top=15 if f == "language" else None)
             for f in CATEGORICAL}
+    by_steer = profile.by_steer()  # {} unless the set has a `steer` column (synth/steering.py)
+    for t in by_steer.values():
+        t["labels"] = [steer_label(v) for v in t["values"]]
     return {"rows": profile.rows,
             "categorical": {f: {"labels": [k for k, _ in c], "counts": [v for _, v in c]} for f, c in cats.items()},
-            "numeric": {f: _histogram(profile.values(f)) for f in NUMERIC}}
+            "numeric": {f: _histogram(profile.values(f)) for f in NUMERIC}, "by_steer": by_steer}
 
 
 def _fates(root: Path, src: store.DatasetDir) -> tuple[dict[int, str], dict | None]:
@@ -185,7 +190,8 @@ def _samples(ds: store.DatasetDir, fates: dict[int, str], k: int, seed: int) -> 
                            conversation=_conversation(r), filter=fates.get(pos, "no filter run"),
                            tags={t: r.get(t) for t in r if t not in ("messages", "instruction", "response",
                                                                       "gen_input_configs", "gen_response_configs")
-                                 and not isinstance(r.get(t), (list, dict))})
+                                 and not isinstance(r.get(t), (list, dict))}
+                                | {f"steer.{k}": v for k, v in (r.get("steer") or {}).items()})
                 out.append(row)
         start += batch.num_rows
     return _json_safe(out), n
@@ -273,9 +279,9 @@ def gather(root, compare=(), sample: int = 5000, map_sample: int = 2000, seed: i
         report["embedding_map"] = _embedding_map(ds, [Path(p) for p in compare], map_sample, seed)
     pref = store.DatasetDir(RunLayout(root).pref_export)
     if pref.complete:
-        t = [r for t in pref.batches(50_000, ["score_chosen", "score_rejected", "margin"]) for r in t.to_pylist()]
+        chosen, rejected = pair_scores(pref.path)  # the native or the released (--export_format magpie) layout
         report["preferences"] = {"counts": pref.manifest()["counts"],
-                                 "margin": _histogram(np.array([r["margin"] for r in t], float))}
+                                 "margin": _histogram(np.array(chosen, float) - np.array(rejected, float))}
     report["evaluations"] = _evaluations(root)
     return _json_safe(report)
 

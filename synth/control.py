@@ -22,11 +22,11 @@ CONTROL_PROMPTS = {
         "ask for translations that keep the meaning, tone and context of the original."
     ),
 }
-# Language control: the same idea with the user's language named.
-LANGUAGE_PROMPT = (
-    "You are a helpful AI assistant. The user speaks {language} and writes every message in {language}; "
-    "you answer in {language}."
-)
+# Language control: the same idea with the user's language named. The sentence alone is what steering
+# (synth/steering.py) adds to any other system turn for its `language` key.
+ASSISTANT = "You are a helpful AI assistant."
+LANGUAGE_SENTENCE = "The user speaks {language} and writes every message in {language}; you answer in {language}."
+LANGUAGE_PROMPT = f"{ASSISTANT} {LANGUAGE_SENTENCE}"
 # Translation samples run into multi-line passages: the reference turns the newline stop off for
 # them (scripts/magpie_translation.sh) and keeps the first paragraph-bound query with its sanitizer.
 NO_NEWLINE_STOP = {"translation"}

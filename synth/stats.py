@@ -3,7 +3,8 @@
 Everything here reads a `Profile`: the numbers behind the plots (label counts, numeric tags and lengths as
 float arrays), gathered one Arrow table at a time from a dataset directory, so a 1M-row set costs a few
 float arrays, never a dict per row. `PLOTS` maps a name to a function that writes one PNG and returns its
-path; `plot_all` draws every one. `wandb_tables` gives the same numbers as W&B tables. Each takes a dataset
+path; `plot_all` draws every one, and for a steered run (a `steer` column: synth/steering.py) the task categories
+of each steer value. `wandb_tables` gives the same numbers as W&B tables. Each takes a dataset
 directory, a Profile, or a list of dicts (tests, small sets). A missing tag counts as "untagged", so a
 partly tagged run plots without special cases.
 """
@@ -22,13 +23,16 @@ matplotlib.use("Agg")  # files only: runs on headless machines and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 
 from core import store  # noqa: E402
-from core.schema import CATEGORICAL, DIFFICULTY_LEVELS, QUALITY_LEVELS, TASK_CATEGORIES  # noqa: E402
+from core.schema import CATEGORICAL, DIFFICULTY_LEVELS, QUALITY_LEVELS, STEER_KINDS, TASK_CATEGORIES  # noqa: E402
+
+from .steering import label as steer_label  # noqa: E402
 
 UNTAGGED = "untagged"
 TOP_LANGUAGES = 15
 NUMERIC = ("instruct_reward", "reward_difference", "min_neighbor_distance", "repeat_count")
 LENGTHS = ("instruction_length", "response_length")  # characters; the response: all assistant turns
 BATCH_ROWS = 10_000  # rows read at a time: ~50 MB of text at the paper's lengths
+STEER_FIELD = "task_category"  # the tag counted per steer value (issue 23: what each steer makes the model ask)
 
 
 def _label(field: str, v) -> str:
@@ -96,14 +100,16 @@ def _finite(table: pa.Table, column: str) -> np.ndarray:
 class Profile:
     """The numbers behind the plots, the W&B tables, the tag summary and the card, gathered a table at a time:
     label counts of the categorical tags, the finite values of the numeric tags and the lengths (8 bytes a row),
-    rows with a value per column (coverage) and user turns per row. Never the rows themselves."""
-    COLUMNS = ("instruction", "response", "messages", *CATEGORICAL, *NUMERIC)  # what it reads of a dataset
+    rows with a value per column (coverage), user turns per row, and for a steered set the rows of each (steer
+    value, task category). Never the rows themselves."""
+    COLUMNS = ("instruction", "response", "messages", "steer", *CATEGORICAL, *NUMERIC)  # what it reads of a dataset
 
     def __init__(self):
         self.rows = 0
         self.counts: dict[str, Counter] = {f: Counter() for f in CATEGORICAL}
         self.non_null: dict[str, int] = {}  # column -> rows with a value, for every column seen
         self.turns: Counter = Counter()
+        self.steer: dict[str, Counter] = {}  # steer kind -> Counter of (its value, STEER_FIELD label)
         self._values: dict[str, list[np.ndarray]] = {f: [] for f in (*NUMERIC, *LENGTHS)}
 
     def add(self, table: pa.Table) -> Profile:
@@ -124,7 +130,39 @@ class Profile:
         self._values["response_length"].append(response_lengths(table).astype(float))
         turns, k = np.unique(user_turns(table), return_counts=True)
         self.turns.update({int(t): int(c) for t, c in zip(turns, k)})
+        if "steer" in table.column_names and pa.types.is_struct(table.schema.field("steer").type):
+            self._add_steer(table)
         return self
+
+    def _add_steer(self, table: pa.Table) -> None:
+        """Count (steer value, task category) pairs per steer kind, grouped by Arrow: no row becomes a dict."""
+        n = table.num_rows
+        cat = (table[STEER_FIELD] if STEER_FIELD in table.column_names else pa.nulls(n)).cast(pa.string())
+        for f in table.schema.field("steer").type:
+            values = pc.struct_field(table["steer"], f.name)
+            if not pa.types.is_string(values.type):
+                values = values.cast(pa.string())
+            pairs = pa.table({"v": values, "c": cat}).group_by(["v", "c"]).aggregate([([], "count_all")])
+            counter = self.steer.setdefault(f.name, Counter())
+            for v, c, k in zip(*(pairs[x].to_pylist() for x in ("v", "c", "count_all"))):
+                counter[(v, _label(STEER_FIELD, c))] += k
+
+    def by_steer(self) -> dict[str, dict]:
+        """The task-category distribution per steer: for each steer kind of the set (prefill, system, persona, topic,
+        language), its `values` (most rows first; None: rows without one), the `categories` (the schema's order,
+        then others, "untagged" last), `counts[i][j]` rows of value i in category j, and `rows[i]` of value i."""
+        out = {}
+        for kind in sorted(self.steer, key=lambda k: (STEER_KINDS + (k,)).index(k)):
+            c, totals, cats = self.steer[kind], Counter(), Counter()
+            for (v, cat), k in c.items():
+                totals[v] += k
+                cats[cat] += k
+            values = sorted(totals, key=lambda v: (-totals[v], v or ""))
+            order = [k for k in TASK_CATEGORIES if k in cats] + sorted(
+                k for k in cats if k not in TASK_CATEGORIES and k != UNTAGGED) + [k for k in (UNTAGGED,) if k in cats]
+            out[kind] = {"values": values, "categories": order, "rows": [totals[v] for v in values],
+                         "counts": [[c[(v, k)] for k in order] for v in values]}
+        return out
 
     def values(self, name: str) -> np.ndarray:
         """The finite values of a numeric tag or a length (NUMERIC, LENGTHS), in row order."""
@@ -260,6 +298,38 @@ def plot_lengths(profile: Profile, path) -> Path:
     return _save(fig, path)
 
 
+def plot_task_category_by_steer(profile: Profile, path) -> Path:
+    """For each steer kind, one bar per value (its top 15 by rows), split by task category in shares of its rows."""
+    table = profile.by_steer()
+    cats = sorted({c for t in table.values() for c in t["categories"]}, key=lambda c: (
+        TASK_CATEGORIES.index(c) if c in TASK_CATEGORIES else len(TASK_CATEGORIES) + (c == UNTAGGED), c))
+    # tab20's strong hues first, then their light pairs: neighbouring categories never share a hue.
+    colors = {c: ("#bbbbbb" if c == UNTAGGED else plt.get_cmap("tab20")((2 * i) % 20 + (2 * i) // 20 % 2))
+              for i, c in enumerate(cats)}
+    heights = [min(len(t["values"]), 15) for t in table.values()] or [1]
+    fig, axes = plt.subplots(len(heights), 1, figsize=(10, 1.2 + sum(0.32 * h + 0.8 for h in heights)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (kind, t) in zip(axes[:, 0], table.items()):
+        values, y = t["values"][:15], list(range(min(len(t["values"]), 15)))[::-1]
+        left = np.zeros(len(values))
+        for j, c in enumerate(t["categories"]):
+            share = np.array([t["counts"][i][j] / (t["rows"][i] or 1) for i in range(len(values))])
+            ax.barh(y, share, left=left, color=colors[c], label=c)
+            left += share
+        ax.set_yticks(y, [f"{steer_label(v, 48)} (n={n:,})" for v, n in zip(values, t["rows"])], fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_title(f"{STEER_FIELD} by {kind}", fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in cats]
+    fig.legend(handles, cats, loc="lower center", ncol=min(len(cats), 6), fontsize=8, frameon=False)
+    axes[-1, 0].set_xlabel("share of the value's rows")
+    fig.tight_layout(rect=(0, 0.04 + 0.02 * (len(cats) // 6), 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_funnel(funnel: list[tuple[str, int]], path) -> Path:
     steps, counts = [s for s, _ in funnel], [n for _, n in funnel]
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.45 * max(len(steps), 2)))
@@ -283,6 +353,8 @@ def plot_all(source, out_dir, funnel=None) -> list[Path]:
     """Every plot of `source` (a dataset directory, a Profile or a list of dicts) as PNGs in `out_dir`."""
     profile, out = Profile.of(source), Path(out_dir)
     paths = [fn(profile, out / f"{name}.png") for name, fn in PLOTS.items()]
+    if profile.steer:
+        paths.append(plot_task_category_by_steer(profile, out / f"{STEER_FIELD}_by_steer.png"))
     if funnel:
         paths.append(plot_funnel(funnel, out / "funnel.png"))
     return paths
@@ -309,6 +381,11 @@ def wandb_tables(source, funnel=None) -> dict:
                         ("lengths/instruction_length", "instruction_length"),
                         ("lengths/response_length", "response_length")):
         out[name] = wandb.Table(columns=["bin_start", "bin_end", "rows"], data=_hist_rows(profile.values(field)))
+    if profile.steer:
+        out[f"tags/{STEER_FIELD}_by_steer"] = wandb.Table(
+            columns=["steer", "value", STEER_FIELD, "rows"],
+            data=[[kind, v, c, n] for kind, t in profile.by_steer().items() for v, row in zip(t["values"], t["counts"])
+                  for c, n in zip(t["categories"], row) if n])
     if funnel:
         out["filter/funnel"] = wandb.Table(columns=["step", "rows"], data=[[s, n] for s, n in funnel])
     return out
