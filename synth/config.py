@@ -21,6 +21,8 @@ from core.config import (
 )
 from core.config import parse as parse_classes
 
+from .steering import Steering
+
 
 def require_classifier_engine(obj, key: str) -> None:
     if getattr(obj, key) != "hf":
@@ -51,6 +53,21 @@ class InstructionArgs:
     sanitize: Optional[bool] = field(default=None, metadata={"help": "reference cleaning; default: on where the newline stop is off"})
     control: Optional[str] = field(default=None, metadata={"help": "math, code, translation or language:<Name> (paper section 5); default none"})
     system_prompt: Optional[str] = field(default=None, metadata={"help": "step-1 system prompt text (overrides control); paper default: none"})
+    # Steering (synth/steering.py): each key is unset by default, as the paper samples the bare template. A list holds
+    # texts, {text, weight} entries and data files (synth/data/*.yaml; `file.yaml:group` for one group).
+    prefill: Optional[list[str]] = field(default=None, metadata={
+        "help": "stubs put after the pre-query template, one drawn per record (MAGPIE-Prefill, KodCode: e.g. "
+                "'Write a Python function that'); the instruction is the stub + what the model writes. Default none"})
+    system_prompts: Optional[list[str]] = field(default=None, metadata={
+        "help": "system turns drawn per record by weight (texts, {text, weight}, or a file such as "
+                "synth/data/system_prompts.yaml); instead of control/system_prompt. Default none"})
+    personas: Optional[list[str]] = field(default=None, metadata={
+        "help": "who the user is, said in the system turn and drawn per record (e.g. synth/data/personas.yaml)"})
+    topics: Optional[list[str]] = field(default=None, metadata={
+        "help": "what the user asks about, said in the system turn and drawn per record (e.g. synth/data/topics.yaml)"})
+    language: Optional[str] = field(default=None, metadata={
+        "help": "the language the user writes in, said in the system turn (paper section 5); joins control "
+                "math/code/translation and the other steering keys. Default none"})
     seed: int = field(default=0, metadata={"help": "base seed; each round derives its own"})
     rounds_per_shard: int = field(default=10, metadata={
         "help": "rounds written per Parquet shard (resume granularity; part of the resume key: it fixes which "
@@ -60,6 +77,7 @@ class InstructionArgs:
         require_positive(self, "total_prompts", "n", "max_tokens", "rounds_per_shard")
         require_sampling(self, "temperature", "top_p")
         require_choice(self, "mix", ("single", *MIXES))
+        Steering.from_args(self)  # every steering value and data file checked before a model loads
 
 
 # The reference's multi-turn system prompt (exp/gen_mt.py), kept verbatim (typos included) so that
@@ -145,6 +163,19 @@ class FilterArgs:
 class ExportArgs:
     export_name: Optional[str] = field(default=None, metadata={"help": "dataset name on the card (default: recipe + preset)"})
     push_to_hub: Optional[str] = field(default=None, metadata={"help": "hub repo id to push to; nothing is pushed without it"})
+    export_format: str = field(default="native", metadata={
+        "help": "native: TRL `messages` + our columns; magpie: the columns and types of the released Magpie-Align "
+                "sets (uuid, conversations, model, *_generator, min_similar_uuid; DPO: responses, rewards_armorm, "
+                "chosen, rejected), for the export and the preference export"})
+    model_license: Optional[str] = field(default=None, metadata={
+        "help": "the generator's licence on the cards, a Hub id (llama3.1) or a name (default: from the model's "
+                "family, synth/export.py MODEL_LICENSES; unknown families say so)"})
+    data_license: Optional[str] = field(default=None, metadata={
+        "help": "the data's licence on the cards (default cc-by-nc-4.0, what the Magpie authors state for their "
+                "released data)"})
+
+    def __post_init__(self):
+        require_choice(self, "export_format", ("native", "magpie"))
 
 
 # The preference stage's scorer (paper: ArmoRM-Llama3-8B-v0.1, whose custom code needs trust_remote_code: the air and
@@ -216,9 +247,16 @@ class RunArgs:
                                  f"{self.ray_gpus_per_actor!r}") from None
 
 
+for _cls in (ModelArgs, ResponseArgs, TagArgs, PreferenceArgs):
+    _cls.engine_planned = True  # `engine: auto` is weighed against the run's planned work (synth.plan.choose_engines)
+
 ALL = (ModelArgs, InstructionArgs, ResponseArgs, MultiTurnArgs, TagArgs, FilterArgs, ExportArgs, PreferenceArgs, RunArgs)
 
 
 def parse(argv: list[str] | None = None):
     """The synthesis config (one instance of each of ALL) from `--config x.yaml` and `--key value` overrides."""
-    return parse_classes(argv, ALL)
+    from .plan import choose_engines
+
+    parsed = parse_classes(argv, ALL)
+    choose_engines(parsed)  # engine: auto, weighed against the work this run plans
+    return parsed

@@ -25,6 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+CHARS_PER_TOKEN = 4  # English text in the Llama-3 and SmolLM2 tokenizers, near enough for weighing engines
+GUARD_PROMPT_TOKENS = 350  # Llama-Guard-2's policy around the exchange (its chat template; the stand-in's is shorter)
+
 # Paper section 3 / Table 11: Air-3M, 1.55 h of instructions + 50 h of responses on 4 A100-80GB = 206 GPU-hours.
 PAPER_AIR = {"pairs": 3_000_000, "gpu_hours": 206, "instructions_hours": 1.55, "responses_hours": 50, "gpus": 4}
 
@@ -111,3 +114,73 @@ def text(p: dict) -> str:
     if not p["cuda"]:
         lines.append("(no GPU here: the forecast is for this machine's CPU; GPU-hours are 0)")
     return "\n".join(lines)
+
+
+# -- engine: auto ----------------------------------------------------------------------------------------------
+def planned_work(parsed) -> dict[str, object]:
+    """What each model role (by config prefix: "" the generator, "response_", "judge_", "base_", "guard_") is planned
+    to do in the run `parsed`, in core.engine_choice.Work units: requests, prompt and new tokens, every answer at
+    its max_tokens. A response role whose engine is unset answers on the generator's engine: its work is the
+    generator's."""
+    from core.engine_choice import Work
+
+    from .stages import expand
+    from .taggers.judge import CLASSIFICATION_PROMPT, DIFFICULTY_PROMPT, QUALITY_PROMPT
+    from .taggers.reward import URIAL_PROMPT
+
+    margs, iargs, rargs, mtargs, targs, fargs, eargs, pargs, run = parsed
+    names, n, ask = expand(run.stages), iargs.total_prompts, iargs.max_tokens
+    answer, resp = rargs.response_max_tokens, ("response_" if rargs.response_engine is not None else "")
+    work: dict[str, Work] = {}
+
+    def add(prefix, requests, prompt, new):
+        work[prefix] = work.get(prefix, Work()) + Work(requests, requests * prompt, requests * new)
+
+    if "instructions" in names:
+        add("", n, 16, ask)  # the pre-query template: a dozen tokens
+    if "responses" in names:
+        add(resp, n, ask + 40, answer)  # the instruction in the chat template
+    if "multiturn" in names:
+        for turn in range(1, mtargs.turns):
+            history = turn * (ask + answer) + 80  # the conversation so far and the MT system turn
+            add("", n, history, mtargs.mt_max_tokens)
+            add(resp, n, history + mtargs.mt_max_tokens, answer)
+    if "tag" in names:
+        prompts = {"task_category": CLASSIFICATION_PROMPT, "difficulty": DIFFICULTY_PROMPT,
+                   "input_quality": QUALITY_PROMPT}
+        for name in targs.taggers:
+            if name in prompts:
+                add("judge_", n, len(prompts[name]) // CHARS_PER_TOKEN + ask, targs.judge_max_tokens)
+            elif name == "reward_difference" and targs.base_model:
+                add("base_", n, len(URIAL_PROMPT) // CHARS_PER_TOKEN + ask, targs.base_max_tokens)
+            elif name == "llama_guard_2":
+                add("guard_", n, GUARD_PROMPT_TOKENS + ask + answer, 10)
+    if "pref_samples" in names:
+        picked = pargs.pref_size or n
+        add(resp, picked * pargs.pref_k, ask + 40, pargs.pref_max_tokens)
+    return work
+
+
+TAG_ROLES = ("judge_", "base_", "guard_")  # the tag stage's generating roles: one process, one engine per model
+
+
+def choose_engines(parsed) -> None:
+    """Resolve every `engine: auto` of the synthesis config `parsed` for the work its role is planned to do (see
+    core.engine_choice), one log line per decision. The tag stage's roles on one model load it once in one process,
+    so they are decided together, on their summed work, as are the generator and the response role."""
+    from core.engine_choice import Work, choose, say
+
+    work = planned_work(parsed)
+    decisions: dict[tuple, list] = {}
+    for part in parsed:
+        for prefix in getattr(part, "auto_engines", ()):
+            model = getattr(part, prefix + "model") or parsed[0].model
+            decisions.setdefault((prefix in TAG_ROLES, model), []).append((part, prefix))
+    for (_, model), roles in decisions.items():
+        names = [{"": "generator"}.get(p, p.rstrip("_")) for _, p in roles]
+        what = " + ".join(names)
+        total = sum((work.get(p, Work()) for _, p in roles), Work())
+        engine, why = choose(model, total if total.requests else None)
+        for part, prefix in roles:
+            setattr(part, prefix + "engine", engine)
+        say(engine, why, f"{what} ({model})")

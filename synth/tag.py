@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
 from core import procs, shards, store
 from core.engines import too_long_count
+from core.engines.vllm import IN_FLIGHT as VLLM_IN_FLIGHT
 from core.schema import CATEGORICAL
 
 from .taggers import get_tagger, get_tagger_class
@@ -35,12 +37,14 @@ def _part_complete(name: str, kwargs: dict, n_records: int, batch_size: int, inp
 
 
 _TAGGERS: dict[str, object] = {}  # this process's taggers (an actor's too), built on their first shard
+_BUILDING = threading.Lock()  # shards in flight: the first one builds a tagger (and its engine), once
 
 
 def _tagger(name: str, kwargs: dict):
     key = json.dumps([name, kwargs], sort_keys=True, default=str)
-    if key not in _TAGGERS:
-        _TAGGERS[key] = get_tagger(name, **kwargs)
+    with _BUILDING:
+        if key not in _TAGGERS:
+            _TAGGERS[key] = get_tagger(name, **kwargs)
     return _TAGGERS[key]
 
 
@@ -60,11 +64,13 @@ def tag_shard(engine, spec: tuple[str, tuple[int, int]], in_dir: str, group: dic
                              "delete it and run the tag stage again")
         batch = [{**r, **t} for r, t in zip(batch, theirs)]
     before, long_before = dict(tagger.stats), too_long_count(getattr(tagger, "engine", None))
+    t0 = time.perf_counter()
     tags = tagger.tag(batch)
     out = [{"id": r["id"], **{f: t.get(f) for f in tagger.fields}} for r, t in zip(batch, tags)]
     delta = {s: v - before.get(s, 0) for s, v in tagger.stats.items()}
     # Prompts too long for the tagger's model: left untagged (None), counted here
     delta["prompt_too_long"] = too_long_count(getattr(tagger, "engine", None)) - long_before
+    delta["seconds"] = round(time.perf_counter() - t0, 3)  # this tagger's own time (the manifest's per-tagger cost)
     return out, {"stats": delta, "info": json.dumps(tagger.info(), default=str)}
 
 
@@ -90,9 +96,16 @@ def run_taggers(group: dict[str, dict], in_dir, out_dir, batch_size: int, input_
         tp = max((kw.get("engine_kwargs", kw).get("tensor_parallel_size", 1) for kw in group.values()), default=1)
         work = shards.ShardWork(str(out_dir), tag_shard, args=(str(in_dir), group, str(out_dir)),
                                 tensor_parallel_size=tp)
+        # On vLLM the taggers of the same rows go in flight together: the three judges' prompts (and the guard's)
+        # share the engine's running batch, one pass over the rows, and its prefix cache (core.shards.run).
+        on_vllm = "vllm" in set().union(*(_models(kw)[1] for kw in group.values()))
+        in_flight = VLLM_IN_FLIGHT if on_vllm else 1
+        order = {name: i for i, name in enumerate(group)}
         try:
             for units in waves:
-                shards.run(work, units, desc=f"tag {', '.join(parts)}", unit="rec", cluster=cluster)
+                units = sorted(units, key=lambda u: (u[1][1][0], order[u[1][0]]))  # by rows, then tagger order
+                shards.run(work, units, desc=f"tag {', '.join(parts)}", unit="rec", cluster=cluster,
+                           in_flight=in_flight)
         finally:
             _TAGGERS.clear()
     for name, part in parts.items():
@@ -254,6 +267,11 @@ def summarize(profile, parts: dict) -> dict:
     for f, order in CATEGORICAL.items():
         if f in profile.non_null:  # a column of the joined rows
             counts["distributions"][f] = dict(profile.category_counts(f, order))
+    if profile.steer:  # a steered set: the task categories of each steer value ({kind: {value: {category: rows}}})
+        counts["task_category_by_steer"] = {
+            kind: {str(v): {c: n for c, n in zip(t["categories"], row) if n}
+                   for v, row in zip(t["values"], t["counts"])}
+            for kind, t in profile.by_steer().items()}
     return counts
 
 

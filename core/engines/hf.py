@@ -1,6 +1,7 @@
 """transformers `generate`, batched with left padding. CPU (the tiny profile) or GPU."""
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 
@@ -42,6 +43,7 @@ class HFEngine(Engine):
         attn_implementation: str | None = None,
         tokenizer=None,
         max_model_len: int | None = None,  # default: the model's max_position_embeddings
+        template_kwargs: dict | None = None,  # the role's chat template variables (Engine.template_kwargs)
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -65,13 +67,18 @@ class HFEngine(Engine):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
-        self.device, self.batch_size = device, batch_size
+        self.device, self.batch_size, self.template_kwargs = device, batch_size, template_kwargs
         self.max_model_len = max_model_len or getattr(self.model.config, "max_position_embeddings", None)
         self.info = EngineInfo("hf", model, {"path": path, "dtype": str(self.model.dtype), "device": device,
                                              "max_model_len": self.max_model_len})
         self.stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "calls": 0, "too_long": 0}
+        self._lock = threading.Lock()
 
     def complete(self, prompts: Sequence[str], sampling: Samplings) -> list[list[Completion]]:
+        with self._lock:  # shards in flight (core.shards.run) take turns: generate batches one call at a time
+            return self._complete(prompts, sampling)
+
+    def _complete(self, prompts: Sequence[str], sampling: Samplings) -> list[list[Completion]]:
         t0 = time.perf_counter()
         samplings = per_prompt(sampling, len(prompts))
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
@@ -81,7 +88,7 @@ class HFEngine(Engine):
         # or prompts seeded one by one share batches, and the grouping changes no record.
         groups: dict[Sampling, list[int]] = {}
         for i in self.sendable(encoded, samplings, out):
-            groups.setdefault(samplings[i].replace(seed=None, temperature=0.0, top_p=1.0, n=1), []).append(i)
+            groups.setdefault(samplings[i].replace(seed=None, temperature=0.0, top_p=1.0, top_k=0, n=1), []).append(i)
         for s, idx in groups.items():
             for i, row in zip(idx, self._generate([encoded[i] for i in idx], s, [samplings[i] for i in idx])):
                 out[i] = row
@@ -128,7 +135,8 @@ class HFEngine(Engine):
             if sampled:
                 extra["logits_processor"] = LogitsProcessorList([RowSampler(
                     [None if per[i].seed is None else sample_seed(per[i].seed, j) for i, j in batch],
-                    [per[i].temperature for i, _ in batch], [per[i].top_p for i, _ in batch])])
+                    [per[i].temperature for i, _ in batch], [per[i].top_p for i, _ in batch],
+                    [per[i].top_k for i, _ in batch])])
             with torch.inference_mode():
                 gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kw, **extra)
             logits = None
@@ -189,8 +197,10 @@ class RowSampler:
     uniform draw of its generator, and comes back as a one-token distribution, which greedy decoding then takes. A
     row without a seed draws from the global generator."""
 
-    def __init__(self, seeds: list[int | None], temperatures: list[float], top_ps: list[float]):
+    def __init__(self, seeds: list[int | None], temperatures: list[float], top_ps: list[float],
+                 top_ks: list[int] | None = None):
         self.seeds, self.temperatures, self.top_ps = seeds, temperatures, top_ps
+        self.top_ks = top_ks or [0] * len(seeds)  # vLLM's order: the k likeliest first, then the nucleus among them
         self.generators = None
 
     def __call__(self, input_ids, scores):
@@ -199,8 +209,12 @@ class RowSampler:
         if self.generators is None:  # on the logits' device, made at the first step
             self.generators = [None if s is None else torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
         temps = torch.tensor(self.temperatures, device=scores.device)
-        probs = (scores.float() / temps.clamp_min(1e-6)[:, None]).softmax(-1)
+        logits = scores.float() / temps.clamp_min(1e-6)[:, None]
         rows = [r for r, t in enumerate(self.temperatures) if t > 0]  # greedy rows need no distribution
+        for r in rows:
+            if 0 < self.top_ks[r] < logits.shape[-1]:
+                logits[r] = logits[r].masked_fill(logits[r] < logits[r].topk(self.top_ks[r]).values[-1], -float("inf"))
+        probs = logits.softmax(-1)
         nucleus = [r for r in rows if self.top_ps[r] < 1]
         if nucleus:  # only where a row asks for a nucleus
             probs[nucleus] = _nucleus(probs[nucleus], torch.tensor([self.top_ps[r] for r in nucleus],

@@ -59,6 +59,9 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+IN_FLIGHT = 4  # shards a stage keeps in the engine at once (core.shards.run), whatever their size: 2.47x on 4
+
+
 class VLLMEngine(Engine):
     def __init__(
         self,
@@ -71,7 +74,8 @@ class VLLMEngine(Engine):
         gpu_memory_utilization: float = 0.9,  # vLLM's default
         seed: int = 0,
         trust_remote_code: bool = False,
-        in_flight: int = 4,  # shards a stage keeps in the engine at once (core.shards.run), whatever their size
+        in_flight: int = IN_FLIGHT,
+        template_kwargs: dict | None = None,  # the role's chat template variables (Engine.template_kwargs)
         **llm_kwargs,  # anything else vllm.LLM takes (enforce_eager, revision, kv_cache_memory_bytes, ...)
     ):
         from .. import models
@@ -111,6 +115,7 @@ class VLLMEngine(Engine):
             trust_remote_code=trust_remote_code, **llm_kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.template_kwargs = template_kwargs
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.info = EngineInfo("vllm", model, {
             "path": path, "dtype": dtype, "tensor_parallel_size": tensor_parallel_size,
@@ -131,7 +136,10 @@ class VLLMEngine(Engine):
         n-sample request as n child requests anyway, and prefix caching shares the prompt: this costs nothing.)"""
         kw = dict(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
                   stop=list(sampling.stop), stop_token_ids=list(sampling.stop_token_ids),
-                  repetition_penalty=sampling.repetition_penalty, skip_special_tokens=True, logprobs=sampling.logprobs)
+                  repetition_penalty=sampling.repetition_penalty, logprobs=sampling.logprobs, top_k=sampling.top_k,
+                  # kept special tokens stay as the tokenizer wrote them (no spaces between <|end|><|start|>)
+                  skip_special_tokens=sampling.skip_special_tokens,
+                  spaces_between_special_tokens=sampling.skip_special_tokens)
         if sampling.seed is None:
             return [self._vllm.SamplingParams(n=sampling.n, **kw)]
         return [self._vllm.SamplingParams(n=1, seed=sample_seed(sampling.seed, j), **kw) for j in range(sampling.n)]

@@ -209,6 +209,7 @@ class MeanLogProbScorer:
             raise ValueError(f"the log-prob stand-in needs an hf engine, got {engine.info.name!r}")
         self.model, self.tokenizer = engine.model, engine.tokenizer
         self.batch_size = getattr(engine, "batch_size", 8)
+        self.max_batch_tokens = 16_384  # padded tokens per pass: 64 rows of 256, the tiny profile's longest pairs
 
     def score(self, pairs: list[tuple[str, str]]) -> list[float]:
         import torch
@@ -222,10 +223,9 @@ class MeanLogProbScorer:
             # The end-of-turn token counts: a reply that stops where an answer should stop scores better.
             r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             rows.append((p, r))
-        order = sorted(range(len(rows)), key=lambda k: sum(map(len, rows[k])))
         scores: list[float] = [math.nan] * len(rows)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        # As the reward models: by length under a token budget (a batch of short pairs is not padded to a long one)
+        for idx in token_batches([sum(map(len, r)) for r in rows], self.batch_size, self.max_batch_tokens):
             input_ids, mask = _right_padded([rows[k][0] + rows[k][1] for k in idx], 0, self.model.device)
             with torch.inference_mode():
                 logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
