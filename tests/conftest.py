@@ -37,7 +37,7 @@ def smol_tokenizer(hf_engine):
     return hf_engine.tokenizer
 
 
-TINY = str(ROOT / "recipes/configs/synth/tiny.yaml")
+TINY = str(ROOT / "tests/fixtures/tiny_hf.yaml")  # tiny.yaml on hf (its auto is tested in test_engine_choice.py)
 # Small but real: 32 sampled instructions in rounds of 8, a round to a shard, short responses. A shape for the
 # resume and kill tests (shards to kill between); the paper's own shape runs in tests/test_paper_shape.py.
 SMALL = ["--stages", "instructions", "responses", "--mix", "single", "--total_prompts", "32", "--n", "8",
