@@ -122,7 +122,9 @@ def answer_shard(engine, rows: tuple[int, int], in_dir: str, sampling: Sampling,
     else:
         outs = engine.chat(convs, samplings)
     records, tokens, counts = [], 0, {"truncated": 0}
-    thinking = tpl is not None and tpl.reasoning_format is not None
+    # a reasoning template, or a server that parsed the reasoning out itself (Completion.reasoning)
+    thinking = (tpl is not None and tpl.reasoning_format is not None) or any(c.reasoning is not None
+                                                                            for row in outs for c in row)
     if thinking:
         counts |= {"reasoning": 0, "reasoning_unclosed": 0}
     if any(offered):

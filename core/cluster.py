@@ -259,6 +259,10 @@ class DriverView:
 
             self._tokenizer = AutoTokenizer.from_pretrained(resolve(self.role.model),
                                                             trust_remote_code=self.role.trust_remote_code)
+            if self.role.chat_template:  # the role's own template file, as registry.get_engine gives the actors
+                from .templates import read_chat_template_file
+
+                self._tokenizer.chat_template = read_chat_template_file(self.role.chat_template)["chat_template"]
         return self._tokenizer
 
     def close(self) -> None:

@@ -20,9 +20,14 @@ TAGS = ("task_category", "other_task_category", "difficulty", "intent", "knowled
         "quality_explanation", "instruct_reward", "reward_model", "reward_difference", "llama_guard_2", "language",
         "min_neighbor_distance", "repeat_count", "min_similar_conversation_id")
 # The release's columns: what export writes (those present) after `messages`. `steer` is ours: what steered a
-# record's step 1 (synth/steering.py), a struct with a field per kind in STEER_KINDS that the run used.
+# record's step 1 (synth/steering.py), a struct with a field per kind in STEER_KINDS that the run used. So are the
+# reasoning and tool-call columns (core/answer.py): `reasoning` (a thinking model's thinking, kept out of `messages`),
+# `reasoning_closed` (false: it never ended, so there is no answer), `tools` (the tools offered, JSON) and `tool_calls`
+# (the answer's calls, TRL's {type, function: {name, arguments}}).
+REASONING_COLUMNS = ("reasoning", "reasoning_closed")
+TOOL_COLUMNS = ("tools", "tool_calls")
 COLUMNS = ("id", "instruction", "response", "messages", "pre_query_template", "gen_input_configs",
-           "gen_response_configs", "steer") + TAGS
+           "gen_response_configs", "steer") + REASONING_COLUMNS + TOOL_COLUMNS + TAGS
 STEER_KINDS = ("prefill", "system", "persona", "topic", "language")
 # Tags with a small set of values: distributions in the manifest, the card and the plots, with their
 # display order (empty: by count).

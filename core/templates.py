@@ -136,6 +136,9 @@ class Template:
     template_date: str | None = None  # the date the template rendered as today, where it reads one
     reasoning_format: str | None = None  # how answers carry reasoning: "think", "harmony" (core/reasoning.py) or None
     tool_format: str | None = None  # how answers write tool calls: hermes, llama3_json, mistral, harmony (core/tools.py)
+    # The template ends a finished conversation's last answer otherwise than an earlier one (gpt-oss, Qwen3): the
+    # prompt for a follow-up is cut from the conversation with the next user turn (followup_prefix).
+    followup_by_prefix: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -290,7 +293,8 @@ def derive(chat_template: str | None, bos_token: str | None = None, eos_token: s
     _, _, day = render_args(chat_template, template_kwargs)
     if day is not None:
         notes.append(f"the template reads today's date: rendered as {day} (template_date)")
-    if two + mt_append != three[: three.index(U2)]:
+    followup_by_prefix = two + mt_append != three[: three.index(U2)]
+    if followup_by_prefix:
         notes.append("the template ends a conversation's last answer otherwise than an earlier one (gpt-oss: <|return|>"
                      " for <|end|>; Qwen3: an empty <think></think>): a follow-up prompt is cut from the conversation"
                      " with the next user turn (followup_prefix), not the history + mt_append_template")
@@ -309,6 +313,7 @@ def derive(chat_template: str | None, bos_token: str | None = None, eos_token: s
         post_query_template=gen_suffix, end_of_turn=end_of_turn,
         response_stop_strings=tuple(o.response_stops) if o and o.response_stops else answer_stops,
         template_kwargs={k: v for k, v in template_kwargs.items() if k != DATE_KEY}, template_date=day,
+        followup_by_prefix=followup_by_prefix,
     )
 
 

@@ -150,7 +150,10 @@ def _distributions(ds: store.DatasetDir) -> dict:
         t["labels"] = [steer_label(v) for v in t["values"]]
     return {"rows": profile.rows,
             "categorical": {f: {"labels": [k for k, _ in c], "counts": [v for _, v in c]} for f, c in cats.items()},
-            "numeric": {f: _histogram(profile.values(f)) for f in NUMERIC}, "by_steer": by_steer}
+            "numeric": {f: _histogram(profile.values(f)) for f in NUMERIC}
+            | ({"reasoning_length": _histogram(profile.values("reasoning_length"))}  # a thinking model's answers only
+               if len(profile.values("reasoning_length")) else {}),
+            "reasoning_unclosed": profile.reasoning_unclosed, "by_steer": by_steer}
 
 
 def _fates(root: Path, src: store.DatasetDir) -> tuple[dict[int, str], dict | None]:

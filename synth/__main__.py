@@ -120,6 +120,8 @@ def _template(rest: list[str]) -> int:
                           "response_stop_ids": answer_ids}, indent=2, ensure_ascii=False))
         return 0
     flags = {**tpl.template_kwargs}
+    if flags.get("tools"):  # the tools by name: their schemas are in --json
+        flags["tools"] = [t["function"]["name"] for t in flags["tools"]]
     rows = [
         ("model", margs.model), ("chat template", source),
         ("flags", ", ".join(f"{k}={v!r}" for k, v in flags.items()) or "none (the template's defaults)"),
@@ -131,6 +133,8 @@ def _template(rest: list[str]) -> int:
         ("instruction stops", f"{stops} ids {ids}" + ("  ('\\n': the newline stop)" if "\n" in stops else "")),
         ("response stops", f"{list(tpl.response_stop_strings)} ids {answer_ids}"),
         ("sanitize", str(tpl.sanitize)),
+        ("reasoning", tpl.reasoning_format or "none: answers carry no reasoning markup"),
+        ("tool calls", tpl.tool_format or "none: the template renders no tool calls"),
         ("override", tpl.family or "none: as the template renders"),
     ]
     width = max(len(k) for k, _ in rows)

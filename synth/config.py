@@ -7,6 +7,7 @@ every synthesis stage; an unknown key is an error. Each default names its source
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from core.config import (
@@ -21,7 +22,16 @@ from core.config import (
 )
 from core.config import parse as parse_classes
 
+from core.tools import load_tools
+
 from .steering import Steering
+
+TOOLS_DIR = Path(__file__).with_name("data") / "tools"  # the example tool schemas a `tools` name finds
+
+
+def offered_tools(spec) -> list[dict]:
+    """The tools of the `tools` key (core.tools.load_tools; a bare name is one of synth/data/tools/)."""
+    return load_tools(spec, TOOLS_DIR)
 
 
 def require_classifier_engine(obj, key: str) -> None:
@@ -68,6 +78,12 @@ class InstructionArgs:
     language: Optional[str] = field(default=None, metadata={
         "help": "the language the user writes in, said in the system turn (paper section 5); joins control "
                 "math/code/translation and the other steering keys. Default none"})
+    # Tool-call data (Magpie issue #31; core/tools.py): the pre-query template rendered with these tools in the
+    # family's own tool format, so that the model asks for something they do; the answers are written with them and
+    # their calls parsed into `tool_calls`. Unset by default: the paper renders no tools.
+    tools: Optional[list[str]] = field(default=None, metadata={
+        "help": "tool schemas offered to the model: JSON files or folders of them, or names of synth/data/tools/ "
+                "(weather, calculator, search, calendar); each record carries them as `tools`. Default none"})
     seed: int = field(default=0, metadata={"help": "base seed; each round derives its own"})
     rounds_per_shard: int = field(default=10, metadata={
         "help": "rounds written per Parquet shard (resume granularity; part of the resume key: it fixes which "
@@ -78,6 +94,10 @@ class InstructionArgs:
         require_sampling(self, "temperature", "top_p")
         require_choice(self, "mix", ("single", *MIXES))
         Steering.from_args(self)  # every steering value and data file checked before a model loads
+        if isinstance(self.tools, str):  # one path from YAML or the command line
+            self.tools = [self.tools]
+        if self.tools:
+            offered_tools(self.tools)  # a missing file or a malformed schema fails here, naming it
 
 
 # The reference's multi-turn system prompt (exp/gen_mt.py), kept verbatim (typos included) so that

@@ -89,16 +89,59 @@ def licenses(model: str | None, model_license: str | None = None, data_license: 
     return {"model": {"id": m[0], "name": m[1], "source": m_src}, "data": {"id": d[0], "name": d[1], "source": d_src},
             "ids": list(dict.fromkeys((m[0], d[0])))}
 
+_EXTRA_KEYS = ("reasoning_content", "tool_calls")  # of a message, where the run wrote them (keep_reasoning, tools)
+
+
 def _messages(r: dict) -> list[dict]:
     if r.get("messages"):
-        return [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
+        return [{"role": m["role"], "content": m["content"], **{k: m[k] for k in _EXTRA_KEYS if m.get(k)}}
+                for m in r["messages"]]
     return [{"role": "user", "content": r.get("instruction") or ""},
             {"role": "assistant", "content": r.get("response") or ""}]
 
 
 def to_sharegpt(r: dict) -> dict:
-    conv = [{"from": _SHAREGPT_ROLE[m["role"]], "value": m["content"]} for m in _messages(r)]
-    return {"id": r.get("id"), "conversations": conv, **{t: r.get(t) for t in TAGS if t in r}}
+    """A ShareGPT line. Tool-call data as LLaMA-Factory's ShareGPT reads it: an answer's calls are a `function_call`
+    turn (their JSON: [{name, arguments}]) and the offered tools a `tools` JSON string."""
+    conv = []
+    for m in _messages(r):
+        if m.get("content") or not m.get("tool_calls"):
+            conv.append({"from": _SHAREGPT_ROLE[m["role"]], "value": m["content"]})
+        if m.get("tool_calls"):
+            calls = [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+                     for c in m["tool_calls"]]
+            conv.append({"from": "function_call", "value": json.dumps(calls, ensure_ascii=False)})
+    tools = {"tools": r["tools"]} if r.get("tools") else {}
+    return {"id": r.get("id"), "conversations": conv, **tools, **{t: r.get(t) for t in TAGS if t in r}}
+
+
+def _retype(t: pa.DataType, path: tuple[str, ...]) -> pa.DataType:
+    """`t` with the field at `path` (struct field names; list items are passed through) typed JSON."""
+    if not path:
+        return pa.json_()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(_retype(t.value_type, path))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _retype(f.type, path[1:]) if f.name == path[0] else f.type) for f in t])
+    return t
+
+
+def with_json(table: pa.Table) -> pa.Table:
+    """Tool-call data as TRL's SFT takes it (docs: dataset formats, "Tool Calling"): `tools` a list of tool objects and
+    each call's `arguments` an object. Their keys differ from tool to tool, which no Parquet struct can hold, so they
+    are Arrow's JSON type: `datasets.load_dataset("parquet")` reads them as objects (its Json feature)."""
+    if not hasattr(pa, "json_"):  # pyarrow < 19: JSON text, which TRL's SFT parses for `tools` too
+        return table
+    if "tools" in table.column_names and pa.types.is_string(table.schema.field("tools").type):
+        lists = [None if t is None else [json.dumps(x, ensure_ascii=False) for x in json.loads(t)]
+                 for t in table["tools"].to_pylist()]
+        table = table.set_column(table.column_names.index("tools"), "tools",
+                                 pa.array(lists, pa.list_(pa.string())).cast(pa.list_(pa.json_())))
+    for name, path in (("messages", ("tool_calls", "function", "arguments")), ("tool_calls", ("function", "arguments"))):
+        if name in table.column_names:
+            i, t = table.column_names.index(name), table.schema.field(name).type
+            table = table.set_column(i, name, table[name].cast(_retype(t, path)))
+    return table
 
 
 def _find_key(obj, key: str, where: str = "") -> list[tuple[str, object]]:
@@ -200,7 +243,8 @@ def render_card(name: str, counts: CardCounts, chain: list[dict], card_info: dic
         response_sampling=json.dumps(sampling) if gres else None,
         filter_info=card_info.get("filter") or by_stage.get("filter") or {},
         dists={f: profile.category_counts(f, order) for f, order in CATEGORICAL.items()},
-        numeric={f: _summary(profile, get) for f, get in _NUMERIC.items()})
+        numeric={f: _summary(profile, get) for f, get in _NUMERIC.items()}
+        | ({"reasoning_chars": _summary(profile, "reasoning_length")} if len(profile.values("reasoning_length")) else {}))
     return str(card)
 
 
@@ -234,7 +278,8 @@ def export(in_dir, out_dir, name: str, card_info: dict | None = None, push_to_hu
         def table_of(records: list[dict]) -> pa.Table:
             if export_format == "magpie":
                 return released.sft_table([released.sft_row(r, _messages(r), ctx) for r in records], ctx["turns"])
-            return pa.Table.from_pylist([{**{c: r.get(c) for c in cols}, "messages": _messages(r)} for r in records])
+            return with_json(pa.Table.from_pylist([{**{c: r.get(c) for c in cols}, "messages": _messages(r)}
+                                                   for r in records]))
 
         def write(sharegpt: Path) -> None:
             # _BATCH_ROWS rows at a time, in order: shard k gets rows [k*SHARD_ROWS, ...), sharegpt.jsonl a line each

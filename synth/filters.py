@@ -96,6 +96,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("dpo-balanced", (), size=100_000, cut="categories",
            source="task categories balanced, no tag conditions (tiny profile: the stand-in judge's labels keep "
                   "nothing under dpo-100k)"),
+    # Reasoning data (Magpie-Reasoning-V2 style): an answer whose thinking never ended has no answer at all.
+    Preset("reasoning-closed", ("reasoning_closed", NEAR_DUP), size=None, cut=None,
+           source="ours: answers whose thinking ended (reasoning_closed), near-duplicates out (paper Table 5's rule)"),
     Preset("raw-300k", (), cut="random", source="a seeded random 300K of the raw set (paper Table 1 300K-Raw)"),
     Preset("raw-300k-first", (), cut="first", source="dataset card: 300K-Raw is the first 300K raw rows"),
     Preset("pro-300k-filtered-card", (_AVERAGE, "instruct_reward >= -10", "NOT ends_with(instruction, ':')", "dedup"),
@@ -135,6 +138,8 @@ DERIVED: dict[str, tuple[str, tuple[str, ...]]] = {
     "response_length": ((f"CAST(CASE WHEN len(messages) > 0 THEN coalesce({_ASSISTANT_CHARS}, 0) "
                          "ELSE length(coalesce(response, '')) END AS BIGINT)"), ("messages", "response")),
     "instruction_length": ("length(instruction)", ("instruction",)),
+    # a thinking model's reasoning, in characters (0: none; the first answer's: step 2's `reasoning` column)
+    "reasoning_length": ("CAST(coalesce(length(reasoning), 0) AS BIGINT)", ("reasoning",)),
     "turns": ("CASE WHEN len(messages) > 0 THEN len([1 FOR m IN messages IF m.role = 'user']) ELSE 1 END",
               ("messages",)),
     "dedup": ("(min_similar_conversation_id IS NULL OR min_similar_conversation_id = id)",

@@ -19,7 +19,7 @@ from core.config import ModelArgs, stage_config
 from core.engines import SEED_SCHEME, Sampling, sample_seed, stream_seed
 
 from . import control, sanitize, steering
-from .config import MIXES, InstructionArgs, RunArgs
+from .config import MIXES, InstructionArgs, RunArgs, offered_tools
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ def resolve_template(engine, margs: ModelArgs, iargs: InstructionArgs) -> tuple[
     import dataclasses
 
     tok = engine.tokenizer
+    kwargs = template_kwargs(margs, iargs)
     try:
-        tpl = templates.from_tokenizer(tok, margs.model, margs.role().template_kwargs()) if tok is not None else None
+        tpl = templates.from_tokenizer(tok, margs.model, kwargs) if tok is not None else None
     except templates.NoChatTemplate:
         if margs.pre_query_template is None:
             raise
@@ -82,9 +83,12 @@ def resolve_template(engine, margs: ModelArgs, iargs: InstructionArgs) -> tuple[
     if system is not None and margs.pre_query_template is None and not steering.Steering.from_args(iargs).drawn:
         # (a steered run renders each record's system turn itself: steering.Prompter)
         tpl = dataclasses.replace(tpl, pre_query_template=templates.pre_query_with_system(
-            tok.chat_template, system, tok.bos_token, tok.eos_token, margs.role().template_kwargs()),
+            tok.chat_template, system, tok.bos_token, tok.eos_token, kwargs),
             notes=tpl.notes + (f"system prompt: {system}",))
-    stops = list(margs.stop_strings) if margs.stop_strings is not None else list(tpl.stop_strings)
+    # A derived stop list leaves out <think> and </think>: a model that thinks where a user's request belongs (Magpie
+    # issue #10) is then seen doing it, and dropped as thinking_instead, not cut to an empty or partial request.
+    stops = (list(margs.stop_strings) if margs.stop_strings is not None
+             else [s for s in tpl.stop_strings if s not in templates.REASONING_TAGS])
     newline = tpl.newline_stop if iargs.newline_stop is None else iargs.newline_stop
     if iargs.newline_stop is None and iargs.control in control.NO_NEWLINE_STOP:
         newline = False
@@ -94,11 +98,18 @@ def resolve_template(engine, margs: ModelArgs, iargs: InstructionArgs) -> tuple[
     return tpl, stops
 
 
+def template_kwargs(margs: ModelArgs, iargs: InstructionArgs) -> dict:
+    """The variables every render of step 1 gets: the role's, and the tools (tool-call data) where set."""
+    return margs.role().template_kwargs() | ({"tools": offered_tools(iargs.tools)} if iargs.tools else {})
+
+
 def instructions_config(margs: ModelArgs, iargs: InstructionArgs) -> dict:
     """The config an instructions directory is keyed by: a finished one with this config can be reused (and only
     shards drawn under the same seed scheme are resumed). The steering keys count only when set (a run without
     them keeps its key), and then as the entries they read: an edited data file is another config."""
     cfg = {k: v for k, v in stage_config(margs, iargs).items() if k not in steering.KEYS or v is not None}
+    cfg.pop("tools", None)  # as the steering keys: counted only when set, and then as the schemas (an edited file counts)
+    cfg |= {"tools": offered_tools(iargs.tools)} if iargs.tools else {}
     steer = steering.Steering.from_args(iargs)
     return {**cfg, "seed_scheme": SEED_SCHEME, **({"steering": steer.to_dict()} if steer.drawn else {})}
 
@@ -128,11 +139,12 @@ def generate_instructions(engine, margs: ModelArgs, iargs: InstructionArgs, rarg
             chat_template = None if margs.pre_query_template is not None or tok is None else tok.chat_template
             steer = steering.Prompter(steer, tpl.pre_query_template, chat_template,
                                       getattr(tok, "bos_token", None), getattr(tok, "eos_token", None),
-                                      json.dumps(margs.role().template_kwargs(), sort_keys=True, default=str))
+                                      json.dumps(template_kwargs(margs, iargs), sort_keys=True, default=str))
         elif not steer.active:
             steer = None
         work = shards.ShardWork(str(ds.path), sample_shard, role=margs.role(), args=(
-            margs.model, iargs, tpl.pre_query_template, tuple(stops), tuple(stop_ids), do_clean, steer))
+            margs.model, iargs, tpl.pre_query_template, tuple(stops), tuple(stop_ids), do_clean, steer,
+            json.dumps(offered_tools(iargs.tools), ensure_ascii=False) if iargs.tools else None))
         manifest = dict(model=margs.model, engine=engine.info.name, template=tpl.to_dict(), stop=stops,
                         stop_token_ids=stop_ids)
         return work, [(k, g, sum(r.count for r in g)) for k, g in enumerate(groups)], manifest
@@ -143,7 +155,8 @@ def generate_instructions(engine, margs: ModelArgs, iargs: InstructionArgs, rarg
 
 def sample_shard(engine, rounds: list[Round], model: str, iargs: InstructionArgs, pre_query_template: str,
                  stops: tuple, stop_ids: tuple, do_clean: bool,
-                 steer: steering.Steering | steering.Prompter | None = None) -> tuple[list[dict], dict]:
+                 steer: steering.Steering | steering.Prompter | None = None,
+                 tools: str | None = None) -> tuple[list[dict], dict]:
     """One shard of step 1: its rounds go to the engine in one call, each with its own sampling (a Table 7 mix
     shares the call), so that vLLM schedules all of them together instead of idling at the end of every round.
 
@@ -197,6 +210,8 @@ def sample_shard(engine, rounds: list[Round], model: str, iargs: InstructionArgs
         }
         if choice is not None:
             record["steer"] = dict(choice)
+        if tools is not None:  # the tools (JSON) its pre-query template showed: the answer is written with them
+            record["tools"] = tools
         for key in keys:
             kept_by[key] = kept_by.get(key, 0) + 1
         records.append(record)

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from core import shards, store
-from core.answer import chat_sampling
+from core import reasoning, shards, store
+from core.answer import answer_template, chat_sampling
 from core.config import NON_SEMANTIC_ROLE_KEYS
 from core.engines import SEED_SCHEME, stream_seed
 
@@ -83,12 +83,13 @@ def sample_preferences(engine, role, pargs: PreferenceArgs, in_dir, out_dir, clu
         scorer = pargs.pref_reward_role()
         check_reward_model(scorer.model, scorer.trust_remote_code, key="pref_reward_model")
         picked = src.require_complete()
-        sampling = chat_sampling(engine, role.model, n=pargs.pref_k, temperature=pargs.pref_temperature,
+        tpl = answer_template(engine, role.model)
+        sampling = chat_sampling(engine, role.model, tpl, n=pargs.pref_k, temperature=pargs.pref_temperature,
                                  top_p=pargs.pref_top_p, max_tokens=pargs.pref_max_tokens, seed=pargs.pref_seed)
         columns = ["id", "instruction", *(c for c in _CARRY if c in set(src.columns()))]
         gen_cfg = {**sampling.to_dict(), "output_generator": role.model, "engine": engine.info.name}
         work = shards.ShardWork(str(out.path), sample_shard, role=role,
-                                args=(str(src.path), columns, sampling, gen_cfg))
+                                args=(str(src.path), columns, sampling, gen_cfg, tpl))
         manifest = dict(model=role.model, engine=engine.info.name, input=str(src.path), funnel=picked["funnel"],
                         sampling=sampling.to_dict())
         return work, shards.row_ranges(src.num_rows(), pargs.pref_batch_size), manifest
@@ -96,25 +97,34 @@ def sample_preferences(engine, role, pargs: PreferenceArgs, in_dir, out_dir, clu
     return shards.write_stage(out, "preferences", preferences_config(role, pargs, in_dir), prepare, lambda t: {
         "instructions": t.get("kept", 0), "samples": t.get("samples", 0), "empty": t.get("empty", 0),
         "truncated": t.get("truncated", 0), "tokens": t.get("tokens", 0),
+        **({"reasoning_unclosed": t["reasoning_unclosed"]} if "reasoning_unclosed" in t else {}),
         "selected_from": src.manifest()["counts"]["input"]}, engine, desc="preference samples", unit="prompt",
         cluster=cluster)
 
 
-def sample_shard(engine, rows: tuple[int, int], in_dir: str, columns: list[str], sampling, gen_cfg: dict):
+def sample_shard(engine, rows: tuple[int, int], in_dir: str, columns: list[str], sampling, gen_cfg: dict, tpl=None):
     """k responses to each instruction of input rows [start, stop), in one engine call. Each instruction's seed is
-    keyed by its record id, so every sample has a stream of its own and a resumed shard draws the same ones."""
+    keyed by its record id, so every sample has a stream of its own and a resumed shard draws the same ones. A
+    thinking model's samples are its answers alone (`reasonings` holds the thinking); one whose thinking never ended
+    has no answer, and counts as empty."""
     batch = shards.input_rows(in_dir, *rows, columns=columns)
     outs = engine.chat([[{"role": "user", "content": r["instruction"]}] for r in batch],
                        [sampling.replace(seed=stream_seed(sampling.seed or 0, "preferences", r["id"])) for r in batch])
+    thinking = tpl is not None and tpl.reasoning_format is not None
     records, meta = [], {"kept": len(batch), "samples": 0, "empty": 0, "truncated": 0, "tokens": 0}
+    meta |= {"reasoning_unclosed": 0} if thinking else {}
     for r, completions in zip(batch, outs):
-        texts = [c.text.strip() for c in completions]
+        parts = [reasoning.split_completion(c, tpl) for c in completions]
+        texts = [p.answer for p in parts]
+        if thinking:
+            meta["reasoning_unclosed"] += sum(not p.closed for p in parts)
         meta["samples"] += len(texts)
         meta["empty"] += sum(not t for t in texts)
         meta["truncated"] += sum(c.finish_reason == "length" for c in completions)
         meta["tokens"] += sum(c.num_tokens for c in completions)
         records.append({**r, "responses": texts, "finish_reasons": [c.finish_reason for c in completions],
-                        "gen_response_configs": gen_cfg})
+                        "gen_response_configs": gen_cfg,
+                        **({"reasonings": [p.reasoning for p in parts]} if thinking else {})})
     return records, meta
 
 

@@ -20,7 +20,11 @@ _RESPONSE_OPENINGS = re.compile(
 # Chat-template debris: the model wrote a turn marker as text.
 _TEMPLATE_DEBRIS = re.compile(r"<\|[a-z_]+\|>|\[/?INST\]|<start_of_turn>|<end_of_turn>", re.I)
 
-REASONS = ("empty", "truncated", "response_like")
+# A reasoning model at the pre-query template often thinks or answers instead of asking (Magpie issue #10): its
+# thinking markup where a user's request should be.
+_THINKING = re.compile(r"</?think>|<\|channel\|>\s*analysis", re.I)
+
+REASONS = ("empty", "truncated", "response_like", "thinking_instead")
 
 
 def check(instruction: str, finish_reason: str) -> str | None:
@@ -28,6 +32,8 @@ def check(instruction: str, finish_reason: str) -> str | None:
     text = instruction.strip()
     if not text:
         return "empty"
+    if _THINKING.search(text):
+        return "thinking_instead"
     if finish_reason == "length":
         return "truncated"  # ran into max_tokens: no complete request
     if _RESPONSE_OPENINGS.match(text) or _TEMPLATE_DEBRIS.search(text):

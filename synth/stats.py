@@ -31,6 +31,7 @@ UNTAGGED = "untagged"
 TOP_LANGUAGES = 15
 NUMERIC = ("instruct_reward", "reward_difference", "min_neighbor_distance", "repeat_count")
 LENGTHS = ("instruction_length", "response_length")  # characters; the response: all assistant turns
+REASONING_LENGTH = "reasoning_length"  # characters of a thinking model's reasoning, rows that have one
 BATCH_ROWS = 10_000  # rows read at a time: ~50 MB of text at the paper's lengths
 STEER_FIELD = "task_category"  # the tag counted per steer value (issue 23: what each steer makes the model ask)
 
@@ -102,7 +103,8 @@ class Profile:
     label counts of the categorical tags, the finite values of the numeric tags and the lengths (8 bytes a row),
     rows with a value per column (coverage), user turns per row, and for a steered set the rows of each (steer
     value, task category). Never the rows themselves."""
-    COLUMNS = ("instruction", "response", "messages", "steer", *CATEGORICAL, *NUMERIC)  # what it reads of a dataset
+    COLUMNS = ("instruction", "response", "messages", "steer", "reasoning", "reasoning_closed", *CATEGORICAL,
+               *NUMERIC)  # what it reads of a dataset
 
     def __init__(self):
         self.rows = 0
@@ -110,7 +112,8 @@ class Profile:
         self.non_null: dict[str, int] = {}  # column -> rows with a value, for every column seen
         self.turns: Counter = Counter()
         self.steer: dict[str, Counter] = {}  # steer kind -> Counter of (its value, STEER_FIELD label)
-        self._values: dict[str, list[np.ndarray]] = {f: [] for f in (*NUMERIC, *LENGTHS)}
+        self._values: dict[str, list[np.ndarray]] = {f: [] for f in (*NUMERIC, *LENGTHS, REASONING_LENGTH)}
+        self.reasoning_unclosed = 0  # rows whose thinking never ended (reasoning_closed false): no answer
 
     def add(self, table: pa.Table) -> Profile:
         n = table.num_rows
@@ -128,6 +131,11 @@ class Profile:
             self._values[f].append(_finite(table, f))
         self._values["instruction_length"].append(_chars(table, "instruction").astype(float))
         self._values["response_length"].append(response_lengths(table).astype(float))
+        if "reasoning" in table.column_names:  # a thinking model's answers: the length of each row's thinking
+            has = pc.is_valid(table["reasoning"]).to_numpy(zero_copy_only=False)
+            self._values[REASONING_LENGTH].append(_chars(table, "reasoning")[has].astype(float))
+        if "reasoning_closed" in table.column_names:
+            self.reasoning_unclosed += int(pc.sum(pc.equal(table["reasoning_closed"], False)).as_py() or 0)
         turns, k = np.unique(user_turns(table), return_counts=True)
         self.turns.update({int(t): int(c) for t, c in zip(turns, k)})
         if "steer" in table.column_names and pa.types.is_struct(table.schema.field("steer").type):
@@ -379,7 +387,9 @@ def wandb_tables(source, funnel=None) -> dict:
     for name, field in (("tags/instruct_reward", "instruct_reward"),
                         ("tags/min_neighbor_distance", "min_neighbor_distance"),
                         ("lengths/instruction_length", "instruction_length"),
-                        ("lengths/response_length", "response_length")):
+                        ("lengths/response_length", "response_length"),
+                        *((("lengths/reasoning_length", REASONING_LENGTH),) if len(profile.values(REASONING_LENGTH))
+                          else ())):
         out[name] = wandb.Table(columns=["bin_start", "bin_end", "rows"], data=_hist_rows(profile.values(field)))
     if profile.steer:
         out[f"tags/{STEER_FIELD}_by_steer"] = wandb.Table(

@@ -91,12 +91,14 @@ def test_threshold_edges(preset, tag, value, passes):
 
 
 def test_every_preset_runs_and_keeps_its_size_cap():
-    records = [row(i, difficulty="easy" if i % 2 else "hard") for i in range(40)]
+    # (reasoning-closed reads a thinking model's columns: every row here closed its thinking)
+    records = [row(i, difficulty="easy" if i % 2 else "hard", reasoning="r", reasoning_closed=True) for i in range(40)]
     for name in filters.PRESETS:
         kept, funnel = apply(records, name, size=10)
         assert funnel[0] == ("input", 40)
         assert funnel[-1][1] == len(kept)
-        assert len(kept) == (40 if name == "pro-filter-5" else 10), name  # Filter 5 has no length cut
+        # Filter 5 and reasoning-closed have no length cut
+        assert len(kept) == (40 if name in ("pro-filter-5", "reasoning-closed") else 10), name
 
 
 def test_categories_cut_shares_the_size_evenly_over_task_categories():

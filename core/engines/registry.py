@@ -21,11 +21,20 @@ def register_engine(name: str):
     return deco
 
 
-def get_engine(name: str, **kwargs) -> Engine:
-    """Build an engine by registry name. Engines whose library is missing say what to install."""
+def get_engine(name: str, chat_template: str | None = None, **kwargs) -> Engine:
+    """Build an engine by registry name. Engines whose library is missing say what to install. `chat_template`: a file
+    whose template replaces the tokenizer's own (a role's `chat_template` key), in every render of the engine."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown engine {name!r}; choose one of {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**kwargs)
+    engine = _REGISTRY[name](**kwargs)
+    if chat_template:
+        from ..templates import read_chat_template_file
+
+        if engine.tokenizer is None:
+            raise ValueError(f"chat_template {chat_template}: the {name} engine of {kwargs.get('model')} has no local "
+                             "tokenizer to render it with; give it one (openai engine: tokenizer=<model>)")
+        engine.tokenizer.chat_template = read_chat_template_file(chat_template)["chat_template"]
+    return engine
 
 
 _SHARED: dict[tuple, Engine] = {}
