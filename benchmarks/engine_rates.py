@@ -1,6 +1,6 @@
 """What `engine: auto` weighs: each engine's build time, prompt (prefill) and generation (decode) rates (prints JSON).
 
-    python benchmarks/engine_rates.py [--engines hf vllm] [--prompts 64] [--prompt_tokens 400] [--new_tokens 128]
+    python benchmarks/engine_rates.py [--engines hf vllm] [--prompts 64] [--prompt_tokens 400] [--new_tokens 256]
 
 Each engine runs in a fresh process on the embedded SmolLM2-135M-Instruct with the tiny profile's settings (dtype
 auto, hf batch 32) through the project's own engine class, and is timed three ways:
@@ -8,8 +8,8 @@ auto, hf batch 32) through the project's own engine class, and is timed three wa
   build_s    process start -> engine ready: the imports and the engine build, what a stage process pays once
   prefill    `prompts` prompts of about `prompt_tokens` tokens (a judge's prompt around an instruction), 1 new token
              each: prompt tokens per second
-  decode     `prompts` short prompts sampled at T=1 up to `new_tokens` new tokens: generated tokens per second, the
-             prompts' own share taken off at the prefill rate
+  decode     `prompts` short requests whose answers run from a word to a page (8 asks x 8 topics), greedy up to
+             `new_tokens`: generated tokens per second, the prompts' own share taken off at the prefill rate
 
 core/data/engine_speed.yaml holds the numbers `engine: auto` uses (core/engine_choice.py); rerun this on another CPU
 and put its output there (or pass --write).
@@ -28,6 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MODEL = "embedded:smollm2-135m-instruct"
+ASKS = ["What is {}? One word.", "Name three facts about {}.", "Explain {} to a child.",
+        "Write a short story about {}.", "Give a one-line definition of {}.", "Write an essay about {}.",
+        "Is {} important? Yes or no.", "List ten questions about {}."]
+TOPICS = ["the moon", "bread", "rivers", "chess", "music", "glass", "bees", "trains"]
 FILLER = ("Please read the user's request below and say how hard it is to answer, what the user wants, and what "
           "knowledge an answer needs. ")
 
@@ -47,11 +51,14 @@ def measure(engine_name: str, prompts: int, prompt_tokens: int, new_tokens: int,
     engine.complete(long_prompts, Sampling(temperature=0.0, max_tokens=1))
     prefill_s = time.perf_counter() - t0
     prefill_rate = n_prompt / prefill_s
-    short = [tok.apply_chat_template([{"role": "user", "content": f"Tell me a story about the number {i}."}],
-                                     tokenize=False, add_generation_prompt=True) for i in range(prompts)]
+    # Answers of the lengths a stage meets: a word to a page (a batch that waits on its longest answer wastes
+    # the slots of the short ones; that is part of an engine's rate here, as in a responses stage)
+    asks = [ask.format(topic) for topic in TOPICS for ask in ASKS]
+    short = [tok.apply_chat_template([{"role": "user", "content": asks[i % len(asks)]}], tokenize=False,
+                                     add_generation_prompt=True) for i in range(prompts)]
     short_tokens = sum(len(tok(p)["input_ids"]) for p in short)
     t0 = time.perf_counter()
-    outs = engine.complete(short, Sampling(temperature=1.0, max_tokens=new_tokens, seed=0))
+    outs = engine.complete(short, Sampling(temperature=0.0, max_tokens=new_tokens))  # greedy, as the answers
     decode_s = time.perf_counter() - t0
     generated = sum(o[0].num_tokens for o in outs)
     decode_rate = generated / max(decode_s - short_tokens / prefill_rate, 1e-6)
@@ -65,7 +72,7 @@ def main():
     ap.add_argument("--engines", nargs="+", default=["hf", "vllm"])
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--prompt_tokens", type=int, default=400)
-    ap.add_argument("--new_tokens", type=int, default=128)
+    ap.add_argument("--new_tokens", type=int, default=256)
     ap.add_argument("--one", help=argparse.SUPPRESS)  # the child process: measure this engine, print its JSON
     ap.add_argument("--t_start", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
