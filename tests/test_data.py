@@ -1,4 +1,5 @@
 """SFT dataset loaders (train/data.py): each Table-1 source, from its own schema to TRL `messages`."""
+import json
 import logging
 import re
 from collections import Counter
@@ -203,3 +204,146 @@ def test_specs_are_documented():
     assert set(get_spec("genqa").split.split("+")) >= {"code", "dialog", "math", "mmlu", "writing"}
     with pytest.raises(ValueError, match="path="):
         load_sft_dataset("messages")
+
+
+# -- tool-call and reasoning data of ours (core/tools.py, core/reasoning.py, synth/export.py) ------------------------
+CHAT_TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
+CALLS = [{"id": "abcDEF123", "type": "function", "function": {"name": "get_weather", "arguments": {
+    "location": "Lyon, France", "days_ahead": 1}}},
+         {"id": "ghiJKL456", "type": "function", "function": {"name": "calculate", "arguments": {
+             "expression": "17.5 * 3"}}}]
+QUESTION = "Will it rain in Lyon tomorrow, and what is 17.5 * 3?"
+
+
+def shipped_tools(*names: str) -> list[dict]:
+    return [json.loads((Path(__file__).parent.parent / "synth/data/tools" / f"{n}.json").read_text()) for n in names]
+
+
+def template_tokenizer(name: str):
+    """A tokenizer that holds only a real chat template (tests/fixtures/chat_templates) and its special tokens: enough
+    for TRL to render a row as text, with no model files."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    d = json.loads((CHAT_TEMPLATES / f"{name}.json").read_text())
+    special = {k: d[k] for k in ("bos_token", "eos_token") if d.get(k)}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
+                                  **special)
+    tok.chat_template = d["chat_template"]
+    return tok
+
+
+def test_tool_calls_tool_turns_and_reasoning_are_kept(caplog):
+    with caplog.at_level(logging.INFO, logger="train.data"):
+        ds = load_sft_dataset(str(FIX / "export-tools.jsonl"))
+    assert ds.column_names == ["messages", "tools", "source"] and len(ds) == 4
+    summary = [r.getMessage() for r in caplog.records if "kept" in r.getMessage()][-1]
+    assert "kept 4 of 7" in summary and "bad_tool_call=1, empty_turn=1, not_alternating=1" in summary
+    calls, tool, think, plain = ds
+    # the Magpie tool-call record: the request and the calls that answer it, with empty content
+    assert calls["messages"] == [{"role": "user", "content": QUESTION},
+                                 {"role": "assistant", "content": "", "tool_calls": CALLS}]
+    assert calls["tools"] == shipped_tools("weather", "calculator")
+    # JSON text (tools, and the OpenAI API's arguments) becomes objects; a tool turn keeps its name and call id
+    assert tool["tools"] == shipped_tools("calculator")
+    assert tool["messages"][2] == {"role": "assistant", "content": "Let me compute it.", "tool_calls": [
+        {"type": "function", "function": {"name": "calculate", "arguments": {"expression": "17.5 * 3"}}}]}
+    assert tool["messages"][3] == {"role": "tool", "name": "calculate", "tool_call_id": "call0", "content": "52.5"}
+    assert [m["role"] for m in tool["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
+    assert think["messages"][1] == {"role": "assistant", "content": "No: 91 = 7 * 13.",
+                                    "reasoning_content": "Try small primes: 91 / 7 = 13."}
+    # each turn holds its own keys only; a record without tools has none
+    assert plain["messages"] == [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}]
+    assert think["tools"] is None and plain["tools"] is None
+
+
+def _export_shards(root: Path) -> Path:
+    """An export dir as synth/export.py writes it (`with_json`: tools and arguments as Arrow JSON), from records as
+    the stages hold them (tools as JSON text, arguments as the OpenAI API's JSON text: core.tools.Call.trl): a shard
+    with a call, one with reasoning, one with neither (its turns a plain {role, content} struct)."""
+    from synth.export import with_json
+
+    text_calls = [{"type": c["type"], "function": {"name": c["function"]["name"],
+                                                   "arguments": json.dumps(c["function"]["arguments"])}}
+                  for c in CALLS]
+    tools = json.dumps(shipped_tools("weather", "calculator"))
+    shards = [
+        [{"id": "t0", "messages": [{"role": "user", "content": QUESTION},
+                                   {"role": "assistant", "content": "", "tool_calls": text_calls}], "tools": tools},
+         {"id": "t1", "messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}],
+          "tools": tools}],
+        [{"id": "r0", "messages": [{"role": "user", "content": "Is 91 prime?"},
+                                   {"role": "assistant", "content": "No.", "reasoning_content": "91 = 7 * 13."}],
+          "tools": None}],
+        [{"id": "p0", "messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}],
+          "tools": None}]]
+    (root / "data").mkdir(parents=True)
+    for k, rows in enumerate(shards):
+        pq.write_table(with_json(pa.Table.from_pylist(rows)), root / "data" / f"part-{k:05d}.parquet")
+    return root
+
+
+def test_native_export_with_tool_calls_and_reasoning_loads_for_trl(tmp_path):
+    ds = load_sft_dataset(str(_export_shards(tmp_path / "export")))
+    assert ds.column_names == ["messages", "tools", "source"] and len(ds) == 4
+    called, greeted, thought, plain = ds
+    assert called["messages"][1] == {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": c["function"]} for c in CALLS]}
+    assert called["tools"] == greeted["tools"] == shipped_tools("weather", "calculator")
+    # Parquet gives every turn of a shard every key; the loaded turns have only theirs
+    assert greeted["messages"] == [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]
+    assert thought["messages"][1] == {"role": "assistant", "content": "No.", "reasoning_content": "91 = 7 * 13."}
+    assert plain["messages"] == [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]
+    assert thought["tools"] is None and plain["tools"] is None
+    sample = load_sft_dataset(str(tmp_path / "export"), max_samples=4, seed=3)
+    assert sorted(map(str, sample["messages"])) == sorted(map(str, ds["messages"]))
+
+
+def test_sharegpt_export_of_tool_calls_reads_back_as_messages(tmp_path):
+    """sharegpt.jsonl writes calls as LLaMA-Factory's `function_call` turns (synth/export.to_sharegpt); read back, they
+    are the assistant's tool_calls again (without call ids, which that format has no room for)."""
+    from synth.export import to_sharegpt
+
+    text_calls = [{"type": "function", "function": {"name": c["function"]["name"],
+                                                    "arguments": json.dumps(c["function"]["arguments"])}}
+                  for c in CALLS]
+    tools = shipped_tools("weather", "calculator")
+    records = [{"id": "a", "tools": json.dumps(tools), "messages": [
+                   {"role": "user", "content": QUESTION},
+                   {"role": "assistant", "content": "Checking both.", "tool_calls": text_calls}]},
+               {"id": "b", "tools": None, "messages": [{"role": "user", "content": "Hi?"},
+                                                       {"role": "assistant", "content": "Hello."}]}]
+    f = tmp_path / "sharegpt.jsonl"
+    f.write_text("".join(json.dumps(to_sharegpt(r)) + "\n" for r in records))
+    a, b = load_sft_dataset(str(f))
+    assert a["messages"] == [{"role": "user", "content": QUESTION}, {
+        "role": "assistant", "content": "Checking both.",
+        "tool_calls": [{"type": "function", "function": c["function"]} for c in CALLS]}]
+    assert a["tools"] == tools
+    assert b["messages"] == records[1]["messages"] and b["tools"] is None
+
+
+def test_trl_renders_a_tool_call_row_through_a_real_template():
+    """A loaded row as SFTTrainer renders it: TRL's apply_chat_template with the row's `tools` (what its SFT tokenizer
+    passes as tools=) through Qwen2.5's own template: the tools in its <tools> block, the calls in its <tool_call> form
+    with the arguments as an object, the results in <tool_response>; and the reasoning through Qwen3's <think>."""
+    from trl import apply_chat_template
+
+    calls, tool, think, _ = load_sft_dataset(str(FIX / "export-tools.jsonl"))
+    qwen25 = template_tokenizer("Qwen__Qwen2.5-7B-Instruct")
+    text = apply_chat_template({"messages": calls["messages"]}, qwen25, tools=calls["tools"])["text"]
+    assert "<tools>\n" + "\n".join(json.dumps(t) for t in shipped_tools("weather", "calculator")) + "\n</tools>" in text
+    assert text.endswith(f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
+                         '<tool_call>\n{"name": "get_weather", "arguments": {"location": "Lyon, France", '
+                         '"days_ahead": 1}}\n</tool_call>\n'
+                         '<tool_call>\n{"name": "calculate", "arguments": {"expression": "17.5 * 3"}}\n</tool_call>'
+                         "<|im_end|>\n")
+    text = apply_chat_template({"messages": tool["messages"]}, qwen25, tools=tool["tools"])["text"]
+    assert text.startswith("<|im_start|>system\nYou are a careful assistant.\n\n# Tools")
+    assert ('<|im_start|>assistant\nLet me compute it.\n<tool_call>\n{"name": "calculate", "arguments": '
+            '{"expression": "17.5 * 3"}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n52.5\n'
+            "</tool_response><|im_end|>\n<|im_start|>assistant\n17.5 * 3 = 52.5.<|im_end|>\n") in text
+    text = apply_chat_template({"messages": think["messages"]}, template_tokenizer("Qwen__Qwen3-8B"),
+                               tools=think["tools"])["text"]
+    assert text.endswith("<|im_start|>assistant\n<think>\nTry small primes: 91 / 7 = 13.\n</think>\n\n"
+                         "No: 91 = 7 * 13.<|im_end|>\n")

@@ -15,12 +15,22 @@ backends). One validation runs after every converter: a conversation is kept onl
 non-empty, has no empty turn, alternates user/assistant after an optional system turn and ends on
 an assistant turn; drops are counted by reason and logged.
 
+Tool-call and reasoning data of ours (the native export, its sharegpt.jsonl) keep what TRL's SFT reads besides
+role/content (TRL docs, dataset formats, "Tool Calling"): an assistant turn's `tool_calls` ([{type: function,
+function: {name, arguments}}], arguments an object; such a turn may have empty content) and `reasoning_content`,
+`tool` turns (the results, with `name`/`tool_call_id` where the data has them, between the calling turn and the
+assistant's next one), and a `tools` column (a list of tool schemas, or None) that SFTTrainer hands to the chat
+template with each row. Such a set's `messages` are `datasets.Json` turns, so each turn holds its own keys and no
+others (an Arrow struct would give every turn every key, as None, which templates that test `'tool_calls' in message`,
+Llama-3.1's, read as a call). A set without them loads exactly as before.
+
 The schema notes on each loader were checked against the dataset cards (their `dataset_info`
 YAML) on huggingface.co in 2025; the cited page is in each comment.
 """
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 from collections import Counter
@@ -30,20 +40,28 @@ from typing import Callable
 
 import datasets
 
+from core.tools import _tool as tool_schema
+
 log = logging.getLogger(__name__)
 
-Message = dict[str, str]
+Message = dict  # role, content (str); in tool-call and reasoning data also the EXTRA_KEYS
 Converter = Callable[[dict], list[Message]]
 
 ROLES = ("system", "user", "assistant")
 # ShareGPT `from` values seen in the wild. ShareGPT-Vicuna has "human"/"gpt" and, in some dumps,
 # "bing"/"chatgpt"/"bard" for the assistant side and "system"; OpenHermes-2.5 has "system". Any
 # other value (e.g. a tool/"function" turn) is not a chat turn we can train on: the record is
-# dropped with reason "unknown_role" rather than guessed.
+# dropped with reason "unknown_role" rather than guessed (our own sharegpt.jsonl's tool turns are read by
+# from_sharegpt_with_calls).
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system"}
 _FEATURES = datasets.Features({"messages": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
                                "_drop": datasets.Value("string")})
+# What a turn of our tool-call and reasoning data carries besides role/content (core/reasoning.message writes the
+# assistant's; a tool turn's are TRL's and the OpenAI API's). Only our own loaders keep them.
+EXTRA_KEYS = ("tool_calls", "reasoning_content", "name", "tool_call_id")
+# LLaMA-Factory's ShareGPT turns for a call and its result, as synth/export.to_sharegpt writes them.
+SHAREGPT_CALL, SHAREGPT_RESULT = "function_call", "observation"
 
 
 class Drop(Exception):
@@ -117,26 +135,124 @@ def from_messages(messages: list[dict] | None) -> list[Message]:
     return _turns(messages, "role", "content", {r: r for r in ROLES})
 
 
+def tool_call(c: dict) -> dict:
+    """One call in TRL's format, {"type": "function", "function": {"name", "arguments"}} (and its `id` if it has one),
+    arguments an object: the JSON text the OpenAI API (and core.tools.Call.trl) writes is parsed, as templates that
+    write `arguments | tojson` (Qwen2.5's, Llama-3.1's) would quote it a second time. Drop "bad_tool_call" otherwise."""
+    fn = c.get("function") if isinstance(c, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise Drop("bad_tool_call")
+    args = fn.get("arguments")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            raise Drop("bad_tool_call") from None
+    args = {} if args is None else args  # a call without arguments
+    if not isinstance(args, dict):
+        raise Drop("bad_tool_call")
+    call = {"type": c.get("type") or "function", "function": {"name": fn["name"], "arguments": args}}
+    return {"id": c["id"], **call} if c.get("id") is not None else call
+
+
+def from_trl_messages(messages: list[dict] | None) -> list[Message]:
+    """TRL's messages as our exports write them: role/content plus the EXTRA_KEYS a turn has, and `tool` turns."""
+    if messages is None:
+        raise Drop("malformed")
+    out = []
+    for turn in messages:
+        role = str(turn.get("role", "")).strip().lower()
+        if role not in (*ROLES, "tool"):
+            raise Drop("unknown_role")
+        m = {"role": role, "content": turn.get("content")}
+        # None is a key this turn lacks: Parquet stores the turns as one struct with the keys of them all
+        m.update((k, turn[k]) for k in EXTRA_KEYS if turn.get(k) is not None)
+        if m.get("tool_calls"):
+            if role != "assistant":
+                raise Drop("bad_tool_call")
+            m["tool_calls"] = [tool_call(c) for c in m["tool_calls"]]
+            m["content"] = m["content"] or ""  # None where a turn only calls; templates concatenate content
+        else:
+            m.pop("tool_calls", None)  # [] is no call
+        out.append(m)
+    return out
+
+
+def from_sharegpt_with_calls(conversations: list[dict] | None) -> list[Message]:
+    """ShareGPT with LLaMA-Factory's tool turns, as our sharegpt.jsonl writes tool-call data (synth/export.to_sharegpt):
+    a `function_call` turn (JSON of [{name, arguments}]) holds the calls of the answer before it (or of an answer
+    with no text), an `observation` turn a tool's result."""
+    if conversations is None:
+        raise Drop("malformed")
+    out: list[Message] = []
+    for turn in conversations:
+        kind = str(turn.get("from", "")).strip().lower()
+        if kind == SHAREGPT_CALL:
+            try:
+                calls = json.loads(turn.get("value") or "")
+            except json.JSONDecodeError:
+                raise Drop("bad_tool_call") from None
+            calls = [tool_call({"function": c}) for c in (calls if isinstance(calls, list) else [calls])]
+            if out and out[-1]["role"] == "assistant" and "tool_calls" not in out[-1]:
+                out[-1]["tool_calls"] = calls
+            else:
+                out.append({"role": "assistant", "content": "", "tool_calls": calls})
+        elif kind == SHAREGPT_RESULT:
+            out.append({"role": "tool", "content": turn.get("value")})
+        else:
+            out.extend(from_sharegpt([turn]))
+    return out
+
+
 def _messages_or_conversations(r: dict) -> list[Message]:
     # Our native exports carry `messages` (synth/export.py); the Magpie-Align releases, and our exports with
     # export_format magpie, carry ShareGPT `conversations`. Prefer `messages` when a file has both (HuggingFaceTB's
-    # H4 re-upload does).
+    # H4 re-upload does). A ShareGPT file with a `tools` column is tool-call data (our sharegpt.jsonl).
     if r.get("messages") is not None:
-        return from_messages(r["messages"])
+        return from_trl_messages(r["messages"])
+    if "tools" in r:
+        return from_sharegpt_with_calls(r.get("conversations"))
     return from_sharegpt(r.get("conversations"))
 
 
+def tools_of(value) -> list[dict] | None:
+    """A record's `tools` as SFTTrainer passes them to the chat template: a list of tool schemas ({"type": "function",
+    "function": {name, description, parameters}}, a bare function wrapped as core.tools does), from the list our
+    export writes, JSON text (sharegpt.jsonl, an export by pyarrow < 19) or a list of JSON texts; None for none
+    (TRL passes `tools or None`: Llama's templates write the tool preamble for an empty list)."""
+    try:
+        if isinstance(value, str):
+            value = json.loads(value)
+        items = [value] if isinstance(value, dict) else value or []
+        if not isinstance(items, list):
+            raise Drop("bad_tools")
+        return [tool_schema(json.loads(t) if isinstance(t, str) else t, "tools") for t in items] or None
+    except (json.JSONDecodeError, ValueError, AttributeError):
+        raise Drop("bad_tools") from None
+
+
 def validate(messages: list[Message]) -> str | None:
-    """The drop reason for a conversation, or None if it is trainable."""
+    """The drop reason for a conversation, or None if it is trainable. Tool-call data: an assistant turn that calls
+    tools may have empty content, and is followed by the results (`tool` turns), then the assistant again, or ends
+    the conversation (a Magpie tool-call record is the user's request and the calls that answer it)."""
     if not messages:
         return "empty"
-    if any(not isinstance(m.get("content"), str) or not m["content"].strip() for m in messages):
+    if any(not isinstance(m.get("content"), str) or not (m["content"].strip() or m.get("tool_calls"))
+           for m in messages):
         return "empty_turn"
     body = messages[1:] if messages[0]["role"] == "system" else messages
     if not body:
         return "empty"
-    if any(m["role"] != ("user" if i % 2 == 0 else "assistant") for i, m in enumerate(body)):
-        return "not_alternating"
+    expect = ("user",)
+    for m in body:
+        if m["role"] not in expect:
+            return "not_alternating"
+        if m["role"] == "user":
+            expect = ("assistant",)
+        elif m["role"] == "assistant":
+            expect = ("tool",) if m.get("tool_calls") else ("user",)
+        else:  # a tool's result: another result, or the assistant goes on
+            expect = ("tool", "assistant")
     if body[-1]["role"] != "assistant":
         return "no_final_assistant"
     return None
@@ -282,27 +398,62 @@ def _check_schema(raw: datasets.Dataset, spec: DatasetSpec, where: str) -> None:
                          f"(one of {', '.join(dataset_names(spec.kind))}).")
 
 
+def _has_extras(feature) -> bool:
+    """Whether a `messages` column of this type can hold the EXTRA_KEYS: a struct with one of them, or JSON turns
+    (datasets' JSON reader types turns with differing keys so)."""
+    if isinstance(feature, (datasets.List, datasets.LargeList)):
+        return _has_extras(feature.feature)
+    if isinstance(feature, list):
+        return _has_extras(feature[0])
+    return isinstance(feature, datasets.Json) or isinstance(feature, dict) and any(k in feature for k in EXTRA_KEYS)
+
+
+def _features(with_tools: bool) -> datasets.Features:
+    """The columns of tool-call or reasoning data: JSON turns (each with its own keys) and, with tools, `tools`."""
+    tools = {"tools": datasets.List(datasets.Json())} if with_tools else {}
+    return datasets.Features({"messages": datasets.List(datasets.Json()), **tools})
+
+
 def to_messages(raw: datasets.Dataset, name: str, where: str = "") -> tuple[datasets.Dataset, Counter]:
-    """Convert a raw dataset with loader `name`'s converter; return (messages + source, drops by reason)."""
+    """Convert a raw dataset with loader `name`'s converter; return (messages [+ tools] + source, drops by reason)."""
     spec = get_spec(name)
     _check_schema(raw, spec, where)
+    # Only our own layouts carry tool calls and reasoning; the third-party converters keep role/content.
+    with_tools = spec.converter is _messages_or_conversations and "tools" in raw.column_names
+    rich = with_tools or spec.converter is _messages_or_conversations and _has_extras(raw.features.get("messages"))
+    features = datasets.Features({**_features(with_tools), "_drop": datasets.Value("string")}) if rich else _FEATURES
 
     def convert(r: dict) -> dict:
+        out = {"messages": [], "tools": None} if with_tools else {"messages": []}
         try:
             msgs = spec.converter(r)
+            if with_tools:
+                out["tools"] = tools_of(r["tools"])
         except Drop as e:
-            return {"messages": [], "_drop": str(e)}
+            return {**out, "_drop": str(e)}
         except (KeyError, TypeError, AttributeError):
-            return {"messages": [], "_drop": "malformed"}
-        return {"messages": msgs, "_drop": validate(msgs) or ""}
+            return {**out, "_drop": "malformed"}
+        return {**out, "messages": msgs, "_drop": validate(msgs) or ""}
 
-    out = raw.map(convert, remove_columns=raw.column_names, features=_FEATURES,
+    out = raw.map(convert, remove_columns=raw.column_names, features=features,
                   desc=f"{name}: to messages", load_from_cache_file=False)
     drops = Counter(d for d in out["_drop"] if d)
     if drops:
         out = out.filter(lambda d: not d, input_columns="_drop", load_from_cache_file=False)
     out = out.remove_columns("_drop").add_column("source", [name] * len(out))
     return out, drops
+
+
+def _concat(parts: list[datasets.Dataset]) -> datasets.Dataset:
+    """The parts of a local set as one. The shards of one export can differ (one without any call or reasoning has
+    plain turns): then every part takes the tool-call columns, a part without tools having none (None)."""
+    if all(p.features == parts[0].features for p in parts):
+        return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    with_tools = any("tools" in p.column_names for p in parts)
+    features = datasets.Features({**_features(with_tools), "source": datasets.Value("string")})
+    parts = [(p.add_column("tools", [None] * len(p)) if with_tools and "tools" not in p.column_names else p)
+             .select_columns(list(features)).cast(features) for p in parts]
+    return datasets.concatenate_datasets(parts)
 
 
 DATA_SUFFIXES = {".parquet": "parquet", ".json": "json", ".jsonl": "json"}
@@ -366,7 +517,7 @@ def _load(name_or_path, path, split, max_samples, seed, kind: str, convert) -> d
             part, d = convert(raw, name, where=str(f))
             parts.append(part)
             drops += d
-        ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        ds = _concat(parts)
         origin = str(path or name_or_path)
     else:
         raw = datasets.load_dataset(spec.hub_id, spec.config, split=split or spec.split, **spec.hub_kwargs)

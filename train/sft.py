@@ -65,7 +65,10 @@ def _train(data_args: DataArguments, training_args, model_args) -> dict:
         raise ValueError(f"dataset {data_args.dataset!r} has no usable conversations")
     tokenizer = common.load_tokenizer(model_path, model_args, training_args)
     trainer, result, seconds = common.fit(SFTTrainer, model_path, training_args, model_args,
-                                          dataset.select_columns(["messages"]), tokenizer, data_args.merge_adapter)
+                                          # `tools`: TRL renders a row's tool schemas into its chat template
+                                          dataset.select_columns([c for c in ("messages", "tools")
+                                                                  if c in dataset.column_names]),
+                                          tokenizer, data_args.merge_adapter)
     # `dataset` lets eval/ place the trained model on its paper Table 1 row.
     out = {**common.save_outputs(trainer, model_path, training_args, model_args, data_args.merge_adapter),
            "dataset": data_args.dataset}
