@@ -19,7 +19,7 @@ from core import procs, store, tracking
 from core.answer import generate_responses, responses_config
 from core.cluster import Cluster, DriverView
 from core.config import stage_config
-from core.engines import LazyEngine, check_context
+from core.engines import LazyEngine, check_context, registry
 from core.layout import RunLayout
 
 from . import stats
@@ -35,7 +35,7 @@ from .preferences import (
     select_prompts,
     wandb_logs,
 )
-from .tag import tag_dataset, tagger_kwargs
+from .tag import generating_roles, shares_engine, tag_dataset, tagger_kwargs
 from .taggers.reward import check_reward_model
 
 
@@ -88,6 +88,10 @@ class Stage:
     validate: Callable[[Context], None] | None = None  # checks of its values, before anything loads or is written
     after: Callable[[Callable, Path, dict], None] | None = None  # (log, out, counts): W&B tables, plots, notes
     cluster_kw: bool = False  # a stage without a model role that still sends shards to the cluster (its own models)
+    # (c, role) -> the roles of its own models that `role`'s engine can serve (same model and settings), when all of
+    # them can: the stage then joins the segment holding that engine and runs on it (the tag stage's judges on the
+    # generator's vLLM engine: one build for the run). Empty: a segment of its own.
+    shares: Callable[[Context, object], list] | None = None
 
     def check(self, c: Context) -> None:
         if self.model is not None:  # a max_model_len given in the config is known before any model loads
@@ -102,7 +106,8 @@ class Stage:
             return False
         return store.DatasetDir(out).reusable(self.config(c, src)) is not None
 
-    def run_here(self, c: Context, src, out) -> dict:
+    def run_here(self, c: Context, src, out, held=None) -> dict:
+        """`held`: the role whose engine this process holds, for a stage that `shares` it."""
         engine = None
         if self.model is not None:
             engine = DriverView(self.model(c)) if c.cluster is not None else \
@@ -110,7 +115,17 @@ class Stage:
         args, kwargs = self.args(c, engine, src, out)
         if c.cluster is not None and (self.model is not None or self.cluster_kw):
             kwargs["cluster"] = c.cluster
-        return self.fn(*args, **kwargs)
+        lent = []
+        if held is not None and self.shares is not None and (roles := self.shares(c, held)):
+            lazy = c.engine(held)  # built on first use: a stage whose output is complete never builds it
+            for r in roles:  # whoever asks for these roles' shared engine gets the one held here
+                kw = r.engine_kwargs()
+                lent.append(registry.lend(lazy, r.engine, kw.pop("model"), **kw))
+            kwargs["held"] = (held.model,)
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            registry.take_back(*lent)
 
 
 def segments(names: list[str], c: Context) -> list[list[str]]:
@@ -126,6 +141,8 @@ def segments(names: list[str], c: Context) -> list[list[str]]:
         if out and not s.cluster_kw and held[-1] is not False and (role is None or held[-1] in (None, role)):
             out[-1].append(name)
             held[-1] = held[-1] or role
+        elif out and held[-1] and s.shares is not None and s.shares(c, held[-1]):
+            out[-1].append(name)  # its models are the held one's: it runs on that engine
         else:
             out.append([name])
             held.append(False if s.cluster_kw else role)
@@ -145,7 +162,8 @@ def place_segment(segment: list[str], names: list[str], c: Context) -> None:
         layout = layout_of(c)
         for n in segment:  # in order: a stage's input is the one before it
             s = STAGES[n]
-            if s.model is not None and not s.done(c, source(s, names, layout), getattr(layout, s.out)):
+            if (s.model is not None or s.shares is not None) and not s.done(c, source(s, names, layout),
+                                                                               getattr(layout, s.out)):
                 done = False
                 break
     procs.place(run_segment, segment, names, c.parsed, engines=(role.engine,) if role else (), done=done,
@@ -166,11 +184,12 @@ def _run_here(segment: list[str], names: list[str], c: Context) -> None:
     group = c.run.wandb_group or layout.root.name
     log_cfg = {"profile": c.run.profile,
                **stage_config(c.margs, c.iargs, c.rargs, c.mtargs, c.targs, c.fargs, c.eargs, c.pargs)}
+    held = next((STAGES[n].model(c) for n in segment if STAGES[n].model is not None), None)
     for name in segment:
         stage, out = STAGES[name], getattr(layout, STAGES[name].out)
         with tracking.stage_run(name, log_cfg, layout.root, c.run.report_to, c.run.wandb_project, group) as log:
             t0 = time.perf_counter()
-            counts = stage.run_here(c, source(stage, names, layout), out)
+            counts = stage.run_here(c, source(stage, names, layout), out, held=held)
             dt = time.perf_counter() - t0
             n = counts.get(stage.count, 0)
             log({f"{name}/{k}": v for k, v in counts.items() if isinstance(v, (int, float))}
@@ -246,7 +265,9 @@ STAGES = {s.name: s for s in (
     Stage("tag", tag_dataset,
           lambda c, e, src, out: ((src, out, tagger_kwargs(c.targs)), {"batch_size": c.targs.tag_batch_size}),
           "tagged", ("multiturn", "responses"), "records", "records", validate=lambda c: tagger_kwargs(c.targs),
-          after=_log_tables, cluster_kw=True),
+          after=_log_tables, cluster_kw=True,
+          shares=lambda c, role: generating_roles(c.targs) if c.cluster is None and shares_engine(c.targs, role)
+          else []),
     Stage("filter", filter_dataset,
           lambda c, e, src, out: ((src, out, c.fargs.filter_preset), dict(
               size=c.fargs.filter_size, expression=c.fargs.filter_expression, seed=c.fargs.filter_seed)),

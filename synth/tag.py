@@ -156,11 +156,41 @@ def model_groups(taggers: dict[str, dict]) -> list[dict[str, dict]]:
     return [g for _, g in groups]
 
 
+def generating_roles(t) -> list:
+    """The model roles whose engines the configured taggers generate with (judge, guard, base), from TagArgs."""
+    uses = {"judge": {"task_category", "difficulty", "input_quality"}, "guard": {"llama_guard_2"},
+            "base": {"reward_difference"}}
+    return [getattr(t, f"{prefix}_role")() for prefix, names in uses.items() if names & set(t.taggers)]
+
+
+def shares_engine(t, role) -> bool:
+    """Whether the tag stage can run on `role`'s engine in the process that holds it (synth.stages.segments): every
+    model the taggers generate with is that role's, same model and settings (tiny: SmolLM2 on vLLM for the generator
+    and the taggers), on vLLM (an hf model on a CPU stays in the run's process anyway), and every other model group
+    needs no process of its own (an hf model on a CPU). Then the engine is built once for the whole run."""
+    def settings(r):
+        return {k: v for k, v in r.engine_kwargs().items() if k != "gpu_memory_utilization"}
+
+    roles = generating_roles(t)
+    if role is None or role.engine != "vllm" or not roles or any(settings(r) != settings(role) for r in roles):
+        return False
+    for group in model_groups(plan(tagger_kwargs(t))):
+        models, engines = set(), set()
+        for kw in group.values():
+            m, e = _models(kw)
+            models, engines = models | m, engines | e
+        rest = engines - {"vllm"} if models <= {role.model} else engines
+        if procs.isolate(*rest):
+            return False
+    return True
+
+
 def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256, shard_rows: int = 10_000,
-                plots: bool = True, cluster=None) -> dict:
+                plots: bool = True, cluster=None, held: tuple[str, ...] = ()) -> dict:
     """`taggers`: name -> constructor kwargs, run in order. Returns counts for the summary. `cluster` (a
     core.cluster.Cluster): the model groups' shards go to its actors; nearest neighbours (all rows at once)
-    runs here."""
+    runs here. `held`: models whose vLLM engine this process holds (lent to the shared engines, synth.stages): a
+    group on them runs here, on that engine."""
     src = store.DatasetDir(in_dir)
     input_id = src.identity()
     out = store.DatasetDir(out_dir)
@@ -179,8 +209,10 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
         complete = all(_part_complete(name, kw, n, batch_size, input_id, out_dir) for name, kw in group.items())
         batched = all(get_tagger_class(name).batch_size is not None for name in group)
         on_cluster = cluster is not None and batched and not complete
+        models = set().union(*(_models(kw)[0] for kw in group.values()))
+        on_held = bool(held) and models <= set(held) and not procs.isolate(*(engines - {"vllm"}))
         parts.update(procs.place(run_taggers, group, in_dir, out_dir, batch_size, input_id, engines=tuple(engines),
-                                 done=complete, local=on_cluster, cluster=cluster if on_cluster else None))
+                                 done=complete, local=on_cluster or on_held, cluster=cluster if on_cluster else None))
     # Join: every record gets every tagger's fields (None where a tagger could not tag it), streamed.
     profile = join_parts(in_dir, out_dir, parts, shard_rows)
     counts = summarize(profile, parts)

@@ -73,3 +73,28 @@ def test_auto_is_decided_per_run_and_said_once_per_decision(capfd):
 def test_an_engine_given_is_never_changed():
     parsed = parse(["--config", TINY, "--engine", "hf", "--judge_engine", "hf", "--total_prompts", "20000"])
     assert parsed[0].engine == "hf" and parsed[4].judge_engine == "hf"
+
+
+def test_the_taggers_join_the_generators_engine_only_when_it_is_theirs():
+    """The tag stage runs in the generator's process, on its engine, when the judge, guard and base roles are that
+    engine's model and settings (synth.stages.segments); otherwise it keeps a segment of its own."""
+    from synth.stages import Context, expand, segments
+    from synth.tag import shares_engine
+
+    vllm = ["--engine", "vllm", "--judge_engine", "vllm", "--base_engine", "vllm", "--guard_engine", "vllm"]
+    stages = ["--stages", "instructions", "responses", "tag", "filter", "export"]
+
+    def cut(*extra):
+        c = Context(*parse(["--config", TINY, *vllm, *stages, *extra]))
+        return c, segments(expand(c.run.stages), c)
+
+    c, segs = cut()
+    assert shares_engine(c.targs, c.generator())
+    assert segs == [["instructions", "responses", "tag", "filter", "export"]]
+    for extra in (["--judge_quantization", "fp8"],  # air's judge: another engine
+                  ["--guard_model", "embedded:all-minilm-l6-v2"], ["--base_engine", "hf"]):
+        c, segs = cut(*extra)
+        assert not shares_engine(c.targs, c.generator()), extra
+        assert segs == [["instructions", "responses"], ["tag"], ["filter", "export"]], extra
+    c, segs = cut("--engine", "hf")  # an hf generator stays in the run's process anyway
+    assert segs == [["instructions", "responses"], ["tag"], ["filter", "export"]]

@@ -72,8 +72,14 @@ def _run(out, config: str, capsys, *args) -> str:
 
 def test_air_config_scaled_down_on_vllm(tmp_path, capsys):
     """air.yaml, all five stages, on vLLM-CPU: 24 samples of the air-3m mix (12 cells), n=200, 50 rounds to a shard,
-    responses in shards of 200, the eight taggers in their groups, air-300k-filtered, export."""
+    responses in shards of 200, the eight taggers in their groups, air-300k-filtered, export. Scaled down, the
+    judge, guard and base roles are the generator's model and settings: the taggers run on its engine, in its
+    process (one vLLM build for the run)."""
+    from core import procs
+
+    procs.HISTORY.clear()
     _run(tmp_path, "air.yaml", capsys, *scaled_down(), "--report_to", "none")
+    assert [t for t, _ in procs.HISTORY] == ["synth.stages:run_segment"], procs.HISTORY
     ins = store.DatasetDir(tmp_path / "instructions")
     m = ins.manifest()
     assert m["config"]["n"] == 200 and m["config"]["rounds_per_shard"] == 50 and m["config"]["mix"] == "air-3m"

@@ -245,7 +245,7 @@ def test_guard_prompt_starts_with_the_bos_its_template_omits(hf_engine):
 
     tok, bos = _with_bos(hf_engine.tokenizer, GUARD2_LIKE)
     assert document_prefix(tok) == bos
-    engine = SimpleNamespace(tokenizer=tok, info=SimpleNamespace(model="guard"))
+    engine = SimpleNamespace(tokenizer=tok, info=SimpleNamespace(model="guard"), template_kwargs=None)
     engine.render_chat = lambda chat, add_generation_prompt=True: Engine.render_chat(engine, chat,
                                                                                     add_generation_prompt)
     guard = get_tagger("llama_guard_2", guard_model="meta-llama/Meta-Llama-Guard-2-8B", engine=engine)

@@ -40,11 +40,15 @@ def get_engine(name: str, chat_template: str | None = None, **kwargs) -> Engine:
 _SHARED: dict[tuple, Engine] = {}
 
 
+def _key(name: str, model: str, kwargs: dict) -> tuple:
+    return name, model, tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k != "gpu_memory_utilization"))
+
+
 def shared_engine(name: str, model: str, **kwargs) -> Engine:
     """One engine per (engine, model, kwargs) in this process: the three judge taggers (and the eval
     judge) use the same model, and loading an 8B model three times would triple memory and start-up. A memory
     setting (gpu_memory_utilization) makes no second engine of the same model: the first one's applies."""
-    key = (name, model, tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k != "gpu_memory_utilization")))
+    key = _key(name, model, kwargs)
     if key not in _SHARED:
         _SHARED[key] = get_engine(name, model=model, **kwargs)
     return _SHARED[key]
@@ -55,3 +59,18 @@ def release_shared() -> None:
     while _SHARED:
         _SHARED.popitem()[1].close()
 
+
+
+def lend(engine, name: str, model: str, **kwargs) -> tuple:
+    """Make `engine` (one this process already holds, e.g. a stage's LazyEngine) the shared engine of (name, model,
+    kwargs), so that whoever asks for that engine gets it instead of building a second one (the taggers on the
+    generator's engine, synth.stages). Returns the key, for `take_back`."""
+    key = _key(name, model, kwargs)
+    _SHARED.setdefault(key, engine)
+    return key
+
+
+def take_back(*keys: tuple) -> None:
+    """Forget lent engines without closing them: their owner closes them."""
+    for key in keys:
+        _SHARED.pop(key, None)
