@@ -133,6 +133,7 @@ def in_own_process(target, *args, **kwargs):
         recv.close()
     proc.join()
     if not ok:
+        HISTORY.append((name, proc.pid))  # it ran, and raised
         error, tb = payload
         error.add_note(f"(raised in the process running {name}:)\n{tb}")
         raise error
