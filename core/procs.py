@@ -64,6 +64,11 @@ def _stop_descendants(keep: set[int]) -> None:
     from .engines.registry import release_shared
 
     release_shared()
+    if "wandb" in sys.modules:  # its service is one of our children: close it before it is ended, not after
+        try:
+            sys.modules["wandb"].teardown()
+        except Exception:  # noqa: BLE001  (a run that cannot sync is the tracker's business, not this process's)
+            pass
     me = psutil.Process()
     left = [p for p in me.children(recursive=True) if p.pid not in keep]
     for p in left:
