@@ -98,7 +98,7 @@ def run_taggers(group: dict[str, dict], in_dir, out_dir, batch_size: int, input_
                                 tensor_parallel_size=tp)
         # On vLLM the taggers of the same rows go in flight together: the three judges' prompts (and the guard's)
         # share the engine's running batch, one pass over the rows, and its prefix cache (core.shards.run).
-        on_vllm = "vllm" in set().union(*(_models(kw)[1] for kw in group.values()))
+        on_vllm = "vllm" in _group_models(group)[1]
         in_flight = VLLM_IN_FLIGHT if on_vllm else 1
         order = {name: i for i, name in enumerate(group)}
         try:
@@ -174,15 +174,24 @@ def shares_engine(t, role) -> bool:
     roles = generating_roles(t)
     if role is None or role.engine != "vllm" or not roles or any(settings(r) != settings(role) for r in roles):
         return False
-    for group in model_groups(plan(tagger_kwargs(t))):
-        models, engines = set(), set()
-        for kw in group.values():
-            m, e = _models(kw)
-            models, engines = models | m, engines | e
-        rest = engines - {"vllm"} if models <= {role.model} else engines
-        if procs.isolate(*rest):
-            return False
-    return True
+    return not any(procs.isolate(*_group_models(group)[1]) and not _on_held(group, (role.model,))
+                   for group in model_groups(plan(tagger_kwargs(t))))
+
+
+def _group_models(group: dict[str, dict]) -> tuple[set, set]:
+    """The models a model group's taggers name, and their engines."""
+    models, engines = set(), set()
+    for kw in group.values():
+        m, e = _models(kw)
+        models, engines = models | m, engines | e
+    return models, engines
+
+
+def _on_held(group: dict[str, dict], held) -> bool:
+    """Whether `group` runs here on the vLLM engines of the `held` models: all its models are held, and its other
+    engines need no process of their own (an hf model on a CPU)."""
+    models, engines = _group_models(group)
+    return bool(held) and models <= set(held) and not procs.isolate(*(engines - {"vllm"}))
 
 
 def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256, shard_rows: int = 10_000,
@@ -205,12 +214,11 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
     # One process per model group where models need it (procs.isolate): its exit frees the model before the
     # next group's loads. A group whose parts are all complete is read back without a process or a model.
     for group in model_groups(taggers):
-        engines = set().union(*(_models(kw)[1] for kw in group.values()))
+        engines = _group_models(group)[1]
         complete = all(_part_complete(name, kw, n, batch_size, input_id, out_dir) for name, kw in group.items())
         batched = all(get_tagger_class(name).batch_size is not None for name in group)
         on_cluster = cluster is not None and batched and not complete
-        models = set().union(*(_models(kw)[0] for kw in group.values()))
-        on_held = bool(held) and models <= set(held) and not procs.isolate(*(engines - {"vllm"}))
+        on_held = _on_held(group, held)
         parts.update(procs.place(run_taggers, group, in_dir, out_dir, batch_size, input_id, engines=tuple(engines),
                                  done=complete, local=on_cluster or on_held, cluster=cluster if on_cluster else None))
     # Join: every record gets every tagger's fields (None where a tagger could not tag it), streamed.
