@@ -170,12 +170,12 @@ def choose_engines(parsed) -> None:
     so they are decided together, on their summed work, as are the generator and the response role."""
     from core.engine_choice import Work, choose, say
 
-    work = planned_work(parsed)
     decisions: dict[tuple, list] = {}
     for part in parsed:
         for prefix in getattr(part, "auto_engines", ()):
             model = getattr(part, prefix + "model") or parsed[0].model
             decisions.setdefault((prefix in TAG_ROLES, model), []).append((part, prefix))
+    work = planned_work(parsed) if decisions else {}  # a config that names every engine plans nothing
     for (_, model), roles in decisions.items():
         names = [{"": "generator"}.get(p, p.rstrip("_")) for _, p in roles]
         what = " + ".join(names)
