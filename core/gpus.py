@@ -27,11 +27,17 @@ def count() -> int:
             raise ValueError(f"MAGPIE_GPUS={given!r}: give the number of GPUs to use (0, 1, 2, ...), or unset it to "
                              "count the visible CUDA devices")
         return int(given)
+    if "torch" not in sys.modules and not any(os.path.exists(d) for d in _GPU_NODES):
+        return 0  # no GPU driver's device here: torch would count none, and importing it costs 1.4 s on a CPU
     try:
         import torch
     except ImportError:
         return 0
     return torch.cuda.device_count()
+
+
+# The device nodes a GPU torch needs to see one: NVIDIA's driver, ROCm's, and WSL2's (CUDA through /dev/dxg).
+_GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
 
 def engine_sizes(profile: str) -> list[int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 from conftest import ROOT
@@ -48,6 +49,20 @@ def test_count_reads_magpie_gpus_else_torch(monkeypatch):
         gpus.count()
     monkeypatch.delenv("MAGPIE_GPUS")
     assert gpus.count() == torch.cuda.device_count()
+
+
+def test_count_without_a_gpu_driver_does_not_import_torch():
+    """A synth process counts GPUs before it plans its engines: with no GPU driver's device node, the count is 0
+    without torch's 1.4 s import (the stage process imports it where a model needs it)."""
+    code = ("import os, sys; from core import gpus; n = gpus.count(); "
+            "print(n, 'torch' in sys.modules, any(os.path.exists(d) for d in gpus._GPU_NODES))")
+    env = {k: v for k, v in os.environ.items() if k != "MAGPIE_GPUS"}
+    n, imported, nodes = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                                        text=True, check=True).stdout.split()
+    import torch
+
+    assert int(n) == torch.cuda.device_count()
+    assert imported == nodes  # torch only where a driver's node says there may be GPUs to count
 
 
 @pytest.mark.parametrize("n,air,pro", [(0, "tiny", "tiny"), (1, "air", None), (4, "air", "pro"), (8, "air", "pro")])

