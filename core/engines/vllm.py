@@ -138,6 +138,7 @@ class VLLMEngine(Engine):
         self._turn, self._stepping = threading.Condition(), False
         self._server: int | None = None  # the thread stepping for everyone (steps_while_waiting), if one does
         self._failed: BaseException | None = None  # a step that raised: every caller waiting on it raises too
+        self._waiting = 0  # requests of callers still waiting for them
         _LIVE.add(self)
         self.in_flight = in_flight
 
@@ -208,15 +209,19 @@ class VLLMEngine(Engine):
         _WAKE.set()
         me = threading.get_ident()
         with self._turn:
-            while not all(r in self._finished for r in ids):
-                if self._failed is not None:
-                    raise RuntimeError(f"the vLLM engine failed in another thread: {self._failed!r}") \
-                        from self._failed
-                if self._stepping or self._server not in (None, me):  # another thread steps: wait for its step
-                    self._turn.wait()
-                    continue
-                self._step()
-            return [self._finished.pop(r) for r in ids]
+            self._waiting += len(ids)
+            try:
+                while not all(r in self._finished for r in ids):
+                    if self._failed is not None:
+                        raise RuntimeError(f"the vLLM engine failed in another thread: {self._failed!r}") \
+                            from self._failed
+                    if self._stepping or self._server not in (None, me):  # another thread steps: wait for it
+                        self._turn.wait()
+                        continue
+                    self._step()
+                return [self._finished.pop(r) for r in ids]
+            finally:
+                self._waiting -= len(ids)
 
     def _step(self) -> bool:
         """One engine step by the calling thread, which holds self._turn (released while the engine runs, so that
@@ -304,7 +309,7 @@ def _step_here(me: int) -> bool:
             if engine._server != me:
                 engine._server = me
                 engine._turn.notify_all()  # a caller stepping for itself hands over after its step
-            if not engine._stepping and (engine._incoming or engine.llm.llm_engine.has_unfinished_requests()):
+            if not engine._stepping and (engine._incoming or engine._waiting):
                 stepped = engine._step() or stepped
     return stepped
 
