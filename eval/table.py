@@ -254,11 +254,9 @@ def to_csv(lines: list[dict]) -> str:
 
 
 def plot(lines: list[dict], path: Path) -> Path:
-    import matplotlib
+    from core.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 0.45 * len(lines) + 2), sharey=True)
     labels = [ln["label"] + (f"\n[{ln['measured_model']}]" if ln["measured_model"] else "") for ln in lines]
     y = list(range(len(lines)))

@@ -248,11 +248,9 @@ def export_preferences(in_dir, out_dir, name: str, card_info: dict | None = None
 
 def plot_scores(chosen: list[float], rejected: list[float], path: Path, scorer: str) -> None:
     """Two panels: the chosen and rejected score distributions, and the margins (chosen - rejected)."""
-    import matplotlib
+    from core.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     bins = min(40, max(5, len(chosen) // 4))
     a.hist([chosen, rejected], bins=bins, label=["chosen", "rejected"], color=["tab:green", "tab:red"], alpha=0.8)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core import store
+from core.plots import pyplot
 from core.schema import CATEGORICAL, DIFFICULTY_LEVELS, QUALITY_LEVELS, STEER_KINDS, TASK_CATEGORIES
 
 from .steering import label as steer_label
@@ -30,16 +31,6 @@ LENGTHS = ("instruction_length", "response_length")  # characters; the response:
 REASONING_LENGTH = "reasoning_length"  # characters of a thinking model's reasoning, rows that have one
 BATCH_ROWS = 10_000  # rows read at a time: ~50 MB of text at the paper's lengths
 STEER_FIELD = "task_category"  # the tag counted per steer value (issue 23: what each steer makes the model ask)
-
-
-def _plt():
-    """pyplot, imported when a plot is drawn (0.4 s that every stage process paid at import)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: runs on headless machines and in tests
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _label(field: str, v) -> str:
@@ -231,7 +222,7 @@ def _save(fig, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -247,7 +238,7 @@ def _barh(ax, labels: list[str], counts: list[int], total: int, color) -> None:
 def _bars(pairs, title: str, path) -> Path:
     labels, counts = [p[0] for p in pairs], [p[1] for p in pairs]
     total = sum(counts) or 1
-    fig, ax = _plt().subplots(figsize=(7, 0.6 + 0.35 * max(len(labels), 3)))
+    fig, ax = pyplot().subplots(figsize=(7, 0.6 + 0.35 * max(len(labels), 3)))
     _barh(ax, labels, counts, total, ["#bbbbbb" if lab == UNTAGGED else "#4c72b0" for lab in labels])
     ax.set_xlabel("rows")
     ax.set_title(f"{title} (n={total:,})")
@@ -263,7 +254,7 @@ def _draw_hist(ax, vals: np.ndarray, median_format: str) -> None:
 def _hist(profile: Profile, field: str, title: str, path, xlabel: str, note: str = "",
           marks: dict | None = None) -> Path:
     vals, missing = profile.values(field), profile.missing(field)
-    fig, ax = _plt().subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     if len(vals):
         _draw_hist(ax, vals, ".3g")
         for label, x in (marks or {}).items():
@@ -299,7 +290,7 @@ def plot_min_neighbor_distance(profile: Profile, path) -> Path:
 
 
 def plot_lengths(profile: Profile, path) -> Path:
-    fig, axes = _plt().subplots(1, 2, figsize=(10, 4))
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4))
     for ax, (name, field) in zip(axes, (("instruction", "instruction_length"),
                                         ("response (all assistant turns)", "response_length"))):
         vals = profile.values(field)
@@ -318,10 +309,10 @@ def plot_task_category_by_steer(profile: Profile, path) -> Path:
     cats = sorted({c for t in table.values() for c in t["categories"]}, key=lambda c: (
         TASK_CATEGORIES.index(c) if c in TASK_CATEGORIES else len(TASK_CATEGORIES) + (c == UNTAGGED), c))
     # tab20's strong hues first, then their light pairs: neighbouring categories never share a hue.
-    colors = {c: ("#bbbbbb" if c == UNTAGGED else _plt().get_cmap("tab20")((2 * i) % 20 + (2 * i) // 20 % 2))
+    colors = {c: ("#bbbbbb" if c == UNTAGGED else pyplot().get_cmap("tab20")((2 * i) % 20 + (2 * i) // 20 % 2))
               for i, c in enumerate(cats)}
     heights = [min(len(t["values"]), 15) for t in table.values()] or [1]
-    fig, axes = _plt().subplots(len(heights), 1, figsize=(10, 1.2 + sum(0.32 * h + 0.8 for h in heights)),
+    fig, axes = pyplot().subplots(len(heights), 1, figsize=(10, 1.2 + sum(0.32 * h + 0.8 for h in heights)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     for ax, (kind, t) in zip(axes[:, 0], table.items()):
         values, y = t["values"][:15], list(range(min(len(t["values"]), 15)))[::-1]
@@ -333,20 +324,20 @@ def plot_task_category_by_steer(profile: Profile, path) -> Path:
         ax.set_yticks(y, [f"{steer_label(v, 48)} (n={n:,})" for v, n in zip(values, t["rows"])], fontsize=8)
         ax.set_xlim(0, 1)
         ax.set_title(f"{STEER_FIELD} by {kind}", fontsize=10)
-    handles = [_plt().Rectangle((0, 0), 1, 1, color=colors[c]) for c in cats]
+    handles = [pyplot().Rectangle((0, 0), 1, 1, color=colors[c]) for c in cats]
     fig.legend(handles, cats, loc="lower center", ncol=min(len(cats), 6), fontsize=8, frameon=False)
     axes[-1, 0].set_xlabel("share of the value's rows")
     fig.tight_layout(rect=(0, 0.04 + 0.02 * (len(cats) // 6), 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def plot_funnel(funnel: list[tuple[str, int]], path) -> Path:
     steps, counts = [s for s, _ in funnel], [n for _, n in funnel]
-    fig, ax = _plt().subplots(figsize=(8, 0.8 + 0.45 * max(len(steps), 2)))
+    fig, ax = pyplot().subplots(figsize=(8, 0.8 + 0.45 * max(len(steps), 2)))
     _barh(ax, steps, counts, counts[0] if counts and counts[0] else 1, "#55a868")
     ax.set_xlabel("rows left")
     ax.set_title("filter funnel (conditions in order, then the cut)")

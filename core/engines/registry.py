@@ -60,7 +60,6 @@ def release_shared() -> None:
         _SHARED.popitem()[1].close()
 
 
-
 def lend(engine, name: str, model: str, **kwargs) -> tuple:
     """Make `engine` (one this process already holds, e.g. a stage's LazyEngine) the shared engine of (name, model,
     kwargs), so that whoever asks for that engine gets it instead of building a second one (the taggers on the
