@@ -29,6 +29,7 @@ def main():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
 
     from synth.plan import plan
+    from synth.stages import STAGES
 
     argv = ["--config", a.config, *rest]
     p = plan(argv, a.calibrate)
@@ -37,9 +38,15 @@ def main():
         subprocess.run([sys.executable, "-m", "synth", "run", *argv, "--output_dir", tmp, "--report_to", "none"],
                        cwd=ROOT, env=env, check=True, capture_output=True)
         wall = time.perf_counter() - t0
-        real = {t["stage"]: t["wall_seconds"] for t in map(json.loads, (Path(tmp) / "stage_times.jsonl").open())}
-    stages = {r["stage"]: {"forecast_seconds": r["seconds"], "real_seconds": round(real.get(r["stage"], 0.0), 1),
-                           "calibration_seconds": r["calibration_seconds"]} for r in p["stages"]}
+        real = {t["stage"]: t for t in map(json.loads, (Path(tmp) / "stage_times.jsonl").open())}
+    # items: what each stage's summary line counts (instructions kept, pairs, records), forecast and real: the
+    # calibration's keep rate and answer lengths are a sample of the job's, and the forecast carries their error
+    stages = {r["stage"]: {"forecast_seconds": r["seconds"],
+                           "real_seconds": round(real.get(r["stage"], {}).get("wall_seconds", 0.0), 1),
+                           "calibration_seconds": r["calibration_seconds"], "fixed_seconds": r["fixed_seconds"],
+                           "forecast_items": r["items"],
+                           "real_items": real.get(r["stage"], {}).get(STAGES[r["stage"]].count)}
+              for r in p["stages"]}
     print(json.dumps({"config": a.config, "total_prompts": p["total_prompts"], "calibrate": p["calibrate"],
                       "calibration_seconds": p["calibration_seconds"], "forecast_seconds": p["seconds"],
                       "real_seconds": round(wall, 1), "forecast_to_real": round(p["seconds"] / wall, 3),

@@ -67,12 +67,9 @@ def main():
         "input_quality": get_tagger("input_quality", **judge),
         "instruct_reward": get_tagger("instruct_reward", reward_model=TINY, batch_size=args.batch_size),
         "llama_guard_2": get_tagger("llama_guard_2", guard_model=TINY, guard_engine="hf", batch_size=args.batch_size),
-        "language": get_tagger("language"),
     }
     t0 = time.perf_counter()
-    from synth.taggers.language import detector
-
-    detector().detect_language_of("warm up")  # lingua loads its models on first use
+    taggers["language"] = get_tagger("language")  # lingua's models load with the tagger
     lingua_build_s = time.perf_counter() - t0
 
     results = {}

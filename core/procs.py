@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import traceback
 
 # Processes this interpreter ran, as (target, pid): what a test reads to see that models did not share one.
@@ -94,6 +95,12 @@ def _stop_descendants(keep: set[int]) -> None:
 def _worker(conn, parent: int, target, args: tuple, kwargs: dict) -> None:
     global _IN_WORKER
     _IN_WORKER = True
+    from . import steplog
+
+    if steplog.on():  # the spawn and its imports (the target's module, unpickled before this runs), for the planner
+        import psutil
+
+        steplog.fixed(f"process {name_of(target)}", time.time() - psutil.Process().create_time())
     os.setpgrp()  # vLLM's engine core and workers join this group; the watcher can end them all
     watcher = subprocess.Popen([sys.executable, "-S", "-c", _WATCHER, str(parent), str(os.getpgrp())],
                                start_new_session=True, stdin=subprocess.DEVNULL)

@@ -40,28 +40,137 @@ def calibration_argv(argv: list[str], total: int, calibrate: int, pref_size: int
     return [*argv, *extra]
 
 
-def forecast(times: list[dict], scale: float, pref_scale: float, gpus: dict[str, int]) -> list[dict]:
+def forecast(times: list[dict], scale: float, pref_scale: float, gpus: dict[str, int],
+             log: list[dict] | None = None) -> list[dict]:
     """Per stage of a calibration (its stage_times.jsonl lines): the job's items, tokens, seconds and GPU-hours. The
-    preference stages scale with the preference set, the others with the instructions."""
-    from .stages import VERB_STAGES
+    preference stages scale with the preference set, the others with the instructions.
 
+    With the calibration's step log (core.steplog) a stage's time is its fixed costs (engine builds, model loads,
+    process starts, plots), its engines' steps, and the rest; the rest grows with the work, and the steps as the
+    engine would run the job's requests (occupancy). Without one (a stage whose engines ran on Ray actors, or no
+    log), what grows is the stage's `seconds`, scaled by the job's size."""
+    from .stages import STAGES, VERB_STAGES
+
+    log = log or []
+    costs = step_costs(log)
     rows = []
     for t in times:
         f = pref_scale if t["stage"] in VERB_STAGES["preferences"] else scale
-        growing = min(t.get("seconds", t["wall_seconds"]), t["wall_seconds"])
-        fixed = t["wall_seconds"] - growing
-        seconds = fixed + growing * f
+        end = t.get("at", -1.0)  # when the stage ended (every line has it; a hand-written one may not)
+        start = end - t["wall_seconds"]
+        mine = [r for r in log if start <= r["t"] <= end]
+        steps = [r for r in mine if "step" in r]
+        if steps:
+            fixed = _union([(r["t"] - r["dt"], r["t"]) for r in mine if "fixed" in r], start, end)
+            stepping = sum(r["dt"] for r in steps)
+            rest = max(t["wall_seconds"] - fixed - stepping, 0.0)
+            seconds = fixed + rest * f + sum(_grown_steps(mine, engine, costs[engine], f) for engine in
+                                             {r["step"] for r in steps})
+        else:
+            growing = min(t.get("seconds", t["wall_seconds"]), t["wall_seconds"])
+            fixed = t["wall_seconds"] - growing
+            seconds = fixed + growing * f
         tokens = t.get("tokens_this_run", t.get("tokens"))
+        count = STAGES[t["stage"]].count if t["stage"] in STAGES else None  # what its summary line counts
         rows.append({"stage": t["stage"], "calibration_seconds": round(t["wall_seconds"], 1),
+                     "items": round(t[count] * f) if count in t else None,
+                     "steps_seconds": round(sum(r["dt"] for r in steps), 1),
                      "fixed_seconds": round(fixed, 1), "seconds": round(seconds, 1), "hours": seconds / 3600,
                      "tokens": None if tokens is None else int(tokens * f), "gpus": gpus.get(t["stage"], 0),
                      "gpu_hours": seconds / 3600 * gpus.get(t["stage"], 0)})
     return rows
 
 
+# -- batch occupancy: a calibration smaller than the engine's batch runs it less full than the job will ----------
+SIMULATED = 100_000  # requests simulated at most; beyond, the engine is full and time grows with the requests
+
+
+def step_costs(log: list[dict]) -> dict[str, tuple[float, float, float]]:
+    """Per engine of the log: the seconds of a step as a + b x running sequences, plus c per prompt token prefilled,
+    fitted to all its steps (non-negative least squares over the subsets of the three terms). A step of k sequences
+    costs more than one of 1 but far less than k of them: that is the batch's whole point, and why the time of 16
+    answers says little of 48's."""
+    import itertools
+
+    import numpy as np
+
+    by: dict[str, list] = {}
+    for r in log:
+        if "step" in r:
+            by.setdefault(r["step"], []).append((r["n"], r["n"] * r["k"], r["p"], r["dt"]))
+    costs = {}
+    for engine, rows in by.items():
+        x, y = np.array([r[:3] for r in rows], float), np.array([r[3] for r in rows], float)
+        best = (np.inf, (y.sum() / max(x[:, 0].sum(), 1), 0.0, 0.0))  # no fit: a flat cost per step
+        for terms in itertools.chain.from_iterable(itertools.combinations(range(3), n) for n in (1, 2, 3)):
+            coef = np.linalg.lstsq(x[:, terms], y, rcond=None)[0]
+            if (coef >= 0).all():
+                err = float(((x[:, terms] @ coef - y) ** 2).sum())
+                if err < best[0]:
+                    full = [0.0, 0.0, 0.0]
+                    for i, v in zip(terms, coef):
+                        full[i] = float(v)
+                    best = (err, tuple(full))
+        costs[engine] = best[1]
+    return costs
+
+
+def engine_seconds(kind: str, cap: int, pairs: list, cost: tuple[float, float, float]) -> float:
+    """Seconds for an engine of `kind` to run requests of (prompt, generated) tokens at `cost` per step: vLLM keeps
+    up to `cap` sequences running and admits the next as one finishes; hf runs batches of `cap` rows (sorted by
+    prompt length, as HFEngine does) for as many steps as the batch's longest answer."""
+    import heapq
+
+    a, b, c = cost
+    if kind == "hf":
+        rows = sorted(pairs)
+        return sum(max(g for _, g in rows[i:i + cap]) * (a + b * len(rows[i:i + cap]))
+                   + c * len(rows[i:i + cap]) * max(p for p, _ in rows[i:i + cap]) for i in range(0, len(rows), cap))
+    seconds, step, running, queue = 0.0, 0, [], list(reversed(pairs))
+    while queue or running:
+        while queue and len(running) < cap:
+            p, g = queue.pop()
+            seconds += c * p
+            heapq.heappush(running, step + max(g, 1))
+        nxt = running[0]
+        seconds += (nxt - step) * (a + b * len(running))
+        step = nxt
+        while running and running[0] == step:
+            heapq.heappop(running)
+    return seconds
+
+
+def _grown_steps(records: list[dict], engine: str, cost: tuple, f: float) -> float:
+    """An engine's step seconds in a stage of the calibration, grown to the job: times what its requests, f times
+    as many (the calibration's, over again in order), would take over what the calibration's own took, both run
+    through engine_seconds (whose errors then mostly cancel)."""
+    steps = [r for r in records if r.get("step") == engine]
+    pairs = [tuple(pg) for r in records if r.get("requests") == engine for pg in r["pg"]]
+    measured = sum(r["dt"] for r in steps)
+    kind, cap = steps[0]["kind"], steps[0]["cap"]
+    own = engine_seconds(kind, cap, pairs, cost) if pairs else 0.0
+    if own <= 0:
+        return measured * f
+    want = round(len(pairs) * f)
+    n = min(want, SIMULATED)
+    job = engine_seconds(kind, cap, [pairs[i % len(pairs)] for i in range(n)], cost) * want / n
+    return measured * job / own
+
+
+def _union(spans: list[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds of [start, end] covered by the spans (a tagger's load holds its engine's build: counted once)."""
+    total, reach = 0.0, start
+    for a, b in sorted((max(a, start), min(b, end)) for a, b in spans):
+        if b > reach:
+            total += b - max(a, reach)
+            reach = b
+    return total
+
+
 def plan(argv: list[str], calibrate: int | None = None) -> dict:
     """Calibrate on a short run of the job `argv` (a synth config and overrides) and forecast the whole job."""
     from core import gpus as gpu_count
+    from core import steplog
     from core.layout import RunLayout
 
     from .config import parse
@@ -77,18 +186,21 @@ def plan(argv: list[str], calibrate: int | None = None) -> dict:
     gpus.update({n: (1 if cuda else 0) for n in names if STAGES[n].cluster_kw})  # its own models, one GPU each
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "synth", "run", *calibration_argv(argv, total, calibrate, pref_size, tmp)]
+        steps = Path(tmp) / "steps.jsonl"  # beside stage_times.jsonl
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env={**os.environ, "TQDM_DISABLE": "1"}, capture_output=True, text=True)
+        proc = subprocess.run(cmd, env={**os.environ, "TQDM_DISABLE": "1", steplog.ENV: str(steps)},
+                              capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"the calibration run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
         times = [json.loads(line) for line in (Path(tmp) / TIMES).read_text().splitlines()]
+        log = steplog.read(steps) if steps.exists() else []
         prompts = RunLayout(Path(tmp)).pref_prompts / "manifest.json"
         picked = json.loads(prompts.read_text())["counts"].get("kept") if prompts.exists() else None
     scale = total / calibrate
     pref_full = pref_size or (None if picked is None else picked * scale)
     pref_scale = (pref_full / picked) if picked and pref_full else scale
-    rows = forecast(times, scale, pref_scale, gpus)
+    rows = forecast(times, scale, pref_scale, gpus, log)
     startup = max(wall - sum(t["wall_seconds"] for t in times), 0.0)  # the CLI's own imports and checks
     total_seconds = startup + sum(r["seconds"] for r in rows)
     return {"config": argv, "total_prompts": total, "calibrate": calibrate, "calibration_seconds": round(wall, 1),

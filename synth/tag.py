@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from core import procs, shards, store
+from core import procs, shards, steplog, store
 from core.engines import too_long_count
 from core.engines.vllm import IN_FLIGHT as VLLM_IN_FLIGHT
 from core.schema import CATEGORICAL
@@ -44,7 +44,9 @@ def _tagger(name: str, kwargs: dict):
     key = json.dumps([name, kwargs], sort_keys=True, default=str)
     with _BUILDING:
         if key not in _TAGGERS:
+            t0 = time.perf_counter()
             _TAGGERS[key] = get_tagger(name, **kwargs)
+            steplog.fixed(f"tagger {name}", time.perf_counter() - t0)  # its models' loads, for the planner
     return _TAGGERS[key]
 
 
@@ -228,7 +230,9 @@ def tag_dataset(in_dir, out_dir, taggers: dict[str, dict], batch_size: int = 256
     if plots:
         from . import stats
 
+        t1 = time.perf_counter()
         plot_files = [str(p) for p in stats.plot_all(profile, Path(out_dir) / "plots")]
+        steplog.fixed("plots", time.perf_counter() - t1)  # a dozen figures, whatever the records
     out.finish(counts, taggers_info={n: m.get("tagger_info", {}) for n, m in parts.items()}, plots=plot_files)
     counts["seconds"] = time.perf_counter() - t0
     return counts

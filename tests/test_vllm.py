@@ -114,6 +114,43 @@ def test_logprobs_agree_with_transformers(vllm_engine, hf_engine):
     assert max(abs(top_v[t] - top_h[t]) for t in common) < 0.2
 
 
+def test_both_engines_log_their_steps_for_the_planner(vllm_engine, hf_engine, tmp_path, monkeypatch):
+    """With MAGPIE_STEP_LOG set (python -m synth plan's calibration), each engine writes its steps (running
+    sequences, prompt tokens prefilled, seconds) and its requests' (prompt, generated) tokens, which agree with what
+    the call returned; unset, nothing is written."""
+    from core import steplog
+    from core.engines import Sampling, encode_prompt
+
+    prompts = [chat_prompt(vllm_engine, q) for q in ("Name a color.", "Write a long story about the sea.", "Hi")]
+    s = Sampling(temperature=1.0, max_tokens=24, n=2, seed=11)
+    vllm_engine.complete(prompts, s)  # unset: nothing
+    log = tmp_path / "steps.jsonl"
+    monkeypatch.setenv(steplog.ENV, str(log))
+    for engine, kind in ((vllm_engine, "vllm"), (hf_engine, "hf")):
+        out = engine.complete(prompts, s)
+        records = [r for r in steplog.read(log) if steplog.key(engine) in (r.get("step"), r.get("requests"))]
+        steps = [r for r in records if "step" in r]
+        [requests] = [r["pg"] for r in records if "requests" in r]
+        assert {r["kind"] for r in steps} == {kind} and all(r["dt"] > 0 for r in steps)
+        lengths = [len(encode_prompt(engine.tokenizer, p)) for p in prompts]
+        generated = [c.num_tokens for row in out for c in row]
+        if kind == "vllm":  # one sequence a seeded sample, in the order of the call
+            assert requests == [[n, g] for n, g in zip([x for x in lengths for _ in range(2)], generated)]
+            assert steps[0]["k"] == 6 and steps[0]["p"] == 2 * sum(lengths) and steps[0]["cap"] >= 6
+            assert sum(r["n"] for r in steps) == max(generated)  # one step per token of the longest answer
+            assert [r["k"] for r in steps] == sorted((r["k"] for r in steps), reverse=True)  # the batch drains
+        else:  # one batch of 6 rows (batch_size 16) for as many steps as its longest answer
+            assert sorted(requests) == sorted([n, g] for n, g in zip([x for x in lengths for _ in range(2)],
+                                                                      generated))
+            [step] = steps
+            assert (step["k"], step["n"], step["cap"]) == (6, max(generated), 16)
+            assert step["p"] == 6 * max(lengths)
+    monkeypatch.delenv(steplog.ENV)
+    before = log.read_text()
+    hf_engine.complete(prompts[:1], Sampling(max_tokens=4))
+    assert log.read_text() == before
+
+
 def _cfg(*extra):
     from synth.config import parse
 

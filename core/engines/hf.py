@@ -5,6 +5,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from .. import steplog
 from .base import (
     Completion,
     Engine,
@@ -50,6 +51,7 @@ class HFEngine(Engine):
 
         from .. import models
 
+        built = time.perf_counter()
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         path = models.resolve(model)
@@ -74,6 +76,7 @@ class HFEngine(Engine):
                                              "max_model_len": self.max_model_len})
         self.stats = {"prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0, "calls": 0, "too_long": 0}
         self._lock = threading.Lock()
+        steplog.fixed("hf engine", time.perf_counter() - built)
 
     def complete(self, prompts: Sequence[str], sampling: Samplings) -> list[list[Completion]]:
         with self._lock:  # shards in flight (core.shards.run) take turns: generate batches one call at a time
@@ -125,7 +128,9 @@ class HFEngine(Engine):
         if sampling.logprobs:
             gen_kw.update(output_logits=True, return_dict_in_generate=True)
         stop_or_pad = set(eos_ids)
+        pairs = []  # (prompt, generated) tokens of each row, for the step log
         for start in range(0, len(rows), self.batch_size):
+            t0 = time.perf_counter()
             batch = rows[start:start + self.batch_size]
             ids = [encoded[i] for i, _ in batch]
             width = max(len(x) for x in ids)
@@ -145,6 +150,8 @@ class HFEngine(Engine):
                 # Raw logits, before any processor: the model's own distribution, as vLLM reports it.
                 logits, gen = torch.stack(gen.logits, 1).float().log_softmax(-1), gen.sequences
             gen = gen[:, width:].tolist()
+            steplog.step(self, "hf", self.batch_size, len(batch), len(batch) * width, time.perf_counter() - t0,
+                         steps=len(gen[0]))
             self.stats["prompt_tokens"] += sum(len(x) for x in ids)
             for r, ((i, j), toks) in enumerate(zip(batch, gen)):
                 # A finished row is padded; its length is up to and including its first stop id.
@@ -155,6 +162,8 @@ class HFEngine(Engine):
                 top = None if logits is None else [self._top(logits[r, k], sampling.logprobs) for k in range(n_tok)]
                 out[i][j] = Completion(text, n_tok, "stop" if finished else "length", top)
                 self.stats["generated_tokens"] += n_tok
+                pairs.append((len(ids[r]), n_tok))
+        steplog.requests(self, pairs)
         return out  # type: ignore[return-value]
 
     def _top(self, logprobs, k: int) -> dict[str, float]:

@@ -25,6 +25,7 @@ import time
 import weakref
 from collections.abc import Sequence
 
+from .. import steplog
 from .base import (
     VLLM_KEYS,
     Completion,
@@ -83,6 +84,7 @@ class VLLMEngine(Engine):
         from .. import models
         from .dtype import dtype_name
 
+        built = time.perf_counter()
         cpu = on_cpu()
         if cpu:
             for k, v in CPU_ENV.items():
@@ -139,8 +141,11 @@ class VLLMEngine(Engine):
         self._server: int | None = None  # the thread stepping for everyone (steps_while_waiting), if one does
         self._failed: BaseException | None = None  # a step that raised: every caller waiting on it raises too
         self._waiting = 0  # requests of callers still waiting for them
+        # for the step log (core.steplog): sequences in the engine, and its batch's cap
+        self._running, self._cap = 0, self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         _LIVE.add(self)
         self.in_flight = in_flight
+        steplog.fixed("vllm engine", time.perf_counter() - built)
 
     def _requests(self, sampling: Sampling) -> list:
         """The SamplingParams of one prompt: one request with `n` samples, or, seeded, n requests of one sample
@@ -174,9 +179,11 @@ class VLLMEngine(Engine):
                 result[i] = []
         outputs = self._generate(inputs, params) if inputs else []
         prompt_tokens = generated = 0
+        pairs = []  # (prompt, generated) tokens of each sequence, for the step log
         for i, out in zip(owner, outputs):  # vLLM returns outputs in the order of the inputs
             prompt_tokens += len(out.prompt_token_ids)
             for o in out.outputs:
+                pairs.append((len(out.prompt_token_ids), len(o.token_ids)))
                 # vLLM says "stop" for EOS, stop ids and stop strings; "length" at max_tokens or max_model_len.
                 reason = "length" if o.finish_reason == "length" else "stop"
                 top = None
@@ -190,6 +197,7 @@ class VLLMEngine(Engine):
             self.stats["generated_tokens"] += generated
             self.stats["seconds"] += time.perf_counter() - t0
             self.stats["calls"] += 1
+        steplog.requests(self, pairs)
         return result  # type: ignore[return-value]
 
     def _generate(self, inputs: list, params: list) -> list:
@@ -229,9 +237,18 @@ class VLLMEngine(Engine):
         self._stepping = True
         self._turn.release()
         try:  # only the stepping thread touches the engine: add what has arrived, then one step
+            added = 0  # prompt tokens
             while self._incoming:
-                self.llm.llm_engine.add_request(*self._incoming.popleft())
-            outs = self.llm.llm_engine.step() if self.llm.llm_engine.has_unfinished_requests() else []
+                request = self._incoming.popleft()
+                self.llm.llm_engine.add_request(*request)
+                added += len(request[1]["prompt_token_ids"]) * request[2].n
+                self._running += request[2].n
+            outs = []
+            if self.llm.llm_engine.has_unfinished_requests():
+                t0, running = time.perf_counter(), min(self._running, self._cap)
+                outs = self.llm.llm_engine.step()
+                steplog.step(self, "vllm", self._cap, running, added, time.perf_counter() - t0)
+            self._running -= sum(len(o.outputs) for o in outs if o.finished)
         except BaseException as e:
             self._failed = e
             raise
