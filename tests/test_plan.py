@@ -1,5 +1,6 @@
 """`python -m synth plan`: a forecast of a synthesis job from a short calibration run of the job itself."""
 import json
+import re
 
 import pytest
 from conftest import TINY
@@ -80,5 +81,7 @@ def test_plan_calibrates_on_the_job_itself_and_prints_every_stage(tiny_run, caps
     for stage in ("instructions", "responses"):
         assert any(line.startswith(stage) for line in out.splitlines())
     assert "paper, Air-3M (3,000,000 pairs): 206 GPU-hours" in out
+    grown = re.search(r"engine time grown from ([\d,]+) engine steps of the calibration", out)
+    assert grown and int(grown.group(1).replace(",", "")) >= 2  # a step at least in each of the two stages
     with pytest.raises(SystemExit):
         main(["plan", *argv, "--calibrate", "zero"])
