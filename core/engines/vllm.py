@@ -141,8 +141,7 @@ class VLLMEngine(Engine):
         self._server: int | None = None  # the thread stepping for everyone (steps_while_waiting), if one does
         self._failed: BaseException | None = None  # a step that raised: every caller waiting on it raises too
         self._waiting = 0  # requests of callers still waiting for them
-        # for the step log (core.steplog): sequences in the engine, and its batch's cap
-        self._running, self._cap = 0, self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+        self._running = 0  # sequences in the engine, for the step log (core.steplog)
         _LIVE.add(self)
         self.in_flight = in_flight
         steplog.fixed("vllm engine", time.perf_counter() - built)
@@ -245,9 +244,11 @@ class VLLMEngine(Engine):
                 self._running += request[2].n
             outs = []
             if self.llm.llm_engine.has_unfinished_requests():
-                t0, running = time.perf_counter(), min(self._running, self._cap)
+                t0, running = time.perf_counter(), self._running
                 outs = self.llm.llm_engine.step()
-                steplog.step(self, "vllm", self._cap, running, added, time.perf_counter() - t0)
+                if steplog.on():  # the batch holds max_num_seqs at most; the rest wait
+                    cap = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+                    steplog.step(self, "vllm", cap, min(running, cap), added, time.perf_counter() - t0)
             self._running -= sum(len(o.outputs) for o in outs if o.finished)
         except BaseException as e:
             self._failed = e
