@@ -67,9 +67,9 @@ def forecast(times: list[dict], scale: float, pref_scale: float, gpus: dict[str,
         start = end - t["wall_seconds"]
         mine = [r for r in log if start <= r["t"] <= end]
         steps = [r for r in mine if "step" in r]
+        stepping = sum(r["dt"] for r in steps)
         if steps:
             fixed = _union([(r["t"] - r["dt"], r["t"]) for r in mine if "fixed" in r], start, end)
-            stepping = sum(r["dt"] for r in steps)
             rest = max(t["wall_seconds"] - fixed - stepping, 0.0)
             seconds = fixed + rest * f + sum(_grown_steps(mine, engine, costs[engine], f) for engine in
                                              {r["step"] for r in steps})
@@ -81,7 +81,7 @@ def forecast(times: list[dict], scale: float, pref_scale: float, gpus: dict[str,
         count = STAGES[t["stage"]].count if t["stage"] in STAGES else None  # what its summary line counts
         rows.append({"stage": t["stage"], "calibration_seconds": round(t["wall_seconds"], 1),
                      "items": round(t[count] * f) if count in t else None,
-                     "steps_seconds": round(sum(r["dt"] for r in steps), 1),
+                     "steps_seconds": round(stepping, 1),
                      "fixed_seconds": round(fixed, 1), "seconds": round(seconds, 1), "hours": seconds / 3600,
                      "tokens": None if tokens is None else int(tokens * f), "gpus": gpus.get(t["stage"], 0),
                      "gpu_hours": seconds / 3600 * gpus.get(t["stage"], 0)})
@@ -118,10 +118,9 @@ def step_costs(log: list[dict]) -> dict[str, tuple[float, float, float]]:
             if (coef >= 0).all():
                 err = float(((x[:, terms] @ coef - y) ** 2).sum())
                 if err < best[0]:
-                    full = [0.0, 0.0, 0.0]
-                    for i, v in zip(terms, coef):
-                        full[i] = float(v)
-                    best = (err, tuple(full))
+                    full = np.zeros(3)
+                    full[list(terms)] = coef
+                    best = (err, tuple(full.tolist()))
         costs[engine] = best[1]
     return costs
 

@@ -141,7 +141,6 @@ class VLLMEngine(Engine):
         self._server: int | None = None  # the thread stepping for everyone (steps_while_waiting), if one does
         self._failed: BaseException | None = None  # a step that raised: every caller waiting on it raises too
         self._waiting = 0  # requests of callers still waiting for them
-        self._running = 0  # sequences in the engine, for the step log (core.steplog)
         _LIVE.add(self)
         self.in_flight = in_flight
         steplog.fixed("vllm engine", time.perf_counter() - built)
@@ -236,20 +235,20 @@ class VLLMEngine(Engine):
         self._stepping = True
         self._turn.release()
         try:  # only the stepping thread touches the engine: add what has arrived, then one step
-            added = 0  # prompt tokens
+            engine, added = self.llm.llm_engine, 0  # prompt tokens, for the step log
             while self._incoming:
                 request = self._incoming.popleft()
-                self.llm.llm_engine.add_request(*request)
+                engine.add_request(*request)
                 added += len(request[1]["prompt_token_ids"]) * request[2].n
-                self._running += request[2].n
             outs = []
-            if self.llm.llm_engine.has_unfinished_requests():
-                t0, running = time.perf_counter(), self._running
-                outs = self.llm.llm_engine.step()
-                if steplog.on():  # the batch holds max_num_seqs at most; the rest wait
-                    cap = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+            if engine.has_unfinished_requests():
+                # sequences in the engine (an n-sample request is n of them); the batch holds max_num_seqs at most
+                running = engine.get_num_unfinished_requests() if steplog.on() else 0
+                t0 = time.perf_counter()
+                outs = engine.step()
+                if steplog.on():
+                    cap = engine.vllm_config.scheduler_config.max_num_seqs
                     steplog.step(self, "vllm", cap, min(running, cap), added, time.perf_counter() - t0)
-            self._running -= sum(len(o.outputs) for o in outs if o.finished)
         except BaseException as e:
             self._failed = e
             raise
