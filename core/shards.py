@@ -61,7 +61,9 @@ def run(work: ShardWork, units: list[tuple[Any, Any, int]], engine=None, *, desc
             # no longer drains the batch at every shard's longest answer; each shard is written as it completes.
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=in_flight) as pool:
+            from .engines.vllm import serving  # this thread steps the vLLM engines the shards wait on
+
+            with ThreadPoolExecutor(max_workers=in_flight) as pool, serving():
                 futures = {pool.submit(work.write, key, spec, engine): n for key, spec, n in todo}  # in order
                 for f in _as_done(futures):
                     f.result()  # a failed shard stops the stage (the finished ones stay on disk)
@@ -79,7 +81,7 @@ def run(work: ShardWork, units: list[tuple[Any, Any, int]], engine=None, *, desc
 
 
 def _as_done(futures):
-    from .engines.vllm import steps_while_waiting  # this thread steps the vLLM engines the shards wait on
+    from .engines.vllm import steps_while_waiting
 
     try:
         yield from steps_while_waiting(futures)

